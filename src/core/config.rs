@@ -1,0 +1,102 @@
+//! Everything the core's policies can be tuned with. Built by `crate::config`
+//! from `WS_*` variables and the TOML file; plain data, no parsing here.
+
+use std::time::Duration;
+
+/// What to do when a connection's outbound queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlowClientPolicy {
+    /// Close the connection with 1008 "slow consumer" (the default).
+    #[default]
+    Disconnect,
+    /// Drop the oldest queued messages and count them; the client goes on.
+    DropOldest,
+}
+
+/// Who may subscribe to the channels a [`ChannelRule`] matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// Any authenticated client.
+    Authenticated,
+    /// Only clients holding one of these roles.
+    Roles(Vec<String>),
+    /// Only the user the channel names: the rule's pattern contains `{sub}`,
+    /// e.g. `user:{sub}` admits user `alice` to `user:alice` only.
+    Owner,
+}
+
+/// A configured restriction: channels matching `pattern` (`*` as a trailing
+/// wildcard, or `{sub}` for owner rules) are open to `access` only. The first
+/// matching rule wins; channels no rule matches are open to every client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRule {
+    /// The channel pattern.
+    pub pattern: String,
+    /// Who may subscribe.
+    pub access: Access,
+}
+
+/// The core's policies.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Shown as `serverId` in `connected` frames.
+    pub server_id: String,
+    /// Outbound queue bound in frames (`WS_CLIENT_BUFFER`).
+    pub client_buffer_frames: usize,
+    /// Outbound queue bound in bytes (`WS_CLIENT_BUFFER_BYTES`).
+    pub client_buffer_bytes: usize,
+    /// What a full queue does (`WS_SLOW_CLIENT_POLICY`).
+    pub slow_client_policy: SlowClientPolicy,
+    /// How long a slow consumer's socket gets to take its close frame before
+    /// the TCP connection is dropped.
+    pub slow_close_grace: Duration,
+    /// WebSocket Ping period (`WS_HEARTBEAT_INTERVAL`).
+    pub heartbeat_interval: Duration,
+    /// Silence after which a connection is closed (`WS_CONNECTION_TIMEOUT`).
+    pub connection_timeout: Duration,
+    /// Also send JSON `ping` frames (`WS_APP_PING`).
+    pub app_ping: bool,
+    /// Largest inbound frame (`WS_MAX_MESSAGE_BYTES`); the shell enforces it
+    /// while reading and reports oversize frames to the core.
+    pub max_message_bytes: usize,
+    /// Channels one connection may hold (`WS_MAX_CHANNELS_PER_CONNECTION`).
+    pub max_channels_per_connection: usize,
+    /// Open connections in all; 0 = unlimited (`WS_MAX_CONNECTIONS`).
+    pub max_connections: usize,
+    /// Open connections per remote address; 0 = unlimited.
+    pub max_connections_per_ip: usize,
+    /// Inbound frames per second per connection (`WS_RATE_LIMIT`).
+    pub rate_limit_per_second: u32,
+    /// Token bucket size (`WS_RATE_BURST`).
+    pub rate_limit_burst: u32,
+    /// JSON-array batching: most messages per frame; 1 = off (`WS_BATCH_MAX`).
+    pub batch_max: usize,
+    /// JSON-array batching: how long to wait for more (`WS_BATCH_DELAY`).
+    pub batch_delay: Duration,
+    /// Role- and owner-restricted channel patterns (TOML only).
+    pub channel_rules: Vec<ChannelRule>,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            server_id: "ws-realtime".to_owned(),
+            client_buffer_frames: 256,
+            client_buffer_bytes: 1024 * 1024,
+            slow_client_policy: SlowClientPolicy::Disconnect,
+            slow_close_grace: Duration::from_secs(3),
+            heartbeat_interval: Duration::from_secs(30),
+            connection_timeout: Duration::from_secs(60),
+            app_ping: false,
+            max_message_bytes: 64 * 1024,
+            max_channels_per_connection: 100,
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            rate_limit_per_second: 50,
+            rate_limit_burst: 100,
+            batch_max: 1,
+            batch_delay: Duration::ZERO,
+            channel_rules: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! ws-realtime: live market data from Kafka, Redis pub/sub and an HTTP publish
+//! API, delivered to authenticated WebSocket clients.
+//!
+//! * [`core`]: the sans-IO state machine (all policy).
+//! * [`proto`]: client-frame decoding and server-frame encoding.
+//! * [`shell`]: tokio + hyper + fastwebsockets around the core.
+//! * [`source`]: Kafka, Redis, HTTP publish and the dev feed.
+//! * [`config`]: `WS_*` variables and the TOML file.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod config;
+pub mod core;
+pub mod metrics;
+pub mod proto;
+pub mod shell;
+pub mod source;

@@ -1,0 +1,5 @@
+//! The `ws-realtime` binary.
+
+fn main() {
+    eprintln!("ws-realtime: not yet wired");
+}

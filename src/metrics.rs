@@ -1,0 +1,301 @@
+//! Prometheus metrics. The core emits [`Event`]s and the shell turns them into
+//! these counters; sources report their own figures. Every update is an atomic
+//! operation: no lock is taken per delivered message.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::core::{Event, Stats};
+
+/// Label set with one `reason`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why (a stable snake_case word).
+    pub reason: String,
+}
+
+/// Label set with one `topic`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabel {
+    /// The Kafka topic.
+    pub topic: String,
+}
+
+/// Label set for per-partition figures.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    /// The Kafka topic.
+    pub topic: String,
+    /// The partition number.
+    pub partition: String,
+}
+
+/// Label set with one `source` and one `kind`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceKindLabel {
+    /// The source (`kafka`, `redis`, `http`, `dev`).
+    pub source: String,
+    /// What happened (payload kind, routing fallback, …).
+    pub kind: String,
+}
+
+/// Every metric the server exposes at `/metrics`.
+#[derive(Debug)]
+pub struct Metrics {
+    /// The registry `/metrics` encodes.
+    registry: Registry,
+    /// Active connections (named as the old service's dashboards expect).
+    pub connections: Gauge,
+    /// Connections ever opened.
+    pub connections_opened: Counter,
+    /// Connections closed, by reason.
+    pub connections_closed: Family<ReasonLabel, Counter>,
+    /// Frames handed to sockets.
+    pub messages_sent: Counter,
+    /// Frames read from clients.
+    pub messages_received: Counter,
+    /// Bytes handed to sockets.
+    pub bytes_sent: Counter,
+    /// Kafka messages taken by the core, per topic.
+    pub kafka_messages_processed: Family<TopicLabel, Counter>,
+    /// Kafka consumer lag per partition.
+    pub kafka_consumer_lag: Family<PartitionLabel, Gauge>,
+    /// Connections closed for silence.
+    pub heartbeat_failures: Counter,
+    /// How long connections lasted.
+    pub connection_duration: Histogram,
+    /// Connections closed as slow consumers.
+    pub slow_consumer_disconnects: Counter,
+    /// Messages that did not reach a subscriber, by reason.
+    pub messages_dropped: Family<ReasonLabel, Counter>,
+    /// Client frames rejected by the rate limit.
+    pub rate_limited: Counter,
+    /// (connection, channel) subscriptions.
+    pub subscriptions: Gauge,
+    /// Channels with at least one subscriber.
+    pub channels: Gauge,
+    /// Time from a message's ingest to its frame being written.
+    pub publish_to_send: Histogram,
+    /// Messages by source and payload kind / routing outcome.
+    pub source_messages: Family<SourceKindLabel, Counter>,
+    /// Source outages (gaps in delivery), by source.
+    pub source_gaps: Family<ReasonLabel, Counter>,
+}
+
+impl Metrics {
+    /// A fresh registry with every metric at zero.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let metrics = Metrics {
+            connections: Gauge::default(),
+            connections_opened: Counter::default(),
+            connections_closed: Family::default(),
+            messages_sent: Counter::default(),
+            messages_received: Counter::default(),
+            bytes_sent: Counter::default(),
+            kafka_messages_processed: Family::default(),
+            kafka_consumer_lag: Family::default(),
+            heartbeat_failures: Counter::default(),
+            connection_duration: Histogram::new(exponential_buckets(0.1, 4.0, 12)),
+            slow_consumer_disconnects: Counter::default(),
+            messages_dropped: Family::default(),
+            rate_limited: Counter::default(),
+            subscriptions: Gauge::default(),
+            channels: Gauge::default(),
+            publish_to_send: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
+            source_messages: Family::default(),
+            source_gaps: Family::default(),
+            registry: Registry::default(),
+        };
+        // Counters are registered without `_total`: the encoder appends it.
+        registry.register(
+            "websocket_connections_total",
+            "Active WebSocket connections",
+            metrics.connections.clone(),
+        );
+        registry.register(
+            "websocket_connections_opened",
+            "WebSocket connections opened",
+            metrics.connections_opened.clone(),
+        );
+        registry.register(
+            "websocket_connections_closed",
+            "WebSocket connections closed, by reason",
+            metrics.connections_closed.clone(),
+        );
+        registry.register(
+            "websocket_messages_sent",
+            "Frames written to clients",
+            metrics.messages_sent.clone(),
+        );
+        registry.register(
+            "websocket_messages_received",
+            "Frames received from clients",
+            metrics.messages_received.clone(),
+        );
+        registry.register(
+            "websocket_bytes_sent",
+            "Bytes written to clients",
+            metrics.bytes_sent.clone(),
+        );
+        registry.register(
+            "websocket_kafka_messages_processed",
+            "Kafka messages taken by the core, per topic",
+            metrics.kafka_messages_processed.clone(),
+        );
+        registry.register(
+            "websocket_kafka_consumer_lag",
+            "Kafka consumer lag in messages, per partition",
+            metrics.kafka_consumer_lag.clone(),
+        );
+        registry.register(
+            "websocket_heartbeat_failures",
+            "Connections closed because they were silent past the timeout",
+            metrics.heartbeat_failures.clone(),
+        );
+        registry.register(
+            "websocket_connection_duration_seconds",
+            "How long WebSocket connections lasted",
+            metrics.connection_duration.clone(),
+        );
+        registry.register(
+            "websocket_slow_consumer_disconnects",
+            "Connections closed because their outbound queue overflowed",
+            metrics.slow_consumer_disconnects.clone(),
+        );
+        registry.register(
+            "websocket_messages_dropped",
+            "Messages that did not reach a subscriber, by reason",
+            metrics.messages_dropped.clone(),
+        );
+        registry.register(
+            "websocket_rate_limited",
+            "Client frames rejected by the inbound rate limit",
+            metrics.rate_limited.clone(),
+        );
+        registry.register(
+            "websocket_subscriptions",
+            "Active (connection, channel) subscriptions",
+            metrics.subscriptions.clone(),
+        );
+        registry.register(
+            "websocket_channels",
+            "Channels with at least one subscriber",
+            metrics.channels.clone(),
+        );
+        registry.register(
+            "websocket_publish_to_send_seconds",
+            "Time from a message's ingest to its frame being written to a socket",
+            metrics.publish_to_send.clone(),
+        );
+        registry.register(
+            "websocket_source_messages",
+            "Messages from sources, by source and payload kind or routing outcome",
+            metrics.source_messages.clone(),
+        );
+        registry.register(
+            "websocket_source_gaps",
+            "Source outages during which messages may have been missed, by source",
+            metrics.source_gaps.clone(),
+        );
+        registry.register(
+            "websocket_build",
+            "Build information",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// Turns one core event into counter updates.
+    pub fn record_event(&self, event: &Event) {
+        match event {
+            Event::Opened { .. } => {
+                self.connections_opened.inc();
+            }
+            Event::Closed {
+                reason, duration, ..
+            } => {
+                self.connections_closed
+                    .get_or_create(&ReasonLabel {
+                        reason: reason.as_str().to_owned(),
+                    })
+                    .inc();
+                self.connection_duration.observe(duration.as_secs_f64());
+            }
+            Event::MessagesDropped { count, reason, .. } => {
+                let reason = match reason {
+                    crate::core::DropReason::DropOldest => "drop_oldest",
+                    crate::core::DropReason::SlowConsumerClosed => "slow_consumer_closed",
+                };
+                self.messages_dropped
+                    .get_or_create(&ReasonLabel {
+                        reason: reason.to_owned(),
+                    })
+                    .inc_by(*count);
+            }
+            Event::SlowConsumer { .. } => {
+                self.slow_consumer_disconnects.inc();
+            }
+            Event::HeartbeatFailure { .. } => {
+                self.heartbeat_failures.inc();
+            }
+            Event::RateLimited { .. } => {
+                self.rate_limited.inc();
+            }
+            Event::Subscribed { .. } | Event::Unsubscribed { .. } | Event::FrameRejected { .. } => {
+            }
+        }
+    }
+
+    /// Copies the core's table sizes into the gauges.
+    pub fn record_stats(&self, stats: Stats) {
+        self.connections.set(stats.connections as i64);
+        self.subscriptions.set(stats.subscriptions as i64);
+        self.channels.set(stats.channels as i64);
+    }
+
+    /// Counts one write of `frames` frames and `bytes` bytes to a socket.
+    pub fn record_write(&self, frames: usize, bytes: usize) {
+        self.messages_sent.inc_by(frames as u64);
+        self.bytes_sent.inc_by(bytes as u64);
+    }
+
+    /// Counts one message from `source` by `kind` (payload kind or routing outcome).
+    pub fn record_source_message(&self, source: &str, kind: &str) {
+        self.source_messages
+            .get_or_create(&SourceKindLabel {
+                source: source.to_owned(),
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Observes the time from ingest to write.
+    pub fn record_publish_to_send(&self, elapsed: Duration) {
+        self.publish_to_send.observe(elapsed.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,1 @@
+//! Protocol v1: client-frame decoding and server-frame encoding.

@@ -1,0 +1,3 @@
+//! The thin I/O shell around the core: tokio, hyper 1 and fastwebsockets.
+
+pub mod shutdown;
