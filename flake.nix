@@ -70,6 +70,7 @@
             package
             clippy
             tests
+            doctests
             sim
             fuzz-seeds
             fmt

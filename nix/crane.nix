@@ -12,9 +12,9 @@ let
   fs = lib.fileset;
 
   # Everything cargo may read: sources, manifests, insta snapshots, test
-  # fixtures, proptest regressions and the committed fuzz seeds. The Nix
-  # files, CI scripts and docs are left out so editing them does not rebuild
-  # the Rust code; fuzz/ is its own workspace (cargo-fuzz, nightly
+  # fixtures, proptest regressions, docs a test may read, and the committed
+  # fuzz seeds. The Nix files and CI scripts are left out so editing them
+  # does not rebuild the Rust code; fuzz/ is its own workspace (cargo-fuzz,
   # libFuzzer) and only its seeds are read by `cargo test --test fuzz_seeds`.
   src = fs.toSource {
     root = ../.;
@@ -24,7 +24,6 @@ let
         ../flake.lock
         ./.
         (fs.maybeMissing ../nixos-module)
-        (fs.maybeMissing ../docs)
         (fs.maybeMissing ../.ci)
         (fs.difference (fs.maybeMissing ../fuzz) (fs.maybeMissing ../fuzz/seeds))
       ]
@@ -100,6 +99,15 @@ in
   # Unit, property, snapshot and loopback integration tests of the server
   # crate. The simulation suite has its own check so a failure says which.
   tests = craneLib.cargoNextest (
+    testArgs
+    // {
+      cargoExtraArgs = "--locked -p ws-realtime";
+    }
+  );
+
+  # Doc tests, which nextest does not run; together with `tests` this is
+  # `cargo test -p ws-realtime`.
+  doctests = craneLib.cargoDocTest (
     testArgs
     // {
       cargoExtraArgs = "--locked -p ws-realtime";
