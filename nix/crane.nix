@@ -35,8 +35,9 @@ let
     pname = "ws-realtime";
     strictDeps = true;
 
-    # rdkafka is built with its `cmake-build` feature (enabled in
-    # Cargo.toml): librdkafka's own `configure` starts with
+    # rdkafka is built with its `cmake-build` feature (the crate's own
+    # `cmake-build` feature, turned on only here through `cargoExtraArgs`;
+    # plain cargo builds keep librdkafka's configure script): its own `configure` starts with
     # `#!/usr/bin/env bash`, which the build sandbox does not have. zlib is
     # the only system library that feature set links (no ssl, sasl, curl or
     # zstd features are enabled); libz-sys finds it through pkg-config.
@@ -51,7 +52,7 @@ let
     dontUseCmakeConfigure = true;
 
     # Dependencies of every workspace member, so `sim` reuses them too.
-    cargoExtraArgs = "--locked --workspace";
+    cargoExtraArgs = "--locked --workspace --features ws-realtime/cmake-build";
   };
 
   cargoArtifacts = craneLib.buildDepsOnly commonArgs;
@@ -68,7 +69,7 @@ let
     // {
       inherit cargoArtifacts;
       # Only the server binary; `sim` is a test-only member.
-      cargoExtraArgs = "--locked -p ws-realtime";
+      cargoExtraArgs = "--locked -p ws-realtime --features ws-realtime/cmake-build";
       # Tests run in their own checks below, not on every package build.
       doCheck = false;
       meta = {
@@ -101,7 +102,7 @@ in
   tests = craneLib.cargoNextest (
     testArgs
     // {
-      cargoExtraArgs = "--locked -p ws-realtime";
+      cargoExtraArgs = "--locked -p ws-realtime --features ws-realtime/cmake-build";
     }
   );
 
@@ -110,7 +111,7 @@ in
   doctests = craneLib.cargoDocTest (
     testArgs
     // {
-      cargoExtraArgs = "--locked -p ws-realtime";
+      cargoExtraArgs = "--locked -p ws-realtime --features ws-realtime/cmake-build";
     }
   );
 
@@ -120,7 +121,7 @@ in
     // {
       # cargoTest names every derivation `<pname>-test`; say which one.
       pname = "ws-realtime-sim";
-      cargoExtraArgs = "--locked -p sim";
+      cargoExtraArgs = "--locked -p sim --features ws-realtime/cmake-build";
     }
   );
 
@@ -130,7 +131,7 @@ in
     testArgs
     // {
       pname = "ws-realtime-fuzz-seeds";
-      cargoExtraArgs = "--locked -p ws-realtime --features fuzzing";
+      cargoExtraArgs = "--locked -p ws-realtime --features fuzzing,cmake-build";
       cargoTestExtraArgs = "--test fuzz_seeds";
     }
   );
