@@ -8,8 +8,10 @@
 //! * [`config`]: `WS_*` variables and the TOML file.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod auth;
 pub mod config;
 pub mod core;
+pub mod dev;
 pub mod metrics;
 pub mod proto;
 pub mod shell;

@@ -1,5 +1,7 @@
 //! Configuration: `WS_*` environment variables over an optional TOML file.
 
+pub mod server;
 pub mod settings;
 
+pub use server::{AuthSettings, LogFormat, ServerConfig, SourceKind};
 pub use settings::{ConfigError, Settings, parse_duration};
