@@ -62,7 +62,11 @@ impl Core {
         c.batch.push(message);
         if c.batch.len() >= self.config.batch_max {
             self.flush_batch(now, conn);
-        } else if c.batch.len() == 1 {
+            // A full batch that overflowed the queue closed the connection:
+            // then this message did not get through.
+            return self.conns.get(conn.0).is_some_and(|c| c.closing.is_none());
+        }
+        if c.batch.len() == 1 {
             c.timers
                 .set(Timer::BatchFlush, now + self.config.batch_delay);
             self.reschedule(conn);
