@@ -15,9 +15,19 @@ impl Core {
         let pos = match publish.pos {
             Position::Offset { partition, offset } => MessagePos::Offset { partition, offset },
             Position::Assigned => {
-                let seq = self.sequences.entry(publish.channel.clone()).or_insert(0);
-                *seq += 1;
-                MessagePos::Sequence(*seq)
+                // Look up before inserting so the hot path does not clone
+                // the channel name.
+                let seq = match self.sequences.get_mut(&publish.channel) {
+                    Some(seq) => {
+                        *seq += 1;
+                        *seq
+                    }
+                    None => {
+                        self.sequences.insert(publish.channel.clone(), 1);
+                        1
+                    }
+                };
+                MessagePos::Sequence(seq)
             }
         };
         let encoded = server::message(&publish.channel, pos, &publish.payload);
