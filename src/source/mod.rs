@@ -13,7 +13,9 @@ pub use crate::core::{Position, Publish};
 use crate::metrics::Metrics;
 use crate::shell::shutdown::Shutdown;
 
+pub mod embedded;
 pub mod health;
+pub mod kafka;
 
 pub use health::{Readiness, SourceHealth};
 
