@@ -2,122 +2,20 @@
 //! the real Kafka source inside the real server, receive the frame over a
 //! WebSocket on 127.0.0.1 with tokio-tungstenite. Every wait is bounded.
 
-use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod kafka_support;
+
+use std::time::Duration;
 
 use base64::Engine;
-use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::{Instant, timeout};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use ws_realtime::auth::{TokenSpec, mint};
-use ws_realtime::config::{ServerConfig, Settings};
-use ws_realtime::shell::ServerHandle;
+use kafka_support::{WAIT, connect, http_status, next_message};
+use tokio::time::Instant;
 use ws_realtime::source::embedded::EmbeddedKafka;
-use ws_realtime::source::kafka::{KafkaConfig, KafkaSource, KafkaTimings};
-
-const SECRET: &[u8] = b"kafka-e2e-secret-0123456789abcdef";
-const WAIT: Duration = Duration::from_secs(30);
-
-type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn start_server(kafka: &EmbeddedKafka, pairs: &[(&str, &str)]) -> ServerHandle {
-    let mut all = vec![("WS_KAFKA_BROKERS", kafka.bootstrap_servers())];
-    all.extend_from_slice(pairs);
-    let config = KafkaConfig::from_settings(&Settings::from_pairs(all)).expect("valid config");
-    let source = KafkaSource::new(config).with_timings(KafkaTimings {
-        health_interval: Duration::from_millis(200),
-        ..KafkaTimings::default()
-    });
-    ws_realtime::shell::start(ServerConfig::for_testing(SECRET), vec![Box::new(source)])
-        .await
-        .expect("a loopback server starts")
-}
-
-fn token() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let spec = TokenSpec {
-        sub: "kafka-tester".to_owned(),
-        ttl: Duration::from_secs(3600),
-        roles: Vec::new(),
-        channels: None,
-        audience: None,
-        issuer: None,
-    };
-    mint(SECRET, &spec, now)
-}
-
-/// Connects with `query` appended and waits for the connect-time
-/// subscription to be acknowledged, so nothing produced afterwards is missed.
-async fn connect(address: SocketAddr, query: &str) -> Client {
-    let url = format!("ws://{address}/ws?token={}&{query}", token());
-    let (mut client, _) = timeout(WAIT, tokio_tungstenite::connect_async(url))
-        .await
-        .expect("connects in time")
-        .expect("the upgrade succeeds");
-    for _ in 0..10 {
-        let frame = next_json(&mut client).await;
-        if frame["type"] == "subscribed" {
-            return client;
-        }
-    }
-    panic!("no subscribed acknowledgement");
-}
-
-async fn next_json(client: &mut Client) -> serde_json::Value {
-    for _ in 0..1000 {
-        match timeout(WAIT, client.next()).await.expect("a frame in time") {
-            Some(Ok(Message::Text(text))) => {
-                return serde_json::from_str(&text).expect("server frames are JSON");
-            }
-            Some(Ok(Message::Close(frame))) => panic!("closed: {frame:?}"),
-            Some(Ok(_)) => continue,
-            other => panic!("stream ended: {other:?}"),
-        }
-    }
-    panic!("only control frames");
-}
-
-async fn next_message(client: &mut Client) -> serde_json::Value {
-    for _ in 0..100 {
-        let frame = next_json(client).await;
-        if frame["type"] == "message" {
-            return frame;
-        }
-    }
-    panic!("no message frame");
-}
-
-/// The HTTP status of `GET path`.
-async fn http_status(address: SocketAddr, path: &str) -> u16 {
-    let mut stream = timeout(WAIT, TcpStream::connect(address))
-        .await
-        .unwrap()
-        .unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&response);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {text}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produced_json_arrives_as_a_message_frame_with_partition_offset_pos() {
     let kafka = EmbeddedKafka::start(&[("lines", 3)]).unwrap();
-    let server = start_server(
-        &kafka,
+    let server = kafka_support::start_server(
+        kafka.bootstrap_servers(),
         &[("WS_KAFKA_TOPICS", "lines"), ("WS_KAFKA_START", "earliest")],
     )
     .await;
@@ -139,8 +37,8 @@ async fn produced_json_arrives_as_a_message_frame_with_partition_offset_pos() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_payload_arrives_as_a_string_and_binary_as_b64data() {
     let kafka = EmbeddedKafka::start(&[("lines", 1)]).unwrap();
-    let server = start_server(
-        &kafka,
+    let server = kafka_support::start_server(
+        kafka.bootstrap_servers(),
         &[("WS_KAFKA_TOPICS", "lines"), ("WS_KAFKA_START", "earliest")],
     )
     .await;
@@ -161,8 +59,8 @@ async fn text_payload_arrives_as_a_string_and_binary_as_b64data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn assessment_gateway_configuration_routes_by_field_and_market_data_to_market() {
     let kafka = EmbeddedKafka::start(&[("trading.fills", 2), ("market-data.eod", 1)]).unwrap();
-    let server = start_server(
-        &kafka,
+    let server = kafka_support::start_server(
+        kafka.bootstrap_servers(),
         &[
             ("WS_KAFKA_TOPICS", r"^trading\..*,^market-data\..*"),
             (
@@ -212,8 +110,8 @@ async fn assessment_gateway_configuration_routes_by_field_and_market_data_to_mar
 async fn broker_down_at_start_gives_503_then_flow_starts_and_ready_turns_200() {
     let kafka = EmbeddedKafka::start(&[("lines", 1)]).unwrap();
     kafka.broker_down().unwrap();
-    let server = start_server(
-        &kafka,
+    let server = kafka_support::start_server(
+        kafka.bootstrap_servers(),
         &[("WS_KAFKA_TOPICS", "lines"), ("WS_KAFKA_START", "earliest")],
     )
     .await;
@@ -246,13 +144,13 @@ async fn group_mode_delivers_over_websocket_and_commits_for_the_next_server() {
         // See kafka_source.rs: the mock delays rebalancing an emptied group.
         ("WS_KAFKA_PROPERTY_session.timeout.ms", "6000"),
     ];
-    let server = start_server(&kafka, &group).await;
+    let server = kafka_support::start_server(kafka.bootstrap_servers(), &group).await;
     let mut client = connect(server.address, "channels=orders").await;
     kafka.produce("orders", None, br#"{"n":0}"#).await.unwrap();
     assert_eq!(next_message(&mut client).await["pos"], "0:0");
     server.shutdown().await.unwrap();
 
-    let server = start_server(&kafka, &group).await;
+    let server = kafka_support::start_server(kafka.bootstrap_servers(), &group).await;
     let mut client = connect(server.address, "channels=orders").await;
     kafka.produce("orders", None, br#"{"n":1}"#).await.unwrap();
     let frame = next_message(&mut client).await;
