@@ -126,11 +126,16 @@ async fn produced_message_reaches_the_sink_with_topic_channel_and_partition_offs
     assert_eq!(&ingest.publish.payload[..], br#"{"bid":1.1}"#);
     assert_eq!(offset_of(&ingest), (partition, offset));
     source.wait_ready().await;
-    let exposition = source.metrics.encode();
-    assert!(
-        exposition.contains("websocket_kafka_messages_processed_total{topic=\"lines\"} 1"),
-        "{exposition}"
-    );
+    // The counter moves just after the hand-over, so allow it a moment.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let exposition = source.metrics.encode();
+        if exposition.contains("websocket_kafka_messages_processed_total{topic=\"lines\"} 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{exposition}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     source.stop().await;
 }
 
