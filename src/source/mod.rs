@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::shell::shutdown::Shutdown;
 
 pub mod health;
+pub mod redis;
 
 pub use health::{Readiness, SourceHealth};
 
