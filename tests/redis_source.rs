@@ -1,0 +1,422 @@
+//! The Redis pub/sub source against a real `redis-server`: each test starts
+//! its own server on a free loopback port (no persistence) and kills it when
+//! done. The messages are read where the source hands them to the core, the
+//! receiver of `PublishSink::channel`.
+//!
+//! Tests that need `redis-server` are ignored by default; `.ci/redis`
+//! installs it and runs them with `--ignored`.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use ws_realtime::config::Settings;
+use ws_realtime::metrics::{Metrics, ReasonLabel};
+use ws_realtime::shell::shutdown::{self, ShutdownTrigger};
+use ws_realtime::source::redis::{RedisConfig, RedisSource};
+use ws_realtime::source::{
+    Ingest, Position, Publish, PublishSink, Readiness, Source, SourceContext,
+};
+
+/// How long any one wait in these tests may take before the test fails.
+const PATIENCE: Duration = Duration::from_secs(20);
+/// Poll step of the bounded waits.
+const STEP: Duration = Duration::from_millis(25);
+
+/// A `redis-server` child process, killed on drop.
+struct RedisServer {
+    port: u16,
+    child: Child,
+    /// Working directory of the server, removed on drop.
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        RedisServer::start_on(free_port(), &[])
+    }
+
+    fn start_on(port: u16, extra: &[&str]) -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (Debian package redis-server)");
+        let server = RedisServer {
+            port,
+            child,
+            _dir: dir,
+        };
+        server.wait_until_accepting(extra);
+        server
+    }
+
+    fn wait_until_accepting(&self, extra: &[&str]) {
+        let password = extra
+            .iter()
+            .position(|a| *a == "--requirepass")
+            .map(|i| extra[i + 1]);
+        for _ in 0..(PATIENCE.as_millis() / STEP.as_millis()) {
+            let mut cli = Command::new("redis-cli");
+            cli.args(["-p", &self.port.to_string()]);
+            if let Some(password) = password {
+                cli.args(["--no-auth-warning", "-a", password]);
+            }
+            let out = cli
+                .arg("PING")
+                .output()
+                .expect("redis-cli must be installed");
+            if String::from_utf8_lossy(&out.stdout).trim() == "PONG" {
+                return;
+            }
+            std::thread::sleep(STEP);
+        }
+        panic!("redis-server on port {} did not come up", self.port);
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server abruptly, as a crash or a restart would.
+    fn kill(mut self) -> u16 {
+        self.stop();
+        self.port
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// `redis-cli -p PORT PUBLISH channel payload`, as an operator would type it;
+/// returns how many subscribers Redis delivered it to.
+fn cli_publish(port: u16, channel: &str, payload: &str) -> i64 {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "PUBLISH", channel, payload])
+        .output()
+        .expect("redis-cli must be installed");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("PUBLISH answered {:?}", out))
+}
+
+/// PUBLISH through the client crate (binary-safe); returns the receiver count.
+async fn publish(url: &str, channel: &str, payload: &[u8]) -> i64 {
+    let client = redis::Client::open(url).expect("valid url");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to redis");
+    redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(payload)
+        .query_async(&mut con)
+        .await
+        .expect("PUBLISH")
+}
+
+/// A running source and what the test observes of it.
+struct Running {
+    messages: mpsc::Receiver<Ingest>,
+    readiness: Readiness,
+    metrics: Arc<Metrics>,
+    trigger: ShutdownTrigger,
+    task: JoinHandle<()>,
+}
+
+fn start_source(pairs: &[(&str, &str)]) -> Running {
+    let mut config = RedisConfig::from_settings(&Settings::from_pairs(pairs.iter().copied()))
+        .expect("valid redis settings");
+    // Quick retries keep the restart test short; the policy itself is unit-tested.
+    config.reconnect_initial = Duration::from_millis(20);
+    config.reconnect_max = Duration::from_millis(200);
+    let source: Box<dyn Source> = Box::new(RedisSource::new(config));
+    assert_eq!(source.name(), "redis");
+    let (sink, messages) = PublishSink::channel(64);
+    let readiness = Readiness::default();
+    let metrics = Arc::new(Metrics::new());
+    let (trigger, shutdown) = shutdown::channel();
+    let ctx = SourceContext {
+        sink,
+        health: readiness.register(source.name()),
+        shutdown,
+        metrics: metrics.clone(),
+    };
+    let task = tokio::spawn(source.run(ctx));
+    Running {
+        messages,
+        readiness,
+        metrics,
+        trigger,
+        task,
+    }
+}
+
+impl Running {
+    /// Waits (bounded) until `/ready` would say what `accept` accepts.
+    async fn wait_for_readiness(
+        &self,
+        what: &str,
+        accept: impl Fn(&Result<(), Vec<String>>) -> bool,
+    ) {
+        for _ in 0..(PATIENCE.as_millis() / STEP.as_millis()) {
+            if accept(&self.readiness.status()) {
+                return;
+            }
+            tokio::time::sleep(STEP).await;
+        }
+        panic!("never {what}; readiness is {:?}", self.readiness.status());
+    }
+
+    async fn wait_until_ready(&self) {
+        self.wait_for_readiness("ready", |s| s.is_ok()).await;
+    }
+
+    async fn next(&mut self) -> Publish {
+        tokio::time::timeout(PATIENCE, self.messages.recv())
+            .await
+            .expect("a message within the patience window")
+            .expect("the source is still running")
+            .publish
+    }
+
+    fn gaps(&self) -> u64 {
+        self.metrics
+            .source_gaps
+            .get_or_create(&ReasonLabel {
+                reason: "redis".to_owned(),
+            })
+            .get()
+    }
+
+    /// Fires shutdown and checks the source returns.
+    async fn stop(self) {
+        self.trigger.trigger();
+        tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("the source stops when shutdown fires")
+            .expect("the source task does not panic");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
+async fn redis_trade_published_to_channel_trade_aapl_arrives_on_trade_aapl() {
+    let redis = RedisServer::start();
+    let mut source = start_source(&[("WS_REDIS_URL", &redis.url())]);
+    source.wait_until_ready().await;
+
+    let trade = r#"{"symbol":"AAPL","price":189.5}"#;
+    assert_eq!(cli_publish(redis.port, "channel:trade:AAPL", trade), 1);
+    let got = source.next().await;
+    assert_eq!(got.channel, "trade:AAPL");
+    assert_eq!(got.pos, Position::Assigned);
+    assert_eq!(&got.payload[..], trade.as_bytes());
+
+    // Another symbol through the client crate: same pattern, own channel.
+    assert_eq!(
+        publish(&redis.url(), "channel:trade:MSFT", b"{\"price\":1}").await,
+        1
+    );
+    let got = source.next().await;
+    assert_eq!(got.channel, "trade:MSFT");
+    assert_eq!(&got.payload[..], b"{\"price\":1}");
+
+    let received = source.metrics.encode().lines().any(|l| {
+        l.contains("source=\"redis\"") && l.contains("kind=\"received\"") && l.ends_with(" 2")
+    });
+    assert!(
+        received,
+        "two messages counted as received:\n{}",
+        source.metrics.encode()
+    );
+    source.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
+async fn redis_plain_names_subscribe_exactly_and_globs_psubscribe() {
+    let redis = RedisServer::start();
+    let mut source = start_source(&[
+        ("WS_REDIS_URL", &redis.url()),
+        ("WS_REDIS_PATTERNS", "alerts,channel:book:*,channel:lines"),
+    ]);
+    source.wait_until_ready().await;
+
+    // A plain name is an exact SUBSCRIBE: a longer name does not match it,
+    // and Redis delivers it to nobody.
+    assert_eq!(publish(&redis.url(), "alerts:extra", b"\"no\"").await, 0);
+    // Not subscribed at all: the default trade pattern was replaced.
+    assert_eq!(
+        publish(&redis.url(), "channel:trade:AAPL", b"\"no\"").await,
+        0
+    );
+
+    assert_eq!(publish(&redis.url(), "alerts", b"\"a\"").await, 1);
+    assert_eq!(
+        publish(&redis.url(), "channel:book:AAPL", b"\"b\"").await,
+        1
+    );
+    assert_eq!(publish(&redis.url(), "channel:lines", b"\"c\"").await, 1);
+
+    // One connection delivers in publish order, so the unmatched messages
+    // would have come first had they been forwarded.
+    let got: Vec<(String, Vec<u8>)> = [
+        source.next().await,
+        source.next().await,
+        source.next().await,
+    ]
+    .into_iter()
+    .map(|p| (p.channel, p.payload.to_vec()))
+    .collect();
+    assert_eq!(
+        got,
+        vec![
+            // Without the prefix the Redis name is the gateway channel.
+            ("alerts".to_owned(), b"\"a\"".to_vec()),
+            ("book:AAPL".to_owned(), b"\"b\"".to_vec()),
+            ("lines".to_owned(), b"\"c\"".to_vec()),
+        ]
+    );
+    source.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
+async fn redis_restart_mid_stream_resumes_flow_and_counts_one_gap() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut source = start_source(&[("WS_REDIS_URL", &url)]);
+    source.wait_until_ready().await;
+    assert_eq!(publish(&url, "channel:trade:AAPL", b"{\"n\":1}").await, 1);
+    assert_eq!(&source.next().await.payload[..], b"{\"n\":1}");
+    assert_eq!(source.gaps(), 0, "connecting at startup is not a gap");
+
+    let port = redis.kill();
+    source
+        .wait_for_readiness("not ready while Redis is down", |s| {
+            s.as_ref()
+                .err()
+                .is_some_and(|reasons| reasons.iter().any(|r| r.starts_with("redis: ")))
+        })
+        .await;
+
+    let restarted = RedisServer::start_on(port, &[]);
+    source.wait_until_ready().await;
+    assert_eq!(publish(&url, "channel:trade:AAPL", b"{\"n\":2}").await, 1);
+    let got = source.next().await;
+    assert_eq!(got.channel, "trade:AAPL");
+    assert_eq!(&got.payload[..], b"{\"n\":2}");
+    assert_eq!(source.gaps(), 1, "the outage is counted once");
+    assert!(
+        source
+            .metrics
+            .encode()
+            .contains("websocket_source_gaps_total{reason=\"redis\"} 1"),
+        "{}",
+        source.metrics.encode()
+    );
+    source.stop().await;
+    drop(restarted);
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
+async fn redis_non_json_payloads_are_forwarded_byte_for_byte() {
+    let redis = RedisServer::start();
+    let mut source = start_source(&[("WS_REDIS_URL", &redis.url())]);
+    source.wait_until_ready().await;
+
+    let payloads: [&[u8]; 4] = [
+        b"AAPL 189.50 buy",
+        &[0x00, 0x9f, 0x92, 0x96, 0xff],
+        b"",
+        "caf\u{e9} \u{1f4c8}".as_bytes(),
+    ];
+    for payload in payloads {
+        assert_eq!(publish(&redis.url(), "channel:trade:X", payload).await, 1);
+    }
+    for payload in payloads {
+        let got = source.next().await;
+        assert_eq!(got.channel, "trade:X");
+        assert_eq!(&got.payload[..], payload);
+    }
+    source.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
+async fn redis_password_and_database_in_the_url_are_used() {
+    let port = free_port();
+    let redis = RedisServer::start_on(port, &["--requirepass", "s3cret"]);
+
+    let wrong = start_source(&[("WS_REDIS_URL", &format!("redis://:nope@127.0.0.1:{port}/2"))]);
+    wrong
+        .wait_for_readiness("not ready with a wrong password", |s| {
+            s.as_ref().err().is_some_and(|reasons| {
+                reasons
+                    .iter()
+                    .any(|r| r.starts_with("redis: cannot connect") && !r.contains("nope"))
+            })
+        })
+        .await;
+    wrong.stop().await;
+
+    let url = format!("redis://:s3cret@127.0.0.1:{port}/2");
+    let mut source = start_source(&[("WS_REDIS_URL", &url)]);
+    source.wait_until_ready().await;
+    assert_eq!(publish(&url, "channel:trade:IBM", b"{}").await, 1);
+    assert_eq!(source.next().await.channel, "trade:IBM");
+    source.stop().await;
+    drop(redis);
+}
+
+/// Needs no server: nothing listens on the port, which is the point.
+#[tokio::test]
+async fn unreachable_redis_is_not_ready_with_the_reason_and_is_not_a_gap() {
+    let port = free_port();
+    let source = start_source(&[("WS_REDIS_URL", &format!("redis://127.0.0.1:{port}"))]);
+    source
+        .wait_for_readiness("not ready naming the unreachable server", |s| {
+            s.as_ref().err().is_some_and(|reasons| {
+                reasons.iter().any(|r| {
+                    r.starts_with(&format!(
+                        "redis: cannot connect to redis://127.0.0.1:{port}"
+                    ))
+                })
+            })
+        })
+        .await;
+    assert_eq!(
+        source.gaps(),
+        0,
+        "never having connected loses no subscription"
+    );
+    source.stop().await;
+}
