@@ -220,8 +220,8 @@ async fn forward(sink: &PublishSink, shutdown: &mut Shutdown, publish: Publish) 
     }
 }
 
-/// The [`Publish`] for one Redis message, or `None` (counted) when its
-/// channel name cannot become a gateway channel.
+/// The [`Publish`] for one Redis message, or `None` (counted as
+/// `kind="unroutable"`) when its channel name cannot become a gateway channel.
 fn to_publish(config: &RedisConfig, message: &redis::Msg, metrics: &Metrics) -> Option<Publish> {
     let name: Vec<u8> = message.get_channel().unwrap_or_default();
     let Ok(redis_channel) = std::str::from_utf8(&name) else {
@@ -241,7 +241,7 @@ fn to_publish(config: &RedisConfig, message: &redis::Msg, metrics: &Metrics) -> 
         );
         return None;
     };
-    metrics.record_source_message(NAME, "received");
+    // The payload kind is counted by the driver once the core has classified it.
     Some(Publish {
         channel: channel.to_owned(),
         pos: Position::Assigned,
