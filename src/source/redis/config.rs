@@ -74,6 +74,14 @@ impl RedisConfig {
                 "an address this build supports (redis://, rediss:// or unix://)",
             ));
         }
+        if let ConnectionAddr::TcpTls { insecure: true, .. } = connection.addr() {
+            return Err(ConfigError::invalid(
+                "WS_REDIS_URL",
+                &display_url,
+                "a rediss:// URL without #insecure: certificates are always verified; \
+                 trust a private CA through SSL_CERT_FILE or the system store",
+            ));
+        }
 
         let names = settings
             .list("WS_REDIS_PATTERNS")
@@ -214,6 +222,12 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("WS_REDIS_URL"), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn switching_off_tls_verification_is_refused() {
+        let err = config(&[("WS_REDIS_URL", "rediss://127.0.0.1:6380/#insecure")]).unwrap_err();
+        assert!(err.to_string().contains("SSL_CERT_FILE"), "{err}");
     }
 
     #[test]
