@@ -253,12 +253,19 @@ async fn redis_trade_reaches_a_websocket_client_subscribed_by_symbol() {
     let server = ws_realtime::shell::start(config, sources)
         .await
         .expect("server starts");
+    // Readiness is empty (so Ok) until the server task registers its
+    // sources; ask Redis itself whether the pattern subscription is there.
     for _ in 0..(PATIENCE.as_millis() / STEP.as_millis()) {
-        if server.observers.readiness.status().is_ok() {
+        if redis.pattern_subscriptions() == 1 {
             break;
         }
         tokio::time::sleep(STEP).await;
     }
+    assert_eq!(
+        redis.pattern_subscriptions(),
+        1,
+        "the gateway holds PSUBSCRIBE"
+    );
     assert_eq!(
         server.observers.readiness.status(),
         Ok(()),

@@ -90,6 +90,18 @@ impl RedisServer {
         panic!("redis-server on port {} did not come up", self.port);
     }
 
+    /// `PUBSUB NUMPAT`: how many pattern subscriptions the server holds.
+    pub fn pattern_subscriptions(&self) -> i64 {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "PUBSUB", "NUMPAT"])
+            .output()
+            .expect("redis-cli must be installed");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(-1)
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
