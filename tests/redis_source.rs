@@ -364,6 +364,54 @@ async fn redis_trade_reaches_a_websocket_client_subscribed_by_symbol() {
     assert_eq!(refused["type"], "error", "{refused}");
     assert_eq!(refused["code"], "channel_limit", "{refused}");
 
+    // Redis restarts: the client stays connected and served, `/ready` says
+    // why the server is not ready, and trades flow again afterwards.
+    let port = redis.kill();
+    for _ in 0..(PATIENCE.as_millis() / STEP.as_millis()) {
+        if server.observers.readiness.status().is_err() {
+            break;
+        }
+        tokio::time::sleep(STEP).await;
+    }
+    let reasons = server
+        .observers
+        .readiness
+        .status()
+        .expect_err("not ready without Redis");
+    assert!(
+        reasons.iter().any(|r| r.starts_with("redis: ")),
+        "{reasons:?}"
+    );
+    ws.send(Message::Text(r#"{"type":"ping","id":9}"#.into()))
+        .await
+        .expect("send ping");
+    let pong = next_json(&mut ws).await;
+    assert_eq!(pong["type"], "pong", "{pong}");
+    assert_eq!(pong["id"], 9, "{pong}");
+
+    let redis = RedisServer::start_on(port, &[]);
+    for _ in 0..(PATIENCE.as_millis() / STEP.as_millis()) {
+        if redis.pattern_subscriptions() == 1 {
+            break;
+        }
+        tokio::time::sleep(STEP).await;
+    }
+    assert_eq!(
+        cli_publish(redis.port, "channel:trade:AAPL", r#"{"price":190}"#),
+        1
+    );
+    let after = next_json(&mut ws).await;
+    assert_eq!(after["channel"], "trade:AAPL", "{after}");
+    assert_eq!(after["data"], serde_json::json!({"price":190}));
+    assert!(
+        server
+            .observers
+            .metrics
+            .encode()
+            .contains("websocket_source_gaps_total{reason=\"redis\"} 1"),
+        "the outage is counted once"
+    );
+
     let _ = ws.close(None).await;
     server.shutdown().await.expect("clean shutdown");
 }
