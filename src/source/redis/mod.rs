@@ -65,6 +65,8 @@ enum Ended {
     Lost(String),
 }
 
+/// Connects, subscribes and forwards until shutdown, reconnecting after
+/// every failure; never returns early because Redis is down.
 async fn run(config: RedisConfig, ctx: SourceContext) {
     let mut shutdown = ctx.shutdown.clone();
     let client = match redis::Client::open(config.connection.clone()) {
@@ -99,8 +101,8 @@ async fn run(config: RedisConfig, ctx: SourceContext) {
         let failure = match attempt {
             Ok(Ok(pubsub)) => {
                 ctx.health.ready();
-                backoff.reset();
                 report_recovery(&outage, &config, &ctx.metrics);
+                let subscribed_at = Instant::now();
                 let (sink, stream) = pubsub.split();
                 match deliver(&config, &ctx, &mut shutdown, sink, stream).await {
                     Ended::Shutdown | Ended::SinkClosed => return,
@@ -116,8 +118,18 @@ async fn run(config: RedisConfig, ctx: SourceContext) {
                             "connection to {} lost: {reason}",
                             config.display_url
                         ));
-                        // Reconnect at once: a server restart is usually over
-                        // by the time the first attempt fails.
+                        // A subscription that held was healthy: its loss is
+                        // news, so retry at once. One dropped right after
+                        // subscribing (a client-eviction rule, a flapping
+                        // proxy) must not spin: keep backing off.
+                        if subscribed_at.elapsed() >= config.reconnect_max {
+                            backoff.reset();
+                        } else {
+                            tokio::select! {
+                                _ = shutdown.wait() => return,
+                                _ = tokio::time::sleep(backoff.next_delay()) => {}
+                            }
+                        }
                         continue;
                     }
                 }
