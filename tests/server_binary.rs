@@ -182,3 +182,45 @@ async fn token_command_prints_a_token_the_server_accepts() {
     assert_eq!(connected["userId"], "carol");
     within(server.shutdown()).await.unwrap();
 }
+
+#[tokio::test]
+async fn dev_prints_a_connect_command_that_shows_market_data() {
+    let mut child = KillOnDrop(
+        binary()
+            .arg("dev")
+            .env("WS_BIND_ADDRESS", "127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary starts"),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + STEP;
+    let url = loop {
+        let line = lines_rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("dev prints a websocat command");
+        if let Some(rest) = line.trim().strip_prefix("websocat '") {
+            break rest.trim_end_matches('\'').to_owned();
+        }
+    };
+    let (mut client, _) = within(tokio_tungstenite::connect_async(url)).await.unwrap();
+    assert_eq!(next_json(&mut client).await["type"], "connected");
+    let message = loop {
+        let frame = next_json(&mut client).await;
+        if frame["type"] == "message" {
+            break frame;
+        }
+    };
+    assert_eq!(message["channel"], "lines");
+    assert!(message["data"]["price"].is_number(), "{message}");
+    assert!(message["data"]["timestamp"].is_u64(), "{message}");
+}
