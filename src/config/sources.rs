@@ -5,6 +5,7 @@ use crate::config::{ConfigError, ServerConfig, Settings, SourceKind};
 use crate::source::Source;
 use crate::source::http::HttpSource;
 use crate::source::kafka::{KafkaConfig, KafkaSource};
+use crate::source::redis::{RedisConfig, RedisSource};
 
 /// The sources `config.sources` names, ready to hand to `run`.
 pub fn build_sources(
@@ -18,13 +19,9 @@ pub fn build_sources(
             SourceKind::Kafka => sources.push(Box::new(KafkaSource::new(
                 KafkaConfig::from_settings(settings)?,
             ))),
-            SourceKind::Redis => {
-                return Err(ConfigError::invalid(
-                    "WS_SOURCES",
-                    kind.as_str(),
-                    "a source this build includes (http, kafka); the redis source is not part of it yet",
-                ));
-            }
+            SourceKind::Redis => sources.push(Box::new(RedisSource::new(
+                RedisConfig::from_settings(settings)?,
+            ))),
         }
     }
     Ok(sources)

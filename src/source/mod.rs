@@ -18,6 +18,7 @@ pub mod embedded;
 pub mod health;
 pub mod http;
 pub mod kafka;
+pub mod redis;
 
 pub use health::{Readiness, SourceHealth};
 
