@@ -12,6 +12,8 @@
 pub mod auth;
 pub mod config;
 pub mod core;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod metrics;
 pub mod proto;
 pub mod shell;
