@@ -20,7 +20,8 @@ fn seeds_of(target: &str) -> Vec<PathBuf> {
     seeds
 }
 
-/// Runs every seed of `target`, naming the one that fails.
+/// Runs every seed of `target` and lists every one that fails, with the
+/// finding it reports.
 fn replay(target: &str) {
     let body = TARGETS
         .iter()
@@ -29,11 +30,26 @@ fn replay(target: &str) {
         .expect("target listed in ws_realtime::fuzzing::TARGETS");
     let seeds = seeds_of(target);
     assert!(!seeds.is_empty(), "no seeds committed for {target}");
-    for seed in seeds {
-        let data = std::fs::read(&seed).expect("readable seed");
-        let outcome = std::panic::catch_unwind(|| body(&data));
-        assert!(outcome.is_ok(), "{target} fails on seed {}", seed.display());
+    let mut failures = Vec::new();
+    for seed in &seeds {
+        let data = std::fs::read(seed).expect("readable seed");
+        if let Err(panic) = std::panic::catch_unwind(|| body(&data)) {
+            let finding = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            let name = seed.file_name().expect("a file").to_string_lossy();
+            failures.push(format!("{name}: {finding}"));
+        }
     }
+    assert!(
+        failures.is_empty(),
+        "{target}: {} of {} seeds fail:\n{}",
+        failures.len(),
+        seeds.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

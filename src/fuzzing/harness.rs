@@ -13,10 +13,12 @@
 //! * `delivered` never exceeds the channel's subscribers;
 //! * `Closed` exactly once per connection, and only for open ones; every
 //!   socket the core drops was reported `Closed`;
-//! * `stats()` agrees with the connections and subscriptions the events
-//!   described;
+//! * `stats()` and `inspect()` agree with the connections and subscriptions
+//!   the events described;
 //! * a handled timeout never leaves a deadline at or before `now`;
-//! * one message queue never holds more than `client_buffer_frames` messages.
+//! * no queue holds more than its bounds in frames and bytes (queued plus in
+//!   flight; the close frame may come on top), nor a batch more than
+//!   `batch_max` messages.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -35,6 +37,9 @@ pub(crate) const START_UNIX_MS: u64 = 1_767_225_600_000;
 /// Bound on passes over the outputs after one input; a core that keeps
 /// producing output forever is a finding.
 const MAX_DRAIN_PASSES: usize = 64;
+
+/// A close frame: 2-byte header, code, reason within a control frame's 125.
+const MAX_CLOSE_FRAME: usize = 127;
 
 /// Bound on timer wake-ups within one `advance`.
 const MAX_WAKEUPS_PER_ADVANCE: usize = 20_000;
@@ -387,13 +392,58 @@ impl Harness {
         }
     }
 
-    /// `stats()` must count what the events described.
-    fn check_stats(&self) {
-        let open: Vec<&ConnModel> = self.conns.values().filter(|m| !m.closed_event).collect();
-        let subscriptions: usize = open.iter().map(|m| m.channels.len()).sum();
-        let channels: BTreeSet<&String> = open.iter().flat_map(|m| m.channels.iter()).collect();
+    /// `stats()` and each connection's state must agree with what the events
+    /// described, and every queue must be within its bounds.
+    ///
+    /// A closing connection (close frame queued) has already left its
+    /// channels, without an `Unsubscribed` event: the core stops fanning out
+    /// to it at once and reports it `Closed` when the socket goes.
+    fn check_stats(&mut self) {
+        let config = &self.config;
+        let mut connections = 0;
+        let mut subscriptions = 0;
+        let mut channels = BTreeSet::new();
+        for (conn, model) in &mut self.conns {
+            if model.closed_event {
+                continue;
+            }
+            connections += 1;
+            let seen = self
+                .core
+                .inspect(*conn)
+                .unwrap_or_else(|| panic!("{conn} unknown to the core before its Closed event"));
+            if seen.closing {
+                assert!(seen.channels.is_empty(), "closing {conn} still subscribed");
+                model.channels.clear();
+            } else {
+                let expected: Vec<&String> = model.channels.iter().collect();
+                let actual: Vec<&String> = seen.channels.iter().collect();
+                assert_eq!(actual, expected, "channels of {conn} vs its events");
+            }
+            subscriptions += model.channels.len();
+            channels.extend(model.channels.iter().cloned());
+            let close_room = usize::from(seen.closing);
+            assert!(
+                seen.held_frames <= config.client_buffer_frames + close_room,
+                "{conn} holds {} frames, bound {}",
+                seen.held_frames,
+                config.client_buffer_frames
+            );
+            assert!(
+                seen.held_bytes <= config.client_buffer_bytes + close_room * MAX_CLOSE_FRAME,
+                "{conn} holds {} bytes, bound {}",
+                seen.held_bytes,
+                config.client_buffer_bytes
+            );
+            assert!(
+                seen.batched < config.batch_max.max(2),
+                "{conn} has {} messages waiting for a batch of {}",
+                seen.batched,
+                config.batch_max
+            );
+        }
         let stats = self.core.stats();
-        assert_eq!(stats.connections, open.len(), "stats.connections");
+        assert_eq!(stats.connections, connections, "stats.connections");
         assert_eq!(stats.subscriptions, subscriptions, "stats.subscriptions");
         assert_eq!(stats.channels, channels.len(), "stats.channels");
     }
@@ -406,7 +456,6 @@ impl Harness {
         frames: &[bytes::Bytes],
         messages: &mut Vec<(ConnId, String)>,
     ) {
-        let buffer_frames = self.config.client_buffer_frames;
         let model = self
             .conns
             .get_mut(&conn)
@@ -421,7 +470,6 @@ impl Harness {
         );
         assert!(!frames.is_empty(), "empty transmit to {conn}");
         model.write_in_flight = true;
-        let mut message_frames = 0;
         for buffer in frames {
             for frame in wire::decode_frames(buffer) {
                 assert!(
@@ -460,18 +508,11 @@ impl Harness {
                                 messages.push((conn, channel.to_owned()));
                             }
                         }
-                        if items.iter().any(|item| item["type"] == "message") {
-                            message_frames += 1;
-                        }
                         self.received.push((conn, json));
                     }
                 }
             }
         }
-        assert!(
-            message_frames <= buffer_frames,
-            "{message_frames} message frames queued for {conn}, bound is {buffer_frames}"
-        );
     }
 
     /// Applies an event to the model, checking it is about a connection in

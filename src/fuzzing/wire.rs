@@ -3,7 +3,11 @@
 //! complete, unmasked and final, text frames valid UTF-8 JSON, close frames
 //! with a code the protocol documents.
 
+use std::collections::BTreeMap;
+
+use serde::de::IgnoredAny;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// WebSocket opcodes the server may send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,16 +29,28 @@ pub(crate) struct ServerFrame {
 impl ServerFrame {
     /// The JSON of a text frame. Panics (a fuzz finding) when a text frame is
     /// not JSON: every server text frame is protocol v1 JSON.
+    ///
+    /// Validity is judged by `serde_json`'s grammar without a nesting limit.
+    /// A value `serde_json::Value` cannot hold (nesting over 128, numbers
+    /// beyond `f64`, lone surrogate escapes: all valid JSON) is returned as
+    /// a string of its raw text in place of the envelope member holding it,
+    /// so the envelope fields stay readable.
     pub(crate) fn json(&self) -> Option<Value> {
         if self.opcode != Opcode::Text {
             return None;
         }
         let text = std::str::from_utf8(&self.payload)
             .unwrap_or_else(|e| panic!("server text frame is not UTF-8 ({e}): {:?}", self.payload));
-        Some(
-            serde_json::from_str(text)
-                .unwrap_or_else(|e| panic!("server text frame is not JSON ({e}): {text}")),
-        )
+        if let Err(e) = serde_json::from_str::<IgnoredAny>(text) {
+            panic!("server text frame is not JSON ({e}): {text}");
+        }
+        // Envelope members of a frame, or of each frame of a batch.
+        let depth = if text.trim_start().starts_with('[') {
+            2
+        } else {
+            1
+        };
+        Some(lossy_value(text, depth))
     }
 
     /// The close code of a close frame.
@@ -44,6 +60,31 @@ impl ServerFrame {
         }
         Some(u16::from_be_bytes([self.payload[0], self.payload[1]]))
     }
+}
+
+/// `text` (valid JSON) as a `Value`, with members `Value` cannot hold kept
+/// as strings of their raw JSON, down to `depth` levels of arrays/objects.
+pub(crate) fn lossy_value(text: &str, depth: usize) -> Value {
+    if let Ok(value) = serde_json::from_str::<Value>(text) {
+        return value;
+    }
+    if depth > 0 {
+        if let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(text) {
+            return items
+                .iter()
+                .map(|item| lossy_value(item.get(), depth - 1))
+                .collect();
+        }
+        if let Ok(fields) = serde_json::from_str::<BTreeMap<String, &RawValue>>(text) {
+            return Value::Object(
+                fields
+                    .into_iter()
+                    .map(|(key, raw)| (key, lossy_value(raw.get(), depth - 1)))
+                    .collect(),
+            );
+        }
+    }
+    Value::String(text.to_owned())
 }
 
 /// Splits `bytes` (one `Bytes` of a `Transmit`) into frames, panicking on
