@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod config;
 pub mod core;
+pub mod dev;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod metrics;
