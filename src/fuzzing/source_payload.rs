@@ -1,8 +1,11 @@
-//! Fuzz target 4: arbitrary source messages (channel, position, payload)
-//! through frame encoding. Whatever a source delivers, the `message` frame a
-//! client receives must be valid JSON that carries the payload faithfully:
-//! JSON verbatim under `data`, other UTF-8 as a string, other bytes as
-//! base64 under `b64data`.
+//! Fuzz target 4: arbitrary source messages (topic, key, position, payload,
+//! and a routing template) through Kafka routing and frame encoding.
+//! Routing must always yield a valid channel name, and the `message` frame a
+//! subscriber receives must be valid JSON that carries the payload
+//! faithfully: JSON verbatim under `data`, other UTF-8 as a string, other
+//! bytes as base64 under `b64data`.
+//!
+//! Kafka headers are not part of the input: routing does not read them.
 
 use arbitrary::{Arbitrary, Unstructured};
 use base64::Engine as _;
@@ -13,50 +16,108 @@ use serde_json::Value;
 use super::harness::{Harness, classify};
 use super::scenario;
 use crate::core::{CoreConfig, PayloadKind, Position, Publish};
+use crate::proto::channel;
+use crate::source::kafka::{Route, Router, Template};
 
-/// One message as a source hands it over.
+/// Topics the routes below know, plus ones they do not.
+const TOPICS: &[&str] = &[
+    "lines",
+    "trade.AAPL",
+    "trade.",
+    "assessments",
+    "keyed",
+    "nested",
+    "custom",
+    "bad topic!",
+    "",
+];
+
+/// One message as Kafka hands it to the source.
 #[derive(Debug, Arbitrary)]
 struct SourceMessage {
-    channel: ChannelChoice,
+    topic: TopicChoice,
+    key: Option<Vec<u8>>,
+    /// Template of an extra route for topic `custom`, used when it parses.
+    template: String,
     offset: Option<(i32, i64)>,
     payload: Vec<u8>,
 }
 
-/// Mostly valid channels so the frame is actually produced, sometimes any
-/// string so channel validation is exercised too.
+/// Mostly topics with routes, sometimes any string; `Direct` skips routing
+/// and publishes on the string as it is, so the core's own channel check is
+/// exercised too.
 #[derive(Debug, Arbitrary)]
-enum ChannelChoice {
+enum TopicChoice {
     Known(u8),
     Any(String),
+    Direct(String),
 }
 
 /// Fuzz target body. Input starting with `P` is readable (how the
-/// hand-written seeds are kept): `P<channel>\n<partition:offset or ->\n<payload>`;
+/// hand-written seeds are kept):
+/// `P<topic>\n<key, empty for none>\n<partition:offset or ->\n<payload>`;
 /// anything else is decoded with `arbitrary`.
 pub fn source_payload(data: &[u8]) {
-    let (channel, offset, payload) = match data.strip_prefix(b"P") {
+    let message = match data.strip_prefix(b"P") {
         Some(readable) => {
-            let mut parts = readable.splitn(3, |b| *b == b'\n');
-            let channel = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-            let offset = std::str::from_utf8(parts.next().unwrap_or_default())
+            let mut parts = readable.splitn(4, |b| *b == b'\n');
+            let mut next = || parts.next().unwrap_or_default();
+            let topic = String::from_utf8_lossy(next()).into_owned();
+            let key = Some(next().to_vec()).filter(|key| !key.is_empty());
+            let offset = std::str::from_utf8(next())
                 .ok()
                 .and_then(|pos| pos.split_once(':'))
                 .and_then(|(p, o)| Some((p.parse().ok()?, o.parse().ok()?)));
-            (channel, offset, parts.next().unwrap_or_default().to_vec())
+            SourceMessage {
+                topic: TopicChoice::Any(topic),
+                key,
+                template: "custom:{key}".to_owned(),
+                offset,
+                payload: next().to_vec(),
+            }
         }
         None => {
             let mut input = Unstructured::new(data);
             let Ok(message) = SourceMessage::arbitrary(&mut input) else {
                 return;
             };
-            let channel = match message.channel {
-                ChannelChoice::Known(index) => scenario::channel(index).to_owned(),
-                ChannelChoice::Any(name) => name,
-            };
-            (channel, message.offset, message.payload)
+            message
         }
     };
-    check_delivery(channel, offset, payload);
+    let channel = match &message.topic {
+        TopicChoice::Direct(channel) => channel.clone(),
+        TopicChoice::Known(index) => route(&message, TOPICS[usize::from(*index) % TOPICS.len()]),
+        TopicChoice::Any(topic) => route(&message, topic),
+    };
+    check_delivery(channel, message.offset, message.payload);
+}
+
+/// Routes the message with a router like an operator would configure, and
+/// checks the channel is one the core accepts.
+fn route(message: &SourceMessage, topic: &str) -> String {
+    let template = |raw: &str| Template::parse(raw).expect("fixed templates parse");
+    let mut routes = vec![
+        Route::new("lines", template("{topic}")),
+        Route::new("^trade\\..+", template("trade:{symbol}")),
+        Route::new("assessments", template("assessment:{assessmentId}")),
+        Route::new("keyed", template("{topic}:{key}")),
+        Route::new("nested", template("n:{a.b.0}")),
+    ];
+    if let Ok(custom) = Template::parse(&message.template) {
+        routes.push(Route::new("custom", custom));
+    }
+    let routes = routes
+        .into_iter()
+        .map(|route| route.expect("fixed topic patterns compile"))
+        .collect();
+    let router = Router::new(routes, template("{topic}"));
+    let routed = router.route(topic, message.key.as_deref(), &message.payload);
+    assert!(
+        channel::validate(&routed.channel).is_ok(),
+        "routing {topic:?} gave invalid channel {:?}",
+        routed.channel
+    );
+    routed.channel
 }
 
 /// Publishes one message to a subscriber of its channel and checks the
