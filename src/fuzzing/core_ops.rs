@@ -75,6 +75,15 @@ enum Op {
         offset: Option<(u8, u32)>,
         payload: PayloadChoice,
     },
+    /// A Kafka message at an explicit position (scripts only: arbitrary
+    /// inputs get increasing offsets from `Publish`).
+    #[arbitrary(skip)]
+    PublishAt {
+        channel: u8,
+        partition: i32,
+        offset: i64,
+        payload: Vec<u8>,
+    },
     PublishBurst {
         channel: u8,
         count: u8,
@@ -132,6 +141,7 @@ pub fn core_ops(data: &[u8]) {
 /// text 0 {"type":"ping","id":7}      binary 0 | wsping 0 | activity 0
 /// toobig 0 | close 0 | drop 0        (frame too big, peer close, socket died)
 /// publish lines {"price":1}          burst lines 40
+/// publishat lines 2:1041 {"p":1}     (a Kafka partition:offset)
 /// write 0 | writeall | advance 5000 | shutdown
 /// ```
 ///
@@ -215,6 +225,21 @@ fn parse_script(script: &[u8]) -> (CoreConfig, Vec<Op>) {
                         channel: channel_index(channel),
                         offset: None,
                         payload: PayloadChoice::Raw(payload.as_bytes().to_vec()),
+                    }
+                }
+                "publishat" => {
+                    let mut words = rest.splitn(3, ' ');
+                    let channel = channel_index(words.next().unwrap_or_default());
+                    let (partition, offset) = words
+                        .next()
+                        .and_then(|pos| pos.split_once(':'))
+                        .and_then(|(p, o)| Some((p.parse().ok()?, o.parse().ok()?)))
+                        .unwrap_or((0, 0));
+                    Op::PublishAt {
+                        channel,
+                        partition,
+                        offset,
+                        payload: words.next().unwrap_or_default().as_bytes().to_vec(),
                     }
                 }
                 "burst" => Op::PublishBurst {
@@ -356,6 +381,18 @@ fn run(harness: &mut Harness, op: Op, next_offset: &mut [i64; 4]) {
                 channel: scenario::channel(channel).to_owned(),
                 pos,
                 payload: Bytes::from(payload.bytes()),
+            });
+        }
+        Op::PublishAt {
+            channel,
+            partition,
+            offset,
+            payload,
+        } => {
+            harness.publish(Publish {
+                channel: scenario::channel(channel).to_owned(),
+                pos: Position::Offset { partition, offset },
+                payload: Bytes::from(payload),
             });
         }
         Op::PublishBurst { channel, count } => {

@@ -80,6 +80,9 @@ struct ConnModel {
     close_code: Option<u16>,
     /// Reason of the `Closed` event.
     close_reason: Option<CloseReason>,
+    /// Last position seen per channel (and Kafka partition): each client
+    /// must see a channel's messages in stream order.
+    last_pos: BTreeMap<(String, Option<i64>), i128>,
     /// The core told the shell to drop the socket; the model goes once the
     /// drain that reported it is over (its `Closed` may come later in it).
     disconnected: bool,
@@ -175,6 +178,7 @@ impl Harness {
                     saw_connected: false,
                     saw_close_frame: false,
                     disconnected: false,
+                    last_pos: BTreeMap::new(),
                     close_code: None,
                     close_reason: None,
                 },
@@ -505,6 +509,7 @@ impl Harness {
                                     .get("channel")
                                     .and_then(Value::as_str)
                                     .unwrap_or_else(|| panic!("message without channel: {item}"));
+                                check_order(conn, model, channel, item);
                                 messages.push((conn, channel.to_owned()));
                             }
                         }
@@ -578,6 +583,31 @@ impl Harness {
         self.conns
             .get_mut(&conn)
             .unwrap_or_else(|| panic!("{what} for {conn}, which the shell does not hold"))
+    }
+}
+
+/// Messages of one channel reach a client in stream order: Kafka offsets
+/// never go back within a partition, assigned sequences always go up.
+fn check_order(conn: ConnId, model: &mut ConnModel, channel: &str, message: &Value) {
+    let pos = message["pos"]
+        .as_str()
+        .unwrap_or_else(|| panic!("message without a string pos: {message}"));
+    let (partition, position, strictly) = match pos.split_once(':') {
+        Some((partition, offset)) => (
+            Some(partition.parse::<i64>().expect("numeric partition")),
+            offset.parse::<i128>().expect("numeric offset"),
+            false,
+        ),
+        None => (None, pos.parse::<i128>().expect("numeric sequence"), true),
+    };
+    let key = (channel.to_owned(), partition);
+    if let Some(last) = model.last_pos.insert(key, position) {
+        let in_order = if strictly {
+            position > last
+        } else {
+            position >= last
+        };
+        assert!(in_order, "{conn} got {channel:?} pos {pos} after {last}");
     }
 }
 
