@@ -144,7 +144,7 @@ async fn oversized_frame_is_closed_with_1009() {
     let mut client = connect(server.address, "alice", "").await;
     let big = format!(
         r#"{{"type":"subscribe","channels":["{}"]}}"#,
-        "x".repeat(4096)
+        "x".repeat(64 * 1024)
     );
     within(client.send(Message::text(big))).await.unwrap();
     assert_eq!(close_code(&mut client).await, Some(1009));
