@@ -18,7 +18,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::config::{KafkaConfig, KafkaMode, StartPosition};
 use super::context::{KafkaContext, WarnThrottle};
-use crate::metrics::{Metrics, TopicLabel};
+use crate::metrics::{Metrics, PartitionLabel, TopicLabel};
 use crate::source::{Position, Publish, PublishSink, SinkClosed, SourceContext, SourceHealth};
 
 /// Timings of the source, fixed in production and shortened in tests.
@@ -56,7 +56,6 @@ pub(crate) fn client_config(config: &KafkaConfig, instance_id: Option<&str>) -> 
         // core falls behind.
         .set("queued.max.messages.kbytes", "16384")
         .set("queued.min.messages", "10000")
-        .set("statistics.interval.ms", "5000")
         // New partitions and newly created topics matching a ^regex are
         // noticed within this interval.
         .set("topic.metadata.refresh.interval.ms", "10000")
@@ -112,12 +111,7 @@ pub(crate) async fn run(config: KafkaConfig, timings: KafkaTimings, ctx: SourceC
         StartPosition::Backfill(n) => Some(n),
         _ => None,
     };
-    let context = KafkaContext::new(
-        metrics.clone(),
-        health.clone(),
-        backfill,
-        timings.warn_interval,
-    );
+    let context = KafkaContext::new(health.clone(), backfill, timings.warn_interval);
     let created: Result<KafkaConsumer, _> =
         client_config(&config, timings.instance_id.as_deref()).create_with_context(context);
     let consumer = match created {
@@ -139,6 +133,7 @@ pub(crate) async fn run(config: KafkaConfig, timings: KafkaTimings, ctx: SourceC
     let monitor = tokio::spawn(monitor_health(
         consumer.clone(),
         health.clone(),
+        metrics.clone(),
         config.topics.clone(),
         timings.health_interval,
         shutdown.clone(),
@@ -338,10 +333,13 @@ async fn idle_until_shutdown(
 
 /// Asks the brokers for metadata every `interval`: unreachable brokers or
 /// missing topics make the source not ready (with a throttled warning);
-/// a healthy answer makes it ready again.
+/// a healthy answer makes it ready again. It also measures the lag of every
+/// assigned partition (high watermark minus the consumer's position), which
+/// must keep working while a full sink pauses the consuming loop.
 async fn monitor_health(
     consumer: Arc<KafkaConsumer>,
     health: SourceHealth,
+    metrics: Arc<Metrics>,
     topics: Vec<String>,
     interval: Duration,
     mut shutdown: crate::shell::shutdown::Shutdown,
@@ -363,18 +361,30 @@ async fn monitor_health(
         let client = consumer.clone();
         let timeout = interval.max(Duration::from_secs(2));
         let answer = tokio::task::spawn_blocking(move || {
-            client.fetch_metadata(None, timeout).map(|metadata| {
+            let existing = client.fetch_metadata(None, timeout).map(|metadata| {
                 metadata
                     .topics()
                     .iter()
                     .filter(|t| t.error().is_none() && !t.partitions().is_empty())
                     .map(|t| t.name().to_owned())
                     .collect::<Vec<_>>()
-            })
+            })?;
+            Ok::<_, rdkafka::error::KafkaError>((existing, partition_lags(&client, timeout)))
         })
         .await;
         let problem = match answer {
-            Ok(Ok(existing)) => missing_topics(&patterns, &existing),
+            Ok(Ok((existing, lags))) => {
+                for (topic, partition, lag) in lags {
+                    metrics
+                        .kafka_consumer_lag
+                        .get_or_create(&PartitionLabel {
+                            topic,
+                            partition: partition.to_string(),
+                        })
+                        .set(lag);
+                }
+                missing_topics(&patterns, &existing)
+            }
             Ok(Err(e)) => Some(format!("broker unreachable: {e}")),
             Err(e) => Some(format!("metadata request failed: {e}")),
         };
@@ -400,6 +410,31 @@ async fn monitor_health(
             _ = tokio::time::sleep(interval) => {}
         }
     }
+}
+
+/// (topic, partition, lag) of every assigned partition whose position is
+/// known: the high watermark minus the next offset this consumer will read.
+fn partition_lags(consumer: &KafkaConsumer, timeout: Duration) -> Vec<(String, i32, i64)> {
+    let Ok(positions) = consumer.position() else {
+        return Vec::new();
+    };
+    positions
+        .elements()
+        .iter()
+        .filter_map(|elem| {
+            let Offset::Offset(position) = elem.offset() else {
+                return None;
+            };
+            let (_, high) = consumer
+                .fetch_watermarks(elem.topic(), elem.partition(), timeout)
+                .ok()?;
+            Some((
+                elem.topic().to_owned(),
+                elem.partition(),
+                (high - position).max(0),
+            ))
+        })
+        .collect()
 }
 
 /// The configured topics (or patterns) the cluster does not have.
