@@ -202,10 +202,15 @@ pub(crate) async fn run(config: KafkaConfig, timings: KafkaTimings, ctx: SourceC
 
 /// One received record, owned, so nothing borrows the consumer across an await.
 struct Record {
+    /// Routing input, the processed-counter label and the offset's topic.
     topic: String,
+    /// Half of `pos`, and where the offset is stored.
     partition: i32,
+    /// The other half of `pos`.
     offset: i64,
+    /// Routing input for `{key}` templates.
     key: Option<Vec<u8>>,
+    /// Forwarded as it is; the core decides JSON, text or binary.
     payload: Bytes,
 }
 
