@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -89,13 +90,21 @@ pub(crate) fn client_config(config: &KafkaConfig, instance_id: Option<&str>) -> 
     client
 }
 
-/// A per-process suffix so every replica has its own broadcast group.
+/// A suffix unique to this consumer so every replica (and every source in
+/// one process) has its own broadcast group: process id, start time, and a
+/// counter.
 fn unique_suffix() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("{}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
+    let sequence = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{}-{:x}-{sequence}",
+        std::process::id(),
+        nanos & 0xffff_ffff_ffff
+    )
 }
 
 /// Runs the source until shutdown.
@@ -456,4 +465,75 @@ fn missing_topics(
         .map(|(name, _)| name.as_str())
         .collect();
     (!missing.is_empty()).then(|| format!("topic missing: {}", missing.join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn config(pairs: &[(&str, &str)]) -> KafkaConfig {
+        KafkaConfig::from_settings(&Settings::from_pairs(pairs.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn broadcast_mode_uses_a_group_of_its_own_and_never_commits() {
+        let config = config(&[("WS_KAFKA_GROUP_ID", "gw")]);
+        let first = client_config(&config, None);
+        let second = client_config(&config, None);
+        let group = first.get("group.id").unwrap();
+        assert!(group.starts_with("gw-"), "{group}");
+        assert_ne!(
+            Some(group),
+            second.get("group.id"),
+            "each process its own group"
+        );
+        assert_eq!(first.get("enable.auto.commit"), Some("false"));
+        let named = client_config(&config, Some("replica-7"));
+        assert_eq!(named.get("group.id"), Some("gw-replica-7"));
+    }
+
+    #[test]
+    fn group_mode_shares_the_group_and_stores_offsets_by_hand() {
+        let config = config(&[("WS_KAFKA_MODE", "group"), ("WS_KAFKA_GROUP_ID", "gw")]);
+        let client = client_config(&config, None);
+        assert_eq!(client.get("group.id"), Some("gw"));
+        assert_eq!(client.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(client.get("enable.auto.commit"), Some("true"));
+    }
+
+    #[test]
+    fn start_position_sets_the_reset_policy_and_properties_override_ours() {
+        let latest = client_config(&config(&[]), None);
+        assert_eq!(latest.get("auto.offset.reset"), Some("latest"));
+        let backfill = client_config(&config(&[("WS_KAFKA_START", "backfill:5")]), None);
+        assert_eq!(backfill.get("auto.offset.reset"), Some("earliest"));
+        let overridden = client_config(
+            &config(&[("WS_KAFKA_PROPERTY_QUEUED_MAX_MESSAGES_KBYTES", "1024")]),
+            None,
+        );
+        assert_eq!(overridden.get("queued.max.messages.kbytes"), Some("1024"));
+    }
+
+    #[test]
+    fn missing_topics_names_absent_topics_and_patterns_matching_nothing() {
+        let patterns = vec![
+            ("lines".to_owned(), None),
+            ("gone".to_owned(), None),
+            (
+                r"^md\..*".to_owned(),
+                Some(regex::Regex::new(r"^md\..*").unwrap()),
+            ),
+            (
+                r"^none\..*".to_owned(),
+                Some(regex::Regex::new(r"^none\..*").unwrap()),
+            ),
+        ];
+        let existing = vec!["lines".to_owned(), "md.eod".to_owned()];
+        assert_eq!(
+            missing_topics(&patterns, &existing).as_deref(),
+            Some(r"topic missing: gone, ^none\..*")
+        );
+        assert_eq!(missing_topics(&patterns[..1], &existing), None);
+    }
 }
