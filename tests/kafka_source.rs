@@ -494,3 +494,59 @@ async fn measure_mock_cluster_throughput() {
     );
     source.stop().await;
 }
+
+/// The lag gauge of `topic` partition 0, if reported yet.
+fn lag(metrics: &Metrics, topic: &str) -> Option<i64> {
+    let prefix = "websocket_kafka_consumer_lag{";
+    let wanted = format!("topic=\"{topic}\"");
+    metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with(prefix) && l.contains(&wanted) && l.contains("partition=\"0\""))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sink_pauses_consumption_and_the_lag_gauge_shows_it() {
+    let kafka = EmbeddedKafka::start(&[("lines", 1)]).unwrap();
+    let mut source = start_source(
+        &kafka,
+        &[("WS_KAFKA_TOPICS", "lines"), ("WS_KAFKA_START", "earliest")],
+    );
+    const PRODUCED: usize = 300;
+    for i in 0..PRODUCED {
+        kafka
+            .produce("lines", None, format!("{{\"i\":{i}}}").as_bytes())
+            .await
+            .unwrap();
+    }
+    // Nobody reads: the source stops at the bounded queue, and the lag says
+    // how far behind it is.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if lag(&source.metrics, "lines").is_some_and(|l| l >= 100) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lag never grew: {:?}",
+            lag(&source.metrics, "lines")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(source.rx.len() <= source.rx.max_capacity());
+    // Reading everything lets it catch up, in order.
+    let received = source.take(PRODUCED).await;
+    let offsets: Vec<i64> = received.iter().map(|i| offset_of(i).1).collect();
+    assert_eq!(offsets, (0..PRODUCED as i64).collect::<Vec<_>>());
+    let deadline = Instant::now() + WAIT;
+    while lag(&source.metrics, "lines") != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "lag never returned to 0: {:?}",
+            lag(&source.metrics, "lines")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    source.stop().await;
+}

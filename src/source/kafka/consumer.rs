@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -18,7 +19,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::config::{KafkaConfig, KafkaMode, StartPosition};
 use super::context::{KafkaContext, WarnThrottle};
-use crate::metrics::{Metrics, TopicLabel};
+use crate::metrics::{Metrics, PartitionLabel, TopicLabel};
 use crate::source::{Position, Publish, PublishSink, SinkClosed, SourceContext, SourceHealth};
 
 /// Timings of the source, fixed in production and shortened in tests.
@@ -56,7 +57,6 @@ pub(crate) fn client_config(config: &KafkaConfig, instance_id: Option<&str>) -> 
         // core falls behind.
         .set("queued.max.messages.kbytes", "16384")
         .set("queued.min.messages", "10000")
-        .set("statistics.interval.ms", "5000")
         // New partitions and newly created topics matching a ^regex are
         // noticed within this interval.
         .set("topic.metadata.refresh.interval.ms", "10000")
@@ -90,13 +90,21 @@ pub(crate) fn client_config(config: &KafkaConfig, instance_id: Option<&str>) -> 
     client
 }
 
-/// A per-process suffix so every replica has its own broadcast group.
+/// A suffix unique to this consumer so every replica (and every source in
+/// one process) has its own broadcast group: process id, start time, and a
+/// counter.
 fn unique_suffix() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("{}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
+    let sequence = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{}-{:x}-{sequence}",
+        std::process::id(),
+        nanos & 0xffff_ffff_ffff
+    )
 }
 
 /// Runs the source until shutdown.
@@ -112,12 +120,7 @@ pub(crate) async fn run(config: KafkaConfig, timings: KafkaTimings, ctx: SourceC
         StartPosition::Backfill(n) => Some(n),
         _ => None,
     };
-    let context = KafkaContext::new(
-        metrics.clone(),
-        health.clone(),
-        backfill,
-        timings.warn_interval,
-    );
+    let context = KafkaContext::new(health.clone(), backfill, timings.warn_interval);
     let created: Result<KafkaConsumer, _> =
         client_config(&config, timings.instance_id.as_deref()).create_with_context(context);
     let consumer = match created {
@@ -139,6 +142,7 @@ pub(crate) async fn run(config: KafkaConfig, timings: KafkaTimings, ctx: SourceC
     let monitor = tokio::spawn(monitor_health(
         consumer.clone(),
         health.clone(),
+        metrics.clone(),
         config.topics.clone(),
         timings.health_interval,
         shutdown.clone(),
@@ -207,10 +211,15 @@ pub(crate) async fn run(config: KafkaConfig, timings: KafkaTimings, ctx: SourceC
 
 /// One received record, owned, so nothing borrows the consumer across an await.
 struct Record {
+    /// Routing input, the processed-counter label and the offset's topic.
     topic: String,
+    /// Half of `pos`, and where the offset is stored.
     partition: i32,
+    /// The other half of `pos`.
     offset: i64,
+    /// Routing input for `{key}` templates.
     key: Option<Vec<u8>>,
+    /// Forwarded as it is; the core decides JSON, text or binary.
     payload: Bytes,
 }
 
@@ -338,10 +347,13 @@ async fn idle_until_shutdown(
 
 /// Asks the brokers for metadata every `interval`: unreachable brokers or
 /// missing topics make the source not ready (with a throttled warning);
-/// a healthy answer makes it ready again.
+/// a healthy answer makes it ready again. It also measures the lag of every
+/// assigned partition (high watermark minus the consumer's position), which
+/// must keep working while a full sink pauses the consuming loop.
 async fn monitor_health(
     consumer: Arc<KafkaConsumer>,
     health: SourceHealth,
+    metrics: Arc<Metrics>,
     topics: Vec<String>,
     interval: Duration,
     mut shutdown: crate::shell::shutdown::Shutdown,
@@ -363,18 +375,30 @@ async fn monitor_health(
         let client = consumer.clone();
         let timeout = interval.max(Duration::from_secs(2));
         let answer = tokio::task::spawn_blocking(move || {
-            client.fetch_metadata(None, timeout).map(|metadata| {
+            let existing = client.fetch_metadata(None, timeout).map(|metadata| {
                 metadata
                     .topics()
                     .iter()
                     .filter(|t| t.error().is_none() && !t.partitions().is_empty())
                     .map(|t| t.name().to_owned())
                     .collect::<Vec<_>>()
-            })
+            })?;
+            Ok::<_, rdkafka::error::KafkaError>((existing, partition_lags(&client, timeout)))
         })
         .await;
         let problem = match answer {
-            Ok(Ok(existing)) => missing_topics(&patterns, &existing),
+            Ok(Ok((existing, lags))) => {
+                for (topic, partition, lag) in lags {
+                    metrics
+                        .kafka_consumer_lag
+                        .get_or_create(&PartitionLabel {
+                            topic,
+                            partition: partition.to_string(),
+                        })
+                        .set(lag);
+                }
+                missing_topics(&patterns, &existing)
+            }
             Ok(Err(e)) => Some(format!("broker unreachable: {e}")),
             Err(e) => Some(format!("metadata request failed: {e}")),
         };
@@ -402,6 +426,31 @@ async fn monitor_health(
     }
 }
 
+/// (topic, partition, lag) of every assigned partition whose position is
+/// known: the high watermark minus the next offset this consumer will read.
+fn partition_lags(consumer: &KafkaConsumer, timeout: Duration) -> Vec<(String, i32, i64)> {
+    let Ok(positions) = consumer.position() else {
+        return Vec::new();
+    };
+    positions
+        .elements()
+        .iter()
+        .filter_map(|elem| {
+            let Offset::Offset(position) = elem.offset() else {
+                return None;
+            };
+            let (_, high) = consumer
+                .fetch_watermarks(elem.topic(), elem.partition(), timeout)
+                .ok()?;
+            Some((
+                elem.topic().to_owned(),
+                elem.partition(),
+                (high - position).max(0),
+            ))
+        })
+        .collect()
+}
+
 /// The configured topics (or patterns) the cluster does not have.
 fn missing_topics(
     patterns: &[(String, Option<regex::Regex>)],
@@ -416,4 +465,75 @@ fn missing_topics(
         .map(|(name, _)| name.as_str())
         .collect();
     (!missing.is_empty()).then(|| format!("topic missing: {}", missing.join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn config(pairs: &[(&str, &str)]) -> KafkaConfig {
+        KafkaConfig::from_settings(&Settings::from_pairs(pairs.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn broadcast_mode_uses_a_group_of_its_own_and_never_commits() {
+        let config = config(&[("WS_KAFKA_GROUP_ID", "gw")]);
+        let first = client_config(&config, None);
+        let second = client_config(&config, None);
+        let group = first.get("group.id").unwrap();
+        assert!(group.starts_with("gw-"), "{group}");
+        assert_ne!(
+            Some(group),
+            second.get("group.id"),
+            "each process its own group"
+        );
+        assert_eq!(first.get("enable.auto.commit"), Some("false"));
+        let named = client_config(&config, Some("replica-7"));
+        assert_eq!(named.get("group.id"), Some("gw-replica-7"));
+    }
+
+    #[test]
+    fn group_mode_shares_the_group_and_stores_offsets_by_hand() {
+        let config = config(&[("WS_KAFKA_MODE", "group"), ("WS_KAFKA_GROUP_ID", "gw")]);
+        let client = client_config(&config, None);
+        assert_eq!(client.get("group.id"), Some("gw"));
+        assert_eq!(client.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(client.get("enable.auto.commit"), Some("true"));
+    }
+
+    #[test]
+    fn start_position_sets_the_reset_policy_and_properties_override_ours() {
+        let latest = client_config(&config(&[]), None);
+        assert_eq!(latest.get("auto.offset.reset"), Some("latest"));
+        let backfill = client_config(&config(&[("WS_KAFKA_START", "backfill:5")]), None);
+        assert_eq!(backfill.get("auto.offset.reset"), Some("earliest"));
+        let overridden = client_config(
+            &config(&[("WS_KAFKA_PROPERTY_QUEUED_MAX_MESSAGES_KBYTES", "1024")]),
+            None,
+        );
+        assert_eq!(overridden.get("queued.max.messages.kbytes"), Some("1024"));
+    }
+
+    #[test]
+    fn missing_topics_names_absent_topics_and_patterns_matching_nothing() {
+        let patterns = vec![
+            ("lines".to_owned(), None),
+            ("gone".to_owned(), None),
+            (
+                r"^md\..*".to_owned(),
+                Some(regex::Regex::new(r"^md\..*").unwrap()),
+            ),
+            (
+                r"^none\..*".to_owned(),
+                Some(regex::Regex::new(r"^none\..*").unwrap()),
+            ),
+        ];
+        let existing = vec!["lines".to_owned(), "md.eod".to_owned()];
+        assert_eq!(
+            missing_topics(&patterns, &existing).as_deref(),
+            Some(r"topic missing: gone, ^none\..*")
+        );
+        assert_eq!(missing_topics(&patterns[..1], &existing), None);
+    }
 }

@@ -1,11 +1,10 @@
 //! librdkafka callbacks: errors become readiness and rate-limited warnings
 //! (librdkafka retries a dead broker many times a second, an operator wants
-//! one line now and then), statistics become the per-partition lag gauge,
-//! and the rebalance callback applies `backfill:N` to newly assigned
-//! partitions.
+//! one line now and then), and the rebalance callback applies `backfill:N`
+//! to newly assigned partitions.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
@@ -16,7 +15,6 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
-use crate::metrics::{Metrics, PartitionLabel};
 use crate::source::SourceHealth;
 
 /// Emits at most one warning per `every`.
@@ -52,8 +50,6 @@ impl WarnThrottle {
 
 /// The consumer's callbacks and the state they share with the source.
 pub(crate) struct KafkaContext {
-    /// Where the lag gauge lives.
-    metrics: Arc<Metrics>,
     /// Broker errors turn the source not ready right away; the health
     /// monitor turns it ready again once metadata answers.
     health: SourceHealth,
@@ -68,13 +64,11 @@ pub(crate) struct KafkaContext {
 
 impl KafkaContext {
     pub(crate) fn new(
-        metrics: Arc<Metrics>,
         health: SourceHealth,
         backfill: Option<u64>,
         warn_every: Duration,
     ) -> KafkaContext {
         KafkaContext {
-            metrics,
             health,
             backfill,
             backfilled: Mutex::new(HashSet::new()),
@@ -138,23 +132,9 @@ impl ClientContext for KafkaContext {
         }
     }
 
-    fn stats(&self, statistics: Statistics) {
-        for (topic, stats) in &statistics.topics {
-            for (partition, p) in &stats.partitions {
-                // -1 is librdkafka's internal UA partition; a negative lag
-                // means "unknown yet".
-                if *partition < 0 || p.consumer_lag < 0 {
-                    continue;
-                }
-                self.metrics
-                    .kafka_consumer_lag
-                    .get_or_create(&PartitionLabel {
-                        topic: topic.clone(),
-                        partition: partition.to_string(),
-                    })
-                    .set(p.consumer_lag);
-            }
-        }
+    fn stats(&self, _statistics: Statistics) {
+        // Lag is measured by the health monitor, which keeps running while a
+        // full sink pauses this consumer (and with it these callbacks).
     }
 }
 
