@@ -4,5 +4,6 @@
 //! run at the end of every run.
 
 pub mod checker;
+pub mod client;
 pub mod fake_source;
 pub mod recorder;
