@@ -222,6 +222,11 @@ impl Recorder {
         self.lock().clone()
     }
 
+    /// How many records so far satisfy `matches`.
+    pub fn count(&self, matches: impl Fn(&Happening) -> bool) -> usize {
+        self.lock().iter().filter(|record| matches(&record.what)).count()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Trace> {
         // A panicking host already fails the run; the log itself stays
         // consistent because each push is a single operation.
