@@ -1,6 +1,7 @@
 //! ws-realtime: live market data from Kafka, Redis pub/sub and an HTTP publish
 //! API, delivered to authenticated WebSocket clients.
 //!
+//! * [`auth`]: JWT verification and minting.
 //! * [`core`]: the sans-IO state machine (all policy).
 //! * [`proto`]: client-frame decoding and server-frame encoding.
 //! * [`shell`]: tokio + hyper + fastwebsockets around the core.
@@ -8,8 +9,10 @@
 //! * [`config`]: `WS_*` variables and the TOML file.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod auth;
 pub mod config;
 pub mod core;
+pub mod dev;
 pub mod metrics;
 pub mod proto;
 pub mod shell;

@@ -1,5 +1,203 @@
-//! The `ws-realtime` binary.
+//! The `ws-realtime` binary: `serve` (default), `dev`, `token`, `check-config`.
 
-fn main() {
-    eprintln!("ws-realtime: not yet wired");
+mod cli;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use cli::{Cli, Command};
+use ws_realtime::config::{LogFormat, ServerConfig, Settings, build_sources};
+use ws_realtime::shell::shutdown::{self, ShutdownTrigger};
+use ws_realtime::shell::{TcpAccept, run};
+
+/// Exit status for an invalid configuration.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve { config: None }) {
+        Command::Serve { config } => serve(config.as_deref()),
+        Command::Dev => dev(),
+        Command::Token {
+            secret,
+            sub,
+            ttl,
+            roles,
+            channels,
+            aud,
+            iss,
+        } => {
+            let spec = ws_realtime::auth::TokenSpec {
+                sub,
+                ttl,
+                roles,
+                channels,
+                audience: aud,
+                issuer: iss,
+            };
+            println!(
+                "{}",
+                ws_realtime::auth::mint(secret.as_bytes(), &spec, unix_secs())
+            );
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig { config } => match load(config.as_deref()) {
+            Ok((config, settings)) => match build_sources(&config, &settings) {
+                Ok(sources) => {
+                    let names: Vec<&str> = sources.iter().map(|s| s.name()).collect();
+                    println!(
+                        "configuration is valid: listening on {}, sources: {}",
+                        config.bind_address,
+                        names.join(", ")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => config_error(&error),
+            },
+            Err(error) => config_error(&error),
+        },
+    }
+}
+
+fn load(file: Option<&Path>) -> Result<(ServerConfig, Settings), ws_realtime::config::ConfigError> {
+    let settings = Settings::load(std::env::vars(), file)?;
+    let config = ServerConfig::from_settings(&settings)?;
+    Ok((config, settings))
+}
+
+fn config_error(error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("ws-realtime: invalid configuration: {error}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn serve(file: Option<&Path>) -> ExitCode {
+    let (config, settings) = match load(file) {
+        Ok(loaded) => loaded,
+        Err(error) => return config_error(&error),
+    };
+    init_logging(config.log_format);
+    if config.auth.secret.len() < ws_realtime::config::server::MIN_SECRET_BYTES {
+        tracing::warn!(
+            bytes = config.auth.secret.len(),
+            "WS_AUTH_SECRET is shorter than 32 bytes; use a longer random secret"
+        );
+    }
+    let sources = match build_sources(&config, &settings) {
+        Ok(sources) => sources,
+        Err(error) => return config_error(&error),
+    };
+    raise_open_files_limit();
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime can be built");
+    runtime.block_on(async move {
+        let accept = match TcpAccept::bind(config.bind_address).await {
+            Ok(accept) => accept,
+            Err(error) => {
+                tracing::error!(address = %config.bind_address, %error, "cannot listen");
+                return ExitCode::FAILURE;
+            }
+        };
+        let (trigger, shutdown) = shutdown::channel();
+        tokio::spawn(trigger_on_signal(trigger));
+        match run(accept, config, sources, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(%error, "server failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn dev() -> ExitCode {
+    let config = match ws_realtime::dev::dev_config(std::env::vars()) {
+        Ok(config) => config,
+        Err(error) => return config_error(&error),
+    };
+    init_logging(config.log_format);
+    raise_open_files_limit();
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime can be built");
+    runtime.block_on(async move {
+        let (trigger, shutdown) = shutdown::channel();
+        tokio::spawn(trigger_on_signal(trigger));
+        match ws_realtime::dev::run_dev(config, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(%error, "dev server failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Fires the shutdown on SIGTERM or SIGINT; a second signal exits at once.
+async fn trigger_on_signal(trigger: ShutdownTrigger) {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+    trigger.trigger();
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::warn!("second signal: exiting without waiting for the drain");
+    std::process::exit(1);
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Raises the soft open-files limit to the hard one: every client is a file
+/// descriptor, and the usual soft default (1024) caps connections far below
+/// what the server can hold.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own; no other memory is touched.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        tracing::warn!("cannot read the open-files limit");
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    tracing::info!(
+        open_files = limit.rlim_cur,
+        "connection capacity (open-files limit)"
+    );
+}
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -13,7 +13,9 @@ pub use crate::core::{Position, Publish};
 use crate::metrics::Metrics;
 use crate::shell::shutdown::Shutdown;
 
+pub mod dev_feed;
 pub mod health;
+pub mod http;
 
 pub use health::{Readiness, SourceHealth};
 
@@ -53,6 +55,9 @@ pub struct Ingest {
     pub taken: Option<oneshot::Sender<()>>,
     /// When the source received it, for the publish-to-send histogram.
     pub received_at: Instant,
+    /// The source's name (`kafka`, `http`, …), for per-source metrics;
+    /// set by [`PublishSink::for_source`].
+    pub source: &'static str,
 }
 
 /// The sources' side of the bounded queue into the core. Bounded so that a
@@ -60,6 +65,8 @@ pub struct Ingest {
 #[derive(Debug, Clone)]
 pub struct PublishSink {
     tx: mpsc::Sender<Ingest>,
+    /// Stamped on every [`Ingest`] so the driver can count per source.
+    source: &'static str,
 }
 
 /// The core has stopped taking messages (the server is gone).
@@ -72,7 +79,22 @@ impl PublishSink {
     /// wait between the sources and the core.
     pub fn channel(capacity: usize) -> (PublishSink, mpsc::Receiver<Ingest>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (PublishSink { tx }, rx)
+        (
+            PublishSink {
+                tx,
+                source: "unknown",
+            },
+            rx,
+        )
+    }
+
+    /// The same queue, stamping `source` on what it carries; the shell gives
+    /// each source its own.
+    pub fn for_source(&self, source: &'static str) -> PublishSink {
+        PublishSink {
+            tx: self.tx.clone(),
+            source,
+        }
     }
 
     /// Queues `publish`, waiting while the queue is full (backpressure).
@@ -81,6 +103,7 @@ impl PublishSink {
             publish,
             taken: None,
             received_at: Instant::now(),
+            source: self.source,
         };
         self.tx.send(ingest).await.map_err(|_| SinkClosed)
     }
@@ -93,6 +116,7 @@ impl PublishSink {
             publish,
             taken: Some(taken),
             received_at: Instant::now(),
+            source: self.source,
         };
         self.tx.send(ingest).await.map_err(|_| SinkClosed)?;
         done.await.map_err(|_| SinkClosed)

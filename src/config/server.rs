@@ -1,0 +1,596 @@
+//! The validated server configuration: every `WS_*` variable of the server
+//! issue turned into typed values, with errors that name the variable and the
+//! accepted form. Source-specific settings (Kafka, Redis) are read by their
+//! sources from the same [`Settings`].
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::{ConfigError, Settings};
+use crate::core::{Access, ChannelRule, CoreConfig, SlowClientPolicy};
+
+/// Default channel an `?assessmentId=X` query subscribes to.
+pub const DEFAULT_ASSESSMENT_CHANNEL: &str = "assessment:{assessmentId}";
+
+/// Secrets shorter than this draw a warning (HS256 wants 256 bits).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// A message source named in `WS_SOURCES`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceKind {
+    /// Kafka topics (rdkafka).
+    Kafka,
+    /// Redis pub/sub.
+    Redis,
+    /// `POST /api/publish`.
+    Http,
+}
+
+impl SourceKind {
+    /// The name used in `WS_SOURCES`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Kafka => "kafka",
+            SourceKind::Redis => "redis",
+            SourceKind::Http => "http",
+        }
+    }
+}
+
+/// Log line format (`WS_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// JWT verification settings (`WS_AUTH_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// The HS256 secret.
+    pub secret: Vec<u8>,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Clock skew tolerated on `exp`/`nbf`.
+    pub leeway: Duration,
+}
+
+/// Everything the shell needs to run a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen (`WS_BIND_ADDRESS`).
+    pub bind_address: SocketAddr,
+    /// Token verification.
+    pub auth: AuthSettings,
+    /// Allowed `Origin` values; `None` allows every origin
+    /// (`WS_ALLOWED_ORIGINS`).
+    pub allowed_origins: Option<Vec<String>>,
+    /// The core's policies.
+    pub core: CoreConfig,
+    /// Upper bound on a graceful shutdown (`WS_SHUTDOWN_TIMEOUT_SECONDS`).
+    pub shutdown_timeout: Duration,
+    /// Enabled sources (`WS_SOURCES`, plus `http` when an API key is set).
+    pub sources: Vec<SourceKind>,
+    /// Key guarding `POST /api/publish` (`WS_API_KEY`); the endpoint is off
+    /// without one.
+    pub api_key: Option<String>,
+    /// Largest accepted `/api/publish` body (`WS_MAX_PUBLISH_BYTES`).
+    pub max_publish_bytes: usize,
+    /// Template deriving the channel of `?assessmentId=X`
+    /// (`WS_ASSESSMENT_CHANNEL`).
+    pub assessment_channel: String,
+    /// How long a client may take to send its request headers
+    /// (`WS_HANDSHAKE_TIMEOUT`), so half-open connections cannot pile up.
+    pub handshake_timeout: Duration,
+    /// Log line format (`WS_LOG_FORMAT`).
+    pub log_format: LogFormat,
+}
+
+impl ServerConfig {
+    /// Reads and validates every server setting.
+    pub fn from_settings(settings: &Settings) -> Result<ServerConfig, ConfigError> {
+        let bind_address = match settings.get("WS_BIND_ADDRESS") {
+            None => parse_bind_address(":8080").expect("the default is well formed"),
+            Some(raw) => parse_bind_address(raw).ok_or_else(|| {
+                ConfigError::invalid(
+                    "WS_BIND_ADDRESS",
+                    raw,
+                    "an address such as :8080, 0.0.0.0:8080, 127.0.0.1:9000 or [::]:8080",
+                )
+            })?,
+        };
+        let auth = AuthSettings {
+            secret: read_secret(settings, std::env::var_os("CREDENTIALS_DIRECTORY"))?,
+            audience: settings.get("WS_AUTH_AUDIENCE").map(str::to_owned),
+            issuer: settings.get("WS_AUTH_ISSUER").map(str::to_owned),
+            leeway: settings.duration_or("WS_AUTH_LEEWAY", Duration::from_secs(5))?,
+        };
+        let api_key = settings.get("WS_API_KEY").map(str::to_owned);
+        let sources = parse_sources(settings, api_key.is_some())?;
+        let assessment_channel =
+            settings.string_or("WS_ASSESSMENT_CHANNEL", DEFAULT_ASSESSMENT_CHANNEL);
+        if !assessment_channel.contains("{assessmentId}") {
+            return Err(ConfigError::invalid(
+                "WS_ASSESSMENT_CHANNEL",
+                &assessment_channel,
+                "a channel template containing {assessmentId}, e.g. assessment:{assessmentId}",
+            ));
+        }
+        let log_format = match settings.get("WS_LOG_FORMAT").map(str::trim) {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::invalid("WS_LOG_FORMAT", other, "text or json"));
+            }
+        };
+        Ok(ServerConfig {
+            bind_address,
+            auth,
+            allowed_origins: settings
+                .list("WS_ALLOWED_ORIGINS")
+                .filter(|o| !o.is_empty() && !o.iter().any(|x| x == "*")),
+            core: core_config(settings)?,
+            shutdown_timeout: Duration::from_secs(positive(
+                settings,
+                "WS_SHUTDOWN_TIMEOUT_SECONDS",
+                10,
+            )?),
+            sources,
+            api_key,
+            max_publish_bytes: positive(settings, "WS_MAX_PUBLISH_BYTES", 1024 * 1024)? as usize,
+            assessment_channel,
+            handshake_timeout: settings
+                .duration_or("WS_HANDSHAKE_TIMEOUT", Duration::from_secs(10))?,
+            log_format,
+        })
+    }
+
+    /// A configuration for tests and the dev server: `secret`, everything
+    /// else at its default, listening on `127.0.0.1:0`.
+    pub fn for_testing(secret: &[u8]) -> ServerConfig {
+        ServerConfig {
+            bind_address: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            auth: AuthSettings {
+                secret: secret.to_vec(),
+                audience: None,
+                issuer: None,
+                leeway: Duration::from_secs(5),
+            },
+            allowed_origins: None,
+            core: CoreConfig::default(),
+            shutdown_timeout: Duration::from_secs(10),
+            sources: Vec::new(),
+            api_key: None,
+            max_publish_bytes: 1024 * 1024,
+            assessment_channel: DEFAULT_ASSESSMENT_CHANNEL.to_owned(),
+            handshake_timeout: Duration::from_secs(10),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// The core's policies from `WS_*` variables and the TOML channel rules.
+fn core_config(settings: &Settings) -> Result<CoreConfig, ConfigError> {
+    let defaults = CoreConfig::default();
+    let slow_client_policy = match settings.get("WS_SLOW_CLIENT_POLICY").map(str::trim) {
+        None | Some("disconnect") => SlowClientPolicy::Disconnect,
+        Some("drop_oldest") => SlowClientPolicy::DropOldest,
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                "WS_SLOW_CLIENT_POLICY",
+                other,
+                "disconnect or drop_oldest",
+            ));
+        }
+    };
+    let heartbeat_interval = nonzero_duration(
+        settings,
+        "WS_HEARTBEAT_INTERVAL",
+        defaults.heartbeat_interval,
+    )?;
+    let connection_timeout = nonzero_duration(
+        settings,
+        "WS_CONNECTION_TIMEOUT",
+        defaults.connection_timeout,
+    )?;
+    Ok(CoreConfig {
+        server_id: settings
+            .get("WS_SERVER_ID")
+            .map(str::to_owned)
+            .unwrap_or_else(host_name),
+        client_buffer_frames: positive(
+            settings,
+            "WS_CLIENT_BUFFER",
+            defaults.client_buffer_frames as u64,
+        )? as usize,
+        client_buffer_bytes: positive(
+            settings,
+            "WS_CLIENT_BUFFER_BYTES",
+            defaults.client_buffer_bytes as u64,
+        )? as usize,
+        slow_client_policy,
+        slow_close_grace: defaults.slow_close_grace,
+        heartbeat_interval,
+        connection_timeout,
+        app_ping: settings.bool_or("WS_APP_PING", defaults.app_ping)?,
+        max_message_bytes: positive(
+            settings,
+            "WS_MAX_MESSAGE_BYTES",
+            defaults.max_message_bytes as u64,
+        )? as usize,
+        max_channels_per_connection: positive(
+            settings,
+            "WS_MAX_CHANNELS_PER_CONNECTION",
+            defaults.max_channels_per_connection as u64,
+        )? as usize,
+        max_connections: whole(settings, "WS_MAX_CONNECTIONS", 0)? as usize,
+        max_connections_per_ip: whole(settings, "WS_MAX_CONNECTIONS_PER_IP", 0)? as usize,
+        rate_limit_per_second: positive_u32(
+            settings,
+            "WS_RATE_LIMIT",
+            defaults.rate_limit_per_second,
+        )?,
+        rate_limit_burst: positive_u32(settings, "WS_RATE_BURST", defaults.rate_limit_burst)?,
+        batch_max: positive(settings, "WS_BATCH_MAX", defaults.batch_max as u64)? as usize,
+        batch_delay: settings.duration_or("WS_BATCH_DELAY", defaults.batch_delay)?,
+        channel_rules: channel_rules(settings)?,
+    })
+}
+
+/// `:8080` (every IPv4 address), `0.0.0.0:8080`, `127.0.0.1:9000`, `[::]:8080`.
+pub fn parse_bind_address(raw: &str) -> Option<SocketAddr> {
+    let raw = raw.trim();
+    if let Some(port) = raw.strip_prefix(':') {
+        let port: u16 = port.parse().ok()?;
+        return Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+    }
+    raw.parse().ok()
+}
+
+/// `WS_SOURCES` (default `kafka`), with `http` added whenever an API key is set.
+fn parse_sources(settings: &Settings, has_api_key: bool) -> Result<Vec<SourceKind>, ConfigError> {
+    let names = settings
+        .list("WS_SOURCES")
+        .unwrap_or_else(|| vec!["kafka".to_owned()]);
+    let mut sources = Vec::new();
+    for name in &names {
+        let kind = match name.to_ascii_lowercase().as_str() {
+            "kafka" => SourceKind::Kafka,
+            "redis" => SourceKind::Redis,
+            "http" => SourceKind::Http,
+            _ => {
+                return Err(ConfigError::invalid(
+                    "WS_SOURCES",
+                    &names.join(","),
+                    "a comma list of kafka, redis and http",
+                ));
+            }
+        };
+        if !sources.contains(&kind) {
+            sources.push(kind);
+        }
+    }
+    if has_api_key && !sources.contains(&SourceKind::Http) {
+        sources.push(SourceKind::Http);
+    }
+    if sources.contains(&SourceKind::Http) && !has_api_key {
+        return Err(ConfigError::Missing {
+            variable: "WS_API_KEY".to_owned(),
+            hint: "WS_SOURCES includes http, which needs an API key to guard POST /api/publish"
+                .to_owned(),
+        });
+    }
+    Ok(sources)
+}
+
+/// The HS256 secret from `WS_AUTH_SECRET` or the file `WS_AUTH_SECRET_FILE`
+/// names; a bare file name is looked up in systemd's `$CREDENTIALS_DIRECTORY`.
+fn read_secret(
+    settings: &Settings,
+    credentials_dir: Option<std::ffi::OsString>,
+) -> Result<Vec<u8>, ConfigError> {
+    if let Some(secret) = settings.get("WS_AUTH_SECRET") {
+        return Ok(secret.as_bytes().to_vec());
+    }
+    let Some(file) = settings.get("WS_AUTH_SECRET_FILE") else {
+        return Err(ConfigError::Missing {
+            variable: "WS_AUTH_SECRET".to_owned(),
+            hint: "set WS_AUTH_SECRET to the HS256 secret, or WS_AUTH_SECRET_FILE to a file holding it".to_owned(),
+        });
+    };
+    let path = resolve_credential(
+        Path::new(file.trim()),
+        credentials_dir.as_deref().map(Path::new),
+    );
+    let raw = std::fs::read(&path).map_err(|e| {
+        ConfigError::invalid(
+            "WS_AUTH_SECRET_FILE",
+            file,
+            &format!(
+                "a readable file holding the secret ({}: {e})",
+                path.display()
+            ),
+        )
+    })?;
+    // Files usually end with a newline that is not part of the secret.
+    let secret = raw.trim_ascii_end().to_vec();
+    if secret.is_empty() {
+        return Err(ConfigError::invalid(
+            "WS_AUTH_SECRET_FILE",
+            file,
+            "a file holding a non-empty secret",
+        ));
+    }
+    Ok(secret)
+}
+
+/// A bare name (no `/`) is a systemd credential when a credentials directory exists.
+fn resolve_credential(file: &Path, credentials_dir: Option<&Path>) -> PathBuf {
+    let bare = file.components().count() == 1 && !file.is_absolute();
+    match credentials_dir {
+        Some(dir) if bare => dir.join(file),
+        _ => file.to_path_buf(),
+    }
+}
+
+/// `[[channels.rules]]` tables: `pattern` plus `roles = [...]` or `owner = true`.
+fn channel_rules(settings: &Settings) -> Result<Vec<ChannelRule>, ConfigError> {
+    const VARIABLE: &str = "channels.rules";
+    const FORM: &str = "tables with pattern = \"…\" and either roles = [\"…\"] or owner = true";
+    let Some(rules) = settings
+        .toml()
+        .and_then(|t| t.get("channels"))
+        .and_then(|c| c.get("rules"))
+    else {
+        return Ok(Vec::new());
+    };
+    let bad = |detail: String| ConfigError::invalid(VARIABLE, &detail, FORM);
+    let array = rules.as_array().ok_or_else(|| bad(rules.to_string()))?;
+    let mut out = Vec::with_capacity(array.len());
+    for rule in array {
+        let table = rule.as_table().ok_or_else(|| bad(rule.to_string()))?;
+        let pattern = table
+            .get("pattern")
+            .and_then(|p| p.as_str())
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| bad(rule.to_string()))?;
+        let owner = table
+            .get("owner")
+            .and_then(|o| o.as_bool())
+            .unwrap_or(false);
+        let roles = match table.get("roles") {
+            None => None,
+            Some(value) => {
+                let list = value.as_array().ok_or_else(|| bad(rule.to_string()))?;
+                let roles: Option<Vec<String>> =
+                    list.iter().map(|r| r.as_str().map(str::to_owned)).collect();
+                Some(roles.ok_or_else(|| bad(rule.to_string()))?)
+            }
+        };
+        let access = match (owner, roles) {
+            (true, None) => {
+                if !pattern.contains("{sub}") {
+                    return Err(ConfigError::invalid(
+                        VARIABLE,
+                        pattern,
+                        "an owner rule's pattern containing {sub}, e.g. user:{sub}",
+                    ));
+                }
+                Access::Owner
+            }
+            (false, Some(roles)) if !roles.is_empty() => Access::Roles(roles),
+            (false, None) => Access::Authenticated,
+            _ => return Err(bad(rule.to_string())),
+        };
+        out.push(ChannelRule {
+            pattern: pattern.to_owned(),
+            access,
+        });
+    }
+    Ok(out)
+}
+
+/// A whole number ≥ 1.
+fn positive(settings: &Settings, name: &str, default: u64) -> Result<u64, ConfigError> {
+    let value = whole(settings, name, default)?;
+    if value == 0 {
+        return Err(ConfigError::invalid(
+            name,
+            "0",
+            "a whole number of at least 1",
+        ));
+    }
+    Ok(value)
+}
+
+/// A whole number ≥ 0.
+fn whole(settings: &Settings, name: &str, default: u64) -> Result<u64, ConfigError> {
+    settings.parse_or(name, default, "a whole number such as 256")
+}
+
+fn positive_u32(settings: &Settings, name: &str, default: u32) -> Result<u32, ConfigError> {
+    let value = positive(settings, name, u64::from(default))?;
+    u32::try_from(value).map_err(|_| {
+        ConfigError::invalid(name, &value.to_string(), "a whole number below 4294967296")
+    })
+}
+
+fn nonzero_duration(
+    settings: &Settings,
+    name: &str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let value = settings.duration_or(name, default)?;
+    if value.is_zero() {
+        return Err(ConfigError::invalid(
+            name,
+            "0",
+            "a duration above zero, such as 500ms or 30s",
+        ));
+    }
+    Ok(value)
+}
+
+/// The machine's host name, the default server id.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "ws-realtime".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<ServerConfig, ConfigError> {
+        let mut all = vec![
+            ("WS_AUTH_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("WS_SOURCES", "http"),
+            ("WS_API_KEY", "k"),
+        ];
+        all.extend_from_slice(pairs);
+        ServerConfig::from_settings(&Settings::from_pairs(all))
+    }
+
+    #[test]
+    fn bind_address_accepts_every_documented_form() {
+        assert_eq!(
+            parse_bind_address(":8080"),
+            Some("0.0.0.0:8080".parse().unwrap())
+        );
+        assert_eq!(
+            parse_bind_address("0.0.0.0:8080"),
+            Some("0.0.0.0:8080".parse().unwrap())
+        );
+        assert_eq!(
+            parse_bind_address("127.0.0.1:9000"),
+            Some("127.0.0.1:9000".parse().unwrap())
+        );
+        assert_eq!(
+            parse_bind_address("[::]:8080"),
+            Some("[::]:8080".parse().unwrap())
+        );
+        assert_eq!(parse_bind_address("localhost"), None);
+        assert_eq!(parse_bind_address(":http"), None);
+    }
+
+    #[test]
+    fn defaults_match_the_documented_table() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.bind_address, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.core.client_buffer_frames, 256);
+        assert_eq!(c.core.client_buffer_bytes, 1024 * 1024);
+        assert_eq!(c.core.heartbeat_interval, Duration::from_secs(30));
+        assert_eq!(c.core.connection_timeout, Duration::from_secs(60));
+        assert_eq!(c.core.max_message_bytes, 65536);
+        assert_eq!(c.core.rate_limit_per_second, 50);
+        assert_eq!(c.core.rate_limit_burst, 100);
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(c.assessment_channel, "assessment:{assessmentId}");
+        assert!(c.allowed_origins.is_none());
+    }
+
+    #[test]
+    fn every_bad_value_names_its_variable() {
+        for (name, value) in [
+            ("WS_CLIENT_BUFFER", "lots"),
+            ("WS_CLIENT_BUFFER", "0"),
+            ("WS_BIND_ADDRESS", "nowhere"),
+            ("WS_SLOW_CLIENT_POLICY", "shrug"),
+            ("WS_HEARTBEAT_INTERVAL", "2 days"),
+            ("WS_APP_PING", "maybe"),
+            ("WS_SOURCES", "kafka,carrier-pigeon"),
+            ("WS_LOG_FORMAT", "xml"),
+            ("WS_RATE_LIMIT", "-3"),
+        ] {
+            let err = config(&[(name, value)]).unwrap_err();
+            assert!(err.to_string().contains(name), "{name}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn missing_secret_is_reported_by_name() {
+        let err = ServerConfig::from_settings(&Settings::from_pairs([("WS_SOURCES", "kafka")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("WS_AUTH_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn an_api_key_turns_the_http_source_on() {
+        let c = ServerConfig::from_settings(&Settings::from_pairs([
+            ("WS_AUTH_SECRET", "s"),
+            ("WS_API_KEY", "k"),
+        ]))
+        .unwrap();
+        assert_eq!(c.sources, vec![SourceKind::Kafka, SourceKind::Http]);
+    }
+
+    #[test]
+    fn secret_file_is_read_and_bare_names_use_the_credentials_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("auth-secret"), "from-credential\n").unwrap();
+        let settings = Settings::from_pairs([("WS_AUTH_SECRET_FILE", "auth-secret")]);
+        let secret = read_secret(&settings, Some(dir.path().as_os_str().to_owned())).unwrap();
+        assert_eq!(secret, b"from-credential");
+
+        let full = dir.path().join("auth-secret");
+        let settings = Settings::from_pairs([("WS_AUTH_SECRET_FILE", full.to_str().unwrap())]);
+        assert_eq!(read_secret(&settings, None).unwrap(), b"from-credential");
+
+        let settings = Settings::from_pairs([("WS_AUTH_SECRET_FILE", "/nonexistent/secret")]);
+        let err = read_secret(&settings, None).unwrap_err();
+        assert!(err.to_string().contains("WS_AUTH_SECRET_FILE"), "{err}");
+    }
+
+    #[test]
+    fn channel_rules_come_from_the_toml_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ws.toml");
+        std::fs::write(
+            &path,
+            "[[channels.rules]]\npattern = \"admin-*\"\nroles = [\"admin\"]\n\n[[channels.rules]]\npattern = \"user:{sub}\"\nowner = true\n",
+        )
+        .unwrap();
+        let env = [("WS_AUTH_SECRET", "s"), ("WS_SOURCES", "kafka")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let settings = Settings::load(env, Some(&path)).unwrap();
+        let c = ServerConfig::from_settings(&settings).unwrap();
+        assert_eq!(
+            c.core.channel_rules,
+            vec![
+                ChannelRule {
+                    pattern: "admin-*".into(),
+                    access: Access::Roles(vec!["admin".into()])
+                },
+                ChannelRule {
+                    pattern: "user:{sub}".into(),
+                    access: Access::Owner
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn owner_rule_without_sub_placeholder_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ws.toml");
+        std::fs::write(
+            &path,
+            "[[channels.rules]]\npattern = \"user:*\"\nowner = true\n",
+        )
+        .unwrap();
+        let env = [("WS_AUTH_SECRET", "s")].map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let settings = Settings::load(env, Some(&path)).unwrap();
+        let err = ServerConfig::from_settings(&settings).unwrap_err();
+        assert!(err.to_string().contains("channels.rules"), "{err}");
+    }
+}

@@ -1,0 +1,166 @@
+//! `ws-realtime dev`: one command that shows data flowing. It listens on
+//! 127.0.0.1:8080 (or `WS_BIND_ADDRESS`) with a fixed secret and API key,
+//! publishes the synthetic market feed, and prints a ready token and
+//! copy-paste commands. Kept in one place so moving the feed behind an
+//! embedded Kafka stays a local change.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::auth::{TokenSpec, mint};
+use crate::config::{ConfigError, ServerConfig, Settings};
+use crate::shell::server::{Observers, ServerError, TcpAccept, run_observed};
+use crate::shell::shutdown::Shutdown;
+use crate::source::Source;
+use crate::source::dev_feed::DevFeedSource;
+
+/// The dev server's HS256 secret. Public on purpose: never use it in production.
+pub const DEV_SECRET: &str = "ws-realtime-dev-secret-not-for-production";
+
+/// The dev server's API key for `POST /api/publish`.
+pub const DEV_API_KEY: &str = "dev-api-key";
+
+/// The dev server's default address.
+pub const DEV_BIND_ADDRESS: &str = "127.0.0.1:8080";
+
+/// How long the printed token lasts.
+pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Why `dev` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    /// A `WS_*` variable is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The server failed.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+/// The dev configuration: the environment's `WS_*` values, with the dev
+/// address, secret and API key filled in where they are unset.
+pub fn dev_config(
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<ServerConfig, ConfigError> {
+    let mut pairs: Vec<(String, String)> = env.into_iter().collect();
+    for (name, default) in [
+        ("WS_BIND_ADDRESS", DEV_BIND_ADDRESS),
+        ("WS_AUTH_SECRET", DEV_SECRET),
+        ("WS_API_KEY", DEV_API_KEY),
+    ] {
+        if !pairs.iter().any(|(k, v)| k == name && !v.trim().is_empty()) {
+            pairs.push((name.to_owned(), default.to_owned()));
+        }
+    }
+    // The feed runs in-process: no broker is needed.
+    pairs.retain(|(k, _)| k != "WS_SOURCES");
+    pairs.push(("WS_SOURCES".to_owned(), "http".to_owned()));
+    ServerConfig::from_settings(&Settings::load(pairs, None)?)
+}
+
+/// The sources of the dev server.
+pub fn dev_sources() -> Vec<Box<dyn Source>> {
+    vec![
+        Box::new(crate::source::http::HttpSource),
+        Box::new(DevFeedSource::new()),
+    ]
+}
+
+/// Runs the dev server until `shutdown` fires, printing how to connect.
+pub async fn run_dev(config: ServerConfig, shutdown: Shutdown) -> Result<(), DevError> {
+    let accept = TcpAccept::bind(config.bind_address)
+        .await
+        .map_err(|source| ServerError::Bind {
+            address: config.bind_address,
+            source,
+        })?;
+    let address = crate::shell::Accept::local_addr(&accept).unwrap_or(config.bind_address);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let token = mint(
+        &config.auth.secret,
+        &TokenSpec {
+            sub: "dev-user".to_owned(),
+            ttl: DEV_TOKEN_TTL,
+            roles: vec!["admin".to_owned()],
+            channels: None,
+            audience: config.auth.audience.clone(),
+            issuer: config.auth.issuer.clone(),
+        },
+        now,
+    );
+    let api_key = config.api_key.clone().unwrap_or_default();
+    println!("{}", instructions(address, &token, &api_key));
+    run_observed(
+        accept,
+        config,
+        dev_sources(),
+        shutdown,
+        Observers::default(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// What `dev` prints: the token and commands to connect and publish.
+pub fn instructions(address: SocketAddr, token: &str, api_key: &str) -> String {
+    let reachable = if address.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), address.port())
+    } else {
+        address
+    };
+    format!(
+        r#"ws-realtime dev server on http://{reachable}
+(dev secret and API key are public: never use them in production)
+
+Token (user dev-user, role admin, valid 24h):
+  {token}
+
+Connect from a shell (websocat, or wscat -c with the same URL):
+  websocat 'ws://{reachable}/ws?token={token}&channels=lines'
+Then subscribe to more:
+  {{"type":"subscribe","channels":["order_book","analytics"],"id":1}}
+
+Connect from a browser console:
+  const ws = new WebSocket("ws://{reachable}/ws?token={token}&channels=lines");
+  ws.onmessage = (e) => console.log(JSON.parse(e.data));
+
+Publish your own message:
+  curl -sS -X POST http://{reachable}/api/publish -H 'X-API-Key: {api_key}' -H 'Content-Type: application/json' -d '{{"channel":"lines","data":{{"symbol":"DEMO","price":1.23}}}}'
+
+Operations: http://{reachable}/ready  http://{reachable}/metrics
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_config_fills_in_the_dev_defaults_and_keeps_overrides() {
+        let config = dev_config(Vec::new()).unwrap();
+        assert_eq!(config.bind_address, DEV_BIND_ADDRESS.parse().unwrap());
+        assert_eq!(config.auth.secret, DEV_SECRET.as_bytes());
+        assert_eq!(config.api_key.as_deref(), Some(DEV_API_KEY));
+
+        let config = dev_config(vec![(
+            "WS_BIND_ADDRESS".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        )])
+        .unwrap();
+        assert_eq!(config.bind_address.port(), 0);
+    }
+
+    #[test]
+    fn instructions_name_a_reachable_address_and_the_token() {
+        let text = instructions("0.0.0.0:8080".parse().unwrap(), "TOKEN", "KEY");
+        assert!(
+            text.contains("websocat 'ws://127.0.0.1:8080/ws?token=TOKEN&channels=lines'"),
+            "{text}"
+        );
+        assert!(text.contains("X-API-Key: KEY"), "{text}");
+        assert!(text.contains("new WebSocket("), "{text}");
+    }
+}

@@ -1,0 +1,209 @@
+//! HTTP routing on the one port: `/ws` (the upgrade), `/health`, `/healthz`,
+//! `/ready`, `/metrics` and `POST /api/publish`. Every answer other than the
+//! upgrade is a small JSON (or Prometheus text) body.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::auth::Verifier;
+use crate::core::Open;
+use crate::metrics::Metrics;
+use crate::shell::connection;
+use crate::shell::driver::Command;
+use crate::shell::upgrade::{self, UpgradeHeaders, UpgradePolicy, UpgradeRefusal};
+use crate::source::Readiness;
+use crate::source::http::PublishApi;
+
+/// The body type of every response.
+pub(crate) type Body = Full<Bytes>;
+
+/// What every request handler shares.
+pub(crate) struct AppState {
+    /// Into the driver.
+    pub(crate) commands: mpsc::Sender<Command>,
+    /// Checks tokens.
+    pub(crate) verifier: Verifier,
+    /// Origin and assessment-channel settings.
+    pub(crate) policy: UpgradePolicy,
+    /// `POST /api/publish`, when an API key is configured.
+    pub(crate) publish: Option<PublishApi>,
+    /// For `/ready` and `/healthz`.
+    pub(crate) readiness: Readiness,
+    /// For `/metrics` and the connection tasks.
+    pub(crate) metrics: Arc<Metrics>,
+    /// Inbound frame limit the readers enforce.
+    pub(crate) max_message_bytes: usize,
+}
+
+/// Answers one request from `remote`.
+pub(crate) async fn route(
+    request: Request<Incoming>,
+    state: Arc<AppState>,
+    remote: SocketAddr,
+) -> Response<Body> {
+    let path = request.uri().path();
+    match (request.method(), path) {
+        (&Method::GET, "/ws") => upgrade(request, state, remote).await,
+        (&Method::GET, "/health") => json(StatusCode::OK, r#"{"status":"alive"}"#.to_owned()),
+        (&Method::GET, "/healthz") => match state.readiness.status() {
+            Ok(()) => json(StatusCode::OK, r#"{"status":"ok"}"#.to_owned()),
+            Err(reasons) => not_ready(reasons),
+        },
+        (&Method::GET, "/ready") => match state.readiness.status() {
+            Ok(()) => json(StatusCode::OK, r#"{"status":"ready"}"#.to_owned()),
+            Err(reasons) => not_ready(reasons),
+        },
+        (&Method::GET, "/metrics") => Response::builder()
+            .status(StatusCode::OK)
+            .header(
+                hyper::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+            .body(Full::new(Bytes::from(state.metrics.encode())))
+            .expect("static headers are valid"),
+        (&Method::POST, "/api/publish") => match &state.publish {
+            Some(api) => {
+                let answer = api.handle(request).await;
+                json(
+                    StatusCode::from_u16(answer.status)
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    answer.body,
+                )
+            }
+            None => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "POST /api/publish is off: set WS_API_KEY to enable it",
+            ),
+        },
+        (_, "/ws" | "/health" | "/healthz" | "/ready" | "/metrics" | "/api/publish") => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed here",
+        ),
+        _ => error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+    }
+}
+
+/// `GET /ws`: decide, ask the core to admit, answer 101, attach the socket.
+async fn upgrade(
+    mut request: Request<Incoming>,
+    state: Arc<AppState>,
+    remote: SocketAddr,
+) -> Response<Body> {
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map_or("/ws", |p| p.as_str())
+        .to_owned();
+    let now_unix_secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let decided = upgrade::decide(
+        &path_and_query,
+        UpgradeHeaders::from_map(request.headers()),
+        &state.verifier,
+        &state.policy,
+        now_unix_secs,
+    );
+    let accepted = match decided {
+        Ok(accepted) => accepted,
+        Err(refusal) => {
+            tracing::info!(%remote, status = refusal.status, error = %refusal.error, "upgrade refused");
+            return refuse(&refusal);
+        }
+    };
+    if !fastwebsockets::upgrade::is_upgrade_request(&request) {
+        return error(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "GET /ws must be a WebSocket upgrade request",
+        );
+    }
+    let (response, upgrade_future) = match fastwebsockets::upgrade::upgrade(&mut request) {
+        Ok(pair) => pair,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_upgrade", &e.to_string()),
+    };
+    let (reply, answer) = oneshot::channel();
+    let open = Open {
+        identity: accepted.identity,
+        remote: remote.ip(),
+        channels: accepted.channels,
+    };
+    if state
+        .commands
+        .send(Command::Open { open, reply })
+        .await
+        .is_err()
+    {
+        return refuse(&UpgradeRefusal::from_core(
+            crate::core::Refusal::ShuttingDown,
+        ));
+    }
+    let attachment = match answer.await {
+        Ok(Ok(attachment)) => attachment,
+        Ok(Err(refusal)) => return refuse(&UpgradeRefusal::from_core(refusal)),
+        Err(_) => {
+            return refuse(&UpgradeRefusal::from_core(
+                crate::core::Refusal::ShuttingDown,
+            ));
+        }
+    };
+    tokio::spawn(async move {
+        let key = attachment.key;
+        match upgrade_future.await {
+            Ok(ws) => {
+                let stream: TokioIo<hyper::upgrade::Upgraded> = ws.into_inner();
+                connection::spawn(
+                    stream,
+                    attachment,
+                    state.commands.clone(),
+                    state.max_message_bytes,
+                    state.metrics.clone(),
+                );
+            }
+            Err(error) => {
+                tracing::debug!(%remote, %error, "upgrade did not complete");
+                let _ = state.commands.send(Command::Closed { key }).await;
+            }
+        }
+    });
+    response.map(|_| Full::new(Bytes::new()))
+}
+
+fn refuse(refusal: &UpgradeRefusal) -> Response<Body> {
+    json(
+        StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        refusal.body(),
+    )
+}
+
+fn not_ready(reasons: Vec<String>) -> Response<Body> {
+    json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        serde_json::json!({ "status": "not_ready", "reasons": reasons }).to_string(),
+    )
+}
+
+fn error(status: StatusCode, error: &str, message: &str) -> Response<Body> {
+    json(
+        status,
+        serde_json::json!({ "error": error, "message": message }).to_string(),
+    )
+}
+
+fn json(status: StatusCode, body: String) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static headers are valid")
+}

@@ -1,0 +1,288 @@
+//! The server's entry point: [`run`] accepts connections from any [`Accept`]
+//! (tokio TCP here, turmoil in `sim/`), serves HTTP on each, runs the
+//! sources and the driver, and shuts all of it down in order when the
+//! [`Shutdown`] signal fires: not ready → stop accepting → close everyone
+//! with 1001 → wait for the drain (bounded) → stop the sources.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::auth::{AuthConfig, Verifier};
+use crate::config::ServerConfig;
+use crate::core::Core;
+use crate::metrics::Metrics;
+use crate::shell::driver::{Command, Driver};
+use crate::shell::http::{self, AppState};
+use crate::shell::shutdown::{self, Shutdown, ShutdownTrigger};
+use crate::shell::upgrade::UpgradePolicy;
+use crate::source::http::PublishApi;
+use crate::source::{PublishSink, Readiness, Source, SourceContext};
+
+/// Commands that may wait for the driver before readers pause.
+const COMMAND_QUEUE: usize = 4096;
+
+/// Messages that may wait between the sources and the core.
+const INGEST_QUEUE: usize = 4096;
+
+/// A listener: yields connected byte streams and their peer addresses.
+pub trait Accept: Send + 'static {
+    /// A connected stream.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// The next connection.
+    fn accept(
+        &mut self,
+    ) -> impl Future<Output = std::io::Result<(Self::Stream, SocketAddr)>> + Send;
+
+    /// The address it listens on (with the real port when bound to port 0).
+    fn local_addr(&self) -> std::io::Result<SocketAddr>;
+}
+
+/// [`Accept`] over a tokio TCP listener.
+#[derive(Debug)]
+pub struct TcpAccept {
+    /// The bound listener.
+    listener: TcpListener,
+}
+
+impl TcpAccept {
+    /// Binds `address`.
+    pub async fn bind(address: SocketAddr) -> std::io::Result<TcpAccept> {
+        Ok(TcpAccept {
+            listener: TcpListener::bind(address).await?,
+        })
+    }
+}
+
+impl Accept for TcpAccept {
+    type Stream = tokio::net::TcpStream;
+
+    async fn accept(&mut self) -> std::io::Result<(Self::Stream, SocketAddr)> {
+        let (stream, remote) = self.listener.accept().await?;
+        // Frames are coalesced per write already; waiting for more would only
+        // add latency.
+        let _ = stream.set_nodelay(true);
+        Ok((stream, remote))
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Shared state a caller may want to observe while the server runs.
+#[derive(Debug, Clone, Default)]
+pub struct Observers {
+    /// Readiness as `/ready` reports it.
+    pub readiness: Readiness,
+    /// The metrics `/metrics` reports.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Runs a server until `shutdown` fires and the drain completes.
+pub async fn run<A: Accept>(
+    accept: A,
+    config: ServerConfig,
+    sources: Vec<Box<dyn Source>>,
+    shutdown: Shutdown,
+) -> Result<(), ServerError> {
+    run_observed(accept, config, sources, shutdown, Observers::default()).await
+}
+
+/// [`run`], reporting readiness and metrics into `observers`.
+pub async fn run_observed<A: Accept>(
+    mut accept: A,
+    config: ServerConfig,
+    sources: Vec<Box<dyn Source>>,
+    mut shutdown: Shutdown,
+    observers: Observers,
+) -> Result<(), ServerError> {
+    let Observers { readiness, metrics } = observers;
+    let start = tokio::time::Instant::now().into_std();
+    let unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let core = Core::new(config.core.clone(), start, unix_ms);
+
+    let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (sink, ingest_rx) = PublishSink::channel(INGEST_QUEUE);
+    let (drained_tx, mut drained) = watch::channel(false);
+    let driver =
+        tokio::spawn(Driver::new(core, metrics.clone(), drained_tx).run(command_rx, ingest_rx));
+
+    // Sources stop after the drain, so what they send meanwhile still flows.
+    let (source_trigger, source_shutdown) = shutdown::channel();
+    let mut source_tasks = JoinSet::new();
+    for source in sources {
+        let name = source.name();
+        let ctx = SourceContext {
+            sink: sink.for_source(name),
+            health: readiness.register(name),
+            shutdown: source_shutdown.clone(),
+            metrics: metrics.clone(),
+        };
+        tracing::info!(source = name, "starting source");
+        source_tasks.spawn(source.run(ctx));
+    }
+
+    let state = Arc::new(AppState {
+        commands: commands.clone(),
+        verifier: Verifier::new(AuthConfig {
+            secret: config.auth.secret.clone(),
+            audience: config.auth.audience.clone(),
+            issuer: config.auth.issuer.clone(),
+            leeway_secs: config.auth.leeway.as_secs(),
+        }),
+        policy: UpgradePolicy {
+            allowed_origins: config.allowed_origins.clone(),
+            assessment_channel: config.assessment_channel.clone(),
+        },
+        publish: config
+            .api_key
+            .clone()
+            .map(|key| PublishApi::new(key, sink.clone(), config.max_publish_bytes)),
+        readiness: readiness.clone(),
+        metrics: metrics.clone(),
+        max_message_bytes: config.core.max_message_bytes,
+    });
+    drop(sink);
+
+    if let Ok(address) = accept.local_addr() {
+        tracing::info!(%address, server_id = %config.core.server_id, "listening");
+    }
+    let mut http_connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.wait() => break,
+            accepted = accept.accept() => match accepted {
+                Ok((stream, remote)) => {
+                    let state = state.clone();
+                    let timeout = config.handshake_timeout;
+                    http_connections.spawn(async move {
+                        let service = service_fn(move |request| {
+                            let state = state.clone();
+                            async move { Ok::<_, std::convert::Infallible>(http::route(request, state, remote).await) }
+                        });
+                        let served = hyper::server::conn::http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(timeout)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .with_upgrades()
+                            .await;
+                        if let Err(error) = served {
+                            tracing::debug!(%remote, %error, "http connection ended with an error");
+                        }
+                    });
+                }
+                Err(error) => {
+                    // Usually EMFILE: back off briefly instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = http_connections.join_next(), if !http_connections.is_empty() => {}
+        }
+    }
+
+    tracing::info!("shutting down: draining connections");
+    readiness.set_draining();
+    drop(accept);
+    let _ = commands.send(Command::Shutdown).await;
+    let drain = drained.wait_for(|done| *done);
+    if tokio::time::timeout(config.shutdown_timeout, drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!(timeout = ?config.shutdown_timeout, "drain timed out; dropping the remaining connections");
+    }
+    source_trigger.trigger();
+    let stop_sources = async { while source_tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(config.shutdown_timeout, stop_sources)
+        .await
+        .is_err()
+    {
+        tracing::warn!("sources did not stop in time");
+    }
+    source_tasks.abort_all();
+    http_connections.abort_all();
+    driver.abort();
+    let _ = driver.await;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// A server running in the background, for tests and the dev command.
+#[derive(Debug)]
+pub struct ServerHandle {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// Its readiness and metrics.
+    pub observers: Observers,
+    /// Fires the graceful shutdown.
+    pub trigger: ShutdownTrigger,
+    /// The server task; resolves after the shutdown completes.
+    pub task: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+impl ServerHandle {
+    /// Shuts the server down and waits for it.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.trigger.trigger();
+        self.task.await.expect("the server task does not panic")
+    }
+}
+
+/// Binds `config.bind_address` over TCP and runs the server in a task.
+pub async fn start(
+    config: ServerConfig,
+    sources: Vec<Box<dyn Source>>,
+) -> Result<ServerHandle, ServerError> {
+    let accept = TcpAccept::bind(config.bind_address)
+        .await
+        .map_err(|source| ServerError::Bind {
+            address: config.bind_address,
+            source,
+        })?;
+    let address = accept.local_addr().map_err(|source| ServerError::Bind {
+        address: config.bind_address,
+        source,
+    })?;
+    let (trigger, shutdown) = shutdown::channel();
+    let observers = Observers::default();
+    let task = tokio::spawn(run_observed(
+        accept,
+        config,
+        sources,
+        shutdown,
+        observers.clone(),
+    ));
+    Ok(ServerHandle {
+        address,
+        observers,
+        trigger,
+        task,
+    })
+}

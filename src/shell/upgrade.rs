@@ -1,0 +1,206 @@
+//! The upgrade decision: from a `GET /ws` request's path, query and headers to
+//! either the connection to open (identity + connect-time channels) or an HTTP
+//! refusal with a JSON body. A pure function, so the fuzz targets can drive it
+//! with arbitrary input; it never panics.
+
+use std::borrow::Cow;
+
+use crate::auth::Verifier;
+use crate::core::{Identity, Refusal};
+
+/// What the upgrade decision needs besides the request.
+#[derive(Debug, Clone)]
+pub struct UpgradePolicy {
+    /// Allowed `Origin` values; `None` allows every origin. Requests without
+    /// an `Origin` (non-browser clients) are always allowed: the check exists
+    /// to stop other web pages, which cannot omit it.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Template for `?assessmentId=X`, containing `{assessmentId}`.
+    pub assessment_channel: String,
+}
+
+/// The headers the decision reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UpgradeHeaders<'a> {
+    /// `Authorization`, if present.
+    pub authorization: Option<&'a [u8]>,
+    /// `Origin`, if present.
+    pub origin: Option<&'a [u8]>,
+}
+
+impl<'a> UpgradeHeaders<'a> {
+    /// Picks the relevant headers from an HTTP header map.
+    pub fn from_map(headers: &'a hyper::HeaderMap) -> UpgradeHeaders<'a> {
+        UpgradeHeaders {
+            authorization: headers
+                .get(hyper::header::AUTHORIZATION)
+                .map(|v| v.as_bytes()),
+            origin: headers.get(hyper::header::ORIGIN).map(|v| v.as_bytes()),
+        }
+    }
+}
+
+/// An accepted upgrade: who connects and what they asked for at connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeRequest {
+    /// The verified identity.
+    pub identity: Identity,
+    /// Channels from `?channels=` and `?assessmentId=`, in order, without
+    /// duplicates; the core checks them like a `subscribe`.
+    pub channels: Vec<String>,
+}
+
+/// A refused upgrade, answered as HTTP with `{"error":…,"message":…}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeRefusal {
+    /// The HTTP status: 401, 403, 429 or 503.
+    pub status: u16,
+    /// Stable machine-readable code, e.g. `missing_token`.
+    pub error: Cow<'static, str>,
+    /// A sentence for humans.
+    pub message: String,
+}
+
+impl UpgradeRefusal {
+    /// The JSON body.
+    pub fn body(&self) -> String {
+        serde_json::json!({ "error": self.error, "message": self.message }).to_string()
+    }
+
+    /// The refusal for a connection the core would not admit.
+    pub fn from_core(refusal: Refusal) -> UpgradeRefusal {
+        let (status, error) = match refusal {
+            Refusal::ShuttingDown => (503, "shutting_down"),
+            Refusal::TooManyConnections => (429, "too_many_connections"),
+            Refusal::TooManyFromAddress => (429, "too_many_connections_from_address"),
+        };
+        UpgradeRefusal {
+            status,
+            error: Cow::Borrowed(error),
+            message: refusal.to_string(),
+        }
+    }
+}
+
+/// Decides a `GET /ws` request. `path_and_query` is the request target
+/// (`/ws?token=…&channels=a,b`).
+pub fn decide(
+    path_and_query: &str,
+    headers: UpgradeHeaders<'_>,
+    verifier: &Verifier,
+    policy: &UpgradePolicy,
+    now_unix_secs: u64,
+) -> Result<UpgradeRequest, UpgradeRefusal> {
+    let query = path_and_query.split_once('?').map_or("", |(_, q)| q);
+    if let (Some(allowed), Some(origin)) = (&policy.allowed_origins, headers.origin) {
+        let origin = String::from_utf8_lossy(origin);
+        if !allowed
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(origin.trim()))
+        {
+            return Err(UpgradeRefusal {
+                status: 403,
+                error: Cow::Borrowed("origin_not_allowed"),
+                message: format!("origin {:?} is not allowed", truncate(&origin, 200)),
+            });
+        }
+    }
+
+    let mut token_from_query = None;
+    let mut channels: Vec<String> = Vec::new();
+    let add_channel = |channel: String, channels: &mut Vec<String>| {
+        if !channel.is_empty() && !channels.contains(&channel) {
+            channels.push(channel);
+        }
+    };
+    for (key, value) in query_pairs(query) {
+        match key.as_ref() {
+            "token" => token_from_query = Some(value.into_owned()),
+            "channels" => {
+                for channel in value.split(',') {
+                    add_channel(channel.trim().to_owned(), &mut channels);
+                }
+            }
+            "assessmentId" if !value.is_empty() => {
+                add_channel(
+                    policy.assessment_channel.replace("{assessmentId}", &value),
+                    &mut channels,
+                );
+            }
+            _ => {}
+        }
+    }
+
+    let token = match headers.authorization.and_then(bearer_token) {
+        Some(token) => token.to_owned(),
+        None => token_from_query
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| UpgradeRefusal {
+                status: 401,
+                error: Cow::Borrowed("missing_token"),
+                message: "a token is required: send Authorization: Bearer <jwt> or ?token=<jwt>"
+                    .to_owned(),
+            })?,
+    };
+    let identity = verifier
+        .verify(&token, now_unix_secs)
+        .map_err(|e| UpgradeRefusal {
+            status: 401,
+            error: Cow::Borrowed(e.code()),
+            message: e.to_string(),
+        })?;
+    Ok(UpgradeRequest { identity, channels })
+}
+
+/// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
+fn bearer_token(header: &[u8]) -> Option<&str> {
+    let header = std::str::from_utf8(header).ok()?.trim();
+    let (scheme, token) = header.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// `application/x-www-form-urlencoded` pairs of a query string.
+pub fn query_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(key), percent_decode(value))
+    })
+}
+
+/// Decodes `%XX` and `+`; invalid escapes stay as they are and invalid UTF-8
+/// is replaced, so any input decodes to something.
+fn percent_decode(raw: &str) -> Cow<'_, str> {
+    if !raw.contains(['%', '+']) {
+        return Cow::Borrowed(raw);
+    }
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+fn hex(digit: u8) -> Option<u8> {
+    (digit as char).to_digit(16).map(|d| d as u8)
+}
+
+fn truncate(text: &str, max_chars: usize) -> Cow<'_, str> {
+    match text.char_indices().nth(max_chars) {
+        None => Cow::Borrowed(text),
+        Some((cut, _)) => Cow::Owned(format!("{}…", &text[..cut])),
+    }
+}
