@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use ws_realtime::shell::Accept;
 
 /// A turmoil TCP listener the server accepts from.
-#[derive(Debug)]
 pub struct TurmoilAccept {
     /// The bound simulated listener.
     listener: turmoil::net::TcpListener,

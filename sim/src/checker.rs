@@ -413,6 +413,28 @@ pub fn check(trace: &[Record], policy: CheckPolicy) -> Result<Summary, Vec<Viola
     }
 }
 
+/// The longest time from a message being handed to the core to its
+/// arrival, over the clients `include` selects; `None` if none arrived.
+pub fn max_delivery_delay(trace: &[Record], include: impl Fn(&str) -> bool) -> Option<Duration> {
+    let mut handed: HashMap<MsgId, Duration> = HashMap::new();
+    let mut worst = None;
+    for record in trace {
+        match &record.what {
+            Happening::Publishing { msg, .. } => {
+                handed.insert(*msg, record.at);
+            }
+            Happening::Received { client, msg, .. } if include(client) => {
+                if let Some(start) = handed.get(msg) {
+                    let delay = record.at.saturating_sub(*start);
+                    worst = worst.max(Some(delay));
+                }
+            }
+            _ => {}
+        }
+    }
+    worst
+}
+
 /// Invariant 6: a client silent for longer than the bound has been counted
 /// as a heartbeat failure by the first sample after its deadline.
 fn check_silent_clients_closed(

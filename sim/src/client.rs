@@ -203,6 +203,19 @@ impl SimClient {
             .await
     }
 
+    /// Waits until the server's view of the subscription set (from the last
+    /// ack) is exactly `expected`.
+    pub async fn wait_subscribed(&self, expected: &[String]) -> Result<(), ClientError> {
+        let mut expected = expected.to_vec();
+        expected.sort();
+        self.wait_for("subscription ack", Duration::from_secs(10), move |state| {
+            let mut current = state.current.clone();
+            current.sort();
+            current == expected
+        })
+        .await
+    }
+
     /// Sends `subscribe` (logged before it is written, so the log's order
     /// bounds when the server may act on it).
     pub async fn subscribe(&mut self, channels: &[String]) -> Result<(), ClientError> {

@@ -32,6 +32,17 @@ pub const SECRET: &[u8] = b"simulation-secret-simulation-secret";
 /// How often the server host samples its metrics into the trace.
 pub const SAMPLE_PERIOD: Duration = Duration::from_millis(100);
 
+/// Channel `index` of the scenarios' channel set.
+pub fn channel(index: usize) -> String {
+    format!("ch{index}")
+}
+
+/// The partition channel `index` is published in: several channels share a
+/// partition, so per-partition order spans channels.
+pub fn partition_of(index: usize) -> i32 {
+    i32::try_from(index % 3).expect("index % 3 fits")
+}
+
 /// A token for `sub`, valid long past any simulated run.
 pub fn token(sub: &str) -> String {
     sign(sub, SECRET)
