@@ -326,12 +326,14 @@ impl Harness {
                 Event::MessagesDropped { conn, count, .. } => {
                     *self.dropped.entry(conn).or_default() += count;
                 }
-                Event::Closed { conn, reason, .. } => {
-                    if reason == CloseReason::SlowConsumer {
-                        let index = self.index_of(conn);
-                        self.conns[index].slow = true;
-                        self.conns[index].closing = true;
-                    }
+                Event::Closed {
+                    conn,
+                    reason: CloseReason::SlowConsumer,
+                    ..
+                } => {
+                    let index = self.index_of(conn);
+                    self.conns[index].slow = true;
+                    self.conns[index].closing = true;
                 }
                 _ => {}
             }
