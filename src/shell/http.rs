@@ -99,6 +99,11 @@ async fn upgrade(
     state: Arc<AppState>,
     remote: SocketAddr,
 ) -> Response<Body> {
+    if state.readiness.is_draining() {
+        return refuse(&UpgradeRefusal::from_core(
+            crate::core::Refusal::ShuttingDown,
+        ));
+    }
     let path_and_query = request
         .uri()
         .path_and_query()

@@ -133,14 +133,14 @@ pub fn decide(
 
     let token = match headers.authorization.and_then(bearer_token) {
         Some(token) => token.to_owned(),
-        None => token_from_query
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| UpgradeRefusal {
+        None => token_from_query.filter(|t| !t.is_empty()).ok_or_else(|| {
+            let missing = crate::auth::AuthError::TokenMissing;
+            UpgradeRefusal {
                 status: 401,
-                error: Cow::Borrowed("missing_token"),
-                message: "a token is required: send Authorization: Bearer <jwt> or ?token=<jwt>"
-                    .to_owned(),
-            })?,
+                error: Cow::Borrowed(missing.code()),
+                message: missing.to_string(),
+            }
+        })?,
     };
     let identity = verifier
         .verify(&token, now_unix_secs)
@@ -202,5 +202,159 @@ fn truncate(text: &str, max_chars: usize) -> Cow<'_, str> {
     match text.char_indices().nth(max_chars) {
         None => Cow::Borrowed(text),
         Some((cut, _)) => Cow::Owned(format!("{}…", &text[..cut])),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{AuthConfig, TokenSpec, mint};
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const NOW: u64 = 1_700_000_000;
+
+    fn verifier() -> Verifier {
+        Verifier::new(AuthConfig {
+            secret: SECRET.to_vec(),
+            audience: None,
+            issuer: None,
+            leeway_secs: 5,
+        })
+    }
+
+    fn policy(origins: Option<&[&str]>) -> UpgradePolicy {
+        UpgradePolicy {
+            allowed_origins: origins.map(|o| o.iter().map(|s| s.to_string()).collect()),
+            assessment_channel: "assessment:{assessmentId}".to_owned(),
+        }
+    }
+
+    fn token(ttl_secs: u64) -> String {
+        let spec = TokenSpec {
+            sub: "alice".into(),
+            ttl: std::time::Duration::from_secs(ttl_secs),
+            roles: vec!["trader".into()],
+            channels: None,
+            audience: None,
+            issuer: None,
+        };
+        mint(SECRET, &spec, NOW)
+    }
+
+    #[test]
+    fn token_from_the_query_and_channels_and_assessment_are_read() {
+        let path = format!(
+            "/ws?token={}&channels=lines,%20order_book,lines&assessmentId=a%2F1",
+            token(60)
+        );
+        let request = decide(
+            &path,
+            UpgradeHeaders::default(),
+            &verifier(),
+            &policy(None),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(request.identity.user_id, "alice");
+        assert_eq!(
+            request.channels,
+            vec!["lines", "order_book", "assessment:a/1"]
+        );
+    }
+
+    #[test]
+    fn bearer_header_wins_over_the_query() {
+        let header = format!("Bearer {}", token(60));
+        let headers = UpgradeHeaders {
+            authorization: Some(header.as_bytes()),
+            origin: None,
+        };
+        let request = decide(
+            "/ws?token=garbage",
+            headers,
+            &verifier(),
+            &policy(None),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(request.identity.user_id, "alice");
+    }
+
+    #[test]
+    fn missing_invalid_and_expired_tokens_are_401() {
+        let v = verifier();
+        let p = policy(None);
+        let missing = decide("/ws", UpgradeHeaders::default(), &v, &p, NOW).unwrap_err();
+        assert_eq!(
+            (missing.status, missing.error.as_ref()),
+            (401, "token_missing")
+        );
+        let invalid = decide("/ws?token=abc", UpgradeHeaders::default(), &v, &p, NOW).unwrap_err();
+        assert_eq!(invalid.status, 401);
+        let path = format!("/ws?token={}", token(1));
+        let expired = decide(&path, UpgradeHeaders::default(), &v, &p, NOW + 3600).unwrap_err();
+        assert_eq!(
+            (expired.status, expired.error.as_ref()),
+            (401, "token_expired")
+        );
+        let body: serde_json::Value = serde_json::from_str(&expired.body()).unwrap();
+        assert_eq!(body["error"], "token_expired");
+        assert!(body["message"].as_str().unwrap().contains("expired"));
+    }
+
+    #[test]
+    fn foreign_origins_are_403_and_listed_or_absent_origins_pass() {
+        let v = verifier();
+        let p = policy(Some(&["https://app.example"]));
+        let path = format!("/ws?token={}", token(60));
+        let foreign = UpgradeHeaders {
+            authorization: None,
+            origin: Some(b"https://evil.example"),
+        };
+        assert_eq!(decide(&path, foreign, &v, &p, NOW).unwrap_err().status, 403);
+        let listed = UpgradeHeaders {
+            authorization: None,
+            origin: Some(b"https://app.example"),
+        };
+        assert!(decide(&path, listed, &v, &p, NOW).is_ok());
+        assert!(decide(&path, UpgradeHeaders::default(), &v, &p, NOW).is_ok());
+    }
+
+    #[test]
+    fn core_refusals_map_to_429_and_503() {
+        assert_eq!(UpgradeRefusal::from_core(Refusal::ShuttingDown).status, 503);
+        assert_eq!(
+            UpgradeRefusal::from_core(Refusal::TooManyConnections).status,
+            429
+        );
+        assert_eq!(
+            UpgradeRefusal::from_core(Refusal::TooManyFromAddress).status,
+            429
+        );
+    }
+
+    #[test]
+    fn arbitrary_queries_decode_without_panicking() {
+        for query in [
+            "%",
+            "%%",
+            "%e2%82",
+            "a=%zz&&=&token",
+            "channels=%ff%fe,,",
+            "+&+=+",
+        ] {
+            let _ = query_pairs(query).count();
+            let _ = decide(
+                &format!("/ws?{query}"),
+                UpgradeHeaders::default(),
+                &verifier(),
+                &policy(None),
+                NOW,
+            );
+        }
+        let pairs: Vec<_> = query_pairs("a=b%20c+d&e").collect();
+        assert_eq!(pairs[0].0, "a");
+        assert_eq!(pairs[0].1, "b c d");
+        assert_eq!(pairs[1].0, "e");
     }
 }

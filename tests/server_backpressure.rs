@@ -1,0 +1,80 @@
+//! A slow consumer is closed with 1008 while a fast subscriber on the same
+//! channel receives every message.
+
+mod server_support;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use server_support::*;
+use tokio_tungstenite::tungstenite::Message;
+use ws_realtime::core::{Position, Publish};
+
+/// Messages published; big enough to overflow the kernel buffers of a client
+/// that stops reading.
+const MESSAGES: usize = 400;
+const PAYLOAD_BYTES: usize = 32 * 1024;
+
+#[tokio::test]
+async fn slow_consumer_is_closed_with_1008_while_a_fast_one_gets_everything() {
+    let mut config = config();
+    config.core.client_buffer_frames = 8;
+    let (server, sink) = start_with_sink(config).await;
+
+    // The slow client: a tiny receive buffer, and it stops reading.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = within(socket.connect(server.address)).await.unwrap();
+    let url = format!(
+        "ws://{}/ws?token={}&channels=lines",
+        server.address,
+        token("slow", &[])
+    );
+    let (mut slow, _) = within(tokio_tungstenite::client_async(
+        url,
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut slow).await["type"], "connected");
+    assert_eq!(next_json(&mut slow).await["type"], "subscribed");
+
+    let mut fast = connect(server.address, "fast", "&channels=lines").await;
+    assert_eq!(next_json(&mut fast).await["type"], "subscribed");
+    // Lockstep: the next message is published once the fast subscriber has
+    // the previous one, so its queue never holds more than one message while
+    // the slow client's queue overflows.
+    let filler = "x".repeat(PAYLOAD_BYTES);
+    let mut seqs = Vec::with_capacity(MESSAGES);
+    for seq in 0..MESSAGES {
+        let payload = format!(r#"{{"seq":{seq},"filler":"{filler}"}}"#);
+        let publish = Publish {
+            channel: "lines".to_owned(),
+            pos: Position::Assigned,
+            payload: Bytes::from(payload),
+        };
+        within(sink.publish(publish)).await.unwrap();
+        loop {
+            match within(fast.next()).await {
+                Some(Ok(Message::Text(text))) => {
+                    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    if json["type"] == "message" {
+                        seqs.push(json["data"]["seq"].as_u64().unwrap());
+                        break;
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the fast subscriber lost its connection: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(seqs, (0..MESSAGES as u64).collect::<Vec<_>>());
+
+    // Now the slow client reads: what was written before the close, then 1008.
+    assert_eq!(close_code(&mut slow).await, Some(1008));
+    let metrics = server.observers.metrics.encode();
+    assert!(
+        metrics.contains("websocket_slow_consumer_disconnects_total 1"),
+        "{metrics}"
+    );
+    within(server.shutdown()).await.unwrap();
+}
