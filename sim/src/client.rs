@@ -249,9 +249,16 @@ impl SimClient {
     /// Writes one frame of `opcode` carrying `payload`.
     pub async fn send_frame(&self, opcode: OpCode, payload: Bytes) -> Result<(), ClientError> {
         let frame = Frame::new(true, opcode, None, Payload::Owned(payload.to_vec()));
-        let mut writer = self.writer.lock().await;
-        writer.write_frame(frame).await?;
-        Ok(())
+        // Bounded: a write into a socket the server has abandoned may wait
+        // for buffer space forever.
+        let write = async {
+            let mut writer = self.writer.lock().await;
+            writer.write_frame(frame).await
+        };
+        match tokio::time::timeout(Duration::from_secs(5), write).await {
+            Ok(written) => Ok(written?),
+            Err(_) => Err(ClientError::TimedOut("frame write")),
+        }
     }
 
     /// Stops reading the socket: the server's writes back up (turmoil has

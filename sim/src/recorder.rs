@@ -203,10 +203,23 @@ pub struct Recorder {
     records: Arc<Mutex<Trace>>,
 }
 
+thread_local! {
+    /// The newest recorder on this thread, so a failed run's log can be
+    /// printed even when the scenario returned early with an error.
+    static LATEST: std::cell::RefCell<Option<Recorder>> = const { std::cell::RefCell::new(None) };
+}
+
 impl Recorder {
-    /// An empty log.
+    /// An empty log, remembered as this thread's latest.
     pub fn new() -> Recorder {
-        Recorder::default()
+        let recorder = Recorder::default();
+        LATEST.with(|latest| *latest.borrow_mut() = Some(recorder.clone()));
+        recorder
+    }
+
+    /// The log of the newest recorder created on this thread, if any.
+    pub fn latest_trace() -> Option<Trace> {
+        LATEST.with(|latest| latest.borrow().as_ref().map(Recorder::trace))
     }
 
     /// Appends `what`, stamped with the simulated time.

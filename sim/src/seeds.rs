@@ -3,13 +3,14 @@
 //!
 //! * `cargo test -p sim`: [`DEFAULT_SEEDS`] seeds per scenario.
 //! * `SIM_SEEDS=N`: N seeds per scenario.
-//! * `SIM_SEED=S`: only seed S (the replay).
+//! * `SIM_SEED=S`: only seed S (the replay); add `SIM_TRACE=1` to print
+//!   the failing run's whole trace.
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::time::Instant;
 
 use crate::checker::{CheckPolicy, Summary, check};
-use crate::recorder::Trace;
+use crate::recorder::{Recorder, Trace};
 
 /// Seeds per scenario in a plain `cargo test -p sim`.
 pub const DEFAULT_SEEDS: u64 = 20;
@@ -30,6 +31,15 @@ fn env_number(name: &str) -> Option<u64> {
             .parse()
             .unwrap_or_else(|_| panic!("{name} must be a non-negative integer, got {raw:?}")),
     )
+}
+
+/// Prints the whole trace when `SIM_TRACE` is set (for a replayed seed).
+fn dump() {
+    if std::env::var_os("SIM_TRACE").is_some() {
+        for record in Recorder::latest_trace().unwrap_or_default() {
+            eprintln!("{:>6} {:>10.3?} {:?}", record.seq, record.at, record.what);
+        }
+    }
 }
 
 /// The command that replays `seed` of `scenario` in test file `test`.
@@ -79,6 +89,7 @@ pub fn run_seeds(
             },
         };
         if let Some(reason) = failure {
+            dump();
             let replay = replay_command(test, scenario, seed);
             eprintln!("SIM FAILURE {scenario} seed {seed}:\n    {reason}\n  replay: {replay}");
             panic!("{scenario} failed with seed {seed}: {reason}\nreplay: {replay}");

@@ -10,6 +10,7 @@ use sim::checker::max_delivery_delay;
 use sim::client::{ClientError, SimClient};
 use sim::recorder::{Happening, Trace};
 use sim::seeds::run_seeds;
+use ws_realtime::metrics::ReasonLabel;
 use sim::world::{Flag, Gate, World, channel, forged_token, partition_of, sim_config};
 
 use crate::{TEST, policy, sim_error};
@@ -93,7 +94,7 @@ fn bad_clients(seed: u64) -> Result<Trace, String> {
             started.wait(Duration::from_secs(20)).await?;
             for id in 0..600 {
                 let ping = format!(r#"{{"type":"ping","id":{id}}}"#);
-                if client.send_text(&ping).await.is_err() {
+                if client.state().closed.is_some() || client.send_text(&ping).await.is_err() {
                     break;
                 }
             }
@@ -103,7 +104,9 @@ fn bad_clients(seed: u64) -> Result<Trace, String> {
                 })
                 .await?;
             let state = client.state();
-            if state.closed.is_some_and(|code| code != Some(1008)) {
+            // 1008 when the close frame arrives; like the oversized frame,
+            // it may be lost to a reset (the flood is still unread).
+            if !matches!(state.closed, None | Some(Some(1008) | None)) {
                 return Err(format!("flooder closed with {:?}, not 1008", state.closed).into());
             }
             if state.closed.is_none() {
@@ -124,8 +127,11 @@ fn bad_clients(seed: u64) -> Result<Trace, String> {
             client
                 .wait_for("the 1009 close", Duration::from_secs(5), |s| s.closed.is_some())
                 .await?;
+            // The close must be 1009 when it arrives; the server drops the
+            // socket with the rest of the oversized frame unread, so TCP may
+            // reset it before the close frame is read (see the report).
             let closed = client.state().closed;
-            if closed != Some(Some(1009)) {
+            if !matches!(closed, Some(Some(1009) | None)) {
                 return Err(format!("oversized frame ended with {closed:?}, not 1009").into());
             }
             Ok(())
@@ -166,6 +172,26 @@ fn bad_clients(seed: u64) -> Result<Trace, String> {
         Ok(())
     });
     sim.run().map_err(sim_error)?;
+    let too_big = world
+        .metrics
+        .connections_closed
+        .get_or_create(&ReasonLabel {
+            reason: "frame_too_big".to_owned(),
+        })
+        .get();
+    if too_big != 1 {
+        return Err(format!("{too_big} connections closed as frame_too_big, expected 1"));
+    }
+    let rate_closes = world
+        .metrics
+        .connections_closed
+        .get_or_create(&ReasonLabel {
+            reason: "rate_limit_exceeded".to_owned(),
+        })
+        .get();
+    if rate_closes == 0 && world.metrics.rate_limited.get() == 0 {
+        return Err("the flood was neither rate limited nor closed".to_owned());
+    }
     let trace = world.recorder.trace();
     let delay = max_delivery_delay(&trace, |client| client.starts_with("good"))
         .ok_or("good clients received nothing")?;

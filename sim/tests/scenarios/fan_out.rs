@@ -66,11 +66,12 @@ pub(crate) fn fan_out(seed: u64, clients: usize, messages: usize) -> Result<Trac
             }
         }
         world.wait_taken(messages, Duration::from_secs(20)).await?;
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Every message is taken; a few network latencies deliver it.
+        tokio::time::sleep(Duration::from_millis(500)).await;
         world.recorder.record(Happening::Quiesced);
         done.set();
         left.wait_for(clients, Duration::from_secs(20)).await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
         world.sample();
         Ok(())
     });

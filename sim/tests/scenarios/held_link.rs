@@ -84,7 +84,10 @@ fn held_link(seed: u64, hold: Duration) -> Result<Trace, String> {
             let index = rng.random_range(0..2);
             world.feed.publish(&channel(index), partition_of(index));
             sent += 1;
-            tokio::time::sleep(Duration::from_millis(rng.random_range(10..30))).await;
+            // Slow enough that the held socket's buffers (64 segments) and
+            // queue (64 frames) do not fill: the heartbeat timeout must be
+            // what closes it, not the slow-consumer policy.
+            tokio::time::sleep(Duration::from_millis(rng.random_range(60..120))).await;
         }
         world.wait_taken(sent, Duration::from_secs(20)).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -96,6 +99,11 @@ fn held_link(seed: u64, hold: Duration) -> Result<Trace, String> {
         Ok(())
     });
     sim.run().map_err(sim_error)?;
+    let failures = world.metrics.heartbeat_failures.get();
+    let expected = u64::from(hold > timeout);
+    if failures != expected {
+        return Err(format!("{failures} heartbeat failures counted, expected {expected}"));
+    }
     Ok(world.recorder.trace())
 }
 
