@@ -94,6 +94,10 @@ struct ClientView {
     must: BTreeMap<String, Vec<(u64, u64)>>,
     /// Per channel: the open "must" interval's start.
     must_open: BTreeMap<String, u64>,
+    /// Per channel: the latest subscribe and unsubscribe requests sent, so a
+    /// removal ack followed by a pending re-subscribe keeps the channel
+    /// possible from the re-subscribe on.
+    last_requests: BTreeMap<String, (u64, u64)>,
     /// Per channel: the first unsubscribe request sent since the channel was
     /// last known absent. The server may act on it any time after, so an ack
     /// that adds the channel later proves nothing about what follows.
@@ -179,6 +183,7 @@ pub fn check(trace: &[Record], policy: CheckPolicy) -> Result<Summary, Vec<Viola
                 let view = clients.entry(client.clone()).or_default();
                 for channel in channels {
                     view.open_may(channel, seq);
+                    view.last_requests.entry(channel.clone()).or_default().0 = seq;
                 }
             }
             Happening::UnsubscribeSent { client, channels } => {
@@ -193,6 +198,7 @@ pub fn check(trace: &[Record], policy: CheckPolicy) -> Result<Summary, Vec<Viola
                     view.unsubscribe_pending
                         .entry(channel.clone())
                         .or_insert(seq);
+                    view.last_requests.entry(channel.clone()).or_default().1 = seq;
                 }
             }
             Happening::Subscriptions { client, current } => {
@@ -222,6 +228,11 @@ pub fn check(trace: &[Record], policy: CheckPolicy) -> Result<Summary, Vec<Viola
                             .entry(removed.clone())
                             .or_default()
                             .push((start, seq));
+                    }
+                    if let Some(&(subscribe, unsubscribe)) = view.last_requests.get(removed)
+                        && subscribe > unsubscribe
+                    {
+                        view.may_open.insert(removed.clone(), subscribe);
                     }
                 }
                 view.current = now;
