@@ -247,7 +247,10 @@ fn decode(frames: &[Bytes]) -> Vec<Wire> {
         let opcode = bytes[at] & 0x0F;
         let short = usize::from(bytes[at + 1] & 0x7F);
         let (len, header) = match short {
-            126 => (usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]])), 4),
+            126 => (
+                usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]])),
+                4,
+            ),
             127 => {
                 let mut raw = [0u8; 8];
                 raw.copy_from_slice(&bytes[at + 2..at + 10]);
@@ -257,7 +260,9 @@ fn decode(frames: &[Bytes]) -> Vec<Wire> {
         };
         let payload = &bytes[at + header..at + header + len];
         out.push(match opcode {
-            0x1 => Wire::Text(serde_json::from_slice(payload).expect("server text frames are JSON")),
+            0x1 => {
+                Wire::Text(serde_json::from_slice(payload).expect("server text frames are JSON"))
+            }
             0x8 => Wire::Close(if payload.len() >= 2 {
                 u16::from_be_bytes([payload[0], payload[1]])
             } else {
@@ -401,7 +406,10 @@ impl Harness {
     }
 
     fn live(&self) -> impl Iterator<Item = (usize, &Sut)> {
-        self.conns.iter().enumerate().filter(|(_, c)| c.id.is_some())
+        self.conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.id.is_some())
     }
 }
 
@@ -437,7 +445,10 @@ impl StateMachineTest for CoreModel {
                 };
                 match sut.core.handle_open(sut.now, open) {
                     Ok(id) => {
-                        assert!(!model.shutting_down, "a draining core admitted a connection");
+                        assert!(
+                            !model.shutting_down,
+                            "a draining core admitted a connection"
+                        );
                         sut.conns.push(Sut {
                             id: Some(id),
                             last_id: Some(id),
@@ -455,7 +466,8 @@ impl StateMachineTest for CoreModel {
                 if let Some(id) = sut.conns[index].id {
                     let frame = serde_json::json!({"type": kind, "channels": channels, "id": 1});
                     sut.conns[index].requests_since_transmit += 1;
-                    sut.core.handle_text(sut.now, id, frame.to_string().as_bytes());
+                    sut.core
+                        .handle_text(sut.now, id, frame.to_string().as_bytes());
                 }
             }
             Step::Publish(channel) => {
@@ -541,7 +553,10 @@ impl StateMachineTest for CoreModel {
             }
             settled += 1;
             let modelled = &model.conns[index];
-            assert!(modelled.open, "conn {index} is closed in the model but the core holds it");
+            assert!(
+                modelled.open,
+                "conn {index} is closed in the model but the core holds it"
+            );
             subscriptions += modelled.channels.len();
             channels.extend(modelled.channels.iter().copied());
         }
@@ -558,7 +573,12 @@ impl StateMachineTest for CoreModel {
             // Received is a subsequence of owed (checked per message); under
             // `disconnect` it is an exact prefix: nothing skipped.
             if sut.policy == SlowClientPolicy::Disconnect {
-                let prefix: Vec<u64> = conn.owed.iter().take(conn.received.len()).copied().collect();
+                let prefix: Vec<u64> = conn
+                    .owed
+                    .iter()
+                    .take(conn.received.len())
+                    .copied()
+                    .collect();
                 assert_eq!(prefix, conn.received, "conn {index} skipped a message");
             }
         }
@@ -607,7 +627,11 @@ impl StateMachineTest for CoreModel {
             sut.drain();
         }
         assert!(sut.core.is_drained(), "the core never drained");
-        assert_eq!(sut.core.stats(), Default::default(), "tables empty after the drain");
+        assert_eq!(
+            sut.core.stats(),
+            Default::default(),
+            "tables empty after the drain"
+        );
         for (index, conn) in sut.conns.iter().enumerate() {
             if let Some(code) = conn.close_code {
                 assert!(

@@ -288,10 +288,7 @@ pub fn check(trace: &[Record], policy: CheckPolicy) -> Result<Summary, Vec<Viola
                     );
                 }
                 if !view.received.insert(*msg) {
-                    violate(
-                        "no_duplicates",
-                        format!("{client} received {msg} twice"),
-                    );
+                    violate("no_duplicates", format!("{client} received {msg} twice"));
                 }
                 let last = view.last_offset.entry(msg.partition).or_insert(i64::MIN);
                 if msg.offset <= *last {
@@ -346,11 +343,10 @@ pub fn check(trace: &[Record], policy: CheckPolicy) -> Result<Summary, Vec<Viola
     // Completeness: what each client was owed against what it got.
     let mut by_channel: HashMap<&str, Vec<(u64, u64, MsgId)>> = HashMap::new();
     for (msg, origin) in &published {
-        by_channel.entry(origin.channel.as_str()).or_default().push((
-            origin.sent,
-            origin.taken,
-            *msg,
-        ));
+        by_channel
+            .entry(origin.channel.as_str())
+            .or_default()
+            .push((origin.sent, origin.taken, *msg));
     }
     let mut lossy_missing = 0u64;
     for (name, view) in &mut clients {
@@ -413,11 +409,15 @@ pub fn check(trace: &[Record], policy: CheckPolicy) -> Result<Summary, Vec<Viola
         })
         .collect();
     if lossy_missing > 0 {
-        let counted = samples.last().map_or(0, |(_, sample)| sample.dropped_oldest);
+        let counted = samples
+            .last()
+            .map_or(0, |(_, sample)| sample.dropped_oldest);
         if lossy_missing > counted {
             violate(
                 "drops_are_counted",
-                format!("paused clients missed {lossy_missing} messages, the server counted {counted} drops"),
+                format!(
+                    "paused clients missed {lossy_missing} messages, the server counted {counted} drops"
+                ),
             );
         }
     }

@@ -118,7 +118,10 @@ impl SimClient {
     /// Connects, upgrades and starts the reader. Retries a refused TCP
     /// connection a bounded number of times (the server host may still be
     /// starting). An HTTP refusal is recorded and returned.
-    pub async fn connect(options: ClientOptions, recorder: Recorder) -> Result<SimClient, ClientError> {
+    pub async fn connect(
+        options: ClientOptions,
+        recorder: Recorder,
+    ) -> Result<SimClient, ClientError> {
         recorder.record(Happening::Connecting {
             client: options.name.clone(),
             channels: options.channels.clone(),
@@ -199,8 +202,10 @@ impl SimClient {
 
     /// Waits for the `connected` frame.
     pub async fn wait_connected(&self) -> Result<(), ClientError> {
-        self.wait_for("connected frame", Duration::from_secs(10), |state| state.connected)
-            .await
+        self.wait_for("connected frame", Duration::from_secs(10), |state| {
+            state.connected
+        })
+        .await
     }
 
     /// Waits until the server's view of the subscription set (from the last
@@ -339,7 +344,10 @@ async fn handshake(
         .header("Host", options.server.as_str())
         .header(hyper::header::UPGRADE, "websocket")
         .header(hyper::header::CONNECTION, "upgrade")
-        .header("Sec-WebSocket-Key", fastwebsockets::handshake::generate_key())
+        .header(
+            "Sec-WebSocket-Key",
+            fastwebsockets::handshake::generate_key(),
+        )
         .header("Sec-WebSocket-Version", "13")
         .header(
             hyper::header::AUTHORIZATION,
@@ -347,7 +355,8 @@ async fn handshake(
         )
         .body(Empty::<Bytes>::new())
         .expect("the request is built from valid parts");
-    let (ws, _response) = fastwebsockets::handshake::client(&SpawnExecutor, request, stream).await?;
+    let (ws, _response) =
+        fastwebsockets::handshake::client(&SpawnExecutor, request, stream).await?;
     Ok(ws)
 }
 
@@ -479,5 +488,7 @@ fn on_text(name: &str, payload: &[u8], state: &Mutex<ClientState>, recorder: &Re
 
 fn lock(state: &Mutex<ClientState>) -> std::sync::MutexGuard<'_, ClientState> {
     // Single pushes and flag flips only: a poisoned lock is still consistent.
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -237,7 +237,10 @@ impl Recorder {
 
     /// How many records so far satisfy `matches`.
     pub fn count(&self, matches: impl Fn(&Happening) -> bool) -> usize {
-        self.lock().iter().filter(|record| matches(&record.what)).count()
+        self.lock()
+            .iter()
+            .filter(|record| matches(&record.what))
+            .count()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Trace> {

@@ -17,7 +17,7 @@ use ws_realtime::source::{Readiness, Source};
 
 use crate::accept::TurmoilAccept;
 use crate::client::ClientOptions;
-use crate::fake_source::{Feed, FakeSource, fake_source, slot};
+use crate::fake_source::{FakeSource, Feed, fake_source, slot};
 use crate::recorder::{Happening, Recorder, ServerSample};
 
 /// The server's turmoil host name.
@@ -105,7 +105,10 @@ impl Gate {
         let deadline = tokio::time::Instant::now() + limit;
         while self.count() < n {
             if tokio::time::Instant::now() >= deadline {
-                return Err(format!("gate: {} of {n} arrived within {limit:?}", self.count()));
+                return Err(format!(
+                    "gate: {} of {n} arrived within {limit:?}",
+                    self.count()
+                ));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -205,7 +208,12 @@ impl World {
 
     /// Runs the real server on host [`SERVER`] with `config` and the fake
     /// source, sampling its metrics into the trace every [`SAMPLE_PERIOD`].
-    pub fn start_server(&self, sim: &mut turmoil::Sim<'static>, config: ServerConfig, source: FakeSource) {
+    pub fn start_server(
+        &self,
+        sim: &mut turmoil::Sim<'static>,
+        config: ServerConfig,
+        source: FakeSource,
+    ) {
         let source = slot(source);
         let world = self.clone();
         sim.host(SERVER, move || {
@@ -285,7 +293,10 @@ impl World {
         let deadline = tokio::time::Instant::now() + limit;
         while self.taken() < n {
             if tokio::time::Instant::now() >= deadline {
-                return Err(format!("the core took {} of {n} messages within {limit:?}", self.taken()));
+                return Err(format!(
+                    "the core took {} of {n} messages within {limit:?}",
+                    self.taken()
+                ));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -10,8 +10,8 @@ use sim::checker::max_delivery_delay;
 use sim::client::{ClientError, SimClient};
 use sim::recorder::{Happening, Trace};
 use sim::seeds::run_seeds;
-use ws_realtime::metrics::ReasonLabel;
 use sim::world::{Flag, Gate, World, channel, forged_token, partition_of, sim_config};
+use ws_realtime::metrics::ReasonLabel;
 
 use crate::{TEST, policy, sim_error};
 
@@ -43,7 +43,8 @@ fn bad_clients(seed: u64) -> Result<Trace, String> {
         let (world, ready, left, done) = (world.clone(), ready.clone(), left.clone(), done.clone());
         let channels = channels.clone();
         sim.client(name.clone(), async move {
-            let client = SimClient::connect(world.client(&name, &channels), world.recorder.clone()).await?;
+            let client =
+                SimClient::connect(world.client(&name, &channels), world.recorder.clone()).await?;
             client.wait_connected().await?;
             client.wait_subscribed(&channels).await?;
             ready.arrive();
@@ -57,19 +58,32 @@ fn bad_clients(seed: u64) -> Result<Trace, String> {
         });
     }
     {
-        let (world, left, done, started) = (world.clone(), left.clone(), done.clone(), started.clone());
+        let (world, left, done, started) =
+            (world.clone(), left.clone(), done.clone(), started.clone());
         sim.client("malformed", async move {
-            let mut client = SimClient::connect(world.client("malformed", &[]), world.recorder.clone()).await?;
+            let mut client =
+                SimClient::connect(world.client("malformed", &[]), world.recorder.clone()).await?;
             client.wait_connected().await?;
             started.wait(Duration::from_secs(20)).await?;
             client.send_text("this is not json").await?;
             client.send_text(r#"{"type":"bogus","id":7}"#).await?;
-            client.send_frame(OpCode::Binary, Bytes::from_static(b"\x00\x01")).await?;
-            client.send_frame(OpCode::Text, Bytes::from_static(b"\xff\xfe")).await?;
-            client.subscribe(&["not a channel!".to_owned()]).await?;
-            let expected = ["bad_frame", "unknown_type", "binary_not_supported", "invalid_channel"];
             client
-                .wait_for("error frames", Duration::from_secs(5), |s| s.errors.len() >= 5)
+                .send_frame(OpCode::Binary, Bytes::from_static(b"\x00\x01"))
+                .await?;
+            client
+                .send_frame(OpCode::Text, Bytes::from_static(b"\xff\xfe"))
+                .await?;
+            client.subscribe(&["not a channel!".to_owned()]).await?;
+            let expected = [
+                "bad_frame",
+                "unknown_type",
+                "binary_not_supported",
+                "invalid_channel",
+            ];
+            client
+                .wait_for("error frames", Duration::from_secs(5), |s| {
+                    s.errors.len() >= 5
+                })
                 .await?;
             let errors = client.state().errors;
             for code in expected {
@@ -89,7 +103,8 @@ fn bad_clients(seed: u64) -> Result<Trace, String> {
     {
         let (world, left, started) = (world.clone(), left.clone(), started.clone());
         sim.client("flooder", async move {
-            let client = SimClient::connect(world.client("flooder", &[]), world.recorder.clone()).await?;
+            let client =
+                SimClient::connect(world.client("flooder", &[]), world.recorder.clone()).await?;
             client.wait_connected().await?;
             started.wait(Duration::from_secs(20)).await?;
             for id in 0..600 {
@@ -119,13 +134,16 @@ fn bad_clients(seed: u64) -> Result<Trace, String> {
     {
         let (world, started) = (world.clone(), started.clone());
         sim.client("oversized", async move {
-            let client = SimClient::connect(world.client("oversized", &[]), world.recorder.clone()).await?;
+            let client =
+                SimClient::connect(world.client("oversized", &[]), world.recorder.clone()).await?;
             client.wait_connected().await?;
             started.wait(Duration::from_secs(20)).await?;
             let huge = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(MAX_FRAME));
             client.send_text(&huge).await?;
             client
-                .wait_for("the 1009 close", Duration::from_secs(5), |s| s.closed.is_some())
+                .wait_for("the 1009 close", Duration::from_secs(5), |s| {
+                    s.closed.is_some()
+                })
                 .await?;
             // The close must be 1009 when it arrives; the server drops the
             // socket with the rest of the oversized frame unread, so TCP may
@@ -137,7 +155,10 @@ fn bad_clients(seed: u64) -> Result<Trace, String> {
             Ok(())
         });
     }
-    for (name, token) in [("forged", forged_token("forged")), ("tokenless", String::new())] {
+    for (name, token) in [
+        ("forged", forged_token("forged")),
+        ("tokenless", String::new()),
+    ] {
         let (world, started) = (world.clone(), started.clone());
         sim.client(name, async move {
             started.wait(Duration::from_secs(20)).await?;
@@ -166,7 +187,8 @@ fn bad_clients(seed: u64) -> Result<Trace, String> {
         tokio::time::sleep(Duration::from_secs(1)).await;
         world.recorder.record(Happening::Quiesced);
         done.set();
-        left.wait_for(GOOD + BAD_STAYING, Duration::from_secs(30)).await?;
+        left.wait_for(GOOD + BAD_STAYING, Duration::from_secs(30))
+            .await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         world.sample();
         Ok(())
@@ -180,7 +202,9 @@ fn bad_clients(seed: u64) -> Result<Trace, String> {
         })
         .get();
     if too_big != 1 {
-        return Err(format!("{too_big} connections closed as frame_too_big, expected 1"));
+        return Err(format!(
+            "{too_big} connections closed as frame_too_big, expected 1"
+        ));
     }
     let rate_closes = world
         .metrics

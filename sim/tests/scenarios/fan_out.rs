@@ -38,7 +38,11 @@ pub(crate) fn fan_out(seed: u64, clients: usize, messages: usize) -> Result<Trac
         let name = format!("c{i}");
         let (world, ready, left, done) = (world.clone(), ready.clone(), left.clone(), done.clone());
         sim.client(name.clone(), async move {
-            let connect_channels = if at_connect { wanted.clone() } else { Vec::new() };
+            let connect_channels = if at_connect {
+                wanted.clone()
+            } else {
+                Vec::new()
+            };
             let options = world.client(&name, &connect_channels);
             let mut client = SimClient::connect(options, world.recorder.clone()).await?;
             client.wait_connected().await?;

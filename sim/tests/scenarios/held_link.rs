@@ -31,7 +31,8 @@ fn held_link(seed: u64, hold: Duration) -> Result<Trace, String> {
         let (world, ready, left, done) = (world.clone(), ready.clone(), left.clone(), done.clone());
         let channels = channels.clone();
         sim.client(name.clone(), async move {
-            let client = SimClient::connect(world.client(&name, &channels), world.recorder.clone()).await?;
+            let client =
+                SimClient::connect(world.client(&name, &channels), world.recorder.clone()).await?;
             client.wait_connected().await?;
             client.wait_subscribed(&channels).await?;
             ready.arrive();
@@ -45,25 +46,34 @@ fn held_link(seed: u64, hold: Duration) -> Result<Trace, String> {
         let (world, ready, left, done) = (world.clone(), ready.clone(), left.clone(), done.clone());
         let (started, channels) = (started.clone(), channels.clone());
         sim.client("held", async move {
-            let client = SimClient::connect(world.client("held", &channels), world.recorder.clone()).await?;
+            let client =
+                SimClient::connect(world.client("held", &channels), world.recorder.clone()).await?;
             client.wait_connected().await?;
             client.wait_subscribed(&channels).await?;
             ready.arrive();
             started.wait(Duration::from_secs(20)).await?;
             tokio::time::sleep(Duration::from_millis(200)).await;
-            world.recorder.record(Happening::WentSilent { client: "held".into() });
+            world.recorder.record(Happening::WentSilent {
+                client: "held".into(),
+            });
             turmoil::hold(SERVER, "held");
             tokio::time::sleep(hold).await;
             turmoil::release(SERVER, "held");
-            world.recorder.record(Happening::Recovered { client: "held".into() });
+            world.recorder.record(Happening::Recovered {
+                client: "held".into(),
+            });
             if hold > timeout {
                 client
-                    .wait_for("close after the held link", Duration::from_secs(10), |s| s.closed.is_some())
+                    .wait_for("close after the held link", Duration::from_secs(10), |s| {
+                        s.closed.is_some()
+                    })
                     .await?;
             } else {
                 done.wait(Duration::from_secs(40)).await?;
                 if let Some(closed) = client.state().closed {
-                    return Err(format!("a {hold:?} hold closed the connection ({closed:?})").into());
+                    return Err(
+                        format!("a {hold:?} hold closed the connection ({closed:?})").into(),
+                    );
                 }
                 client.leave().await;
             }
@@ -102,7 +112,9 @@ fn held_link(seed: u64, hold: Duration) -> Result<Trace, String> {
     let failures = world.metrics.heartbeat_failures.get();
     let expected = u64::from(hold > timeout);
     if failures != expected {
-        return Err(format!("{failures} heartbeat failures counted, expected {expected}"));
+        return Err(format!(
+            "{failures} heartbeat failures counted, expected {expected}"
+        ));
     }
     Ok(world.recorder.trace())
 }

@@ -26,12 +26,15 @@ fn shutdown_under_load(seed: u64) -> Result<Trace, String> {
         let (world, ready, closed) = (world.clone(), ready.clone(), closed.clone());
         let channels = vec![channel(i % 3), channel(3)];
         sim.client(name.clone(), async move {
-            let client = SimClient::connect(world.client(&name, &channels), world.recorder.clone()).await?;
+            let client =
+                SimClient::connect(world.client(&name, &channels), world.recorder.clone()).await?;
             client.wait_connected().await?;
             client.wait_subscribed(&channels).await?;
             ready.arrive();
             client
-                .wait_for("the shutdown close", Duration::from_secs(30), |s| s.closed.is_some())
+                .wait_for("the shutdown close", Duration::from_secs(30), |s| {
+                    s.closed.is_some()
+                })
                 .await?;
             let code = client.state().closed;
             if code != Some(Some(1001)) {

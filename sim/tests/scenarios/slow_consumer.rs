@@ -44,7 +44,8 @@ fn slow_consumer(seed: u64, slow_policy: SlowClientPolicy) -> Result<Trace, Stri
         let (world, ready, left, done) = (world.clone(), ready.clone(), left.clone(), done.clone());
         let channels = channels.clone();
         sim.client(name.clone(), async move {
-            let client = SimClient::connect(world.client(&name, &channels), world.recorder.clone()).await?;
+            let client =
+                SimClient::connect(world.client(&name, &channels), world.recorder.clone()).await?;
             client.wait_connected().await?;
             client.wait_subscribed(&channels).await?;
             ready.arrive();
@@ -58,7 +59,8 @@ fn slow_consumer(seed: u64, slow_policy: SlowClientPolicy) -> Result<Trace, Stri
         let (world, ready, left, done) = (world.clone(), ready.clone(), left.clone(), done.clone());
         let (started, over, channels) = (started.clone(), over.clone(), channels.clone());
         sim.client("slow", async move {
-            let client = SimClient::connect(world.client("slow", &channels), world.recorder.clone()).await?;
+            let client =
+                SimClient::connect(world.client("slow", &channels), world.recorder.clone()).await?;
             client.wait_connected().await?;
             client.wait_subscribed(&channels).await?;
             ready.arrive();
@@ -70,18 +72,26 @@ fn slow_consumer(seed: u64, slow_policy: SlowClientPolicy) -> Result<Trace, Stri
             match slow_policy {
                 SlowClientPolicy::Disconnect => {
                     client
-                        .wait_for("slow consumer close", Duration::from_secs(10), |s| s.closed.is_some())
+                        .wait_for("slow consumer close", Duration::from_secs(10), |s| {
+                            s.closed.is_some()
+                        })
                         .await?;
                     let closed = client.state().closed;
                     if closed != Some(Some(1008)) {
-                        return Err(format!("slow client ended with {closed:?}, not close 1008").into());
+                        return Err(
+                            format!("slow client ended with {closed:?}, not close 1008").into()
+                        );
                     }
                 }
                 SlowClientPolicy::DropOldest => {
                     done.wait(Duration::from_secs(40)).await?;
                     let state = client.state();
                     if state.closed.is_some() {
-                        return Err(format!("drop_oldest closed the slow client: {:?}", state.closed).into());
+                        return Err(format!(
+                            "drop_oldest closed the slow client: {:?}",
+                            state.closed
+                        )
+                        .into());
                     }
                     if state.messages >= MESSAGES {
                         return Err("the slow client lost nothing: it was never slow".into());

@@ -32,7 +32,8 @@ fn stall_and_recover(seed: u64) -> Result<Trace, String> {
         let (world, ready, left, done) = (world.clone(), ready.clone(), left.clone(), done.clone());
         let channels = vec![channel(i % 3)];
         sim.client(name.clone(), async move {
-            let client = SimClient::connect(world.client(&name, &channels), world.recorder.clone()).await?;
+            let client =
+                SimClient::connect(world.client(&name, &channels), world.recorder.clone()).await?;
             client.wait_connected().await?;
             client.wait_subscribed(&channels).await?;
             ready.arrive();
@@ -56,7 +57,9 @@ fn stall_and_recover(seed: u64) -> Result<Trace, String> {
                 world.feed.publish(&channel(index), partition_of(index));
                 tokio::time::sleep(Duration::from_millis(rng.random_range(1..8))).await;
             }
-            world.wait_taken((batch + 1) * BATCH, Duration::from_secs(20)).await?;
+            world
+                .wait_taken((batch + 1) * BATCH, Duration::from_secs(20))
+                .await?;
             if batch == 0 {
                 world.feed.stall();
                 tokio::time::sleep(Duration::from_millis(100)).await;
