@@ -11,7 +11,8 @@
 //!    queue is FIFO); a paused client under `drop_oldest` may miss at most
 //!    what the server counted as dropped;
 //! 6. every client that went silent is closed by the server within the bound;
-//! 7. when every client has gone, the core's tables are empty.
+//! 7. when every client has gone, the core's tables are empty;
+//! 8. every frame the server sends is one protocol v1 describes.
 //!
 //! Sequence numbers give a causal order, so "published while subscribed" has
 //! a precise meaning: after the client read the ack that added the channel,
@@ -334,9 +335,10 @@ pub fn check(trace: &[Record], policy: CheckPolicy) -> Result<Summary, Vec<Viola
             Happening::Quiesced => {
                 quiesced.get_or_insert(seq);
             }
-            Happening::ErrorFrame { .. }
-            | Happening::Unexpected { .. }
-            | Happening::ServerSample(_) => {}
+            Happening::Unexpected { client, what } => {
+                violate("well_formed_server_frames", format!("{client} read {what}"));
+            }
+            Happening::ErrorFrame { .. } | Happening::ServerSample(_) => {}
         }
     }
 

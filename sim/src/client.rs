@@ -370,9 +370,15 @@ async fn read_loop(
     state: Arc<Mutex<ClientState>>,
     recorder: Recorder,
 ) {
+    // Pongs and close echoes are best effort and bounded: a reader must never
+    // stall behind a write into a socket the server has abandoned.
     let mut send_obligated = |frame: Frame<'static>| {
         let writer = writer.clone();
-        async move { writer.lock().await.write_frame(frame).await }
+        async move {
+            let write = async { writer.lock().await.write_frame(frame).await };
+            let _ = tokio::time::timeout(Duration::from_millis(500), write).await;
+            Ok::<(), WebSocketError>(())
+        }
     };
     loop {
         // Pausing only between frames: read_frame is not cancel-safe.
