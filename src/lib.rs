@@ -13,6 +13,8 @@ pub mod auth;
 pub mod config;
 pub mod core;
 pub mod dev;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod metrics;
 pub mod proto;
 pub mod shell;

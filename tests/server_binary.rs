@@ -87,6 +87,31 @@ async fn sigterm_closes_clients_with_1001_and_exits_0() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(status.code(), Some(0));
+
+    // Every remaining log line is JSON too, and the connection lines carry
+    // the connection id and user.
+    // The process has exited, so the reader thread reaches EOF and hangs up.
+    let mut rest = Vec::new();
+    for _ in 0..100_000 {
+        match lines_rx.recv_timeout(STEP) {
+            Ok(line) => rest.push(
+                serde_json::from_str::<serde_json::Value>(&line)
+                    .unwrap_or_else(|e| panic!("log line is JSON ({e}): {line}")),
+            ),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("stderr did not end"),
+        }
+    }
+    let opened = rest
+        .iter()
+        .find(|l| l["message"] == "connection opened")
+        .expect("a connection opened line");
+    assert_eq!(opened["user"], "alice");
+    assert!(opened["connection_id"].is_string(), "{opened}");
+    assert!(
+        rest.iter()
+            .any(|l| l["message"] == "connection closed" && l["reason"] == "shutdown")
+    );
 }
 
 #[test]
