@@ -1,1 +1,19 @@
-//! sim
+//! Deterministic simulations of the whole ws-realtime server under turmoil:
+//! the real shell and core on a simulated network, real WebSocket clients on
+//! their own hosts, an in-memory source, and one checker of the invariants
+//! run at the end of every run.
+//!
+//! * [`world`]: one run's simulation, server host and shared helpers.
+//! * [`accept`]: the server's `Accept` over turmoil listeners.
+//! * [`client`]: a real fastwebsockets client on a turmoil host.
+//! * [`fake_source`]: the scripted in-memory `Source`.
+//! * [`recorder`] and [`checker`]: the run's log and its invariants.
+//! * [`seeds`]: which seeds run, and replaying a failure.
+
+pub mod accept;
+pub mod checker;
+pub mod client;
+pub mod fake_source;
+pub mod recorder;
+pub mod seeds;
+pub mod world;

@@ -1,0 +1,146 @@
+//! An in-memory [`Source`] whose messages the scenario scripts: the same
+//! trait Kafka implements, so the real shell drives it exactly like a broker.
+//! It numbers messages like Kafka (`partition:offset`, offsets increasing per
+//! partition), so per-partition order can be checked end to end, and records
+//! each message once the core has taken it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use ws_realtime::core::{Position, Publish};
+use ws_realtime::source::{Source, SourceContext, SourceFuture};
+
+use crate::recorder::{Happening, MsgId, Recorder};
+
+/// What the scenario asks the fake source to do.
+#[derive(Debug)]
+enum FeedCommand {
+    /// Publish one message on `channel` in `partition`.
+    Publish {
+        /// The gateway channel.
+        channel: String,
+        /// The partition it belongs to (its offset is assigned here).
+        partition: i32,
+    },
+    /// Report "not ready" and publish nothing until [`FeedCommand::Resume`].
+    Stall,
+    /// Report ready again.
+    Resume,
+}
+
+/// The scenario's handle on the fake source.
+#[derive(Debug, Clone)]
+pub struct Feed {
+    /// Commands to the running source, in order.
+    tx: mpsc::UnboundedSender<FeedCommand>,
+}
+
+impl Feed {
+    /// Publishes one message on `channel` in `partition`.
+    pub fn publish(&self, channel: &str, partition: i32) {
+        // The source is gone only after the server stopped; a publish then is
+        // simply not taken, which the recorder reflects.
+        let _ = self.tx.send(FeedCommand::Publish {
+            channel: channel.to_owned(),
+            partition,
+        });
+    }
+
+    /// The upstream stops delivering (the source reports itself not ready).
+    pub fn stall(&self) {
+        let _ = self.tx.send(FeedCommand::Stall);
+    }
+
+    /// The upstream delivers again.
+    pub fn resume(&self) {
+        let _ = self.tx.send(FeedCommand::Resume);
+    }
+}
+
+/// The source side; hand it to the server once.
+#[derive(Debug)]
+pub struct FakeSource {
+    /// Scripted commands.
+    rx: mpsc::UnboundedReceiver<FeedCommand>,
+    /// Where taken messages are logged.
+    recorder: Recorder,
+}
+
+/// A fake source and the feed that scripts it.
+pub fn fake_source(recorder: Recorder) -> (Feed, FakeSource) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Feed { tx }, FakeSource { rx, recorder })
+}
+
+/// Lets a turmoil host factory (an `Fn`) hand the source to the server on
+/// its first start.
+pub type SourceSlot = Arc<Mutex<Option<FakeSource>>>;
+
+/// Wraps `source` for a host factory.
+pub fn slot(source: FakeSource) -> SourceSlot {
+    Arc::new(Mutex::new(Some(source)))
+}
+
+impl Source for FakeSource {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    fn run(self: Box<Self>, ctx: SourceContext) -> SourceFuture {
+        Box::pin(async move {
+            let FakeSource { mut rx, recorder } = *self;
+            let SourceContext {
+                sink,
+                health,
+                mut shutdown,
+                ..
+            } = ctx;
+            health.ready();
+            let mut next_offset: HashMap<i32, i64> = HashMap::new();
+            loop {
+                let command = tokio::select! {
+                    biased;
+                    _ = shutdown.wait() => break,
+                    command = rx.recv() => command,
+                };
+                let Some(command) = command else {
+                    // The scenario dropped its feed: nothing more will come,
+                    // but a source runs until shutdown.
+                    shutdown.wait().await;
+                    break;
+                };
+                match command {
+                    FeedCommand::Stall => health.not_ready("upstream stalled"),
+                    FeedCommand::Resume => health.ready(),
+                    FeedCommand::Publish { channel, partition } => {
+                        let offset = next_offset.entry(partition).or_insert(0);
+                        let msg = MsgId {
+                            partition,
+                            offset: *offset,
+                        };
+                        *offset += 1;
+                        let payload = format!(
+                            r#"{{"partition":{},"offset":{},"channel":"{channel}"}}"#,
+                            msg.partition, msg.offset
+                        );
+                        let publish = Publish {
+                            channel: channel.clone(),
+                            pos: Position::Offset {
+                                partition,
+                                offset: msg.offset,
+                            },
+                            payload: Bytes::from(payload),
+                        };
+                        recorder.record(Happening::Publishing { msg, channel });
+                        if sink.publish_and_wait(publish).await.is_err() {
+                            break;
+                        }
+                        recorder.record(Happening::Published { msg });
+                    }
+                }
+            }
+        })
+    }
+}

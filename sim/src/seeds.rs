@@ -1,0 +1,106 @@
+//! Which seeds a test runs, and how a failure is reported: with its seed and
+//! the one command that replays it.
+//!
+//! * `cargo test -p sim`: [`DEFAULT_SEEDS`] seeds per scenario.
+//! * `SIM_SEEDS=N`: N seeds per scenario.
+//! * `SIM_SEED=S`: only seed S (the replay); add `SIM_TRACE=1` to print
+//!   the failing run's whole trace.
+
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::time::Instant;
+
+use crate::checker::{CheckPolicy, Summary, check};
+use crate::recorder::{Recorder, Trace};
+
+/// Seeds per scenario in a plain `cargo test -p sim`.
+pub const DEFAULT_SEEDS: u64 = 20;
+
+/// The seeds this process runs, from `SIM_SEED` / `SIM_SEEDS`.
+pub fn seeds() -> Vec<u64> {
+    if let Some(seed) = env_number("SIM_SEED") {
+        return vec![seed];
+    }
+    let count = env_number("SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+    (1..=count).collect()
+}
+
+fn env_number(name: &str) -> Option<u64> {
+    let raw = std::env::var(name).ok()?;
+    Some(
+        raw.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be a non-negative integer, got {raw:?}")),
+    )
+}
+
+/// Prints the whole trace when `SIM_TRACE` is set (for a replayed seed).
+fn dump() {
+    if std::env::var_os("SIM_TRACE").is_some() {
+        for record in Recorder::latest_trace().unwrap_or_default() {
+            eprintln!("{:>6} {:>10.3?} {:?}", record.seq, record.at, record.what);
+        }
+    }
+}
+
+/// The command that replays `seed` of `scenario` in test file `test`.
+pub fn replay_command(test: &str, scenario: &str, seed: u64) -> String {
+    format!("SIM_SEED={seed} cargo test -p sim --test {test} -- {scenario} --exact")
+}
+
+/// Runs `run` for every seed, checks every trace against the invariants
+/// under `policy`, and fails at the first broken seed with its replay
+/// command. `run` returns the trace, or why the scenario's own expectations
+/// failed.
+pub fn run_seeds(
+    test: &str,
+    scenario: &str,
+    policy: CheckPolicy,
+    run: impl Fn(u64) -> Result<Trace, String>,
+) {
+    let started = Instant::now();
+    let seeds = seeds();
+    let mut total = Summary::default();
+    for &seed in &seeds {
+        let outcome = catch_unwind(AssertUnwindSafe(|| run(seed)));
+        let failure = match outcome {
+            Err(panic) => {
+                eprintln!(
+                    "SIM FAILURE {scenario} seed {seed}: panicked\n  replay: {}",
+                    replay_command(test, scenario, seed)
+                );
+                resume_unwind(panic);
+            }
+            Ok(Err(reason)) => Some(reason),
+            Ok(Ok(trace)) => match check(&trace, policy) {
+                Ok(summary) => {
+                    total.published += summary.published;
+                    total.received += summary.received;
+                    total.required += summary.required;
+                    total.clients += summary.clients;
+                    None
+                }
+                Err(violations) => Some(
+                    violations
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n    "),
+                ),
+            },
+        };
+        if let Some(reason) = failure {
+            dump();
+            let replay = replay_command(test, scenario, seed);
+            eprintln!("SIM FAILURE {scenario} seed {seed}:\n    {reason}\n  replay: {replay}");
+            panic!("{scenario} failed with seed {seed}: {reason}\nreplay: {replay}");
+        }
+    }
+    eprintln!(
+        "{scenario}: {} runs in {:.1?} ({} messages taken, {} received, {} client connections)",
+        seeds.len(),
+        started.elapsed(),
+        total.published,
+        total.received,
+        total.clients
+    );
+}

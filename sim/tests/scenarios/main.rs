@@ -1,0 +1,35 @@
+//! The simulation scenarios, one module per property. Every run of every
+//! scenario is also checked against all the invariants of
+//! `sim::checker` (see `sim::seeds::run_seeds`).
+
+use std::time::Duration;
+
+use sim::checker::CheckPolicy;
+
+mod bad_clients;
+mod churn;
+mod determinism;
+mod fan_out;
+mod held_link;
+mod shutdown;
+mod slow_consumer;
+mod source_stall;
+
+/// This test binary's name, for replay commands.
+const TEST: &str = "scenarios";
+
+/// The checker's policy for the default simulated server (`sim_config`):
+/// a silent client must be gone within connection timeout (3 s) +
+/// heartbeat interval (1 s) + a sample period and network slack.
+fn policy() -> CheckPolicy {
+    CheckPolicy {
+        drop_oldest: false,
+        silence_bound: Duration::from_millis(4_500),
+        expect_empty_at_end: true,
+    }
+}
+
+/// Turns a turmoil failure into the scenario's error.
+fn sim_error(error: Box<dyn std::error::Error>) -> String {
+    format!("simulation failed: {error}")
+}

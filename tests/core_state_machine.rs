@@ -1,0 +1,655 @@
+//! The core against a simple reference model, with `proptest-state-machine`:
+//! random sequences of opens, subscribes, unsubscribes, publishes, socket
+//! writes that complete or stall, closes, lost sockets and shutdown.
+//!
+//! The model knows each connection's subscription set and which messages it
+//! is owed. After every step the test drains the core like the shell does
+//! and checks:
+//! * the core's table sizes (`stats`) match the model's sets;
+//! * each connection receives only messages of channels it was subscribed to
+//!   when they were published, in publish order, without duplicates, and
+//!   under `disconnect` without gaps;
+//! * one transmit never holds more frames than the queue bound (plus its
+//!   close), and a connection gets no transmit while one is unacknowledged;
+//! * a connection closed as a slow consumer really had a full queue;
+//! * peer closes, lost sockets and shutdown remove connections, shutdown
+//!   closes everyone with 1001, and the drained core is empty.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
+use ws_realtime::core::{
+    CloseReason, ConnId, Core, CoreConfig, Event, Identity, Open, Position, Publish,
+    SlowClientPolicy,
+};
+
+/// The few channels the model plays with, so subscriptions overlap.
+const CHANNELS: [&str; 3] = ["lines", "books", "trades"];
+
+/// The queue bound under test: small, so overflows happen often.
+const BUFFER: usize = 4;
+
+/// The reference model's view of one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ModelConn {
+    /// Channels it is subscribed to.
+    channels: BTreeSet<&'static str>,
+    /// False once the client closed, the socket was lost, or shutdown
+    /// started (the core's own slow-consumer closes are tracked by the test,
+    /// which knows the policy's outcome only after the fact).
+    open: bool,
+}
+
+/// The reference state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Model {
+    /// Every connection ever opened, by open order.
+    conns: Vec<ModelConn>,
+    /// Shutdown has begun.
+    shutting_down: bool,
+    /// Which slow-client policy this case runs.
+    policy: SlowClientPolicy,
+}
+
+/// One step.
+#[derive(Debug, Clone)]
+enum Step {
+    /// A client connects with these connect-time channels.
+    Open(Vec<&'static str>),
+    /// Connection `n % conns` sends `subscribe`.
+    Subscribe(usize, Vec<&'static str>),
+    /// Connection `n % conns` sends `unsubscribe`.
+    Unsubscribe(usize, Vec<&'static str>),
+    /// A source publishes on a channel.
+    Publish(&'static str),
+    /// The socket of connection `n % conns` takes what was written to it.
+    Flush(usize),
+    /// Every socket takes what was written to it.
+    FlushAll,
+    /// Connection `n % conns` sends a close frame.
+    PeerClose(usize),
+    /// The socket of connection `n % conns` fails.
+    Lost(usize),
+    /// Simulated time passes (well below the heartbeat timeout).
+    Tick(u64),
+    /// The server drains.
+    Shutdown,
+}
+
+struct CoreModel;
+
+fn channel_set() -> impl Strategy<Value = Vec<&'static str>> {
+    proptest::sample::subsequence(CHANNELS.to_vec(), 0..=CHANNELS.len())
+}
+
+impl ReferenceStateMachine for CoreModel {
+    type State = Model;
+    type Transition = Step;
+
+    fn init_state() -> BoxedStrategy<Model> {
+        prop_oneof![
+            Just(SlowClientPolicy::Disconnect),
+            Just(SlowClientPolicy::DropOldest)
+        ]
+        .prop_map(|policy| Model {
+            conns: Vec::new(),
+            shutting_down: false,
+            policy,
+        })
+        .boxed()
+    }
+
+    fn transitions(state: &Model) -> BoxedStrategy<Step> {
+        if state.conns.is_empty() {
+            return channel_set().prop_map(Step::Open).boxed();
+        }
+        let channel = proptest::sample::select(CHANNELS.to_vec());
+        prop_oneof![
+            3 => channel_set().prop_map(Step::Open),
+            4 => (any::<usize>(), channel_set()).prop_map(|(n, c)| Step::Subscribe(n, c)),
+            2 => (any::<usize>(), channel_set()).prop_map(|(n, c)| Step::Unsubscribe(n, c)),
+            10 => channel.prop_map(Step::Publish),
+            4 => any::<usize>().prop_map(Step::Flush),
+            3 => Just(Step::FlushAll),
+            1 => any::<usize>().prop_map(Step::PeerClose),
+            1 => any::<usize>().prop_map(Step::Lost),
+            2 => (1u64..500).prop_map(Step::Tick),
+            1 => Just(Step::Shutdown),
+        ]
+        .boxed()
+    }
+
+    fn preconditions(state: &Model, step: &Step) -> bool {
+        // Shrinking may remove the opens a step refers to.
+        match step {
+            Step::Subscribe(..)
+            | Step::Unsubscribe(..)
+            | Step::Flush(_)
+            | Step::PeerClose(_)
+            | Step::Lost(_) => !state.conns.is_empty(),
+            _ => true,
+        }
+    }
+
+    fn apply(mut state: Model, step: &Step) -> Model {
+        let count = state.conns.len();
+        match step {
+            Step::Open(channels) => {
+                if !state.shutting_down {
+                    state.conns.push(ModelConn {
+                        channels: channels.iter().copied().collect(),
+                        open: true,
+                    });
+                }
+            }
+            Step::Subscribe(n, channels) => {
+                let conn = &mut state.conns[n % count];
+                if conn.open && !state.shutting_down {
+                    conn.channels.extend(channels.iter().copied());
+                }
+            }
+            Step::Unsubscribe(n, channels) => {
+                let conn = &mut state.conns[n % count];
+                if conn.open && !state.shutting_down {
+                    for channel in channels {
+                        conn.channels.remove(channel);
+                    }
+                }
+            }
+            Step::PeerClose(n) | Step::Lost(n) => {
+                let conn = &mut state.conns[n % count];
+                conn.open = false;
+                conn.channels.clear();
+            }
+            Step::Shutdown => {
+                state.shutting_down = true;
+            }
+            Step::Publish(_) | Step::Flush(_) | Step::FlushAll | Step::Tick(_) => {}
+        }
+        state
+    }
+}
+
+/// The test's view of one connection in the real core.
+#[derive(Debug, Default)]
+struct Sut {
+    /// The core's handle, while the core holds the connection.
+    id: Option<ConnId>,
+    /// The handle it had, kept after the core let go: events about a
+    /// connection follow its disconnect in the drain order.
+    last_id: Option<ConnId>,
+    /// A transmit handed out and not yet acknowledged.
+    in_flight: Option<Vec<Bytes>>,
+    /// Messages owed, in publish order: published on one of its channels
+    /// while it was live.
+    owed: VecDeque<u64>,
+    /// Owed messages not yet seen in any transmit (queued in the core).
+    untransmitted: usize,
+    /// Requests sent since the last transmit (each may queue one frame).
+    requests_since_transmit: usize,
+    /// Messages it has received, in order.
+    received: Vec<u64>,
+    /// The close code it received, if any.
+    close_code: Option<u16>,
+    /// Closed by the core as a slow consumer.
+    slow: bool,
+    /// A close is under way (peer close, slow consumer, shutdown): the core
+    /// may hold the connection until its close frame is written.
+    closing: bool,
+}
+
+/// The system under test: the real core plus what the test has observed.
+struct Harness {
+    core: Core,
+    now: Instant,
+    conns: Vec<Sut>,
+    /// Publish sequence: the payload carries it, so frames can be matched.
+    next_message: u64,
+    /// Channel of every published message.
+    channel_of: HashMap<u64, &'static str>,
+    /// Messages the core reported dropping under `drop_oldest`, per conn.
+    dropped: HashMap<ConnId, u64>,
+    policy: SlowClientPolicy,
+}
+
+fn config(policy: SlowClientPolicy) -> CoreConfig {
+    CoreConfig {
+        client_buffer_frames: BUFFER,
+        slow_client_policy: policy,
+        // Time only advances in small ticks: heartbeats and timeouts are the
+        // subject of other tests, not of this model.
+        heartbeat_interval: Duration::from_secs(3600),
+        connection_timeout: Duration::from_secs(7200),
+        rate_limit_per_second: 10_000,
+        rate_limit_burst: 10_000,
+        ..CoreConfig::default()
+    }
+}
+
+/// One decoded server frame.
+#[derive(Debug)]
+enum Wire {
+    Text(serde_json::Value),
+    Close(u16),
+    Other,
+}
+
+/// Splits a transmit's bytes into frames (server frames are unmasked).
+fn decode(frames: &[Bytes]) -> Vec<Wire> {
+    let bytes: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let opcode = bytes[at] & 0x0F;
+        let short = usize::from(bytes[at + 1] & 0x7F);
+        let (len, header) = match short {
+            126 => (
+                usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]])),
+                4,
+            ),
+            127 => {
+                let mut raw = [0u8; 8];
+                raw.copy_from_slice(&bytes[at + 2..at + 10]);
+                (usize::try_from(u64::from_be_bytes(raw)).expect("fits"), 10)
+            }
+            n => (n, 2),
+        };
+        let payload = &bytes[at + header..at + header + len];
+        out.push(match opcode {
+            0x1 => {
+                Wire::Text(serde_json::from_slice(payload).expect("server text frames are JSON"))
+            }
+            0x8 => Wire::Close(if payload.len() >= 2 {
+                u16::from_be_bytes([payload[0], payload[1]])
+            } else {
+                0
+            }),
+            _ => Wire::Other,
+        });
+        at += header + len;
+    }
+    out
+}
+
+impl Harness {
+    fn new(policy: SlowClientPolicy) -> Harness {
+        let now = Instant::now();
+        Harness {
+            core: Core::new(config(policy), now, 1_700_000_000_000),
+            now,
+            conns: Vec::new(),
+            next_message: 0,
+            channel_of: HashMap::new(),
+            dropped: HashMap::new(),
+            policy,
+        }
+    }
+
+    fn index_of(&self, id: ConnId) -> usize {
+        // Handles are reused after a connection is gone: the newest
+        // connection that had this handle is the one meant.
+        self.conns
+            .iter()
+            .rposition(|c| c.last_id == Some(id))
+            .expect("the core only names connections it opened")
+    }
+
+    /// Drains the core like the shell: transmits, disconnects, events.
+    fn drain(&mut self) {
+        while let Some(transmit) = self.core.poll_transmit() {
+            if std::env::var_os("MODEL_DEBUG").is_some() {
+                eprintln!("transmit {} {:?}", transmit.conn, decode(&transmit.frames));
+            }
+            let index = self.index_of(transmit.conn);
+            let conn = &mut self.conns[index];
+            assert!(
+                conn.in_flight.is_none(),
+                "a second transmit for {} before the first was written",
+                transmit.conn
+            );
+            assert!(
+                transmit.frames.len() <= BUFFER + 1,
+                "one transmit held {} frames, over the bound {BUFFER}",
+                transmit.frames.len()
+            );
+            let mut messages = 0;
+            for wire in decode(&transmit.frames) {
+                if let Wire::Text(frame) = &wire
+                    && frame["type"] == "message"
+                {
+                    messages += 1;
+                }
+            }
+            conn.untransmitted = conn.untransmitted.saturating_sub(messages);
+            conn.requests_since_transmit = 0;
+            conn.in_flight = Some(transmit.frames);
+        }
+        while let Some(id) = self.core.poll_disconnect() {
+            let index = self.index_of(id);
+            self.conns[index].id = None;
+        }
+        while let Some(event) = self.core.poll_event() {
+            if std::env::var_os("MODEL_DEBUG").is_some() {
+                eprintln!("event {event:?}");
+            }
+            match event {
+                Event::SlowConsumer { conn } => {
+                    let index = self.index_of(conn);
+                    let sut = &mut self.conns[index];
+                    // The bound counts the batch in flight plus the queue;
+                    // the frame that overflowed is among the owed messages or
+                    // the answers to requests since the last transmit.
+                    // (Under `drop_oldest` too: control frames are never
+                    // dropped, so a queue of them can still overflow.)
+                    let in_flight = sut.in_flight.as_ref().map_or(0, Vec::len);
+                    assert!(
+                        in_flight + sut.untransmitted + sut.requests_since_transmit > BUFFER,
+                        "{conn} closed as slow with {in_flight} frames in flight, {} messages and {} answers queued",
+                        sut.untransmitted,
+                        sut.requests_since_transmit
+                    );
+                    sut.slow = true;
+                    sut.closing = true;
+                }
+                Event::MessagesDropped { conn, count, .. } => {
+                    *self.dropped.entry(conn).or_default() += count;
+                }
+                Event::Closed {
+                    conn,
+                    reason: CloseReason::SlowConsumer,
+                    ..
+                } => {
+                    let index = self.index_of(conn);
+                    self.conns[index].slow = true;
+                    self.conns[index].closing = true;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The socket of conn `index` takes its in-flight frames.
+    fn flush(&mut self, index: usize) {
+        let Some(frames) = self.conns[index].in_flight.take() else {
+            return;
+        };
+        for wire in decode(&frames) {
+            match wire {
+                Wire::Text(frame) if frame["type"] == "message" => {
+                    let seq = frame["data"]["seq"].as_u64().expect("payload carries seq");
+                    let conn = &mut self.conns[index];
+                    assert_eq!(
+                        frame["channel"], self.channel_of[&seq],
+                        "message {seq} on the wrong channel"
+                    );
+                    assert!(
+                        conn.owed.contains(&seq),
+                        "conn {index} got message {seq} it was not subscribed to (owed {:?})",
+                        conn.owed
+                    );
+                    if let Some(&last) = conn.received.last() {
+                        assert!(seq > last, "conn {index} got {seq} after {last}");
+                    }
+                    conn.received.push(seq);
+                }
+                Wire::Close(code) => self.conns[index].close_code = Some(code),
+                _ => {}
+            }
+        }
+        if let Some(id) = self.conns[index].id {
+            self.core.handle_write_complete(self.now, id);
+        }
+    }
+
+    fn live(&self) -> impl Iterator<Item = (usize, &Sut)> {
+        self.conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.id.is_some())
+    }
+}
+
+impl StateMachineTest for CoreModel {
+    type SystemUnderTest = Harness;
+    type Reference = CoreModel;
+
+    fn init_test(model: &Model) -> Harness {
+        Harness::new(model.policy)
+    }
+
+    fn apply(mut sut: Harness, model: &Model, step: Step) -> Harness {
+        if std::env::var_os("MODEL_DEBUG").is_some() {
+            eprintln!("step {step:?}");
+        }
+        let count = sut.conns.len();
+        let kind = if matches!(step, Step::Subscribe(..)) {
+            "subscribe"
+        } else {
+            "unsubscribe"
+        };
+        match step {
+            Step::Open(channels) => {
+                let open = Open {
+                    identity: Identity {
+                        user_id: format!("user{count}"),
+                        roles: Vec::new(),
+                        channel_patterns: None,
+                        expires_at_unix_ms: None,
+                    },
+                    remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    channels: channels.iter().map(|c| c.to_string()).collect(),
+                };
+                match sut.core.handle_open(sut.now, open) {
+                    Ok(id) => {
+                        assert!(
+                            !model.shutting_down,
+                            "a draining core admitted a connection"
+                        );
+                        sut.conns.push(Sut {
+                            id: Some(id),
+                            last_id: Some(id),
+                            requests_since_transmit: 2,
+                            ..Sut::default()
+                        });
+                    }
+                    Err(refusal) => {
+                        assert!(model.shutting_down, "refused {refusal} while not draining");
+                    }
+                }
+            }
+            Step::Subscribe(n, channels) | Step::Unsubscribe(n, channels) if count > 0 => {
+                let index = n % count;
+                if let Some(id) = sut.conns[index].id {
+                    let frame = serde_json::json!({"type": kind, "channels": channels, "id": 1});
+                    sut.conns[index].requests_since_transmit += 1;
+                    sut.core
+                        .handle_text(sut.now, id, frame.to_string().as_bytes());
+                }
+            }
+            Step::Publish(channel) => {
+                let seq = sut.next_message;
+                sut.next_message += 1;
+                sut.channel_of.insert(seq, channel);
+                // Owed to every connection the model has subscribed, among
+                // those the core still holds.
+                let model_live: Vec<usize> = model
+                    .conns
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.open && c.channels.contains(channel))
+                    .map(|(i, _)| i)
+                    .collect();
+                for index in model_live {
+                    let conn = &mut sut.conns[index];
+                    if conn.id.is_some() && !conn.closing && !model.shutting_down {
+                        conn.owed.push_back(seq);
+                        conn.untransmitted += 1;
+                    }
+                }
+                sut.core.handle_publish(
+                    sut.now,
+                    Publish {
+                        channel: channel.to_owned(),
+                        pos: Position::Offset {
+                            partition: 0,
+                            offset: i64::try_from(seq).expect("fits"),
+                        },
+                        payload: Bytes::from(format!(r#"{{"seq":{seq}}}"#)),
+                    },
+                );
+            }
+            Step::Flush(n) if count > 0 => sut.flush(n % count),
+            Step::FlushAll => {
+                for index in 0..count {
+                    sut.flush(index);
+                }
+            }
+            Step::PeerClose(n) if count > 0 => {
+                let index = n % count;
+                if let Some(id) = sut.conns[index].id {
+                    sut.conns[index].closing = true;
+                    sut.core.handle_peer_close(sut.now, id);
+                }
+            }
+            Step::Lost(n) if count > 0 => {
+                let index = n % count;
+                if let Some(id) = sut.conns[index].id.take() {
+                    sut.conns[index].in_flight = None;
+                    sut.core.handle_closed(sut.now, id);
+                }
+            }
+            Step::Tick(ms) => {
+                sut.now += Duration::from_millis(ms);
+                if sut.core.poll_timeout().is_some_and(|at| at <= sut.now) {
+                    sut.core.handle_timeout(sut.now);
+                }
+            }
+            Step::Shutdown => {
+                for conn in &mut sut.conns {
+                    conn.closing = true;
+                }
+                sut.core.handle_shutdown(sut.now);
+            }
+            _ => {}
+        }
+        sut.drain();
+        sut
+    }
+
+    fn check_invariants(sut: &Harness, model: &Model) {
+        let stats = sut.core.stats();
+        let mut settled = 0;
+        let mut held = 0;
+        let mut subscriptions = 0;
+        let mut channels = BTreeSet::new();
+        for (index, conn) in sut.live() {
+            held += 1;
+            if conn.closing {
+                continue;
+            }
+            settled += 1;
+            let modelled = &model.conns[index];
+            assert!(
+                modelled.open,
+                "conn {index} is closed in the model but the core holds it"
+            );
+            subscriptions += modelled.channels.len();
+            channels.extend(modelled.channels.iter().copied());
+        }
+        assert!(
+            (settled..=held).contains(&stats.connections),
+            "the core counts {} connections; {settled} open and {held} not yet dropped",
+            stats.connections
+        );
+        if settled == held {
+            assert_eq!(stats.subscriptions, subscriptions, "subscription count");
+            assert_eq!(stats.channels, channels.len(), "channel count");
+        }
+        for (index, conn) in sut.conns.iter().enumerate() {
+            // Received is a subsequence of owed (checked per message); under
+            // `disconnect` it is an exact prefix: nothing skipped.
+            if sut.policy == SlowClientPolicy::Disconnect {
+                let prefix: Vec<u64> = conn
+                    .owed
+                    .iter()
+                    .take(conn.received.len())
+                    .copied()
+                    .collect();
+                assert_eq!(prefix, conn.received, "conn {index} skipped a message");
+            }
+        }
+    }
+
+    fn teardown(mut sut: Harness, _model: Model) {
+        // Let every socket take everything, as often as needed, then check
+        // the end state: nothing owed was lost except counted drops.
+        for _ in 0..1000 {
+            let pending = sut.conns.iter().any(|c| c.in_flight.is_some());
+            if !pending {
+                break;
+            }
+            for index in 0..sut.conns.len() {
+                sut.flush(index);
+            }
+            sut.drain();
+        }
+        for (index, conn) in sut.conns.iter().enumerate() {
+            let Some(id) = conn.id else { continue };
+            if conn.closing || conn.close_code.is_some() {
+                continue;
+            }
+            let missing = conn.owed.len() - conn.received.len();
+            let dropped = sut.dropped.get(&id).copied().unwrap_or(0);
+            assert!(
+                missing as u64 <= dropped,
+                "conn {index} is missing {missing} owed messages, {dropped} counted as dropped"
+            );
+        }
+        // Shutdown, flushed: everyone gets 1001 and the core empties.
+        sut.core.handle_shutdown(sut.now);
+        sut.drain();
+        for _ in 0..1000 {
+            if sut.core.is_drained() {
+                break;
+            }
+            for index in 0..sut.conns.len() {
+                sut.flush(index);
+            }
+            sut.drain();
+            sut.now += Duration::from_secs(1);
+            if sut.core.poll_timeout().is_some_and(|at| at <= sut.now) {
+                sut.core.handle_timeout(sut.now);
+            }
+            sut.drain();
+        }
+        assert!(sut.core.is_drained(), "the core never drained");
+        assert_eq!(
+            sut.core.stats(),
+            Default::default(),
+            "tables empty after the drain"
+        );
+        for (index, conn) in sut.conns.iter().enumerate() {
+            if let Some(code) = conn.close_code {
+                assert!(
+                    [1000, 1001, 1008].contains(&code),
+                    "conn {index} closed with unexpected code {code}"
+                );
+            }
+        }
+    }
+}
+
+prop_state_machine! {
+    #![proptest_config(ProptestConfig {
+        cases: 1024,
+        failure_persistence: None,
+        .. ProptestConfig::default()
+    })]
+
+    #[test]
+    fn core_matches_the_subscription_and_queue_model(sequential 1..60 => CoreModel);
+}
