@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fastwebsockets::{OpCode, Role, WebSocketError};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -55,11 +55,40 @@ pub(crate) fn spawn<S>(
 
 /// Reads frames until the socket ends, the peer closes, or the task is aborted.
 async fn read_loop<R>(
-    read_half: R,
+    mut read_half: R,
     key: ConnKey,
     commands: mpsc::Sender<Command>,
     max_message_bytes: usize,
 ) where
+    R: AsyncRead + Unpin,
+{
+    let ended = read_frames(&mut read_half, key, &commands, max_message_bytes).await;
+    if ended == ReadEnd::FrameTooBig {
+        // The rest of the oversized frame is still arriving. Left unread, it
+        // makes the kernel answer our close with a reset, and the client
+        // loses the 1009 close frame it is owed. Discard input until the
+        // client hangs up, or the writer ends this task after its close grace.
+        discard_until_eof(&mut read_half).await;
+    }
+}
+
+/// Why [`read_frames`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadEnd {
+    /// The peer sent a frame over the limit; its remaining bytes are unread.
+    FrameTooBig,
+    /// The socket ended, failed, the peer closed, or the driver is gone.
+    Other,
+}
+
+/// Turns frames into driver commands until the connection's input ends.
+async fn read_frames<R>(
+    read_half: &mut R,
+    key: ConnKey,
+    commands: &mpsc::Sender<Command>,
+    max_message_bytes: usize,
+) -> ReadEnd
+where
     R: AsyncRead + Unpin,
 {
     // The write half is never used: auto-pong and auto-close are off, so the
@@ -95,7 +124,7 @@ async fn read_loop<R>(
                 OpCode::Continuation => {
                     let Some((opcode, mut bytes)) = partial.take() else {
                         let _ = commands.send(Command::Closed { key }).await;
-                        return;
+                        return ReadEnd::Other;
                     };
                     bytes.extend_from_slice(&frame.payload);
                     if bytes.len() > max_message_bytes {
@@ -134,12 +163,29 @@ async fn read_loop<R>(
         };
         // After these the socket's remaining bytes cannot be trusted (or the
         // peer said goodbye); the core closes and the driver drops the socket.
-        let last = matches!(
-            command,
-            Command::TooBig { .. } | Command::PeerClose { .. } | Command::Closed { .. }
-        );
-        if commands.send(command).await.is_err() || last {
-            return;
+        let end = match command {
+            Command::TooBig { .. } => Some(ReadEnd::FrameTooBig),
+            Command::PeerClose { .. } | Command::Closed { .. } => Some(ReadEnd::Other),
+            _ => None,
+        };
+        if commands.send(command).await.is_err() {
+            return ReadEnd::Other;
+        }
+        if let Some(end) = end {
+            return end;
+        }
+    }
+}
+
+/// Reads and drops bytes until EOF or an error.
+async fn discard_until_eof<R>(read_half: &mut R)
+where
+    R: AsyncRead + Unpin,
+{
+    let mut scratch = vec![0u8; 8 * 1024];
+    while let Ok(n) = read_half.read(&mut scratch).await {
+        if n == 0 {
+            break;
         }
     }
 }
