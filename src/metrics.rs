@@ -9,10 +9,32 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::core::{Event, Stats};
+use crate::core::{CloseReason, DropReason, Event, Stats};
+
+/// Every `reason` of `websocket_connections_closed_total`, exposed at zero.
+const CLOSE_REASONS: [CloseReason; 8] = [
+    CloseReason::ClientClosed,
+    CloseReason::ConnectionLost,
+    CloseReason::SlowConsumer,
+    CloseReason::HeartbeatTimeout,
+    CloseReason::TokenExpired,
+    CloseReason::RateLimitExceeded,
+    CloseReason::FrameTooBig,
+    CloseReason::Shutdown,
+];
+
+/// Every `reason` of `websocket_messages_dropped_total`, exposed at zero.
+const DROP_REASONS: [DropReason; 2] = [DropReason::DropOldest, DropReason::SlowConsumerClosed];
+
+/// The `reason` label of a drop.
+fn drop_reason_label(reason: DropReason) -> &'static str {
+    match reason {
+        DropReason::DropOldest => "drop_oldest",
+        DropReason::SlowConsumerClosed => "slow_consumer_closed",
+    }
+}
 
 /// Label set with one `reason`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -35,6 +57,13 @@ pub struct PartitionLabel {
     pub topic: String,
     /// The partition number.
     pub partition: String,
+}
+
+/// Label set of the build-info gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabel {
+    /// The crate version.
+    pub version: String,
 }
 
 /// Label set with one `source` and one `kind`.
@@ -114,6 +143,18 @@ impl Metrics {
             source_gaps: Family::default(),
             registry: Registry::default(),
         };
+        // A labelled family is not exposed until it has a series: create the
+        // known reasons at zero so dashboards and alerts see them from the start.
+        for reason in CLOSE_REASONS {
+            let _ = metrics.connections_closed.get_or_create(&ReasonLabel {
+                reason: reason.as_str().to_owned(),
+            });
+        }
+        for reason in DROP_REASONS {
+            let _ = metrics.messages_dropped.get_or_create(&ReasonLabel {
+                reason: drop_reason_label(reason).to_owned(),
+            });
+        }
         // Counters are registered without `_total`: the encoder appends it.
         registry.register(
             "websocket_connections_total",
@@ -205,10 +246,18 @@ impl Metrics {
             "Source outages during which messages may have been missed, by source",
             metrics.source_gaps.clone(),
         );
+        // A gauge fixed at 1 (as `prometheus_build_info` is) rather than an
+        // OpenMetrics `info`, which the classic text parser rejects.
+        let build_info = Family::<BuildLabel, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabel {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
         registry.register(
-            "websocket_build",
-            "Build information",
-            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+            "websocket_build_info",
+            "Build information: always 1, the version in its label",
+            build_info,
         );
         Metrics {
             registry,
@@ -233,13 +282,9 @@ impl Metrics {
                 self.connection_duration.observe(duration.as_secs_f64());
             }
             Event::MessagesDropped { count, reason, .. } => {
-                let reason = match reason {
-                    crate::core::DropReason::DropOldest => "drop_oldest",
-                    crate::core::DropReason::SlowConsumerClosed => "slow_consumer_closed",
-                };
                 self.messages_dropped
                     .get_or_create(&ReasonLabel {
-                        reason: reason.to_owned(),
+                        reason: drop_reason_label(*reason).to_owned(),
                     })
                     .inc_by(*count);
             }
@@ -283,6 +328,17 @@ impl Metrics {
     /// Observes the time from ingest to write.
     pub fn record_publish_to_send(&self, elapsed: Duration) {
         self.publish_to_send.observe(elapsed.as_secs_f64());
+    }
+
+    /// The content type of [`Metrics::encode`]'s output for a scraper that
+    /// sent `accept`: OpenMetrics when asked for (Prometheus asks), else the
+    /// classic text format, which the same text also satisfies.
+    pub fn content_type(accept: Option<&str>) -> &'static str {
+        if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        } else {
+            "text/plain; version=0.0.4; charset=utf-8"
+        }
     }
 
     /// The Prometheus text exposition of every metric.

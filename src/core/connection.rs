@@ -17,6 +17,8 @@ pub(crate) struct BatchedMessage {
     pub(crate) frame: Bytes,
     /// Where its JSON object starts inside `frame`.
     pub(crate) header_len: usize,
+    /// When its source received it, for the batch's ingest stamp.
+    pub(crate) ingested: Instant,
 }
 
 /// One connection.

@@ -4,6 +4,8 @@
 
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use super::connection::BatchedMessage;
 use super::outbound::FrameKind;
 use super::timers::Timer;
@@ -11,7 +13,12 @@ use super::{ConnId, Core, Position, Publish, PublishOutcome};
 use crate::proto::server::{self, MessagePos};
 
 impl Core {
-    pub(super) fn publish(&mut self, now: Instant, publish: Publish) -> PublishOutcome {
+    pub(super) fn publish(
+        &mut self,
+        now: Instant,
+        publish: Publish,
+        ingested: Instant,
+    ) -> PublishOutcome {
         let pos = match publish.pos {
             Position::Offset { partition, offset } => MessagePos::Offset { partition, offset },
             Position::Assigned => {
@@ -46,10 +53,11 @@ impl Core {
                     BatchedMessage {
                         frame: encoded.frame.clone(),
                         header_len: encoded.header_len,
+                        ingested,
                     },
                 )
             } else {
-                self.enqueue(now, conn, encoded.frame.clone(), FrameKind::Message)
+                self.enqueue_message(now, conn, encoded.frame.clone(), ingested)
             };
             delivered += usize::from(queued);
         }
@@ -92,12 +100,30 @@ impl Core {
         };
         c.timers.clear(Timer::BatchFlush);
         let batch = std::mem::take(&mut c.batch);
+        let Some(oldest) = batch.iter().map(|m| m.ingested).min() else {
+            return;
+        };
         let frame = match batch.as_slice() {
             [] => return,
             [single] => single.frame.clone(),
             many => server::batch(many.iter().map(|m| &m.frame[m.header_len..])),
         };
-        self.enqueue(now, conn, frame, FrameKind::Message);
+        self.enqueue_message(now, conn, frame, oldest);
         self.reschedule(conn);
+    }
+
+    /// Queues a message frame and stamps the queue with its ingest instant.
+    fn enqueue_message(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        frame: Bytes,
+        ingested: Instant,
+    ) -> bool {
+        let queued = self.enqueue(now, conn, frame, FrameKind::Message);
+        if queued && let Some(c) = self.conns.get_mut(conn.0) {
+            c.outbound.note_ingest(ingested);
+        }
+        queued
     }
 }

@@ -143,6 +143,10 @@ pub struct Transmit {
     /// Complete frames (header + payload), in order. Write them in one
     /// vectored write, then call [`Core::handle_write_complete`].
     pub frames: Vec<Bytes>,
+    /// When the oldest message in `frames` was ingested (see
+    /// [`Core::handle_publish_ingested`]), so the shell can observe ingest →
+    /// socket-write latency once per batch; `None` when it holds no message.
+    pub oldest_ingest: Option<Instant>,
 }
 
 /// WebSocket close codes the server uses.
@@ -502,7 +506,19 @@ impl Core {
 
     /// A message from a source: encoded once, queued for every subscriber.
     pub fn handle_publish(&mut self, now: Instant, publish: Publish) -> PublishOutcome {
-        self.publish(now, publish)
+        self.publish(now, publish, now)
+    }
+
+    /// [`Core::handle_publish`] for a message a source received at
+    /// `ingested`: the batches carrying it report that instant in
+    /// [`Transmit::oldest_ingest`]. The core only carries it; no policy uses it.
+    pub fn handle_publish_ingested(
+        &mut self,
+        now: Instant,
+        publish: Publish,
+        ingested: Instant,
+    ) -> PublishOutcome {
+        self.publish(now, publish, ingested)
     }
 
     /// The deadline from [`Core::poll_timeout`] has passed.
@@ -528,7 +544,12 @@ impl Core {
             };
             c.in_ready = false;
             if let Some(frames) = c.outbound.take_batch() {
-                return Some(Transmit { conn, frames });
+                let oldest_ingest = c.outbound.take_oldest_ingest();
+                return Some(Transmit {
+                    conn,
+                    frames,
+                    oldest_ingest,
+                });
             }
         }
         None

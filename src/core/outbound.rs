@@ -6,6 +6,8 @@
 
 use std::collections::VecDeque;
 
+use std::time::Instant;
+
 use bytes::Bytes;
 
 use super::config::SlowClientPolicy;
@@ -66,6 +68,10 @@ pub(crate) struct Outbound {
     max_frames: usize,
     /// Bound in bytes.
     max_bytes: usize,
+    /// When the oldest message queued since the last batch was ingested: one
+    /// instant per queue, not per frame, so stamping costs nothing on the hot
+    /// path. Kept when that message is dropped (the figure errs high).
+    oldest_ingest: Option<Instant>,
 }
 
 impl Outbound {
@@ -80,6 +86,7 @@ impl Outbound {
             close_in_flight: false,
             max_frames,
             max_bytes,
+            oldest_ingest: None,
         }
     }
 
@@ -137,7 +144,19 @@ impl Outbound {
             .count();
         self.queue.clear();
         self.queued_bytes = 0;
+        self.oldest_ingest = None;
         messages as u64
+    }
+
+    /// Records that a message ingested at `at` is queued.
+    pub(crate) fn note_ingest(&mut self, at: Instant) {
+        self.oldest_ingest = Some(self.oldest_ingest.map_or(at, |oldest| oldest.min(at)));
+    }
+
+    /// The ingest instant of the oldest message queued since the last call;
+    /// taken together with a batch.
+    pub(crate) fn take_oldest_ingest(&mut self) -> Option<Instant> {
+        self.oldest_ingest.take()
     }
 
     /// Whether the shell should be handed a batch now.
@@ -194,6 +213,20 @@ impl Outbound {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_carries_the_oldest_ingest_instant_and_a_discard_forgets_it() {
+        let start = Instant::now();
+        let later = start + std::time::Duration::from_millis(5);
+        let mut out = Outbound::new(8, 1024);
+        out.note_ingest(later);
+        out.note_ingest(start);
+        assert_eq!(out.take_oldest_ingest(), Some(start));
+        assert_eq!(out.take_oldest_ingest(), None, "taken with its batch");
+        out.note_ingest(later);
+        out.discard_queued();
+        assert_eq!(out.take_oldest_ingest(), None);
+    }
 
     fn frame(len: usize) -> Bytes {
         Bytes::from(vec![b'm'; len])

@@ -15,6 +15,7 @@ use fastwebsockets::{OpCode, Role, WebSocketError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::core::Transmit;
 use crate::metrics::Metrics;
@@ -41,16 +42,14 @@ pub(crate) fn spawn<S>(
         key,
         outbound,
         kill,
+        span,
     } = attachment;
-    let reader = tokio::spawn(read_loop(
-        read_half,
-        key,
-        commands.clone(),
-        max_message_bytes,
-    ));
-    tokio::spawn(write_loop(
-        write_half, key, outbound, kill, reader, commands, metrics,
-    ));
+    let reader = tokio::spawn(
+        read_loop(read_half, key, commands.clone(), max_message_bytes).instrument(span.clone()),
+    );
+    tokio::spawn(
+        write_loop(write_half, key, outbound, kill, reader, commands, metrics).instrument(span),
+    );
 }
 
 /// Reads frames until the socket ends, the peer closes, or the task is aborted.
@@ -222,6 +221,11 @@ async fn write_loop<W>(
         match written {
             Ok(()) => {
                 metrics.record_write(transmit.frames.len(), bytes);
+                // Once per batch, at the write's completion: the oldest
+                // message in it is the one that waited longest.
+                if let Some(ingested) = transmit.oldest_ingest {
+                    metrics.record_publish_to_send(ingested.elapsed());
+                }
                 if commands.send(Command::WriteComplete { key }).await.is_err() {
                     break;
                 }

@@ -36,6 +36,9 @@ pub(crate) struct Attachment {
     pub(crate) outbound: mpsc::UnboundedReceiver<Transmit>,
     /// Resolves when the driver drops the connection: the socket must close.
     pub(crate) kill: oneshot::Receiver<()>,
+    /// Carries the connection id and user, so the socket tasks' log lines
+    /// say which connection they are about.
+    pub(crate) span: tracing::Span,
 }
 
 /// Inputs to the driver.
@@ -75,10 +78,22 @@ struct Slot {
     outbound: mpsc::UnboundedSender<Transmit>,
     /// Dropped to tell the connection's tasks to close the socket.
     _kill: oneshot::Sender<()>,
-    /// For log lines about this connection.
+}
+
+/// What log lines about one connection need. Lives from the core's `Opened`
+/// event to its `Closed` event (the socket's [`Slot`] may be gone earlier).
+#[derive(Debug)]
+struct ConnLog {
+    /// The `connectionId` the client was given.
     connection_id: String,
-    /// For log lines about this connection.
+    /// The token's subject.
     user_id: String,
+    /// When the last rate-limit line was written: hits are logged once, then
+    /// summarised at most once per [`RATE_LIMIT_LOG_INTERVAL`] so a flooding
+    /// client cannot flood the logs too.
+    rate_limit_logged_at: Option<Instant>,
+    /// Rate-limit hits since that line.
+    rate_limit_unlogged: u64,
 }
 
 /// The driver task's state.
@@ -87,6 +102,8 @@ pub(crate) struct Driver {
     core: Core,
     /// Live connections by core handle.
     slots: HashMap<ConnId, Slot>,
+    /// Log identity of every connection the core holds.
+    logs: HashMap<ConnId, ConnLog>,
     /// Next [`ConnKey::serial`].
     next_serial: u64,
     /// Counters and gauges for `/metrics`.
@@ -103,6 +120,9 @@ pub(crate) struct Driver {
 /// How often the driver logs a stats line.
 const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// At most one rate-limit summary line per connection per this interval.
+const RATE_LIMIT_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Driver {
     /// A driver around `core`; `drained` turns true once a shutdown has
     /// closed every connection.
@@ -110,6 +130,7 @@ impl Driver {
         Driver {
             core,
             slots: HashMap::new(),
+            logs: HashMap::new(),
             next_serial: 0,
             metrics,
             drained,
@@ -178,15 +199,23 @@ impl Driver {
                                 serial: key.serial,
                                 outbound: tx,
                                 _kill: kill_tx,
-                                connection_id: String::new(),
-                                user_id: String::new(),
                             },
+                        );
+                        // The core announced the connection (`Opened`) in
+                        // handle_open; draining now files its log identity so
+                        // the socket tasks get it in their span.
+                        self.drain();
+                        let span = tracing::info_span!(
+                            "conn",
+                            connection_id = self.connection_id(conn),
+                            user = self.user_id(conn),
                         );
                         if reply
                             .send(Ok(Attachment {
                                 key,
                                 outbound,
                                 kill,
+                                span,
                             }))
                             .is_err()
                         {
@@ -264,17 +293,14 @@ impl Driver {
             received_at,
             source,
         } = message;
-        let outcome = self.core.handle_publish(now(), publish);
+        let outcome = self
+            .core
+            .handle_publish_ingested(now(), publish, received_at);
         if let Some(taken) = taken {
             let _ = taken.send(());
         }
         self.metrics
             .record_source_message(source, outcome.kind.as_str());
-        if outcome.delivered > 0 {
-            // The frames are handed to the writers in the drain that follows;
-            // this is the ingest → hand-off latency, the part the server adds.
-            self.metrics.record_publish_to_send(received_at.elapsed());
-        }
     }
 
     fn is_live(&self, key: ConnKey) -> bool {
@@ -323,10 +349,15 @@ impl Driver {
                 connection_id,
                 user_id,
             } => {
-                if let Some(slot) = self.slots.get_mut(conn) {
-                    slot.connection_id.clone_from(connection_id);
-                    slot.user_id.clone_from(user_id);
-                }
+                self.logs.insert(
+                    *conn,
+                    ConnLog {
+                        connection_id: connection_id.clone(),
+                        user_id: user_id.clone(),
+                        rate_limit_logged_at: None,
+                        rate_limit_unlogged: 0,
+                    },
+                );
                 tracing::info!(conn = %conn, connection_id, user = user_id, "connection opened");
             }
             Event::Closed {
@@ -335,18 +366,20 @@ impl Driver {
                 reason,
                 duration,
             } => {
+                let log = self.logs.remove(conn);
+                let connection_id = log.as_ref().map_or("", |l| l.connection_id.as_str());
+                if let Some(log) = log.as_ref().filter(|l| l.rate_limit_unlogged > 0) {
+                    tracing::warn!(conn = %conn, connection_id, user = user_id, count = log.rate_limit_unlogged, "inbound rate limit hits since the last report");
+                }
                 let duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
-                let reason = reason.as_str();
+                let reason_name = reason.as_str();
                 if matches!(
-                    event,
-                    Event::Closed {
-                        reason: CloseReason::SlowConsumer | CloseReason::RateLimitExceeded,
-                        ..
-                    }
+                    reason,
+                    CloseReason::SlowConsumer | CloseReason::RateLimitExceeded
                 ) {
-                    tracing::warn!(conn = %conn, user = user_id, reason, duration_ms, "connection closed");
+                    tracing::warn!(conn = %conn, connection_id, user = user_id, reason = reason_name, duration_ms, "connection closed");
                 } else {
-                    tracing::info!(conn = %conn, user = user_id, reason, duration_ms, "connection closed");
+                    tracing::info!(conn = %conn, connection_id, user = user_id, reason = reason_name, duration_ms, "connection closed");
                 }
             }
             Event::Subscribed { conn, channels } => {
@@ -368,12 +401,35 @@ impl Driver {
             Event::HeartbeatFailure { conn } => {
                 tracing::info!(conn = %conn, connection_id = self.connection_id(*conn), user = self.user_id(*conn), "silent past the connection timeout: closing");
             }
-            Event::RateLimited { conn } => {
-                tracing::warn!(conn = %conn, connection_id = self.connection_id(*conn), user = self.user_id(*conn), "inbound rate limit hit");
-            }
+            Event::RateLimited { conn } => self.log_rate_limited(*conn),
             Event::FrameRejected { conn, code } => {
                 tracing::debug!(conn = %conn, connection_id = self.connection_id(*conn), user = self.user_id(*conn), code = code.as_str(), "client frame rejected");
             }
+        }
+    }
+
+    /// Logs a connection's first rate-limit hit, then at most one line with a
+    /// count per [`RATE_LIMIT_LOG_INTERVAL`] (the rest is left for the close).
+    fn log_rate_limited(&mut self, conn: ConnId) {
+        let now = now();
+        let Some(log) = self.logs.get_mut(&conn) else {
+            tracing::warn!(conn = %conn, "inbound rate limit hit");
+            return;
+        };
+        log.rate_limit_unlogged += 1;
+        let due = log
+            .rate_limit_logged_at
+            .is_none_or(|at| now.duration_since(at) >= RATE_LIMIT_LOG_INTERVAL);
+        if !due {
+            return;
+        }
+        let first = log.rate_limit_logged_at.is_none();
+        let count = std::mem::take(&mut log.rate_limit_unlogged);
+        log.rate_limit_logged_at = Some(now);
+        if first {
+            tracing::warn!(conn = %conn, connection_id = log.connection_id, user = log.user_id, "inbound rate limit hit");
+        } else {
+            tracing::warn!(conn = %conn, connection_id = log.connection_id, user = log.user_id, count, "inbound rate limit hits since the last report");
         }
     }
 
@@ -391,13 +447,13 @@ impl Driver {
     }
 
     fn connection_id(&self, conn: ConnId) -> &str {
-        self.slots
+        self.logs
             .get(&conn)
-            .map_or("", |s| s.connection_id.as_str())
+            .map_or("", |l| l.connection_id.as_str())
     }
 
     fn user_id(&self, conn: ConnId) -> &str {
-        self.slots.get(&conn).map_or("", |s| s.user_id.as_str())
+        self.logs.get(&conn).map_or("", |l| l.user_id.as_str())
     }
 }
 

@@ -65,7 +65,12 @@ pub(crate) async fn route(
             .status(StatusCode::OK)
             .header(
                 hyper::header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
+                Metrics::content_type(
+                    request
+                        .headers()
+                        .get(hyper::header::ACCEPT)
+                        .and_then(|v| v.to_str().ok()),
+                ),
             )
             .body(Full::new(Bytes::from(state.metrics.encode())))
             .expect("static headers are valid"),
