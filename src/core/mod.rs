@@ -18,10 +18,12 @@
 //! 4. [`Core::poll_timeout`]: the next instant at which the shell must call
 //!    [`Core::handle_timeout`].
 
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use slab::Slab;
 
 /// Handle of one connection inside the core: a slab key. Stable while the
 /// connection lives; reused after it is gone.
@@ -334,12 +336,73 @@ pub struct Stats {
 }
 
 mod config;
+mod connection;
+mod fanout;
+mod lifecycle;
+mod outbound;
+mod permissions;
+mod rate_limit;
+mod requests;
+mod subscriptions;
+mod timers;
+
 pub use config::{Access, ChannelRule, CoreConfig, SlowClientPolicy};
+
+use connection::Connection;
+use subscriptions::SubscriptionIndex;
 
 /// The state machine. See the module docs for the drain order.
 #[derive(Debug)]
 pub struct Core {
-    // Filled in by the core implementation.
+    /// The policies.
+    config: CoreConfig,
+    /// The instant that corresponds to `anchor_unix_ms`: frame timestamps are
+    /// computed from it, never from a clock read.
+    anchor: Instant,
+    /// Unix milliseconds at `anchor`.
+    anchor_unix_ms: u64,
+    /// Open connections (including those closing); the key is the `ConnId`.
+    conns: Slab<Connection>,
+    /// Open connections per remote address, for `max_connections_per_ip`.
+    per_address: HashMap<IpAddr, usize>,
+    /// Who is subscribed to what.
+    subscriptions: SubscriptionIndex,
+    /// Last sequence assigned per channel for `Position::Assigned`; kept
+    /// when a channel loses its subscribers so positions never go back.
+    sequences: HashMap<String, u64>,
+    /// Connections with frames queued and an idle writer, in the order they
+    /// became ready.
+    ready: VecDeque<ConnId>,
+    /// Sockets the shell must drop.
+    disconnects: VecDeque<ConnId>,
+    /// Events for metrics and logs.
+    events: VecDeque<Event>,
+    /// Each connection's next deadline, so the core's next deadline is the
+    /// first entry.
+    deadlines: BTreeSet<(Instant, ConnId)>,
+    /// Set by `handle_shutdown`: new opens are refused.
+    shutting_down: bool,
+    /// Connections ever opened, to make `connectionId`s unique.
+    opened_total: u64,
+    /// Reused buffer of a channel's subscribers during fan-out (the index
+    /// cannot be borrowed while queues change).
+    fanout_scratch: Vec<ConnId>,
+}
+
+/// What [`Core::inspect`] shows of one connection (tests and fuzzing).
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnInspection {
+    /// Its channels, sorted.
+    pub channels: Vec<String>,
+    /// Frames held (queued + in flight).
+    pub held_frames: usize,
+    /// Bytes held (queued + in flight).
+    pub held_bytes: usize,
+    /// Whether its close frame is queued or sent.
+    pub closing: bool,
+    /// Messages waiting for a JSON-array batch.
+    pub batched: usize,
 }
 
 impl Core {
@@ -347,112 +410,176 @@ impl Core {
     /// timestamps in frames are `unix_ms + (t - now)`; the core never reads a
     /// clock itself.
     pub fn new(config: CoreConfig, now: Instant, unix_ms: u64) -> Core {
-        let _ = (config, now, unix_ms);
-        todo!("core implementation")
+        Core {
+            config,
+            anchor: now,
+            anchor_unix_ms: unix_ms,
+            conns: Slab::new(),
+            per_address: HashMap::new(),
+            subscriptions: SubscriptionIndex::default(),
+            sequences: HashMap::new(),
+            ready: VecDeque::new(),
+            disconnects: VecDeque::new(),
+            events: VecDeque::new(),
+            deadlines: BTreeSet::new(),
+            shutting_down: false,
+            opened_total: 0,
+            fanout_scratch: Vec::new(),
+        }
     }
 
     /// Admits a connection (limits, draining) and queues its `connected`
     /// frame and the acks of its connect-time channels.
     pub fn handle_open(&mut self, now: Instant, open: Open) -> Result<ConnId, Refusal> {
-        let _ = (now, open);
-        todo!()
+        self.open(now, open)
     }
 
     /// A complete text frame from the client (any bytes: the core checks UTF-8).
     pub fn handle_text(&mut self, now: Instant, conn: ConnId, payload: &[u8]) {
-        let _ = (now, conn, payload);
-        todo!()
+        self.text(now, conn, payload);
     }
 
     /// A binary frame from the client: answered with `binary_not_supported`.
     pub fn handle_binary(&mut self, now: Instant, conn: ConnId) {
-        let _ = (now, conn);
-        todo!()
+        self.binary(now, conn);
     }
 
     /// A WebSocket Ping from the client: the core queues the Pong.
     pub fn handle_ping(&mut self, now: Instant, conn: ConnId, payload: &[u8]) {
-        let _ = (now, conn, payload);
-        todo!()
+        if self.touch(now, conn) {
+            self.enqueue(
+                now,
+                conn,
+                proto::ws_frame::pong(payload),
+                outbound::FrameKind::Control,
+            );
+        }
     }
 
     /// Inbound activity that carries no request (a Pong frame).
     pub fn handle_activity(&mut self, now: Instant, conn: ConnId) {
-        let _ = (now, conn);
-        todo!()
+        self.touch(now, conn);
     }
 
     /// The client sent a frame over `max_message_bytes`: close 1009.
     pub fn handle_frame_too_big(&mut self, now: Instant, conn: ConnId) {
-        let _ = (now, conn);
-        todo!()
+        if self.touch(now, conn) {
+            self.begin_close(now, conn, CloseCode::TooBig, CloseReason::FrameTooBig);
+        }
     }
 
     /// The client sent a close frame: the core answers it and disconnects.
     pub fn handle_peer_close(&mut self, now: Instant, conn: ConnId) {
-        let _ = (now, conn);
-        todo!()
+        if self.touch(now, conn) {
+            self.begin_close(now, conn, CloseCode::Normal, CloseReason::ClientClosed);
+        }
     }
 
     /// The socket failed or hit EOF. The core forgets the connection now; no
     /// disconnect output follows (the shell already knows).
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
-        let _ = (now, conn);
-        todo!()
+        if let Some(c) = self.conns.get(conn.0) {
+            let reason = c.closing.unwrap_or(CloseReason::ConnectionLost);
+            self.forget(now, conn, reason);
+        }
     }
 
     /// The last [`Transmit`] for `conn` has been handed to the kernel.
     pub fn handle_write_complete(&mut self, now: Instant, conn: ConnId) {
-        let _ = (now, conn);
-        todo!()
+        let Some(c) = self.conns.get_mut(conn.0) else {
+            return;
+        };
+        if c.outbound.write_complete() {
+            let reason = c
+                .closing
+                .expect("a close frame is only queued by begin_close");
+            self.disconnects.push_back(conn);
+            self.forget(now, conn, reason);
+        } else {
+            self.mark_ready(conn);
+        }
     }
 
     /// A message from a source: encoded once, queued for every subscriber.
     pub fn handle_publish(&mut self, now: Instant, publish: Publish) -> PublishOutcome {
-        let _ = (now, publish);
-        todo!()
+        self.publish(now, publish)
     }
 
     /// The deadline from [`Core::poll_timeout`] has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let _ = now;
-        todo!()
+        self.timeout(now);
     }
 
     /// Graceful shutdown: refuse new connections, close everyone with 1001
     /// after what is already queued.
     pub fn handle_shutdown(&mut self, now: Instant) {
-        let _ = now;
-        todo!()
+        self.shutting_down = true;
+        let open: Vec<ConnId> = self.conns.iter().map(|(key, _)| ConnId(key)).collect();
+        for conn in open {
+            self.begin_close(now, conn, CloseCode::GoingAway, CloseReason::Shutdown);
+        }
     }
 
     /// Next frames to write (see drain order).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        todo!()
+        while let Some(conn) = self.ready.pop_front() {
+            let Some(c) = self.conns.get_mut(conn.0) else {
+                continue;
+            };
+            c.in_ready = false;
+            if let Some(frames) = c.outbound.take_batch() {
+                return Some(Transmit { conn, frames });
+            }
+        }
+        None
     }
 
     /// Next socket to drop (see drain order).
     pub fn poll_disconnect(&mut self) -> Option<ConnId> {
-        todo!()
+        self.disconnects.pop_front()
     }
 
     /// Next event (see drain order).
     pub fn poll_event(&mut self) -> Option<Event> {
-        todo!()
+        self.events.pop_front()
     }
 
     /// When the core next needs [`Core::handle_timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        self.deadlines.first().map(|(at, _)| *at)
     }
 
     /// What the core holds now.
     pub fn stats(&self) -> Stats {
-        todo!()
+        Stats {
+            connections: self.conns.len(),
+            subscriptions: self.subscriptions.pair_count(),
+            channels: self.subscriptions.channel_count(),
+        }
     }
 
     /// True once shutdown has begun and every connection is gone.
     pub fn is_drained(&self) -> bool {
-        todo!()
+        self.shutting_down && self.conns.is_empty()
+    }
+
+    /// One connection's state, for property tests and fuzzing.
+    #[doc(hidden)]
+    pub fn inspect(&self, conn: ConnId) -> Option<ConnInspection> {
+        let c = self.conns.get(conn.0)?;
+        Some(ConnInspection {
+            channels: self
+                .subscriptions
+                .channels_of(conn)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            held_frames: c.outbound.frames(),
+            held_bytes: c.outbound.bytes(),
+            closing: c.closing.is_some(),
+            batched: c.batch.len(),
+        })
     }
 }
+
+use crate::proto;

@@ -1,0 +1,47 @@
+//! The state the core keeps for one open connection.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::outbound::Outbound;
+use super::rate_limit::TokenBucket;
+use super::timers::TimerTable;
+use super::{CloseReason, Identity};
+
+/// One message waiting in a JSON-array batch.
+#[derive(Debug, Clone)]
+pub(crate) struct BatchedMessage {
+    /// The shared, complete `message` frame (sent as is when it ends up alone).
+    pub(crate) frame: Bytes,
+    /// Where its JSON object starts inside `frame`.
+    pub(crate) header_len: usize,
+}
+
+/// One connection.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    /// Who it is: permissions, `userId`, token expiry.
+    pub(crate) identity: Identity,
+    /// Its address, to release its slot in the per-address limit.
+    pub(crate) remote: IpAddr,
+    /// When it opened, for the duration in [`super::Event::Closed`].
+    pub(crate) opened_at: Instant,
+    /// Heartbeat, idle, expiry, close-grace and batch deadlines.
+    pub(crate) timers: TimerTable,
+    /// Frames for the socket and the bounds that protect memory.
+    pub(crate) outbound: Outbound,
+    /// Inbound rate limit.
+    pub(crate) rate: TokenBucket,
+    /// Set once a close frame is queued: why the connection is ending. A
+    /// closing connection takes no more frames and holds no subscriptions.
+    pub(crate) closing: Option<CloseReason>,
+    /// Messages waiting to leave as one JSON-array frame (batching only).
+    pub(crate) batch: Vec<BatchedMessage>,
+    /// The deadline this connection is filed under in the core's deadline
+    /// set, so it can be moved when its timers change.
+    pub(crate) scheduled: Option<Instant>,
+    /// Whether it is already in the core's ready list, so it is listed once.
+    pub(crate) in_ready: bool,
+}

@@ -1,0 +1,89 @@
+//! Publishing: a message is encoded once into its final WebSocket frame and
+//! every subscriber's queue gets a refcounted clone of the same bytes. With
+//! JSON-array batching on, messages wait per connection and leave together.
+
+use std::time::Instant;
+
+use super::connection::BatchedMessage;
+use super::outbound::FrameKind;
+use super::timers::Timer;
+use super::{ConnId, Core, Position, Publish, PublishOutcome};
+use crate::proto::server::{self, MessagePos};
+
+impl Core {
+    pub(super) fn publish(&mut self, now: Instant, publish: Publish) -> PublishOutcome {
+        let pos = match publish.pos {
+            Position::Offset { partition, offset } => MessagePos::Offset { partition, offset },
+            Position::Assigned => {
+                let seq = self.sequences.entry(publish.channel.clone()).or_insert(0);
+                *seq += 1;
+                MessagePos::Sequence(*seq)
+            }
+        };
+        let encoded = server::message(&publish.channel, pos, &publish.payload);
+        let mut subscribers = std::mem::take(&mut self.fanout_scratch);
+        subscribers.clear();
+        if let Some(slab) = self.subscriptions.subscribers(&publish.channel) {
+            subscribers.extend(slab.iter().map(|(_, conn)| *conn));
+        }
+        let batching = self.config.batch_max > 1;
+        let mut delivered = 0;
+        for &conn in &subscribers {
+            let queued = if batching {
+                self.add_to_batch(
+                    now,
+                    conn,
+                    BatchedMessage {
+                        frame: encoded.frame.clone(),
+                        header_len: encoded.header_len,
+                    },
+                )
+            } else {
+                self.enqueue(now, conn, encoded.frame.clone(), FrameKind::Message)
+            };
+            delivered += usize::from(queued);
+        }
+        self.fanout_scratch = subscribers;
+        PublishOutcome {
+            delivered,
+            kind: encoded.kind,
+        }
+    }
+
+    /// Holds a message for the connection's next batch; sends the batch when
+    /// it is full.
+    fn add_to_batch(&mut self, now: Instant, conn: ConnId, message: BatchedMessage) -> bool {
+        let Some(c) = self.conns.get_mut(conn.0) else {
+            return false;
+        };
+        if c.closing.is_some() {
+            return false;
+        }
+        c.batch.push(message);
+        if c.batch.len() >= self.config.batch_max {
+            self.flush_batch(now, conn);
+        } else if c.batch.len() == 1 {
+            c.timers
+                .set(Timer::BatchFlush, now + self.config.batch_delay);
+            self.reschedule(conn);
+        }
+        true
+    }
+
+    /// Sends what is waiting in the connection's batch: a lone message as its
+    /// shared frame, several as one JSON array.
+    pub(super) fn flush_batch(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(conn.0) else {
+            return;
+        };
+        c.timers.clear(Timer::BatchFlush);
+        let batch = std::mem::take(&mut c.batch);
+        let frame = match batch.as_slice() {
+            [] => return,
+            [single] => single.frame.clone(),
+            many => server::batch(many.iter().map(|m| &m.frame[m.header_len..])),
+        };
+        self.enqueue(now, conn, frame, FrameKind::Message);
+        self.reschedule(conn);
+    }
+}

@@ -1,0 +1,336 @@
+//! A connection's life in the core: admission, the outbound path every frame
+//! takes, timers, and the ways it ends (close frame first, then the socket).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::connection::Connection;
+use super::outbound::{FrameKind, Outbound, Pushed};
+use super::rate_limit::TokenBucket;
+use super::timers::{Timer, TimerTable};
+use super::{CloseCode, CloseReason, ConnId, Core, DropReason, Event, Open, Refusal};
+use crate::proto::{server, ws_frame};
+
+impl CloseReason {
+    /// The reason text of the close frame.
+    fn close_text(self) -> &'static str {
+        match self {
+            CloseReason::ClientClosed | CloseReason::ConnectionLost => "normal closure",
+            CloseReason::SlowConsumer => "slow consumer",
+            CloseReason::HeartbeatTimeout => "connection timeout",
+            CloseReason::TokenExpired => "token expired",
+            CloseReason::RateLimitExceeded => "rate limit exceeded",
+            CloseReason::FrameTooBig => "frame too big",
+            CloseReason::Shutdown => "server shutting down",
+        }
+    }
+}
+
+impl Core {
+    /// Wall-clock Unix milliseconds at `now`, from the anchor.
+    pub(super) fn unix_ms(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.anchor).as_millis();
+        self.anchor_unix_ms
+            .saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
+    }
+
+    /// The instant at which Unix time reaches `unix_ms` (`now` if it already has).
+    fn instant_of_unix_ms(&self, now: Instant, unix_ms: u64) -> Instant {
+        let ahead = unix_ms.saturating_sub(self.unix_ms(now));
+        now.checked_add(Duration::from_millis(ahead))
+            .unwrap_or(now + Duration::from_secs(86_400 * 365 * 100))
+    }
+
+    pub(super) fn open(&mut self, now: Instant, open: Open) -> Result<ConnId, Refusal> {
+        if self.shutting_down {
+            return Err(Refusal::ShuttingDown);
+        }
+        if self.config.max_connections > 0 && self.conns.len() >= self.config.max_connections {
+            return Err(Refusal::TooManyConnections);
+        }
+        let from_address = self.per_address.get(&open.remote).copied().unwrap_or(0);
+        if self.config.max_connections_per_ip > 0
+            && from_address >= self.config.max_connections_per_ip
+        {
+            return Err(Refusal::TooManyFromAddress);
+        }
+        *self.per_address.entry(open.remote).or_default() += 1;
+        self.opened_total += 1;
+        let connection_id = format!("{}-{}", self.config.server_id, self.opened_total);
+
+        let mut timers = TimerTable::default();
+        if !self.config.heartbeat_interval.is_zero() {
+            timers.set(Timer::Heartbeat, now + self.config.heartbeat_interval);
+        }
+        if !self.config.connection_timeout.is_zero() {
+            timers.set(Timer::Idle, now + self.config.connection_timeout);
+        }
+        if let Some(exp) = open.identity.expires_at_unix_ms {
+            timers.set(Timer::TokenExpiry, self.instant_of_unix_ms(now, exp));
+        }
+        let connected = server::connected(
+            &connection_id,
+            &open.identity.user_id,
+            &self.config.server_id,
+            self.unix_ms(now),
+        );
+        let user_id = open.identity.user_id.clone();
+        let key = self.conns.insert(Connection {
+            identity: open.identity,
+            remote: open.remote,
+            opened_at: now,
+            timers,
+            outbound: Outbound::new(
+                self.config.client_buffer_frames,
+                self.config.client_buffer_bytes,
+            ),
+            rate: TokenBucket::new(
+                now,
+                self.config.rate_limit_per_second,
+                self.config.rate_limit_burst,
+            ),
+            closing: None,
+            batch: Vec::new(),
+            scheduled: None,
+            in_ready: false,
+        });
+        let conn = ConnId(key);
+        self.events.push_back(Event::Opened {
+            conn,
+            connection_id,
+            user_id,
+        });
+        self.enqueue(now, conn, connected, FrameKind::Control);
+        if !open.channels.is_empty() {
+            self.subscribe(now, conn, None, open.channels);
+        }
+        self.reschedule(conn);
+        Ok(conn)
+    }
+
+    /// Records inbound activity; false if the connection is unknown or
+    /// closing (its frames are then ignored).
+    pub(super) fn touch(&mut self, now: Instant, conn: ConnId) -> bool {
+        let Some(c) = self.conns.get_mut(conn.0) else {
+            return false;
+        };
+        if c.closing.is_some() {
+            return false;
+        }
+        if !self.config.connection_timeout.is_zero() {
+            c.timers
+                .set(Timer::Idle, now + self.config.connection_timeout);
+            self.reschedule(conn);
+        }
+        true
+    }
+
+    /// Lists `conn` for [`Core::poll_transmit`] if its writer is idle and
+    /// something is queued.
+    pub(super) fn mark_ready(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(conn.0)
+            && !c.in_ready
+            && c.outbound.ready()
+        {
+            c.in_ready = true;
+            self.ready.push_back(conn);
+        }
+    }
+
+    /// Queues a frame under the backpressure policy. Returns whether it was
+    /// queued (a full queue may drop it, or close the connection).
+    pub(super) fn enqueue(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        frame: Bytes,
+        kind: FrameKind,
+    ) -> bool {
+        let policy = self.config.slow_client_policy;
+        let Some(c) = self.conns.get_mut(conn.0) else {
+            return false;
+        };
+        if c.closing.is_some() {
+            return false;
+        }
+        let queued = match c.outbound.push(frame, kind, policy) {
+            Pushed::Queued { dropped } => {
+                self.count_drops(conn, dropped, DropReason::DropOldest);
+                true
+            }
+            Pushed::DroppedNew { dropped } => {
+                self.count_drops(conn, dropped + 1, DropReason::DropOldest);
+                false
+            }
+            Pushed::Overflow => {
+                self.close_slow_consumer(now, conn, u64::from(kind == FrameKind::Message));
+                false
+            }
+        };
+        self.mark_ready(conn);
+        queued
+    }
+
+    fn count_drops(&mut self, conn: ConnId, count: u64, reason: DropReason) {
+        if count > 0 {
+            self.events.push_back(Event::MessagesDropped {
+                conn,
+                count,
+                reason,
+            });
+        }
+    }
+
+    /// The queue overflowed under `disconnect`: discard what is unsent
+    /// (`also_dropped` counts a message that never got in), and tell the
+    /// client why ahead of anything else.
+    fn close_slow_consumer(&mut self, now: Instant, conn: ConnId, also_dropped: u64) {
+        let Some(c) = self.conns.get_mut(conn.0) else {
+            return;
+        };
+        let discarded = c.outbound.discard_queued() + c.batch.len() as u64;
+        c.batch.clear();
+        self.count_drops(
+            conn,
+            discarded + also_dropped,
+            DropReason::SlowConsumerClosed,
+        );
+        self.events.push_back(Event::SlowConsumer { conn });
+        self.begin_close(now, conn, CloseCode::Policy, CloseReason::SlowConsumer);
+    }
+
+    /// Queues the close frame after what is already queued, stops everything
+    /// else for the connection, and gives the socket `slow_close_grace` to
+    /// take it. No-op if it is already closing.
+    pub(super) fn begin_close(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        code: CloseCode,
+        reason: CloseReason,
+    ) {
+        if self.conns.get(conn.0).is_none_or(|c| c.closing.is_some()) {
+            return;
+        }
+        if reason != CloseReason::SlowConsumer {
+            // Messages waiting for a batch were already promised to the client.
+            self.flush_batch(now, conn);
+        }
+        let grace = self.config.slow_close_grace;
+        let Some(c) = self.conns.get_mut(conn.0) else {
+            return;
+        };
+        if c.closing.is_some() {
+            // Flushing the batch overflowed the queue: already closed as slow.
+            return;
+        }
+        c.closing = Some(reason);
+        c.timers = TimerTable::default();
+        c.timers.set(Timer::CloseGrace, now + grace);
+        c.outbound.push_unbounded(
+            ws_frame::close(code.as_u16(), reason.close_text()),
+            FrameKind::Close,
+        );
+        self.subscriptions.remove_conn(conn);
+        self.mark_ready(conn);
+        self.reschedule(conn);
+    }
+
+    /// Removes the connection from the core and reports it closed.
+    pub(super) fn forget(&mut self, now: Instant, conn: ConnId, reason: CloseReason) {
+        let Some(c) = self.conns.try_remove(conn.0) else {
+            return;
+        };
+        if let Some(at) = c.scheduled {
+            self.deadlines.remove(&(at, conn));
+        }
+        if let Some(count) = self.per_address.get_mut(&c.remote) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_address.remove(&c.remote);
+            }
+        }
+        self.subscriptions.remove_conn(conn);
+        self.events.push_back(Event::Closed {
+            conn,
+            user_id: c.identity.user_id,
+            reason,
+            duration: now.saturating_duration_since(c.opened_at),
+        });
+    }
+
+    /// Files the connection under its earliest timer.
+    pub(super) fn reschedule(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(conn.0) else {
+            return;
+        };
+        let next = c.timers.next();
+        if next == c.scheduled {
+            return;
+        }
+        if let Some(at) = c.scheduled {
+            self.deadlines.remove(&(at, conn));
+        }
+        if let Some(at) = next {
+            self.deadlines.insert((at, conn));
+        }
+        c.scheduled = next;
+    }
+
+    pub(super) fn timeout(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        while let Some(&(at, conn)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if let Some(c) = self.conns.get_mut(conn.0) {
+                c.scheduled = None;
+            }
+            due.push(conn);
+        }
+        for conn in due {
+            self.fire_timers(now, conn);
+            self.reschedule(conn);
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant, conn: ConnId) {
+        for timer in Timer::ALL {
+            let Some(c) = self.conns.get_mut(conn.0) else {
+                return;
+            };
+            if !c.timers.take_expired(timer, now) {
+                continue;
+            }
+            match timer {
+                Timer::CloseGrace => {
+                    let reason = c
+                        .closing
+                        .expect("the grace timer is armed only by begin_close");
+                    self.disconnects.push_back(conn);
+                    self.forget(now, conn, reason);
+                    return;
+                }
+                Timer::TokenExpiry => {
+                    self.begin_close(now, conn, CloseCode::Policy, CloseReason::TokenExpired)
+                }
+                Timer::Idle => {
+                    self.events.push_back(Event::HeartbeatFailure { conn });
+                    self.begin_close(now, conn, CloseCode::Policy, CloseReason::HeartbeatTimeout);
+                }
+                Timer::Heartbeat => {
+                    c.timers
+                        .set(Timer::Heartbeat, now + self.config.heartbeat_interval);
+                    self.enqueue(now, conn, ws_frame::ping(), FrameKind::Control);
+                    if self.config.app_ping {
+                        let ping = server::app_ping(self.unix_ms(now));
+                        self.enqueue(now, conn, ping, FrameKind::Control);
+                    }
+                }
+                Timer::BatchFlush => self.flush_batch(now, conn),
+            }
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! A connection's outbound queue: bounded by frames and bytes, counting what
+//! is queued plus what is in flight, so a slow socket never holds more than
+//! its bound. At most one batch is in flight: everything queued for an idle
+//! writer leaves in one vectored write, and the next batch waits for the
+//! write to complete.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use super::config::SlowClientPolicy;
+
+/// What kind of frame is queued; only messages may be dropped by policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FrameKind {
+    /// A `message` frame (or a batch of them).
+    Message,
+    /// Acks, errors, pongs, pings: never dropped by policy.
+    Control,
+    /// The close frame: always the last frame a connection gets.
+    Close,
+}
+
+#[derive(Debug, Clone)]
+struct Queued {
+    frame: Bytes,
+    kind: FrameKind,
+}
+
+/// What happened to a pushed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// It is queued; `dropped` older messages made room for it.
+    Queued {
+        /// Messages dropped under `drop_oldest`.
+        dropped: u64,
+    },
+    /// Under `drop_oldest` it could not fit even after dropping every queued
+    /// message; the new message itself was dropped (together with `dropped`
+    /// older ones).
+    DroppedNew {
+        /// Older messages dropped trying to make room.
+        dropped: u64,
+    },
+    /// It does not fit and the policy (or its kind) does not allow dropping:
+    /// the connection must be closed as a slow consumer.
+    Overflow,
+}
+
+/// The queue and the in-flight batch of one connection.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    /// Frames not yet handed to the shell, oldest first.
+    queue: VecDeque<Queued>,
+    /// Sum of `queue` frame lengths, so the byte bound is O(1) to check.
+    queued_bytes: usize,
+    /// Frames handed to the shell and not yet written: they still hold memory.
+    in_flight_frames: usize,
+    /// Bytes of those frames.
+    in_flight_bytes: usize,
+    /// Whether a batch is with the shell (one at a time).
+    in_flight: bool,
+    /// Whether the batch in flight ends with the close frame.
+    close_in_flight: bool,
+    /// Bound in frames.
+    max_frames: usize,
+    /// Bound in bytes.
+    max_bytes: usize,
+}
+
+impl Outbound {
+    /// An empty queue with the given bounds.
+    pub(crate) fn new(max_frames: usize, max_bytes: usize) -> Outbound {
+        Outbound {
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            in_flight_frames: 0,
+            in_flight_bytes: 0,
+            in_flight: false,
+            close_in_flight: false,
+            max_frames,
+            max_bytes,
+        }
+    }
+
+    fn fits(&self, len: usize) -> bool {
+        self.queue.len() + self.in_flight_frames < self.max_frames
+            && self.queued_bytes + self.in_flight_bytes + len <= self.max_bytes
+    }
+
+    /// Queues a frame within the bounds, applying `policy` to messages.
+    pub(crate) fn push(
+        &mut self,
+        frame: Bytes,
+        kind: FrameKind,
+        policy: SlowClientPolicy,
+    ) -> Pushed {
+        let mut dropped = 0;
+        while !self.fits(frame.len()) {
+            if policy == SlowClientPolicy::Disconnect || !self.drop_oldest_message() {
+                return match (policy, kind) {
+                    (SlowClientPolicy::DropOldest, FrameKind::Message) => {
+                        Pushed::DroppedNew { dropped }
+                    }
+                    _ => Pushed::Overflow,
+                };
+            }
+            dropped += 1;
+        }
+        self.push_unbounded(frame, kind);
+        Pushed::Queued { dropped }
+    }
+
+    /// Queues a frame whatever the bounds (the close frame, after the queue
+    /// has been emptied or as the last frame).
+    pub(crate) fn push_unbounded(&mut self, frame: Bytes, kind: FrameKind) {
+        self.queued_bytes += frame.len();
+        self.queue.push_back(Queued { frame, kind });
+    }
+
+    fn drop_oldest_message(&mut self) -> bool {
+        let Some(index) = self.queue.iter().position(|q| q.kind == FrameKind::Message) else {
+            return false;
+        };
+        let removed = self.queue.remove(index).expect("index found just above");
+        self.queued_bytes -= removed.frame.len();
+        true
+    }
+
+    /// Drops every frame not yet handed to the shell; returns how many of them
+    /// were messages.
+    pub(crate) fn discard_queued(&mut self) -> u64 {
+        let messages = self
+            .queue
+            .iter()
+            .filter(|q| q.kind == FrameKind::Message)
+            .count();
+        self.queue.clear();
+        self.queued_bytes = 0;
+        messages as u64
+    }
+
+    /// Whether the shell should be handed a batch now.
+    pub(crate) fn ready(&self) -> bool {
+        !self.in_flight && !self.queue.is_empty()
+    }
+
+    /// Everything queued, as one batch now in flight (`None` if a batch is
+    /// already in flight or nothing is queued).
+    pub(crate) fn take_batch(&mut self) -> Option<Vec<Bytes>> {
+        if !self.ready() {
+            return None;
+        }
+        self.close_in_flight = self
+            .queue
+            .back()
+            .is_some_and(|q| q.kind == FrameKind::Close);
+        self.in_flight = true;
+        self.in_flight_frames = self.queue.len();
+        self.in_flight_bytes = self.queued_bytes;
+        self.queued_bytes = 0;
+        Some(self.queue.drain(..).map(|q| q.frame).collect())
+    }
+
+    /// The batch in flight was written. Returns whether it held the close
+    /// frame (the connection is then finished).
+    pub(crate) fn write_complete(&mut self) -> bool {
+        if !self.in_flight {
+            return false;
+        }
+        self.in_flight = false;
+        self.in_flight_frames = 0;
+        self.in_flight_bytes = 0;
+        std::mem::take(&mut self.close_in_flight)
+    }
+
+    /// Frames held (queued + in flight).
+    pub(crate) fn frames(&self) -> usize {
+        self.queue.len() + self.in_flight_frames
+    }
+
+    /// Bytes held (queued + in flight).
+    pub(crate) fn bytes(&self) -> usize {
+        self.queued_bytes + self.in_flight_bytes
+    }
+
+    /// Frames queued and not yet handed to the shell, oldest first.
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> impl Iterator<Item = &Bytes> {
+        self.queue.iter().map(|q| &q.frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(len: usize) -> Bytes {
+        Bytes::from(vec![b'm'; len])
+    }
+
+    #[test]
+    fn bounds_count_queued_and_in_flight_frames() {
+        let mut out = Outbound::new(2, 1000);
+        assert_eq!(
+            out.push(frame(10), FrameKind::Message, SlowClientPolicy::Disconnect),
+            Pushed::Queued { dropped: 0 }
+        );
+        assert_eq!(out.take_batch().map(|b| b.len()), Some(1));
+        assert_eq!(
+            out.push(frame(10), FrameKind::Message, SlowClientPolicy::Disconnect),
+            Pushed::Queued { dropped: 0 }
+        );
+        assert_eq!(out.take_batch(), None, "one batch in flight at a time");
+        assert_eq!(
+            out.push(frame(10), FrameKind::Message, SlowClientPolicy::Disconnect),
+            Pushed::Overflow
+        );
+        assert!(!out.write_complete());
+        assert_eq!(
+            out.push(frame(10), FrameKind::Message, SlowClientPolicy::Disconnect),
+            Pushed::Queued { dropped: 0 }
+        );
+    }
+
+    #[test]
+    fn byte_bound_applies() {
+        let mut out = Outbound::new(100, 25);
+        assert_eq!(
+            out.push(frame(20), FrameKind::Message, SlowClientPolicy::Disconnect),
+            Pushed::Queued { dropped: 0 }
+        );
+        assert_eq!(
+            out.push(frame(10), FrameKind::Message, SlowClientPolicy::Disconnect),
+            Pushed::Overflow
+        );
+        assert_eq!(out.bytes(), 20);
+    }
+
+    #[test]
+    fn drop_oldest_drops_messages_but_never_control_frames() {
+        let mut out = Outbound::new(3, 1000);
+        out.push(frame(1), FrameKind::Control, SlowClientPolicy::DropOldest);
+        out.push(frame(2), FrameKind::Message, SlowClientPolicy::DropOldest);
+        out.push(frame(3), FrameKind::Message, SlowClientPolicy::DropOldest);
+        assert_eq!(
+            out.push(frame(4), FrameKind::Message, SlowClientPolicy::DropOldest),
+            Pushed::Queued { dropped: 1 }
+        );
+        let lens: Vec<usize> = out.queued().map(Bytes::len).collect();
+        assert_eq!(lens, [1, 3, 4]);
+        assert_eq!(
+            out.push(frame(5), FrameKind::Control, SlowClientPolicy::DropOldest),
+            Pushed::Queued { dropped: 1 }
+        );
+        assert_eq!(
+            out.push(frame(6), FrameKind::Control, SlowClientPolicy::DropOldest),
+            Pushed::Queued { dropped: 1 }
+        );
+        assert_eq!(
+            out.push(frame(7), FrameKind::Message, SlowClientPolicy::DropOldest),
+            Pushed::DroppedNew { dropped: 0 }
+        );
+        assert_eq!(
+            out.push(frame(8), FrameKind::Control, SlowClientPolicy::DropOldest),
+            Pushed::Overflow
+        );
+    }
+
+    #[test]
+    fn write_complete_reports_the_close_frame() {
+        let mut out = Outbound::new(4, 1000);
+        out.push(frame(5), FrameKind::Message, SlowClientPolicy::Disconnect);
+        assert_eq!(out.discard_queued(), 1);
+        out.push_unbounded(frame(4), FrameKind::Close);
+        assert_eq!(out.take_batch().map(|b| b.len()), Some(1));
+        assert!(out.write_complete());
+    }
+}

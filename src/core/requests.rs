@@ -1,0 +1,193 @@
+//! What the core does with each client frame: rate limiting first, then
+//! decoding, then `subscribe` / `unsubscribe` / `ping` / `pong`. Every
+//! rejection is an `error` frame the client can act on.
+
+use std::time::Instant;
+
+use super::outbound::FrameKind;
+use super::permissions;
+use super::rate_limit::Verdict;
+use super::{CloseCode, CloseReason, ConnId, Core, ErrorCode, Event};
+use crate::proto::channel;
+use crate::proto::client::{self, ClientFrame, RequestId};
+use crate::proto::server;
+
+/// Longest piece of a client-supplied channel name quoted back in an error.
+const QUOTED_NAME_CHARS: usize = 140;
+
+fn quoted(name: &str) -> String {
+    let mut shown: String = name.chars().take(QUOTED_NAME_CHARS).collect();
+    if shown.len() < name.len() {
+        shown.push('…');
+    }
+    shown
+}
+
+/// Channels in the order first named, without repeats.
+fn deduplicated(channels: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::with_capacity(channels.len());
+    channels
+        .into_iter()
+        .filter(|c| seen.insert(c.clone()))
+        .collect()
+}
+
+impl Core {
+    /// Applies the inbound rate limit; false if the frame must not be
+    /// processed.
+    fn admit(&mut self, now: Instant, conn: ConnId) -> bool {
+        let Some(c) = self.conns.get_mut(conn.0) else {
+            return false;
+        };
+        match c.rate.take(now) {
+            Verdict::Allowed => true,
+            Verdict::Limited => {
+                self.events.push_back(Event::RateLimited { conn });
+                let per_second = self.config.rate_limit_per_second;
+                let message = format!(
+                    "Too many frames: the limit is {per_second} per second; this frame was not processed. Slow down and retry."
+                );
+                self.reject(now, conn, None, ErrorCode::RateLimited, &message);
+                false
+            }
+            Verdict::Abusive => {
+                self.events.push_back(Event::RateLimited { conn });
+                self.begin_close(now, conn, CloseCode::Policy, CloseReason::RateLimitExceeded);
+                false
+            }
+        }
+    }
+
+    /// Answers with an `error` frame.
+    fn reject(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        id: Option<&RequestId>,
+        code: ErrorCode,
+        message: &str,
+    ) {
+        self.events.push_back(Event::FrameRejected { conn, code });
+        self.enqueue(
+            now,
+            conn,
+            server::error(id, code, message),
+            FrameKind::Control,
+        );
+    }
+
+    pub(super) fn text(&mut self, now: Instant, conn: ConnId, payload: &[u8]) {
+        if !self.touch(now, conn) || !self.admit(now, conn) {
+            return;
+        }
+        match client::decode(payload) {
+            Ok(ClientFrame::Subscribe { id, channels }) => {
+                self.subscribe(now, conn, id.as_ref(), channels)
+            }
+            Ok(ClientFrame::Unsubscribe { id, channels }) => {
+                self.unsubscribe(now, conn, id.as_ref(), channels)
+            }
+            Ok(ClientFrame::Ping { id }) => {
+                let pong = server::pong(id.as_ref(), self.unix_ms(now));
+                self.enqueue(now, conn, pong, FrameKind::Control);
+            }
+            Ok(ClientFrame::Pong) => {}
+            Err(err) => self.reject(now, conn, err.id.as_ref(), err.code(), &err.to_string()),
+        }
+    }
+
+    pub(super) fn binary(&mut self, now: Instant, conn: ConnId) {
+        if !self.touch(now, conn) || !self.admit(now, conn) {
+            return;
+        }
+        let message = "Binary frames are not supported; send JSON text frames.";
+        self.reject(now, conn, None, ErrorCode::BinaryNotSupported, message);
+    }
+
+    /// Why one channel of a subscribe request cannot be granted.
+    fn refusal(&self, conn: ConnId, name: &str, new_so_far: usize) -> Option<(ErrorCode, String)> {
+        let c = self
+            .conns
+            .get(conn.0)
+            .expect("callers checked the connection exists");
+        if let Err(err) = channel::validate(name) {
+            let message = format!(
+                "Channel \"{}\" is not a valid channel name: it {err}; use 1-128 characters of A-Z a-z 0-9 _ . : @ # / -.",
+                quoted(name)
+            );
+            return Some((ErrorCode::InvalidChannel, message));
+        }
+        if let Err(denied) = permissions::check(&c.identity, &self.config.channel_rules, name) {
+            let message = format!("You may not subscribe to channel \"{name}\": {denied}.");
+            return Some((ErrorCode::Forbidden, message));
+        }
+        let limit = self.config.max_channels_per_connection;
+        if !self.subscriptions.holds(conn, name)
+            && self.subscriptions.count_of(conn) + new_so_far + 1 > limit
+        {
+            let message = format!(
+                "Subscribing to channel \"{name}\" would exceed the limit of {limit} channels per connection; unsubscribe from some first."
+            );
+            return Some((ErrorCode::ChannelLimit, message));
+        }
+        None
+    }
+
+    /// All or nothing: every channel is checked before any is added.
+    pub(super) fn subscribe(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        id: Option<&RequestId>,
+        channels: Vec<String>,
+    ) {
+        let channels = deduplicated(channels);
+        let mut new_so_far = 0;
+        for name in &channels {
+            if let Some((code, message)) = self.refusal(conn, name, new_so_far) {
+                self.reject(now, conn, id, code, &message);
+                return;
+            }
+            if !self.subscriptions.holds(conn, name) {
+                new_so_far += 1;
+            }
+        }
+        let added: Vec<String> = channels
+            .iter()
+            .filter(|name| self.subscriptions.subscribe(conn, name))
+            .cloned()
+            .collect();
+        let ack = server::subscribed(id, &channels, self.subscriptions.channels_of(conn));
+        self.enqueue(now, conn, ack, FrameKind::Control);
+        if !added.is_empty() {
+            self.events.push_back(Event::Subscribed {
+                conn,
+                channels: added,
+            });
+        }
+    }
+
+    /// Channels not held are simply acknowledged.
+    pub(super) fn unsubscribe(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        id: Option<&RequestId>,
+        channels: Vec<String>,
+    ) {
+        let channels = deduplicated(channels);
+        let removed: Vec<String> = channels
+            .iter()
+            .filter(|name| self.subscriptions.unsubscribe(conn, name))
+            .cloned()
+            .collect();
+        let ack = server::unsubscribed(id, &channels, self.subscriptions.channels_of(conn));
+        self.enqueue(now, conn, ack, FrameKind::Control);
+        if !removed.is_empty() {
+            self.events.push_back(Event::Unsubscribed {
+                conn,
+                channels: removed,
+            });
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The subscription index, both ways: channel → its subscribers (a slab, so
+//! adding and removing one is O(1) and fan-out walks only that channel's
+//! subscribers) and connection → its channels with each one's slab key (so
+//! unsubscribing is O(1) and removing a connection costs its own channels).
+
+use std::collections::HashMap;
+
+use slab::Slab;
+
+use super::ConnId;
+
+/// Who is subscribed to what.
+#[derive(Debug, Default)]
+pub(crate) struct SubscriptionIndex {
+    /// Subscribers of each channel that has any.
+    by_channel: HashMap<String, Slab<ConnId>>,
+    /// Each subscribed connection's channels, with its key in that channel's
+    /// slab.
+    by_conn: HashMap<ConnId, HashMap<String, usize>>,
+    /// (connection, channel) pairs, kept for [`super::Stats`].
+    pairs: usize,
+}
+
+impl SubscriptionIndex {
+    /// Adds `conn` to `channel`; false if it was already there.
+    pub(crate) fn subscribe(&mut self, conn: ConnId, channel: &str) -> bool {
+        let mine = self.by_conn.entry(conn).or_default();
+        if mine.contains_key(channel) {
+            return false;
+        }
+        let key = self
+            .by_channel
+            .entry(channel.to_owned())
+            .or_default()
+            .insert(conn);
+        mine.insert(channel.to_owned(), key);
+        self.pairs += 1;
+        true
+    }
+
+    /// Removes `conn` from `channel`; false if it was not there.
+    pub(crate) fn unsubscribe(&mut self, conn: ConnId, channel: &str) -> bool {
+        let Some(mine) = self.by_conn.get_mut(&conn) else {
+            return false;
+        };
+        let Some(key) = mine.remove(channel) else {
+            return false;
+        };
+        if mine.is_empty() {
+            self.by_conn.remove(&conn);
+        }
+        self.remove_from_channel(channel, key);
+        true
+    }
+
+    fn remove_from_channel(&mut self, channel: &str, key: usize) {
+        let subscribers = self
+            .by_channel
+            .get_mut(channel)
+            .expect("both directions of the index agree");
+        subscribers.remove(key);
+        if subscribers.is_empty() {
+            self.by_channel.remove(channel);
+        }
+        self.pairs -= 1;
+    }
+
+    /// Removes every subscription of `conn`.
+    pub(crate) fn remove_conn(&mut self, conn: ConnId) {
+        if let Some(mine) = self.by_conn.remove(&conn) {
+            for (channel, key) in mine {
+                self.remove_from_channel(&channel, key);
+            }
+        }
+    }
+
+    /// Whether `conn` holds `channel`.
+    pub(crate) fn holds(&self, conn: ConnId, channel: &str) -> bool {
+        self.by_conn
+            .get(&conn)
+            .is_some_and(|mine| mine.contains_key(channel))
+    }
+
+    /// How many channels `conn` holds.
+    pub(crate) fn count_of(&self, conn: ConnId) -> usize {
+        self.by_conn.get(&conn).map_or(0, HashMap::len)
+    }
+
+    /// The channels of `conn`, sorted (acks list them so snapshots are stable).
+    pub(crate) fn channels_of(&self, conn: ConnId) -> Vec<&str> {
+        let mut channels: Vec<&str> = self
+            .by_conn
+            .get(&conn)
+            .map(|mine| mine.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        channels.sort_unstable();
+        channels
+    }
+
+    /// The subscribers of `channel`.
+    pub(crate) fn subscribers(&self, channel: &str) -> Option<&Slab<ConnId>> {
+        self.by_channel.get(channel)
+    }
+
+    /// Channels with at least one subscriber.
+    pub(crate) fn channel_count(&self) -> usize {
+        self.by_channel.len()
+    }
+
+    /// (connection, channel) pairs.
+    pub(crate) fn pair_count(&self) -> usize {
+        self.pairs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscribe_and_unsubscribe_keep_both_directions_in_step() {
+        let mut index = SubscriptionIndex::default();
+        assert!(index.subscribe(ConnId(1), "lines"));
+        assert!(!index.subscribe(ConnId(1), "lines"));
+        assert!(index.subscribe(ConnId(2), "lines"));
+        assert!(index.subscribe(ConnId(1), "analytics"));
+        assert_eq!(index.channels_of(ConnId(1)), ["analytics", "lines"]);
+        let mut lines: Vec<ConnId> = index
+            .subscribers("lines")
+            .expect("has subscribers")
+            .iter()
+            .map(|(_, c)| *c)
+            .collect();
+        lines.sort();
+        assert_eq!(lines, [ConnId(1), ConnId(2)]);
+        assert_eq!((index.pair_count(), index.channel_count()), (3, 2));
+        assert!(index.unsubscribe(ConnId(2), "lines"));
+        assert!(!index.unsubscribe(ConnId(2), "lines"));
+        index.remove_conn(ConnId(1));
+        assert_eq!((index.pair_count(), index.channel_count()), (0, 0));
+        assert!(index.subscribers("lines").is_none());
+        assert!(!index.holds(ConnId(1), "analytics"));
+    }
+}

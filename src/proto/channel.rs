@@ -1,0 +1,69 @@
+//! Which channel names protocol v1 accepts: 1–128 characters of
+//! `A-Z a-z 0-9 _ . : @ # / -`. Checked before permissions so a malformed
+//! name is reported as such, not as forbidden.
+
+/// Longest channel name.
+pub const MAX_CHANNEL_LEN: usize = 128;
+
+/// Why a channel name is not valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelNameError {
+    /// The empty string.
+    #[error("is empty")]
+    Empty,
+    /// Over [`MAX_CHANNEL_LEN`] characters.
+    #[error("is longer than {MAX_CHANNEL_LEN} characters")]
+    TooLong,
+    /// A character outside the allowed set.
+    #[error("contains a character outside A-Z a-z 0-9 _ . : @ # / -")]
+    BadCharacter,
+}
+
+/// Checks a channel name.
+pub fn validate(name: &str) -> Result<(), ChannelNameError> {
+    if name.is_empty() {
+        return Err(ChannelNameError::Empty);
+    }
+    if name.len() > MAX_CHANNEL_LEN {
+        return Err(ChannelNameError::TooLong);
+    }
+    if !name.bytes().all(is_channel_byte) {
+        return Err(ChannelNameError::BadCharacter);
+    }
+    Ok(())
+}
+
+fn is_channel_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'@' | b'#' | b'/' | b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn market_data_channel_names_are_valid() {
+        for name in [
+            "lines",
+            "trade:AAPL",
+            "user:alice@example.com",
+            "a/b#c-d_e.f",
+            &"x".repeat(128),
+        ] {
+            assert_eq!(validate(name), Ok(()), "{name}");
+        }
+    }
+
+    #[test]
+    fn empty_long_and_odd_names_are_invalid() {
+        assert_eq!(validate(""), Err(ChannelNameError::Empty));
+        assert_eq!(validate(&"x".repeat(129)), Err(ChannelNameError::TooLong));
+        for name in ["a b", "trade:*", "ünï", "a\"b", "a\nb"] {
+            assert_eq!(
+                validate(name),
+                Err(ChannelNameError::BadCharacter),
+                "{name}"
+            );
+        }
+    }
+}

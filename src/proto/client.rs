@@ -1,0 +1,285 @@
+//! Decoding of the JSON text frames a client sends (protocol v1):
+//! `subscribe`, `unsubscribe`, `ping` and `pong`, with the aliases the older
+//! gateways' clients use (`action` for `type`, `symbols` for `channels`).
+//!
+//! Every way a frame can be wrong is a [`DecodeError`] that carries the
+//! request `id` when one could be read, so the `error` answer can echo it.
+
+use serde_json::{Map, Value};
+
+use crate::core::ErrorCode;
+
+/// A request `id`, echoed in the answer exactly as the client gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestId {
+    /// A JSON number (`"id": 3`).
+    Number(serde_json::Number),
+    /// A JSON string (`"id": "sub-1"`).
+    Text(String),
+}
+
+impl RequestId {
+    /// The id as a JSON value, for encoding.
+    pub fn to_value(&self) -> Value {
+        match self {
+            RequestId::Number(n) => Value::Number(n.clone()),
+            RequestId::Text(s) => Value::String(s.clone()),
+        }
+    }
+}
+
+/// A decoded client frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFrame {
+    /// Add channels (all or nothing).
+    Subscribe {
+        /// Echoed in the ack.
+        id: Option<RequestId>,
+        /// Channels as named, `symbols` already mapped to `trade:SYMBOL`; may
+        /// hold duplicates.
+        channels: Vec<String>,
+    },
+    /// Remove channels.
+    Unsubscribe {
+        /// Echoed in the ack.
+        id: Option<RequestId>,
+        /// Channels as named; may hold duplicates.
+        channels: Vec<String>,
+    },
+    /// An application-level ping: answered with `pong`.
+    Ping {
+        /// Echoed in the pong.
+        id: Option<RequestId>,
+    },
+    /// An answer to the server's app-level ping: activity only.
+    Pong,
+}
+
+/// What was wrong with a client frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeErrorKind {
+    /// The text frame is not UTF-8.
+    #[error("Text frames must be UTF-8 encoded JSON.")]
+    NotUtf8,
+    /// Not parseable JSON.
+    #[error(
+        "The frame is not valid JSON; send an object such as {{\"type\":\"subscribe\",\"channels\":[\"lines\"]}}."
+    )]
+    NotJson,
+    /// JSON, but not an object.
+    #[error("The frame must be a JSON object with a \"type\" field.")]
+    NotObject,
+    /// No string `type` (or `action`).
+    #[error("The frame has no \"type\" field; use one of subscribe, unsubscribe, ping, pong.")]
+    MissingType,
+    /// A `type` the server does not know.
+    #[error("Unknown frame type \"{0}\"; use one of subscribe, unsubscribe, ping, pong.")]
+    UnknownType(String),
+    /// `id` is neither a number nor a string.
+    #[error("The \"id\" field must be a number or a string.")]
+    BadId,
+    /// A subscribe/unsubscribe without `channels` or `symbols`.
+    #[error("A {0} frame needs a \"channels\" array (or \"symbols\").")]
+    MissingChannels(&'static str),
+    /// `channels`/`symbols` is not an array of strings.
+    #[error("\"{0}\" must be an array of strings.")]
+    ChannelsNotStrings(&'static str),
+    /// An empty list.
+    #[error("A {0} frame must name at least one channel.")]
+    NoChannels(&'static str),
+}
+
+/// A client frame that could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}")]
+pub struct DecodeError {
+    /// The request id, when it could be read.
+    pub id: Option<RequestId>,
+    /// What was wrong.
+    pub kind: DecodeErrorKind,
+}
+
+impl DecodeError {
+    /// The `code` of the `error` frame that answers it.
+    pub fn code(&self) -> ErrorCode {
+        match self.kind {
+            DecodeErrorKind::UnknownType(_) => ErrorCode::UnknownType,
+            _ => ErrorCode::BadFrame,
+        }
+    }
+}
+
+/// Decodes one text frame.
+pub fn decode(payload: &[u8]) -> Result<ClientFrame, DecodeError> {
+    let no_id = |kind| DecodeError { id: None, kind };
+    let text = std::str::from_utf8(payload).map_err(|_| no_id(DecodeErrorKind::NotUtf8))?;
+    let value: Value = serde_json::from_str(text).map_err(|_| no_id(DecodeErrorKind::NotJson))?;
+    let Value::Object(object) = value else {
+        return Err(no_id(DecodeErrorKind::NotObject));
+    };
+    let id = match object.get("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(RequestId::Number(n.clone())),
+        Some(Value::String(s)) => Some(RequestId::Text(s.clone())),
+        Some(_) => return Err(no_id(DecodeErrorKind::BadId)),
+    };
+    let with_id = |kind| DecodeError {
+        id: id.clone(),
+        kind,
+    };
+    let kind = match object.get("type").or_else(|| object.get("action")) {
+        Some(Value::String(kind)) => kind.as_str(),
+        _ => return Err(with_id(DecodeErrorKind::MissingType)),
+    };
+    match kind {
+        "subscribe" => {
+            let channels = channels_of(&object, "subscribe").map_err(with_id)?;
+            Ok(ClientFrame::Subscribe { id, channels })
+        }
+        "unsubscribe" => {
+            let channels = channels_of(&object, "unsubscribe").map_err(with_id)?;
+            Ok(ClientFrame::Unsubscribe { id, channels })
+        }
+        "ping" => Ok(ClientFrame::Ping { id }),
+        "pong" => Ok(ClientFrame::Pong),
+        other => {
+            let shown: String = other.chars().take(64).collect();
+            Err(with_id(DecodeErrorKind::UnknownType(shown)))
+        }
+    }
+}
+
+/// `channels` (or a single `channel`) as named, then `symbols` as
+/// `trade:SYMBOL`.
+fn channels_of(
+    object: &Map<String, Value>,
+    frame: &'static str,
+) -> Result<Vec<String>, DecodeErrorKind> {
+    let mut channels = Vec::new();
+    let mut named = false;
+    match object.get("channels") {
+        Some(value) => {
+            named = true;
+            channels.extend(strings_of(value, "channels")?);
+        }
+        None => {
+            if let Some(value) = object.get("channel") {
+                named = true;
+                let Value::String(channel) = value else {
+                    return Err(DecodeErrorKind::ChannelsNotStrings("channel"));
+                };
+                channels.push(channel.clone());
+            }
+        }
+    }
+    if let Some(value) = object.get("symbols") {
+        named = true;
+        for symbol in strings_of(value, "symbols")? {
+            channels.push(format!("trade:{}", symbol.to_uppercase()));
+        }
+    }
+    if !named {
+        return Err(DecodeErrorKind::MissingChannels(frame));
+    }
+    if channels.is_empty() {
+        return Err(DecodeErrorKind::NoChannels(frame));
+    }
+    Ok(channels)
+}
+
+fn strings_of(value: &Value, field: &'static str) -> Result<Vec<String>, DecodeErrorKind> {
+    let Value::Array(items) = value else {
+        return Err(DecodeErrorKind::ChannelsNotStrings(field));
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            Value::String(s) => Ok(s.clone()),
+            _ => Err(DecodeErrorKind::ChannelsNotStrings(field)),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subscribe_channels(frame: &str) -> Vec<String> {
+        match decode(frame.as_bytes()) {
+            Ok(ClientFrame::Subscribe { channels, .. }) => channels,
+            other => panic!("expected subscribe, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn subscribe_with_numeric_id_decodes() {
+        let frame = decode(br#"{"type":"subscribe","channels":["lines","analytics"],"id":1}"#);
+        assert_eq!(
+            frame,
+            Ok(ClientFrame::Subscribe {
+                id: Some(RequestId::Number(1.into())),
+                channels: vec!["lines".into(), "analytics".into()],
+            })
+        );
+    }
+
+    #[test]
+    fn action_is_accepted_for_type_and_string_ids_are_kept() {
+        let frame = decode(br#"{"action":"unsubscribe","channels":["lines"],"id":"u-1"}"#);
+        assert_eq!(
+            frame,
+            Ok(ClientFrame::Unsubscribe {
+                id: Some(RequestId::Text("u-1".into())),
+                channels: vec!["lines".into()]
+            })
+        );
+    }
+
+    #[test]
+    fn symbols_become_upper_cased_trade_channels() {
+        assert_eq!(
+            subscribe_channels(r#"{"action":"subscribe","symbols":["aapl","Msft"]}"#),
+            ["trade:AAPL", "trade:MSFT"]
+        );
+    }
+
+    #[test]
+    fn unknown_type_keeps_the_id_for_the_error() {
+        let err = decode(br#"{"type":"hello","id":7}"#).expect_err("unknown type");
+        assert_eq!(err.code(), ErrorCode::UnknownType);
+        assert_eq!(err.id, Some(RequestId::Number(7.into())));
+    }
+
+    #[test]
+    fn garbage_is_a_bad_frame() {
+        for frame in [
+            &b"not json"[..],
+            b"[1,2]",
+            b"{}",
+            b"{\"type\":3}",
+            b"\xff\xfe",
+            b"{\"type\":\"subscribe\"}",
+            b"{\"type\":\"subscribe\",\"channels\":[1]}",
+            b"{\"type\":\"subscribe\",\"channels\":[]}",
+        ] {
+            let err = decode(frame).expect_err("garbage");
+            assert_eq!(
+                err.code(),
+                ErrorCode::BadFrame,
+                "{:?}",
+                String::from_utf8_lossy(frame)
+            );
+        }
+    }
+
+    #[test]
+    fn ping_and_pong_decode() {
+        assert_eq!(
+            decode(br#"{"type":"ping","id":3}"#),
+            Ok(ClientFrame::Ping {
+                id: Some(RequestId::Number(3.into()))
+            })
+        );
+        assert_eq!(decode(br#"{"type":"pong"}"#), Ok(ClientFrame::Pong));
+    }
+}
