@@ -7,12 +7,14 @@
 //! * [`shell`]: tokio + hyper + fastwebsockets around the core.
 //! * [`source`]: Kafka, Redis, HTTP publish and the dev feed.
 //! * [`config`]: `WS_*` variables and the TOML file.
+//! * [`load`]: the `ws-realtime-load` load tool.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod auth;
 pub mod config;
 pub mod core;
 pub mod dev;
+pub mod load;
 pub mod metrics;
 pub mod proto;
 pub mod shell;
