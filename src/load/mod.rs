@@ -238,9 +238,11 @@ pub async fn run(args: &LoadArgs) -> Result<Summary, LoadError> {
         tokio::time::sleep_until(window_start).await;
         phase.store(Phase::Window as u8, Relaxed);
         window_start_sample = args.server_pid.and_then(server_probe::sample);
+        let tool_start = server_probe::sample(std::process::id());
         tokio::time::sleep_until(window_end).await;
         phase.store(Phase::Grace as u8, Relaxed);
         let after = args.server_pid.and_then(server_probe::sample);
+        let tool_end = server_probe::sample(std::process::id());
         let published = tokio::time::timeout_at(deadline, publisher).await;
         let publish_result = match published {
             Ok(Ok(result)) => result,
@@ -268,6 +270,7 @@ pub async fn run(args: &LoadArgs) -> Result<Summary, LoadError> {
             ok,
             connect_secs,
             [before, window_start_sample, after],
+            [tool_start, tool_end],
         ));
     }
 
@@ -278,8 +281,10 @@ pub async fn run(args: &LoadArgs) -> Result<Summary, LoadError> {
     let now_ns = unix_now_ns();
     stats.set_window(now_ns, now_ns + args.duration.as_nanos() as u64);
     window_start_sample = args.server_pid.and_then(server_probe::sample);
+    let tool_start = server_probe::sample(std::process::id());
     tokio::time::sleep_until(window_end).await;
     let after = args.server_pid.and_then(server_probe::sample);
+    let tool_end = server_probe::sample(std::process::id());
     stop(stop_tx, subscribers, progress).await;
     Ok(summarize(
         args,
@@ -292,6 +297,7 @@ pub async fn run(args: &LoadArgs) -> Result<Summary, LoadError> {
         ok,
         connect_secs,
         [before, window_start_sample, after],
+        [tool_start, tool_end],
     ))
 }
 
@@ -328,6 +334,7 @@ fn summarize(
     ok: u64,
     connect_secs: f64,
     [before, window_start, after]: [Option<ProcessSample>; 3],
+    [tool_start, tool_end]: [Option<ProcessSample>; 2],
 ) -> Summary {
     setup_times.sort_unstable();
     let setup_p99 = setup_times
@@ -392,6 +399,9 @@ fn summarize(
         deliveries,
         latency_us: publish.map(|_| LatencySummary::from_ns(&totals.latency)),
         server,
+        tool_cpu_util: tool_start.zip(tool_end).map(|(start, end)| {
+            end.cpu_ns.saturating_sub(start.cpu_ns) as f64 / 1e9 / window_secs
+        }),
         errors: counters.error_sample(),
     }
 }

@@ -28,6 +28,10 @@ pub struct Summary {
     pub latency_us: Option<LatencySummary>,
     /// Server memory and CPU, with `--server-pid`.
     pub server: Option<ServerSummary>,
+    /// This tool's own CPU time during the window divided by the window
+    /// (1.0 = one core busy): near its core count, the tool itself limits the
+    /// figures.
+    pub tool_cpu_util: Option<f64>,
     /// Up to 8 distinct errors (failed setups, drops, failed publishes).
     pub errors: Vec<String>,
 }
@@ -198,6 +202,9 @@ impl Summary {
                 let _ = write!(out, ", {ns} ns per delivery");
             }
             out.push('\n');
+        }
+        if let Some(util) = self.tool_cpu_util {
+            let _ = writeln!(out, "  this tool used {util:.2} CPU cores during the window");
         }
         for error in &self.errors {
             let _ = writeln!(out, "  error: {error}");

@@ -145,10 +145,13 @@ pub async fn run_subscriber(
         result: Ok(spec.channel_index),
         elapsed: started.elapsed(),
     });
+    // One timer for the whole connection, not one per read: a timer per
+    // frame would cost a timer-wheel insert and removal per delivery.
     let ended = tokio::select! {
         biased;
         _ = stop.wait_for(|stopped| *stopped) => None,
-        ended = read_until(&ctx, &mut socket) => ended,
+        () = tokio::time::sleep_until(ctx.deadline) => None,
+        ended = read_until(&ctx, &mut socket) => Some(ended),
     };
     ctx.connections.open.fetch_sub(1, Relaxed);
     match ended {
@@ -164,20 +167,18 @@ pub async fn run_subscriber(
     }
 }
 
-/// Reads frames until the deadline (`None`) or until the connection ends
-/// early (`Some(why)`).
-async fn read_until(ctx: &SubscriberContext, socket: &mut Socket) -> Option<String> {
+/// Reads frames until the connection ends, and says why it ended.
+async fn read_until(ctx: &SubscriberContext, socket: &mut Socket) -> String {
     loop {
-        let frame = match tokio::time::timeout_at(ctx.deadline, socket.read_frame()).await {
-            Err(_) => return None,
-            Ok(Err(error)) => return Some(format!("connection lost: {error}")),
-            Ok(Ok(frame)) => frame,
+        let frame = match socket.read_frame().await {
+            Err(error) => return format!("connection lost: {error}"),
+            Ok(frame) => frame,
         };
         match frame.opcode {
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                 ctx.stats.record_frame(&frame.payload, unix_now_ns());
             }
-            OpCode::Close => return Some(format!("closed by the server: {}", close_text(&frame))),
+            OpCode::Close => return format!("closed by the server: {}", close_text(&frame)),
             OpCode::Ping | OpCode::Pong => {}
         }
     }
