@@ -936,3 +936,35 @@ fn stats_count_connections_subscriptions_and_channels() {
         }
     );
 }
+
+#[test]
+fn empty_connect_time_channel_names_are_ignored() {
+    let mut h = Harness::default();
+    let mut open = open_as(identity("u"));
+    open.channels = vec!["".into(), "lines".into(), "".into()];
+    let conn = h.core.handle_open(h.now, open).expect("admitted");
+    let frames = h.json(conn);
+    assert_eq!(
+        frames[1],
+        json!({"type":"subscribed","channels":["lines"],"current":["lines"]})
+    );
+}
+
+#[test]
+fn assigned_positions_keep_counting_when_a_channel_loses_its_subscribers() {
+    let mut h = Harness::default();
+    let conn = h.open("u");
+    subscribe(&mut h, conn, &["a"]);
+    h.publish("a", b"1");
+    h.text(conn, json!({"type":"unsubscribe","channels":["a"]}));
+    h.publish("a", b"2");
+    h.text(conn, json!({"type":"subscribe","channels":["a"]}));
+    h.publish("a", b"3");
+    let pos: Vec<Value> = h
+        .json(conn)
+        .into_iter()
+        .filter(|f| f["type"] == "message")
+        .map(|m| m["pos"].clone())
+        .collect();
+    assert_eq!(pos, [json!("1"), json!("3")]);
+}

@@ -65,7 +65,8 @@ pub struct CoreConfig {
     pub max_connections: usize,
     /// Open connections per remote address; 0 = unlimited.
     pub max_connections_per_ip: usize,
-    /// Inbound frames per second per connection (`WS_RATE_LIMIT`).
+    /// Inbound frames per second per connection (`WS_RATE_LIMIT`); 0 turns
+    /// the limit off.
     pub rate_limit_per_second: u32,
     /// Token bucket size (`WS_RATE_BURST`).
     pub rate_limit_burst: u32,

@@ -15,9 +15,19 @@ impl Core {
         let pos = match publish.pos {
             Position::Offset { partition, offset } => MessagePos::Offset { partition, offset },
             Position::Assigned => {
-                let seq = self.sequences.entry(publish.channel.clone()).or_insert(0);
-                *seq += 1;
-                MessagePos::Sequence(*seq)
+                // Look up before inserting so the hot path does not clone
+                // the channel name.
+                let seq = match self.sequences.get_mut(&publish.channel) {
+                    Some(seq) => {
+                        *seq += 1;
+                        *seq
+                    }
+                    None => {
+                        self.sequences.insert(publish.channel.clone(), 1);
+                        1
+                    }
+                };
+                MessagePos::Sequence(seq)
             }
         };
         let encoded = server::message(&publish.channel, pos, &publish.payload);
@@ -62,7 +72,11 @@ impl Core {
         c.batch.push(message);
         if c.batch.len() >= self.config.batch_max {
             self.flush_batch(now, conn);
-        } else if c.batch.len() == 1 {
+            // A full batch that overflowed the queue closed the connection:
+            // then this message did not get through.
+            return self.conns.get(conn.0).is_some_and(|c| c.closing.is_none());
+        }
+        if c.batch.len() == 1 {
             c.timers
                 .set(Timer::BatchFlush, now + self.config.batch_delay);
             self.reschedule(conn);

@@ -102,8 +102,14 @@ impl Core {
             user_id,
         });
         self.enqueue(now, conn, connected, FrameKind::Control);
-        if !open.channels.is_empty() {
-            self.subscribe(now, conn, None, open.channels);
+        // `?channels=a,,b` leaves empty names: noise, not a request.
+        let channels: Vec<String> = open
+            .channels
+            .into_iter()
+            .filter(|c| !c.is_empty())
+            .collect();
+        if !channels.is_empty() {
+            self.subscribe(now, conn, None, channels);
         }
         self.reschedule(conn);
         Ok(conn)

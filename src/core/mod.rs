@@ -2,7 +2,7 @@
 //! about connections (subscriptions, permissions, heartbeats, backpressure,
 //! rate limits, shutdown) without touching a socket, a clock or a thread.
 //!
-//! The shell (production: tokio + fastwebsockets; tests: turmoil, proptest,
+//! The shell (production: hyper + fastwebsockets; tests: turmoil, proptest,
 //! fuzz) feeds it inputs, each carrying `now`, and drains its outputs.
 //!
 //! # Drain order

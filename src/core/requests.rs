@@ -112,7 +112,7 @@ impl Core {
             .expect("callers checked the connection exists");
         if let Err(err) = channel::validate(name) {
             let message = format!(
-                "Channel \"{}\" is not a valid channel name: it {err}; use 1-128 characters of A-Z a-z 0-9 _ . : @ # / -.",
+                "Channel \"{}\" is not a valid channel name: it {err}.",
                 quoted(name)
             );
             return Some((ErrorCode::InvalidChannel, message));

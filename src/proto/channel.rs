@@ -9,7 +9,7 @@ pub const MAX_CHANNEL_LEN: usize = 128;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelNameError {
     /// The empty string.
-    #[error("is empty")]
+    #[error("is empty; channel names are 1-128 characters")]
     Empty,
     /// Over [`MAX_CHANNEL_LEN`] characters.
     #[error("is longer than {MAX_CHANNEL_LEN} characters")]

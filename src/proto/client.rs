@@ -81,7 +81,7 @@ pub enum DecodeErrorKind {
     /// A subscribe/unsubscribe without `channels` or `symbols`.
     #[error("A {0} frame needs a \"channels\" array (or \"symbols\").")]
     MissingChannels(&'static str),
-    /// `channels`/`symbols` is not an array of strings.
+    /// `channels`/`symbols` is neither a string nor an array of strings.
     #[error("\"{0}\" must be an array of strings.")]
     ChannelsNotStrings(&'static str),
     /// An empty list.
@@ -187,9 +187,12 @@ fn channels_of(
     Ok(channels)
 }
 
+/// An array of strings, or a lone string (older clients send `"channels":"lines"`).
 fn strings_of(value: &Value, field: &'static str) -> Result<Vec<String>, DecodeErrorKind> {
-    let Value::Array(items) = value else {
-        return Err(DecodeErrorKind::ChannelsNotStrings(field));
+    let items = match value {
+        Value::Array(items) => items,
+        Value::String(single) => return Ok(vec![single.clone()]),
+        _ => return Err(DecodeErrorKind::ChannelsNotStrings(field)),
     };
     items
         .iter()
@@ -270,6 +273,18 @@ mod tests {
                 String::from_utf8_lossy(frame)
             );
         }
+    }
+
+    #[test]
+    fn a_lone_string_counts_as_one_channel() {
+        assert_eq!(
+            subscribe_channels(r#"{"type":"subscribe","channels":"lines"}"#),
+            ["lines"]
+        );
+        assert_eq!(
+            subscribe_channels(r#"{"type":"subscribe","symbols":"aapl"}"#),
+            ["trade:AAPL"]
+        );
     }
 
     #[test]
