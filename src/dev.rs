@@ -1,10 +1,12 @@
 //! `ws-realtime dev`: one command that shows data flowing. It listens on
 //! 127.0.0.1:8080 (or `WS_BIND_ADDRESS`) with a fixed secret and API key,
-//! publishes the synthetic market feed, and prints a ready token and
-//! copy-paste commands. Kept in one place so moving the feed behind an
-//! embedded Kafka stays a local change.
+//! starts an embedded Kafka (librdkafka's mock cluster) with the feed's
+//! topics, produces the synthetic market feed into it, and consumes it with
+//! the real Kafka source: the same path as production. It prints a ready
+//! token, the Kafka bootstrap address and copy-paste commands.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::auth::{TokenSpec, mint};
@@ -12,7 +14,9 @@ use crate::config::{ConfigError, ServerConfig, Settings};
 use crate::shell::server::{Observers, ServerError, TcpAccept, run_observed};
 use crate::shell::shutdown::Shutdown;
 use crate::source::Source;
-use crate::source::dev_feed::DevFeedSource;
+use crate::source::dev_feed::{FEED_TOPICS, MarketFeed, TICK};
+use crate::source::embedded::{EmbeddedKafka, EmbeddedKafkaError};
+use crate::source::kafka::{KafkaConfig, KafkaSource};
 
 /// The dev server's HS256 secret. Public on purpose: never use it in production.
 pub const DEV_SECRET: &str = "ws-realtime-dev-secret-not-for-production";
@@ -22,6 +26,9 @@ pub const DEV_API_KEY: &str = "dev-api-key";
 
 /// The dev server's default address.
 pub const DEV_BIND_ADDRESS: &str = "127.0.0.1:8080";
+
+/// Partitions of each embedded topic, so `pos` shows real partitions.
+pub const DEV_PARTITIONS: i32 = 3;
 
 /// How long the printed token lasts.
 pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -35,6 +42,9 @@ pub enum DevError {
     /// The server failed.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// The embedded Kafka could not start.
+    #[error(transparent)]
+    Kafka(#[from] EmbeddedKafkaError),
 }
 
 /// The dev configuration: the environment's `WS_*` values, with the dev
@@ -58,16 +68,73 @@ pub fn dev_config(
     ServerConfig::from_settings(&Settings::load(pairs, None)?)
 }
 
-/// The sources of the dev server.
-pub fn dev_sources() -> Vec<Box<dyn Source>> {
+/// The Kafka settings of the dev server: the environment's `WS_KAFKA_*`
+/// values, but always the embedded cluster at `bootstrap`.
+pub fn dev_kafka_config(
+    env: impl IntoIterator<Item = (String, String)>,
+    bootstrap: &str,
+) -> Result<KafkaConfig, ConfigError> {
+    let mut pairs: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("WS_KAFKA_") && k != "WS_KAFKA_BROKERS")
+        .collect();
+    pairs.push(("WS_KAFKA_BROKERS".to_owned(), bootstrap.to_owned()));
+    KafkaConfig::from_settings(&Settings::load(pairs, None)?)
+}
+
+/// The sources of the dev server: HTTP publish and Kafka.
+pub fn dev_sources(kafka: KafkaConfig) -> Vec<Box<dyn Source>> {
     vec![
         Box::new(crate::source::http::HttpSource),
-        Box::new(DevFeedSource::new()),
+        Box::new(KafkaSource::new(kafka)),
     ]
+}
+
+/// Starts the embedded Kafka with the feed's topics.
+pub fn start_embedded_kafka() -> Result<EmbeddedKafka, EmbeddedKafkaError> {
+    let topics: Vec<(&str, i32)> = FEED_TOPICS.iter().map(|t| (*t, DEV_PARTITIONS)).collect();
+    EmbeddedKafka::start(&topics)
+}
+
+/// Produces the synthetic market feed into `kafka` every [`TICK`] until
+/// `shutdown` fires, keyed by symbol.
+pub async fn produce_feed(kafka: Arc<EmbeddedKafka>, mut feed: MarketFeed, mut shutdown: Shutdown) {
+    let mut interval = tokio::time::interval(TICK);
+    let mut failures = 0_u64;
+    loop {
+        tokio::select! {
+            () = shutdown.wait() => return,
+            _ = interval.tick() => {}
+        }
+        for message in feed.next_messages(unix_ms()) {
+            let produced = kafka
+                .produce(
+                    message.topic,
+                    Some(message.key.as_bytes()),
+                    message.json.as_bytes(),
+                )
+                .await;
+            if let Err(error) = produced {
+                failures += 1;
+                // One line now and then, not one per message.
+                if failures.is_power_of_two() {
+                    tracing::warn!(%error, failures, "dev feed: producing into the embedded Kafka failed");
+                }
+            }
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Runs the dev server until `shutdown` fires, printing how to connect.
 pub async fn run_dev(config: ServerConfig, shutdown: Shutdown) -> Result<(), DevError> {
+    let kafka = Arc::new(start_embedded_kafka()?);
+    let kafka_config = dev_kafka_config(std::env::vars(), kafka.bootstrap_servers())?;
     let accept = TcpAccept::bind(config.bind_address)
         .await
         .map_err(|source| ServerError::Bind {
@@ -92,15 +159,36 @@ pub async fn run_dev(config: ServerConfig, shutdown: Shutdown) -> Result<(), Dev
     );
     let api_key = config.api_key.clone().unwrap_or_default();
     println!("{}", instructions(address, &token, &api_key));
-    run_observed(
+    println!("{}", kafka_instructions(kafka.bootstrap_servers()));
+    let feed = tokio::spawn(produce_feed(
+        kafka.clone(),
+        MarketFeed::new(unix_ms()),
+        shutdown.clone(),
+    ));
+    let served = run_observed(
         accept,
         config,
-        dev_sources(),
+        dev_sources(kafka_config),
         shutdown,
         Observers::default(),
     )
-    .await?;
+    .await;
+    feed.abort();
+    let _ = feed.await;
+    served?;
     Ok(())
+}
+
+/// What `dev` prints about its embedded Kafka.
+pub fn kafka_instructions(bootstrap: &str) -> String {
+    format!(
+        r#"Embedded Kafka (topics {topics}, {DEV_PARTITIONS} partitions each) on {bootstrap}
+The synthetic feed is produced into it and consumed by the Kafka source.
+Produce your own message (one per line):
+  kcat -P -b {bootstrap} -t lines
+"#,
+        topics = FEED_TOPICS.join(", "),
+    )
 }
 
 /// What `dev` prints: the token and commands to connect and publish.
@@ -151,6 +239,23 @@ mod tests {
         )])
         .unwrap();
         assert_eq!(config.bind_address.port(), 0);
+    }
+
+    #[test]
+    fn dev_kafka_config_always_points_at_the_embedded_cluster() {
+        let env = vec![
+            ("WS_KAFKA_BROKERS".to_owned(), "elsewhere:9092".to_owned()),
+            ("WS_KAFKA_START".to_owned(), "earliest".to_owned()),
+        ];
+        let config = dev_kafka_config(env, "127.0.0.1:1234").unwrap();
+        assert_eq!(config.brokers, "127.0.0.1:1234");
+        assert_eq!(config.topics, FEED_TOPICS);
+        assert_eq!(config.start, crate::source::kafka::StartPosition::Earliest);
+        let text = kafka_instructions("127.0.0.1:1234");
+        assert!(
+            text.contains("kcat -P -b 127.0.0.1:1234 -t lines"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub mod auth;
 pub mod config;
 pub mod core;
 pub mod dev;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod load;
 pub mod metrics;
 pub mod proto;

@@ -40,24 +40,11 @@ async fn slow_consumer_is_closed_with_1008_while_a_fast_one_gets_everything() {
 
     let mut fast = connect(server.address, "fast", "&channels=lines").await;
     assert_eq!(next_json(&mut fast).await["type"], "subscribed");
-    let reader = tokio::spawn(async move {
-        let mut seqs = Vec::with_capacity(MESSAGES);
-        while seqs.len() < MESSAGES {
-            match within(fast.next()).await {
-                Some(Ok(Message::Text(text))) => {
-                    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-                    if json["type"] == "message" {
-                        seqs.push(json["data"]["seq"].as_u64().unwrap());
-                    }
-                }
-                Some(Ok(_)) => {}
-                other => panic!("the fast subscriber lost its connection: {other:?}"),
-            }
-        }
-        seqs
-    });
-
+    // Lockstep: the next message is published once the fast subscriber has
+    // the previous one, so its queue never holds more than one message while
+    // the slow client's queue overflows.
     let filler = "x".repeat(PAYLOAD_BYTES);
+    let mut seqs = Vec::with_capacity(MESSAGES);
     for seq in 0..MESSAGES {
         let payload = format!(r#"{{"seq":{seq},"filler":"{filler}"}}"#);
         let publish = Publish {
@@ -66,9 +53,20 @@ async fn slow_consumer_is_closed_with_1008_while_a_fast_one_gets_everything() {
             payload: Bytes::from(payload),
         };
         within(sink.publish(publish)).await.unwrap();
+        loop {
+            match within(fast.next()).await {
+                Some(Ok(Message::Text(text))) => {
+                    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    if json["type"] == "message" {
+                        seqs.push(json["data"]["seq"].as_u64().unwrap());
+                        break;
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the fast subscriber lost its connection: {other:?}"),
+            }
+        }
     }
-
-    let seqs = within(reader).await.unwrap();
     assert_eq!(seqs, (0..MESSAGES as u64).collect::<Vec<_>>());
 
     // Now the slow client reads: what was written before the close, then 1008.

@@ -87,6 +87,31 @@ async fn sigterm_closes_clients_with_1001_and_exits_0() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(status.code(), Some(0));
+
+    // Every remaining log line is JSON too, and the connection lines carry
+    // the connection id and user.
+    // The process has exited, so the reader thread reaches EOF and hangs up.
+    let mut rest = Vec::new();
+    for _ in 0..100_000 {
+        match lines_rx.recv_timeout(STEP) {
+            Ok(line) => rest.push(
+                serde_json::from_str::<serde_json::Value>(&line)
+                    .unwrap_or_else(|e| panic!("log line is JSON ({e}): {line}")),
+            ),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("stderr did not end"),
+        }
+    }
+    let opened = rest
+        .iter()
+        .find(|l| l["message"] == "connection opened")
+        .expect("a connection opened line");
+    assert_eq!(opened["user"], "alice");
+    assert!(opened["connection_id"].is_string(), "{opened}");
+    assert!(
+        rest.iter()
+            .any(|l| l["message"] == "connection closed" && l["reason"] == "shutdown")
+    );
 }
 
 #[test]
@@ -181,4 +206,46 @@ async fn token_command_prints_a_token_the_server_accepts() {
     let connected = next_json(&mut client).await;
     assert_eq!(connected["userId"], "carol");
     within(server.shutdown()).await.unwrap();
+}
+
+#[tokio::test]
+async fn dev_prints_a_connect_command_that_shows_market_data() {
+    let mut child = KillOnDrop(
+        binary()
+            .arg("dev")
+            .env("WS_BIND_ADDRESS", "127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary starts"),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + STEP;
+    let url = loop {
+        let line = lines_rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("dev prints a websocat command");
+        if let Some(rest) = line.trim().strip_prefix("websocat '") {
+            break rest.trim_end_matches('\'').to_owned();
+        }
+    };
+    let (mut client, _) = within(tokio_tungstenite::connect_async(url)).await.unwrap();
+    assert_eq!(next_json(&mut client).await["type"], "connected");
+    let message = loop {
+        let frame = next_json(&mut client).await;
+        if frame["type"] == "message" {
+            break frame;
+        }
+    };
+    assert_eq!(message["channel"], "lines");
+    assert!(message["data"]["price"].is_number(), "{message}");
+    assert!(message["data"]["timestamp"].is_u64(), "{message}");
 }

@@ -160,3 +160,32 @@ async fn publish_is_off_without_an_api_key() {
     );
     within(server.shutdown()).await.unwrap();
 }
+
+#[tokio::test]
+async fn half_sent_request_headers_are_dropped_after_the_handshake_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = config();
+    config.handshake_timeout = std::time::Duration::from_millis(200);
+    let server = start(config).await;
+    let mut stream = within(tokio::net::TcpStream::connect(server.address))
+        .await
+        .unwrap();
+    within(stream.write_all(b"GET /ws HTTP/1.1\r\nHost: test\r\n"))
+        .await
+        .unwrap();
+    // The headers never finish: the server answers (408) or just closes.
+    let mut seen = Vec::new();
+    loop {
+        let mut buf = [0u8; 256];
+        match within(stream.read(&mut buf)).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&seen);
+    assert!(
+        seen.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    within(server.shutdown()).await.unwrap();
+}

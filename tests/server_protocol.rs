@@ -144,7 +144,7 @@ async fn oversized_frame_is_closed_with_1009() {
     let mut client = connect(server.address, "alice", "").await;
     let big = format!(
         r#"{{"type":"subscribe","channels":["{}"]}}"#,
-        "x".repeat(4096)
+        "x".repeat(64 * 1024)
     );
     within(client.send(Message::text(big))).await.unwrap();
     assert_eq!(close_code(&mut client).await, Some(1009));
@@ -177,4 +177,65 @@ async fn shutdown_closes_clients_with_1001() {
     trigger.trigger();
     assert_eq!(close_code(&mut client).await, Some(1001));
     within(server.task).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn old_gateway_clients_use_action_symbols_and_assessment_id() {
+    let server = start(config()).await;
+    let mut client = connect(server.address, "alice", "&assessmentId=A42").await;
+    let ack = next_json(&mut client).await;
+    assert_eq!(ack["type"], "subscribed", "{ack}");
+    assert_eq!(ack["current"], serde_json::json!(["assessment:A42"]));
+
+    send_json(
+        &mut client,
+        serde_json::json!({"action":"subscribe","symbols":["aapl"]}),
+    )
+    .await;
+    let ack = next_json(&mut client).await;
+    assert_eq!(ack["channels"], serde_json::json!(["trade:AAPL"]), "{ack}");
+
+    post_publish(
+        server.address,
+        Some(API_KEY),
+        r#"{"channel":"trade:AAPL","data":{"p":189.5}}"#,
+    )
+    .await;
+    let message = next_json(&mut client).await;
+    assert_eq!(message["channel"], "trade:AAPL", "{message}");
+    post_publish(
+        server.address,
+        Some(API_KEY),
+        r#"{"channel":"assessment:A42","data":{"score":7}}"#,
+    )
+    .await;
+    let message = next_json(&mut client).await;
+    assert_eq!(message["channel"], "assessment:A42", "{message}");
+    within(server.shutdown()).await.unwrap();
+}
+
+#[tokio::test]
+async fn channel_rules_from_config_forbid_other_roles() {
+    let mut config = config();
+    config.core.channel_rules = vec![ws_realtime::core::ChannelRule {
+        pattern: "admin-*".to_owned(),
+        access: ws_realtime::core::Access::Roles(vec!["admin".to_owned()]),
+    }];
+    let server = start(config).await;
+    let mut user = connect(server.address, "alice", "").await;
+    send_json(
+        &mut user,
+        serde_json::json!({"type":"subscribe","channels":["admin-alerts"],"id":5}),
+    )
+    .await;
+    let error = next_json(&mut user).await;
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["code"], "forbidden");
+    assert_eq!(error["id"], 5);
+
+    let query = format!("token={}", token("root", &["admin"]));
+    let mut admin = try_connect(server.address, &query).await.unwrap();
+    assert_eq!(next_json(&mut admin).await["type"], "connected");
+    subscribe(&mut admin, &["admin-alerts"], 1).await;
+    within(server.shutdown()).await.unwrap();
 }

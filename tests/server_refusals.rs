@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use server_support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ws_realtime::auth::{TokenSpec, mint};
 use ws_realtime::source::{Source, SourceContext, SourceFuture};
 
@@ -150,10 +151,21 @@ async fn upgrade_while_draining_is_503() {
     let server = ws_realtime::shell::start(config, vec![Box::new(StubbornSource)])
         .await
         .unwrap();
-    // Accepted before the listener closes, used after the drain began.
-    let early = within(tokio::net::TcpStream::connect(server.address))
+    // Accepted (proven by a first request on it) before the listener
+    // closes, and used again after the drain began.
+    let mut early = within(tokio::net::TcpStream::connect(server.address))
         .await
         .unwrap();
+    within(early.write_all(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n"))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while !seen.ends_with(br#"{"status":"alive"}"#) {
+        let mut buf = [0u8; 512];
+        let n = within(early.read(&mut buf)).await.unwrap();
+        assert!(n > 0, "the health answer arrives");
+        seen.extend_from_slice(&buf[..n]);
+    }
     let readiness = server.observers.readiness.clone();
     server.trigger.trigger();
     for _ in 0..200 {

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use fastwebsockets::{OpCode, Role, WebSocketError};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 
 use crate::core::Transmit;
 use crate::metrics::Metrics;
@@ -49,13 +49,7 @@ pub(crate) fn spawn<S>(
         max_message_bytes,
     ));
     tokio::spawn(write_loop(
-        write_half,
-        key,
-        outbound,
-        kill,
-        reader.abort_handle(),
-        commands,
-        metrics,
+        write_half, key, outbound, kill, reader, commands, metrics,
     ));
 }
 
@@ -156,7 +150,7 @@ async fn write_loop<W>(
     key: ConnKey,
     mut outbound: mpsc::UnboundedReceiver<Transmit>,
     mut kill: tokio::sync::oneshot::Receiver<()>,
-    reader: AbortHandle,
+    mut reader: JoinHandle<()>,
     commands: mpsc::Sender<Command>,
     metrics: Arc<Metrics>,
 ) where
@@ -194,6 +188,10 @@ async fn write_loop<W>(
         }
     }
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, write_half.shutdown()).await;
+    // A client that got our close frame answers and hangs up; waiting for
+    // that (briefly) lets the socket close with FIN instead of RST, so the
+    // client reliably reads the close frame before the connection ends.
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut reader).await;
     reader.abort();
 }
 

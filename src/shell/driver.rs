@@ -95,7 +95,13 @@ pub(crate) struct Driver {
     drained: watch::Sender<bool>,
     /// Whether `handle_shutdown` has been called.
     shutting_down: bool,
+    /// Messages dropped since start, for the periodic stats line (the
+    /// metric is a labelled family, awkward to total).
+    dropped: u64,
 }
+
+/// How often the driver logs a stats line.
+const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Driver {
     /// A driver around `core`; `drained` turns true once a shutdown has
@@ -108,6 +114,7 @@ impl Driver {
             metrics,
             drained,
             shutting_down: false,
+            dropped: 0,
         }
     }
 
@@ -118,6 +125,8 @@ impl Driver {
         mut ingest: mpsc::Receiver<Ingest>,
     ) {
         let mut ingest_open = true;
+        let mut stats_timer =
+            tokio::time::interval_at(tokio::time::Instant::now() + STATS_INTERVAL, STATS_INTERVAL);
         loop {
             let deadline = self.core.poll_timeout().map(tokio::time::Instant::from_std);
             let sleep = async move {
@@ -139,6 +148,10 @@ impl Driver {
                 () = sleep => {
                     let now = now();
                     self.core.handle_timeout(now);
+                }
+                _ = stats_timer.tick() => {
+                    self.log_stats();
+                    continue;
                 }
             }
             self.drain();
@@ -292,6 +305,9 @@ impl Driver {
         }
         while let Some(event) = self.core.poll_event() {
             self.metrics.record_event(&event);
+            if let Event::MessagesDropped { count, .. } = &event {
+                self.dropped += count;
+            }
             self.log(&event);
         }
         self.metrics.record_stats(self.core.stats());
@@ -359,6 +375,19 @@ impl Driver {
                 tracing::debug!(conn = %conn, connection_id = self.connection_id(*conn), user = self.user_id(*conn), code = code.as_str(), "client frame rejected");
             }
         }
+    }
+
+    fn log_stats(&self) {
+        let stats = self.core.stats();
+        tracing::info!(
+            connections = stats.connections,
+            subscriptions = stats.subscriptions,
+            channels = stats.channels,
+            messages_in = self.metrics.messages_received.get(),
+            messages_out = self.metrics.messages_sent.get(),
+            dropped = self.dropped,
+            "stats"
+        );
     }
 
     fn connection_id(&self, conn: ConnId) -> &str {

@@ -14,8 +14,10 @@ use crate::metrics::Metrics;
 use crate::shell::shutdown::Shutdown;
 
 pub mod dev_feed;
+pub mod embedded;
 pub mod health;
 pub mod http;
+pub mod kafka;
 
 pub use health::{Readiness, SourceHealth};
 

@@ -1,0 +1,31 @@
+//! The bodies of the `fuzz/` targets, as plain functions: cargo-fuzz calls
+//! them with libFuzzer's inputs, and `tests/fuzz_seeds.rs` replays every
+//! committed seed through them on stable Rust. Only built with the `fuzzing`
+//! feature.
+//!
+//! Each function panics on a finding (a broken invariant or a wrong answer)
+//! and returns quietly otherwise, including on input it cannot decode.
+
+mod client_frame;
+mod core_ops;
+mod harness;
+mod scenario;
+mod source_payload;
+mod upgrade;
+mod wire;
+
+pub use client_frame::client_frame;
+pub use core_ops::core_ops;
+pub use source_payload::source_payload;
+pub use upgrade::upgrade;
+
+/// A target body: panics on a finding.
+pub type TargetBody = fn(&[u8]);
+
+/// The targets by name, as `fuzz/fuzz_targets/` and `fuzz/seeds/` name them.
+pub const TARGETS: &[(&str, TargetBody)] = &[
+    ("client_frame", client_frame),
+    ("core_ops", core_ops),
+    ("upgrade", upgrade),
+    ("source_payload", source_payload),
+];

@@ -1,0 +1,204 @@
+//! The small world the core fuzz targets play in: a few users with different
+//! rights, a few channels (allowed, restricted, owner-only, invalid), and a
+//! configuration drawn from the fuzz input within sane ranges.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use arbitrary::Arbitrary;
+
+use crate::core::{Access, ChannelRule, CoreConfig, Identity, Open, SlowClientPolicy};
+
+/// Channel names the targets pick from: some collide on purpose, some are
+/// restricted by the rules of [`channel_rules`], some are invalid.
+pub(crate) const CHANNELS: &[&str] = &[
+    "lines",
+    "order_book",
+    "analytics",
+    "trade:AAPL",
+    "trade:MSFT",
+    "user:alice",
+    "user:bob",
+    "admin:audit",
+    "assessment:42",
+    "bad channel",
+    "",
+    "x234567890123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890",
+];
+
+/// Picks a channel by a fuzzed index.
+pub(crate) fn channel(index: u8) -> &'static str {
+    CHANNELS[index as usize % CHANNELS.len()]
+}
+
+/// `admin:*` for the admin role, `user:{sub}` for its owner.
+pub(crate) fn channel_rules() -> Vec<ChannelRule> {
+    vec![
+        ChannelRule {
+            pattern: "admin:*".to_owned(),
+            access: Access::Roles(vec!["admin".to_owned()]),
+        },
+        ChannelRule {
+            pattern: "user:{sub}".to_owned(),
+            access: Access::Owner,
+        },
+    ]
+}
+
+/// A fuzzed user: index into a fixed cast, plus an optional expiry.
+pub(crate) fn identity(user: u8, expires_in_secs: Option<u8>) -> Identity {
+    let (user_id, roles, patterns): (&str, &[&str], Option<&[&str]>) = match user % 4 {
+        0 => ("alice", &["trader"], None),
+        1 => ("bob", &["admin"], None),
+        2 => ("carol", &[], Some(&["trade:*", "lines"])),
+        _ => ("dave", &[], Some(&[])),
+    };
+    Identity {
+        user_id: user_id.to_owned(),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        channel_patterns: patterns.map(|p| p.iter().map(|c| (*c).to_owned()).collect()),
+        expires_at_unix_ms: expires_in_secs
+            .map(|secs| super::harness::START_UNIX_MS + u64::from(secs) * 1000),
+    }
+}
+
+/// A connection request from one of four addresses.
+pub(crate) fn open(user: u8, address: u8, channels: &[u8], expires_in_secs: Option<u8>) -> Open {
+    Open {
+        identity: identity(user, expires_in_secs),
+        remote: IpAddr::V4(Ipv4Addr::new(10, 0, 0, address % 4)),
+        channels: channels
+            .iter()
+            .take(8)
+            .map(|c| channel(*c).to_owned())
+            .collect(),
+    }
+}
+
+/// Configuration knobs, each mapped into a range the config loader would
+/// accept.
+#[derive(Debug, Clone, Arbitrary)]
+pub(crate) struct ConfigChoice {
+    buffer_frames: u8,
+    buffer_bytes: u16,
+    drop_oldest: bool,
+    grace_ms: u16,
+    heartbeat_ms: u16,
+    timeout_ms: u16,
+    app_ping: bool,
+    max_channels: u8,
+    max_connections: u8,
+    max_per_ip: u8,
+    rate: u8,
+    burst: u8,
+    batch_max: u8,
+    batch_delay_ms: u8,
+}
+
+impl ConfigChoice {
+    /// The core configuration these knobs describe.
+    pub(crate) fn build(&self) -> CoreConfig {
+        CoreConfig {
+            server_id: "fuzz".to_owned(),
+            client_buffer_frames: 1 + usize::from(self.buffer_frames % 16),
+            client_buffer_bytes: 512 + usize::from(self.buffer_bytes % 16_384),
+            slow_client_policy: if self.drop_oldest {
+                SlowClientPolicy::DropOldest
+            } else {
+                SlowClientPolicy::Disconnect
+            },
+            slow_close_grace: Duration::from_millis(10 + u64::from(self.grace_ms % 5_000)),
+            heartbeat_interval: Duration::from_millis(50 + u64::from(self.heartbeat_ms % 10_000)),
+            connection_timeout: Duration::from_millis(100 + u64::from(self.timeout_ms % 30_000)),
+            app_ping: self.app_ping,
+            max_message_bytes: 64 * 1024,
+            max_channels_per_connection: 1 + usize::from(self.max_channels % 8),
+            max_connections: usize::from(self.max_connections % 7),
+            max_connections_per_ip: usize::from(self.max_per_ip % 4),
+            rate_limit_per_second: 1 + u32::from(self.rate % 200),
+            rate_limit_burst: 1 + u32::from(self.burst % 200),
+            batch_max: 1 + usize::from(self.batch_max % 4),
+            batch_delay: Duration::from_millis(u64::from(self.batch_delay_ms % 50)),
+            channel_rules: channel_rules(),
+        }
+    }
+}
+
+/// A fuzz-chosen payload for a publish.
+#[derive(Debug, Clone, Arbitrary)]
+pub(crate) enum PayloadChoice {
+    /// A small JSON object, as a market feed sends.
+    Quote {
+        /// Price in cents.
+        price: i32,
+        /// Symbol index.
+        symbol: u8,
+    },
+    /// Any JSON value, through `serde_json`.
+    Json(ArbitraryJson),
+    /// Raw bytes: JSON, text or binary, whatever they happen to be.
+    Raw(Vec<u8>),
+}
+
+impl PayloadChoice {
+    /// The payload bytes.
+    pub(crate) fn bytes(&self) -> Vec<u8> {
+        match self {
+            PayloadChoice::Quote { price, symbol } => format!(
+                r#"{{"symbol":"{}","price":{}.{:02},"ts":1767225600000}}"#,
+                ["AAPL", "MSFT", "GOOG"][*symbol as usize % 3],
+                price / 100,
+                (price % 100).unsigned_abs()
+            )
+            .into_bytes(),
+            PayloadChoice::Json(json) => json.to_value(0).to_string().into_bytes(),
+            PayloadChoice::Raw(bytes) => bytes.clone(),
+        }
+    }
+}
+
+/// A JSON value shaped by the fuzzer (strings with escapes, nesting, floats).
+#[derive(Debug, Clone, Arbitrary)]
+pub(crate) enum ArbitraryJson {
+    /// `null`.
+    Null,
+    /// `true` / `false`.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A float (non-finite ones become `null`, as `serde_json` does).
+    Float(f64),
+    /// A string, any Unicode.
+    Str(String),
+    /// An array.
+    Array(Vec<ArbitraryJson>),
+    /// An object.
+    Object(Vec<(String, ArbitraryJson)>),
+}
+
+/// Nesting kept well under `serde_json`'s parse limit of 128, so the payload
+/// stays JSON and the embedding path is the one exercised.
+const MAX_JSON_DEPTH: usize = 32;
+
+impl ArbitraryJson {
+    fn to_value(&self, depth: usize) -> serde_json::Value {
+        use serde_json::Value;
+        if depth >= MAX_JSON_DEPTH {
+            return Value::Null;
+        }
+        match self {
+            ArbitraryJson::Null => Value::Null,
+            ArbitraryJson::Bool(b) => Value::Bool(*b),
+            ArbitraryJson::Int(i) => Value::from(*i),
+            ArbitraryJson::Float(f) => Value::from(*f),
+            ArbitraryJson::Str(s) => Value::from(s.as_str()),
+            ArbitraryJson::Array(items) => items.iter().map(|v| v.to_value(depth + 1)).collect(),
+            ArbitraryJson::Object(fields) => Value::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_value(depth + 1)))
+                    .collect(),
+            ),
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! The consuming loop: builds the librdkafka consumer for a mode, turns
+//! each record into a routed [`Publish`], hands it to the bounded sink
+//! (a full sink pauses consumption; librdkafka's own prefetch is capped by
+//! `queued.max.messages.kbytes`), and in `group` mode stores the offset only
+//! once the core has taken the message. A health monitor beside it asks the
+//! brokers for metadata periodically and keeps `/ready` truthful.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::config::{KafkaConfig, KafkaMode, StartPosition};
+use super::context::{KafkaContext, WarnThrottle};
+use crate::metrics::{Metrics, TopicLabel};
+use crate::source::{Position, Publish, PublishSink, SinkClosed, SourceContext, SourceHealth};
+
+/// Timings of the source, fixed in production and shortened in tests.
+#[derive(Debug, Clone)]
+pub struct KafkaTimings {
+    /// How often the brokers are asked for metadata to judge readiness.
+    pub health_interval: Duration,
+    /// Minimum spacing of repeated warnings about the same outage.
+    pub warn_interval: Duration,
+    /// Suffix making the broadcast group id unique to this process; the
+    /// server id when the caller has one.
+    pub instance_id: Option<String>,
+}
+
+impl Default for KafkaTimings {
+    fn default() -> Self {
+        KafkaTimings {
+            health_interval: Duration::from_secs(5),
+            warn_interval: Duration::from_secs(30),
+            instance_id: None,
+        }
+    }
+}
+
+type KafkaConsumer = StreamConsumer<KafkaContext>;
+
+/// The librdkafka configuration for `config`: our defaults first, then the
+/// operator's pass-through properties, which win.
+pub(crate) fn client_config(config: &KafkaConfig, instance_id: Option<&str>) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("client.id", "ws-realtime")
+        // Bounded prefetch: with the bounded sink this caps memory when the
+        // core falls behind.
+        .set("queued.max.messages.kbytes", "16384")
+        .set("queued.min.messages", "10000")
+        .set("statistics.interval.ms", "5000")
+        // New partitions and newly created topics matching a ^regex are
+        // noticed within this interval.
+        .set("topic.metadata.refresh.interval.ms", "10000")
+        .set("allow.auto.create.topics", "false");
+    let reset = match config.start {
+        StartPosition::Latest => "latest",
+        // A tail longer than the partition is out of range; it then starts
+        // at the beginning rather than skipping to the end.
+        StartPosition::Earliest | StartPosition::Backfill(_) => "earliest",
+    };
+    client.set("auto.offset.reset", reset);
+    match config.mode {
+        KafkaMode::Broadcast => {
+            let suffix = instance_id.map(str::to_owned).unwrap_or_else(unique_suffix);
+            client
+                .set("group.id", format!("{}-{suffix}", config.group_id))
+                .set("enable.auto.commit", "false");
+        }
+        KafkaMode::Group => {
+            client
+                .set("group.id", &config.group_id)
+                .set("enable.auto.commit", "true")
+                .set("auto.commit.interval.ms", "1000")
+                // Offsets are stored by hand once the core has the message.
+                .set("enable.auto.offset.store", "false");
+        }
+    }
+    for (name, value) in &config.properties {
+        client.set(name, value);
+    }
+    client
+}
+
+/// A per-process suffix so every replica has its own broadcast group.
+fn unique_suffix() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
+}
+
+/// Runs the source until shutdown.
+pub(crate) async fn run(config: KafkaConfig, timings: KafkaTimings, ctx: SourceContext) {
+    let SourceContext {
+        sink,
+        health,
+        mut shutdown,
+        metrics,
+    } = ctx;
+    health.not_ready("connecting to the Kafka brokers");
+    let backfill = match config.start {
+        StartPosition::Backfill(n) => Some(n),
+        _ => None,
+    };
+    let context = KafkaContext::new(
+        metrics.clone(),
+        health.clone(),
+        backfill,
+        timings.warn_interval,
+    );
+    let created: Result<KafkaConsumer, _> =
+        client_config(&config, timings.instance_id.as_deref()).create_with_context(context);
+    let consumer = match created {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            return idle_until_shutdown(
+                &health,
+                &mut shutdown,
+                format!("invalid Kafka configuration: {e}"),
+            )
+            .await;
+        }
+    };
+    let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+    if let Err(e) = consumer.subscribe(&topics) {
+        return idle_until_shutdown(&health, &mut shutdown, format!("cannot subscribe: {e}")).await;
+    }
+    tracing::info!(brokers = %config.brokers, topics = ?config.topics, mode = ?config.mode, "kafka: consuming");
+    let monitor = tokio::spawn(monitor_health(
+        consumer.clone(),
+        health.clone(),
+        config.topics.clone(),
+        timings.health_interval,
+        shutdown.clone(),
+    ));
+    let mut delivery = Delivery {
+        sink,
+        metrics,
+        mode: config.mode,
+        processed: HashMap::new(),
+        stored: HashMap::new(),
+    };
+    let record_warn = WarnThrottle::new(timings.warn_interval);
+    loop {
+        let received = tokio::select! {
+            biased;
+            _ = shutdown.wait() => break,
+            received = consumer.recv() => received,
+        };
+        let record = match received {
+            Ok(message) => Record::from_message(&message),
+            Err(e) => {
+                // Partition EOFs, unknown topics, fetch errors: librdkafka
+                // carries on by itself; one warning per interval is enough.
+                if record_warn.allow() {
+                    tracing::warn!(error = %e, "kafka: consumer error");
+                }
+                continue;
+            }
+        };
+        let publish = record.to_publish(&config, &delivery.metrics);
+        let outcome = tokio::select! {
+            biased;
+            _ = shutdown.wait() => break,
+            outcome = delivery.deliver(publish, &record) => outcome,
+        };
+        match outcome {
+            Ok(()) => {
+                if delivery.mode == KafkaMode::Group
+                    && let Err(e) =
+                        consumer.store_offset(&record.topic, record.partition, record.offset)
+                {
+                    tracing::warn!(error = %e, topic = %record.topic, "kafka: cannot store the offset");
+                }
+            }
+            Err(SinkClosed) => break,
+        }
+    }
+    monitor.abort();
+    let _ = monitor.await;
+    health.not_ready("stopped");
+    let stored = std::mem::take(&mut delivery.stored);
+    let mode = config.mode;
+    // Committing and closing block on the brokers, so off the runtime.
+    let closing = tokio::task::spawn_blocking(move || {
+        if mode == KafkaMode::Group {
+            commit_stored(&consumer, &stored);
+        }
+        consumer.unsubscribe();
+        close(consumer);
+    });
+    if let Err(e) = closing.await {
+        tracing::warn!(error = %e, "kafka: closing the consumer failed");
+    }
+    tracing::info!("kafka: stopped");
+}
+
+/// One received record, owned, so nothing borrows the consumer across an await.
+struct Record {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Bytes,
+}
+
+impl Record {
+    fn from_message<M: Message>(message: &M) -> Record {
+        Record {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            // A tombstone (no payload) arrives as an empty text payload.
+            payload: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+        }
+    }
+
+    fn to_publish(&self, config: &KafkaConfig, metrics: &Metrics) -> Publish {
+        let routed = config
+            .router
+            .route(&self.topic, self.key.as_deref(), &self.payload);
+        if routed.fell_back {
+            metrics.record_source_message("kafka", "routing_fallback");
+        }
+        Publish {
+            channel: routed.channel,
+            pos: Position::Offset {
+                partition: self.partition,
+                offset: self.offset,
+            },
+            payload: self.payload.clone(),
+        }
+    }
+}
+
+/// Hands records to the sink and counts them.
+struct Delivery {
+    /// The bounded queue into the core.
+    sink: PublishSink,
+    /// Counters.
+    metrics: Arc<Metrics>,
+    /// In `group` mode delivery waits until the core has the message.
+    mode: KafkaMode,
+    /// Per-topic counters, cached so the hot path allocates no label.
+    processed: HashMap<String, Counter>,
+    /// The last offset taken by the core per partition, committed at shutdown.
+    stored: HashMap<(String, i32), i64>,
+}
+
+impl Delivery {
+    async fn deliver(&mut self, publish: Publish, record: &Record) -> Result<(), SinkClosed> {
+        match self.mode {
+            KafkaMode::Broadcast => self.sink.publish(publish).await?,
+            KafkaMode::Group => {
+                self.sink.publish_and_wait(publish).await?;
+                self.stored
+                    .insert((record.topic.clone(), record.partition), record.offset);
+            }
+        }
+        let counter = match self.processed.get(&record.topic) {
+            Some(counter) => counter,
+            None => {
+                let counter = self
+                    .metrics
+                    .kafka_messages_processed
+                    .get_or_create(&TopicLabel {
+                        topic: record.topic.clone(),
+                    })
+                    .clone();
+                self.processed
+                    .entry(record.topic.clone())
+                    .or_insert(counter)
+            }
+        };
+        counter.inc();
+        Ok(())
+    }
+}
+
+/// Drops the last handle, which closes the consumer: it leaves the group
+/// at once, so a successor gets the partitions without waiting out the
+/// session timeout. A metadata request still in flight holds a handle for
+/// at most its timeout.
+fn close(mut consumer: Arc<KafkaConsumer>) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match Arc::try_unwrap(consumer) {
+            Ok(last) => return drop(last),
+            Err(shared) if Instant::now() < deadline => {
+                consumer = shared;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(_) => {
+                tracing::warn!("kafka: consumer still in use; it closes when released");
+                return;
+            }
+        }
+    }
+}
+
+/// Commits, synchronously, the offsets after the last messages the core took.
+fn commit_stored(consumer: &KafkaConsumer, stored: &HashMap<(String, i32), i64>) {
+    if stored.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in stored {
+        if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1)) {
+            tracing::warn!(error = %e, "kafka: cannot build the final commit");
+        }
+    }
+    match consumer.commit(&tpl, CommitMode::Sync) {
+        Ok(()) => tracing::info!(partitions = stored.len(), "kafka: offsets committed"),
+        Err(e) => tracing::warn!(error = %e, "kafka: final commit failed"),
+    }
+}
+
+async fn idle_until_shutdown(
+    health: &SourceHealth,
+    shutdown: &mut crate::shell::shutdown::Shutdown,
+    reason: String,
+) {
+    tracing::error!("kafka: {reason}");
+    health.not_ready(reason);
+    shutdown.wait().await;
+}
+
+/// Asks the brokers for metadata every `interval`: unreachable brokers or
+/// missing topics make the source not ready (with a throttled warning);
+/// a healthy answer makes it ready again.
+async fn monitor_health(
+    consumer: Arc<KafkaConsumer>,
+    health: SourceHealth,
+    topics: Vec<String>,
+    interval: Duration,
+    mut shutdown: crate::shell::shutdown::Shutdown,
+) {
+    let patterns: Vec<(String, Option<regex::Regex>)> = topics
+        .into_iter()
+        .map(|t| {
+            let regex = t
+                .starts_with('^')
+                .then(|| regex::Regex::new(&t).ok())
+                .flatten();
+            (t, regex)
+        })
+        .collect();
+    let mut last_problem: Option<String> = None;
+    let mut last_warned: Option<Instant> = None;
+    let warn_every = Duration::from_secs(30).max(interval);
+    loop {
+        let client = consumer.clone();
+        let timeout = interval.max(Duration::from_secs(2));
+        let answer = tokio::task::spawn_blocking(move || {
+            client.fetch_metadata(None, timeout).map(|metadata| {
+                metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                    .map(|t| t.name().to_owned())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .await;
+        let problem = match answer {
+            Ok(Ok(existing)) => missing_topics(&patterns, &existing),
+            Ok(Err(e)) => Some(format!("broker unreachable: {e}")),
+            Err(e) => Some(format!("metadata request failed: {e}")),
+        };
+        match &problem {
+            None => {
+                if last_problem.is_some() {
+                    tracing::info!("kafka: brokers reachable and topics present again");
+                }
+                health.ready();
+            }
+            Some(reason) => {
+                let due = last_warned.is_none_or(|at| at.elapsed() >= warn_every);
+                if due || last_problem.as_ref() != Some(reason) {
+                    tracing::warn!(reason = %reason, "kafka: not ready; still retrying");
+                    last_warned = Some(Instant::now());
+                }
+                health.not_ready(reason.clone());
+            }
+        }
+        last_problem = problem;
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// The configured topics (or patterns) the cluster does not have.
+fn missing_topics(
+    patterns: &[(String, Option<regex::Regex>)],
+    existing: &[String],
+) -> Option<String> {
+    let missing: Vec<&str> = patterns
+        .iter()
+        .filter(|(name, regex)| match regex {
+            Some(regex) => !existing.iter().any(|t| regex.is_match(t)),
+            None => !existing.iter().any(|t| t == name),
+        })
+        .map(|(name, _)| name.as_str())
+        .collect();
+    (!missing.is_empty()).then(|| format!("topic missing: {}", missing.join(", ")))
+}

@@ -1,0 +1,199 @@
+//! librdkafka callbacks: errors become readiness and rate-limited warnings
+//! (librdkafka retries a dead broker many times a second, an operator wants
+//! one line now and then), statistics become the per-partition lag gauge,
+//! and the rebalance callback applies `backfill:N` to newly assigned
+//! partitions.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
+
+use crate::metrics::{Metrics, PartitionLabel};
+use crate::source::SourceHealth;
+
+/// Emits at most one warning per `every`.
+#[derive(Debug)]
+pub(crate) struct WarnThrottle {
+    /// Minimum spacing between warnings.
+    every: Duration,
+    /// When the last warning went out.
+    last: Mutex<Option<Instant>>,
+}
+
+impl WarnThrottle {
+    pub(crate) fn new(every: Duration) -> WarnThrottle {
+        WarnThrottle {
+            every,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Whether a warning may be logged now (and records that it was).
+    pub(crate) fn allow(&self) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match *last {
+            Some(at) if now.duration_since(at) < self.every => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
+        }
+    }
+}
+
+/// The consumer's callbacks and the state they share with the source.
+pub(crate) struct KafkaContext {
+    /// Where the lag gauge lives.
+    metrics: Arc<Metrics>,
+    /// Broker errors turn the source not ready right away; the health
+    /// monitor turns it ready again once metadata answers.
+    health: SourceHealth,
+    /// `backfill:N`: newly assigned partitions start N messages before the end.
+    backfill: Option<u64>,
+    /// Partitions already backfilled, so a later rebalance does not replay
+    /// them again.
+    backfilled: Mutex<HashSet<(String, i32)>>,
+    /// Keeps broker-error warnings to one per interval.
+    warn: WarnThrottle,
+}
+
+impl KafkaContext {
+    pub(crate) fn new(
+        metrics: Arc<Metrics>,
+        health: SourceHealth,
+        backfill: Option<u64>,
+        warn_every: Duration,
+    ) -> KafkaContext {
+        KafkaContext {
+            metrics,
+            health,
+            backfill,
+            backfilled: Mutex::new(HashSet::new()),
+            warn: WarnThrottle::new(warn_every),
+        }
+    }
+
+    fn apply_backfill(&self, tpl: &mut TopicPartitionList) {
+        let Some(count) = self.backfill else { return };
+        let mut done = self.backfilled.lock().unwrap_or_else(|p| p.into_inner());
+        for mut elem in tpl.elements() {
+            let key = (elem.topic().to_owned(), elem.partition());
+            if done.insert(key) {
+                let tail = i64::try_from(count).unwrap_or(i64::MAX);
+                if let Err(e) = elem.set_offset(Offset::OffsetTail(tail)) {
+                    tracing::warn!(error = %e, "kafka: cannot set the backfill offset");
+                }
+            }
+        }
+    }
+}
+
+/// Errors that mean no broker can be reached (as opposed to one bad message
+/// or one request failing).
+fn is_connectivity_error(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::Resolve
+            | RDKafkaErrorCode::Authentication
+            | RDKafkaErrorCode::SaslAuthenticationFailed
+            | RDKafkaErrorCode::SSL
+    )
+}
+
+impl ClientContext for KafkaContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        // librdkafka logs every failed reconnect; the error callback and the
+        // health monitor turn those into throttled warnings instead.
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+                tracing::error!(target: "librdkafka", "{facility}: {message}");
+            }
+            _ => tracing::debug!(target: "librdkafka", "{facility}: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let connectivity = error
+            .rdkafka_error_code()
+            .is_some_and(is_connectivity_error);
+        if connectivity {
+            self.health
+                .not_ready(format!("broker unreachable: {reason}"));
+        }
+        if self.warn.allow() {
+            tracing::warn!(%error, reason, "kafka: client error (librdkafka keeps retrying)");
+        } else {
+            tracing::debug!(%error, reason, "kafka: client error");
+        }
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (partition, p) in &stats.partitions {
+                // -1 is librdkafka's internal UA partition; a negative lag
+                // means "unknown yet".
+                if *partition < 0 || p.consumer_lag < 0 {
+                    continue;
+                }
+                self.metrics
+                    .kafka_consumer_lag
+                    .get_or_create(&PartitionLabel {
+                        topic: topic.clone(),
+                        partition: partition.to_string(),
+                    })
+                    .set(p.consumer_lag);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for KafkaContext {
+    fn rebalance(
+        &self,
+        base_consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            base_consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.apply_backfill(tpl);
+                tracing::info!(partitions = tpl.count(), "kafka: partitions assigned");
+                if cooperative {
+                    base_consumer.incremental_assign(tpl)
+                } else {
+                    base_consumer.assign(tpl)
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!(partitions = tpl.count(), "kafka: partitions revoked");
+                if cooperative {
+                    base_consumer.incremental_unassign(tpl)
+                } else {
+                    base_consumer.unassign()
+                }
+            }
+            other => {
+                tracing::warn!(error = ?RDKafkaErrorCode::from(other), "kafka: rebalance failed");
+                base_consumer.unassign()
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "kafka: applying the rebalance failed");
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Shared helpers of the `kafka_*` end-to-end tests: a server on 127.0.0.1:0
+//! running the real Kafka source, tokens, and a tokio-tungstenite client
+//! with a timeout on every await.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use ws_realtime::auth::{TokenSpec, mint};
+use ws_realtime::config::{ServerConfig, Settings};
+use ws_realtime::shell::ServerHandle;
+use ws_realtime::source::kafka::{KafkaConfig, KafkaSource, KafkaTimings};
+
+pub const SECRET: &[u8] = b"kafka-e2e-secret-0123456789abcdef";
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A server whose only source is Kafka at `brokers`, configured by `pairs`.
+pub async fn start_server(brokers: &str, pairs: &[(&str, &str)]) -> ServerHandle {
+    let mut all = vec![("WS_KAFKA_BROKERS", brokers)];
+    all.extend_from_slice(pairs);
+    let config = KafkaConfig::from_settings(&Settings::from_pairs(all)).expect("valid config");
+    let source = KafkaSource::new(config).with_timings(KafkaTimings {
+        health_interval: Duration::from_millis(200),
+        ..KafkaTimings::default()
+    });
+    ws_realtime::shell::start(ServerConfig::for_testing(SECRET), vec![Box::new(source)])
+        .await
+        .expect("a loopback server starts")
+}
+
+/// A valid token for `kafka-tester`.
+pub fn token() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let spec = TokenSpec {
+        sub: "kafka-tester".to_owned(),
+        ttl: Duration::from_secs(3600),
+        roles: Vec::new(),
+        channels: None,
+        audience: None,
+        issuer: None,
+    };
+    mint(SECRET, &spec, now)
+}
+
+/// Connects with `query` appended and waits for the connect-time
+/// subscription to be acknowledged, so nothing produced afterwards is missed.
+pub async fn connect(address: SocketAddr, query: &str) -> Client {
+    let url = format!("ws://{address}/ws?token={}&{query}", token());
+    let (mut client, _) = timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("connects in time")
+        .expect("the upgrade succeeds");
+    for _ in 0..10 {
+        let frame = next_json(&mut client).await;
+        if frame["type"] == "subscribed" {
+            return client;
+        }
+    }
+    panic!("no subscribed acknowledgement");
+}
+
+/// The next text frame as JSON, skipping control frames.
+pub async fn next_json(client: &mut Client) -> serde_json::Value {
+    for _ in 0..1000 {
+        match timeout(WAIT, client.next()).await.expect("a frame in time") {
+            Some(Ok(Message::Text(text))) => {
+                return serde_json::from_str(&text).expect("server frames are JSON");
+            }
+            Some(Ok(Message::Close(frame))) => panic!("closed: {frame:?}"),
+            Some(Ok(_)) => continue,
+            other => panic!("stream ended: {other:?}"),
+        }
+    }
+    panic!("only control frames");
+}
+
+/// The next `message` frame, skipping acknowledgements.
+pub async fn next_message(client: &mut Client) -> serde_json::Value {
+    for _ in 0..100 {
+        let frame = next_json(client).await;
+        if frame["type"] == "message" {
+            return frame;
+        }
+    }
+    panic!("no message frame");
+}
+
+/// The HTTP status of `GET path`.
+pub async fn http_status(address: SocketAddr, path: &str) -> u16 {
+    let mut stream = timeout(WAIT, TcpStream::connect(address))
+        .await
+        .unwrap()
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text}"))
+}
+
+/// The offset `group` has committed for `topic` partition 0, asked of the
+/// brokers directly (an OffsetFetch; no group join).
+pub fn committed_offset(brokers: &str, group: &str, topic: &str) -> Option<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .expect("a consumer");
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    partitions.add_partition(topic, 0);
+    let committed = consumer
+        .committed_offsets(partitions, Duration::from_secs(10))
+        .expect("the brokers answer an offset fetch");
+    match committed.find_partition(topic, 0)?.offset() {
+        rdkafka::Offset::Offset(offset) => Some(offset),
+        _ => None,
+    }
+}
