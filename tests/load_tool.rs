@@ -110,6 +110,12 @@ async fn binary_json_summary_reports_every_expected_delivery_and_ordered_latency
         .expect("sent is a number");
     assert!(sent > 0, "publishes landed in the window: {summary}");
     assert_eq!(summary["publish"]["failed"], 0, "{summary}");
+    // 50/s over 0.5 s warmup + 2 s window.
+    assert_eq!(summary["publish"]["scheduled"], 125, "{summary}");
+    assert!(
+        summary["publish"]["attempted"].as_u64() <= Some(125),
+        "no publish starts after the window: {summary}"
+    );
     let deliveries = &summary["deliveries"];
     // Each publish goes to one of 2 channels with 10 subscribers each.
     assert_eq!(

@@ -350,6 +350,7 @@ fn summarize(
         },
         rate: args.publish_rate,
         payload_bytes: args.payload_bytes,
+        scheduled: ((args.warmup + args.duration).as_secs_f64() * args.publish_rate).ceil() as u64,
         attempted: p.attempted.load(Relaxed),
         accepted: p.accepted.load(Relaxed),
         failed: p.failed.load(Relaxed),
@@ -399,9 +400,9 @@ fn summarize(
         deliveries,
         latency_us: publish.map(|_| LatencySummary::from_ns(&totals.latency)),
         server,
-        tool_cpu_util: tool_start.zip(tool_end).map(|(start, end)| {
-            end.cpu_ns.saturating_sub(start.cpu_ns) as f64 / 1e9 / window_secs
-        }),
+        tool_cpu_util: tool_start
+            .zip(tool_end)
+            .map(|(start, end)| end.cpu_ns.saturating_sub(start.cpu_ns) as f64 / 1e9 / window_secs),
         errors: counters.error_sample(),
     }
 }

@@ -135,6 +135,11 @@ async fn publish_worker(
             break;
         }
         tokio::time::sleep_until(due).await;
+        // A publish that could not even start before the window closed says
+        // nothing about the window; stop rather than run on past it.
+        if Instant::now() >= schedule.until {
+            break;
+        }
         let channel_index = (seq % schedule.channels.len() as u64) as usize;
         let channel = &schedule.channels[channel_index];
         if let Transport::Http(http) = &mut transport

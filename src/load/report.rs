@@ -62,7 +62,11 @@ pub struct PublishSummary {
     pub rate: f64,
     /// Size of each `data` object.
     pub payload_bytes: usize,
-    /// Publishes started over the whole run (warmup included).
+    /// Publishes due over the whole run (warmup included): rate × (warmup
+    /// + duration).
+    pub scheduled: u64,
+    /// Publishes started; fewer than `scheduled` when the publisher (or the
+    /// server answering it) could not keep the rate.
     pub attempted: u64,
     /// Publishes accepted over the whole run.
     pub accepted: u64,
@@ -157,10 +161,12 @@ impl Summary {
         if let Some(p) = &self.publish {
             let _ = writeln!(
                 out,
-                "  publishing    {} at {}/s, {} B: {} accepted, {} failed, {} in the {:.1} s window, max lag {:.1} ms",
+                "  publishing    {} at {}/s, {} B: {} of {} due started, {} accepted, {} failed, {} in the {:.1} s window, max lag {:.1} ms",
                 p.via,
                 p.rate,
                 p.payload_bytes,
+                p.attempted,
+                p.scheduled,
                 p.accepted,
                 p.failed,
                 p.sent,
@@ -204,7 +210,10 @@ impl Summary {
             out.push('\n');
         }
         if let Some(util) = self.tool_cpu_util {
-            let _ = writeln!(out, "  this tool used {util:.2} CPU cores during the window");
+            let _ = writeln!(
+                out,
+                "  this tool used {util:.2} CPU cores during the window"
+            );
         }
         for error in &self.errors {
             let _ = writeln!(out, "  error: {error}");
