@@ -7,6 +7,7 @@
 //! * [`shell`]: tokio + hyper + fastwebsockets around the core.
 //! * [`source`]: Kafka, Redis, HTTP publish and the dev feed.
 //! * [`config`]: `WS_*` variables and the TOML file.
+//! * [`load`]: the `ws-realtime-load` load tool.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod core;
 pub mod dev;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod load;
 pub mod metrics;
 pub mod proto;
 pub mod shell;

@@ -1,0 +1,377 @@
+//! One subscriber connection: TCP (optionally from a chosen source address),
+//! the WebSocket upgrade with a bearer token, one subscribe and its ack, then
+//! reading until the run ends, timestamping every frame as it arrives.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError};
+use http_body_util::Empty;
+use hyper::header::{AUTHORIZATION, CONNECTION, HOST, UPGRADE};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::load::plan::Endpoint;
+use crate::load::stats::DeliveryStats;
+
+/// Largest frame a subscriber accepts; far above any market-data message,
+/// small enough that a broken server cannot make the tool allocate wildly.
+const MAX_FRAME_BYTES: usize = 16 << 20;
+/// Frames a connection may see between its subscribe and the ack before it
+/// gives up (the connect timeout bounds the time).
+const MAX_FRAMES_BEFORE_ACK: usize = 10_000;
+/// Distinct error messages kept for the summary.
+const ERROR_SAMPLE: usize = 8;
+
+type Socket = WebSocket<TokioIo<Upgraded>>;
+
+/// What one connection needs to know.
+#[derive(Debug, Clone)]
+pub struct SubscriberSpec {
+    /// Connection index (`i` in `load-{i}` and `i % channels`).
+    pub index: usize,
+    /// The token to present.
+    pub token: String,
+    /// The channel to subscribe to.
+    pub channel: String,
+    /// Which entry of the plan's channel list that is.
+    pub channel_index: usize,
+    /// The source address to bind, if any.
+    pub source_ip: Option<IpAddr>,
+}
+
+/// Shared by every subscriber of a run.
+#[derive(Debug)]
+pub struct SubscriberContext {
+    /// The WebSocket endpoint.
+    pub endpoint: Endpoint,
+    /// Where deliveries are counted.
+    pub stats: Arc<DeliveryStats>,
+    /// Connection counts and errors.
+    pub connections: Arc<ConnectionCounters>,
+    /// Bound on TCP + upgrade + subscribe + ack.
+    pub connect_timeout: Duration,
+    /// The run's hard end: no connection outlives it.
+    pub deadline: Instant,
+}
+
+/// How a connection's setup ended, sent to the orchestrator.
+#[derive(Debug)]
+pub struct SetupOutcome {
+    /// Which channel the connection subscribed to, or the error.
+    pub result: Result<usize, String>,
+    /// Time from the first SYN to the ack (or the failure).
+    pub elapsed: Duration,
+}
+
+/// Connection counts updated by the subscribers.
+#[derive(Debug, Default)]
+pub struct ConnectionCounters {
+    /// Connections subscribed and still open.
+    pub open: AtomicUsize,
+    /// Connections closed by the server (or broken) before the run ended.
+    pub dropped: AtomicU64,
+    /// Up to [`ERROR_SAMPLE`] distinct errors (setup failures and drops),
+    /// behind a mutex because errors are rare and the hot path never takes it.
+    errors: Mutex<Vec<String>>,
+}
+
+impl ConnectionCounters {
+    /// Remembers `error` if it is new and there is room.
+    pub fn note_error(&self, error: &str) {
+        let mut errors = self
+            .errors
+            .lock()
+            .expect("no thread panics while holding it");
+        if errors.len() < ERROR_SAMPLE && !errors.iter().any(|e| e == error) {
+            errors.push(error.to_owned());
+        }
+    }
+
+    /// The distinct errors seen, in order of first appearance.
+    pub fn error_sample(&self) -> Vec<String> {
+        self.errors
+            .lock()
+            .expect("no thread panics while holding it")
+            .clone()
+    }
+}
+
+/// Runs one subscriber: sets it up, reports the outcome on `setup`, then
+/// counts deliveries until `stop` fires or the deadline passes.
+pub async fn run_subscriber(
+    ctx: Arc<SubscriberContext>,
+    spec: SubscriberSpec,
+    setup: mpsc::UnboundedSender<SetupOutcome>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let started = Instant::now();
+    let setup_deadline = (started + ctx.connect_timeout).min(ctx.deadline);
+    let opened = tokio::time::timeout_at(setup_deadline, open_and_subscribe(&ctx, &spec)).await;
+    let mut socket = match opened {
+        Ok(Ok(socket)) => socket,
+        Ok(Err(error)) => {
+            ctx.connections.note_error(&error);
+            let _ = setup.send(SetupOutcome {
+                result: Err(error),
+                elapsed: started.elapsed(),
+            });
+            return;
+        }
+        Err(_) => {
+            let error = format!(
+                "setup timed out after {:?} (connect, upgrade, subscribe, ack)",
+                ctx.connect_timeout
+            );
+            ctx.connections.note_error(&error);
+            let _ = setup.send(SetupOutcome {
+                result: Err(error),
+                elapsed: started.elapsed(),
+            });
+            return;
+        }
+    };
+    ctx.connections.open.fetch_add(1, Relaxed);
+    let _ = setup.send(SetupOutcome {
+        result: Ok(spec.channel_index),
+        elapsed: started.elapsed(),
+    });
+    // One timer for the whole connection, not one per read: a timer per
+    // frame would cost a timer-wheel insert and removal per delivery.
+    let ended = tokio::select! {
+        biased;
+        _ = stop.wait_for(|stopped| *stopped) => None,
+        () = tokio::time::sleep_until(ctx.deadline) => None,
+        ended = read_until(&ctx, &mut socket) => Some(ended),
+    };
+    ctx.connections.open.fetch_sub(1, Relaxed);
+    match ended {
+        Some(error) => {
+            ctx.connections.dropped.fetch_add(1, Relaxed);
+            ctx.connections.note_error(&error);
+        }
+        None => {
+            // The run is over; say goodbye so the server logs a clean close.
+            let close = socket.write_frame(Frame::close(1000, b"load test finished"));
+            let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+        }
+    }
+}
+
+/// Reads frames until the connection ends, and says why it ended.
+async fn read_until(ctx: &SubscriberContext, socket: &mut Socket) -> String {
+    loop {
+        let frame = match socket.read_frame().await {
+            Err(error) => return format!("connection lost: {error}"),
+            Ok(frame) => frame,
+        };
+        match frame.opcode {
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                ctx.stats.record_frame(&frame.payload, unix_now_ns());
+            }
+            OpCode::Close => return format!("closed by the server: {}", close_text(&frame)),
+            OpCode::Ping | OpCode::Pong => {}
+        }
+    }
+}
+
+async fn open_and_subscribe(
+    ctx: &SubscriberContext,
+    spec: &SubscriberSpec,
+) -> Result<Socket, String> {
+    let stream = connect_tcp(ctx.endpoint.address, spec.source_ip)
+        .await
+        .map_err(|e| format!("TCP connect to {}: {e}", ctx.endpoint.address))?;
+    let request = hyper::Request::builder()
+        .method("GET")
+        .uri(ctx.endpoint.path_and_query.as_str())
+        .header(HOST, ctx.endpoint.host.as_str())
+        .header(UPGRADE, "websocket")
+        .header(CONNECTION, "upgrade")
+        .header(
+            "Sec-WebSocket-Key",
+            fastwebsockets::handshake::generate_key(),
+        )
+        .header("Sec-WebSocket-Version", "13")
+        .header(AUTHORIZATION, format!("Bearer {}", spec.token))
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("cannot build the upgrade request: {e}"))?;
+    let (mut socket, _) = fastwebsockets::handshake::client(&SpawnExecutor, request, stream)
+        .await
+        .map_err(|e| match e {
+            WebSocketError::InvalidStatusCode(status) => {
+                format!("upgrade refused with HTTP {status}")
+            }
+            other => format!("upgrade failed: {other}"),
+        })?;
+    socket.set_max_message_size(MAX_FRAME_BYTES);
+    let subscribe = serde_json::json!({
+        "type": "subscribe",
+        "channels": [spec.channel],
+        "id": 1,
+    })
+    .to_string();
+    socket
+        .write_frame(Frame::text(Payload::Owned(subscribe.into_bytes())))
+        .await
+        .map_err(|e| format!("cannot send the subscribe frame: {e}"))?;
+    for _ in 0..MAX_FRAMES_BEFORE_ACK {
+        let frame = socket
+            .read_frame()
+            .await
+            .map_err(|e| format!("connection lost before the subscribe ack: {e}"))?;
+        match frame.opcode {
+            OpCode::Close => {
+                return Err(format!(
+                    "closed by the server before the ack: {}",
+                    close_text(&frame)
+                ));
+            }
+            OpCode::Text => {
+                // Another process may already be publishing; count it.
+                if ctx.stats.record_frame(&frame.payload, unix_now_ns()) > 0 {
+                    continue;
+                }
+                if let Some(outcome) = subscribe_answer(&frame.payload) {
+                    return outcome.map(|()| socket);
+                }
+            }
+            _ => {}
+        }
+    }
+    Err(format!(
+        "no subscribe ack within {MAX_FRAMES_BEFORE_ACK} frames"
+    ))
+}
+
+/// `Some(Ok)` for the ack of our subscribe, `Some(Err)` for its refusal,
+/// `None` for any other frame (`connected`, pings).
+fn subscribe_answer(text: &[u8]) -> Option<Result<(), String>> {
+    let json: serde_json::Value = serde_json::from_slice(text).ok()?;
+    let is_ours = json.get("id").and_then(|id| id.as_u64()) == Some(1);
+    match json.get("type").and_then(|t| t.as_str()) {
+        Some("subscribed") if is_ours => Some(Ok(())),
+        Some("error") if is_ours || json.get("id").is_none() => Some(Err(format!(
+            "subscribe refused: {}: {}",
+            json.get("code").and_then(|c| c.as_str()).unwrap_or("?"),
+            json.get("message").and_then(|m| m.as_str()).unwrap_or("")
+        ))),
+        _ => None,
+    }
+}
+
+fn close_text(frame: &Frame<'_>) -> String {
+    match frame.payload.len() {
+        0 | 1 => "no close code".to_owned(),
+        _ => format!(
+            "{} {}",
+            u16::from_be_bytes([frame.payload[0], frame.payload[1]]),
+            String::from_utf8_lossy(&frame.payload[2..])
+        ),
+    }
+}
+
+/// A TCP connection to `target`, from `source` when given.
+async fn connect_tcp(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let socket = if target.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(ip) = source {
+        defer_port_choice(&socket);
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    socket.set_nodelay(true)?;
+    socket.connect(target).await
+}
+
+/// Lets the kernel pick the source port at `connect` rather than `bind`,
+/// so ports are unique per 4-tuple and each source address serves about
+/// 28 000 connections per destination. Best effort: without it each address
+/// still works, with fewer ports.
+fn defer_port_choice(socket: &TcpSocket) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let enable: libc::c_int = 1;
+        // SAFETY: the descriptor is open for the lifetime of `socket`, and the
+        // option value is a live c_int whose size is passed alongside.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&enable as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
+}
+
+/// Unix time in nanoseconds, the clock the publisher stamps payloads with.
+pub fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs hyper's client connection task (which finishes the upgrade) on tokio.
+struct SpawnExecutor;
+
+impl<F> hyper::rt::Executor<F> for SpawnExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::spawn(future);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ack_of_our_subscribe_is_recognised() {
+        let ack = br#"{"type":"subscribed","id":1,"channels":["ch0"],"current":["ch0"]}"#;
+        assert_eq!(subscribe_answer(ack), Some(Ok(())));
+        let connected = br#"{"type":"connected","connectionId":"c1","userId":"u"}"#;
+        assert_eq!(subscribe_answer(connected), None);
+    }
+
+    #[test]
+    fn a_refused_subscribe_names_the_code() {
+        let error = br#"{"type":"error","id":1,"code":"forbidden","message":"no access to x"}"#;
+        let refused = subscribe_answer(error).unwrap().unwrap_err();
+        assert!(
+            refused.contains("forbidden") && refused.contains("no access to x"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn error_samples_keep_distinct_messages_up_to_a_bound() {
+        let counters = ConnectionCounters::default();
+        for i in 0..20 {
+            counters.note_error(&format!("error {}", i % 10));
+            counters.note_error("error 0");
+        }
+        let sample = counters.error_sample();
+        assert_eq!(sample.len(), ERROR_SAMPLE);
+        assert_eq!(sample[0], "error 0");
+    }
+}
