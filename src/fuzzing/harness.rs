@@ -655,13 +655,15 @@ fn check_close_code(conn: ConnId, model: &ConnModel) {
 }
 
 /// How the core must embed `payload`: JSON verbatim, other UTF-8 as a
-/// string, anything else as base64.
+/// string, anything else as base64. JSON must be UTF-8 first: `serde_json`
+/// skips string contents it is not asked to decode, so bytes like
+/// `{"a":"\xff"}` parse, yet embedding them would break the text frame.
 pub(crate) fn classify(payload: &[u8]) -> PayloadKind {
-    if serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok() {
-        PayloadKind::Json
-    } else if std::str::from_utf8(payload).is_ok() {
-        PayloadKind::Text
-    } else {
-        PayloadKind::Binary
+    match std::str::from_utf8(payload) {
+        Ok(text) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => {
+            PayloadKind::Json
+        }
+        Ok(_) => PayloadKind::Text,
+        Err(_) => PayloadKind::Binary,
     }
 }
