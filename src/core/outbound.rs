@@ -214,20 +214,6 @@ impl Outbound {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_batch_carries_the_oldest_ingest_instant_and_a_discard_forgets_it() {
-        let start = Instant::now();
-        let later = start + std::time::Duration::from_millis(5);
-        let mut out = Outbound::new(8, 1024);
-        out.note_ingest(later);
-        out.note_ingest(start);
-        assert_eq!(out.take_oldest_ingest(), Some(start));
-        assert_eq!(out.take_oldest_ingest(), None, "taken with its batch");
-        out.note_ingest(later);
-        out.discard_queued();
-        assert_eq!(out.take_oldest_ingest(), None);
-    }
-
     fn frame(len: usize) -> Bytes {
         Bytes::from(vec![b'm'; len])
     }
