@@ -2,11 +2,14 @@
 //!
 //! * [`ws_frame`]: WebSocket frame headers for unmasked server frames, and a
 //!   decoder for them (tests, simulations and fuzzers read what the core wrote).
+//! * [`client_frames`]: reading the masked frames a client sends, holding
+//!   no buffer between frames.
 //! * [`channel`]: which channel names are valid.
 //! * [`client`]: JSON frames a client sends (`subscribe`, `unsubscribe`, …).
 //! * [`server`]: JSON frames the server sends (`connected`, `message`, …).
 
 pub mod channel;
 pub mod client;
+pub mod client_frames;
 pub mod server;
 pub mod ws_frame;

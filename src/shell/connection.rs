@@ -1,288 +1,449 @@
-//! One upgraded WebSocket: a reader task that turns frames into driver
-//! commands, and a writer task that writes the core's pre-encoded frames.
+//! One upgraded WebSocket: the [`Link`] the driver and the connection's task
+//! share, and the task itself.
 //!
-//! `read_frame` is not cancel-safe, so the reader has its own task and is
-//! never raced in `select!`; it is aborted when the socket must close. The
-//! writer takes each [`Transmit`] (everything queued for this socket) and
-//! writes it with vectored writes, then reports completion to the driver.
+//! Writes: the driver writes each [`Transmit`] (everything queued for the
+//! socket) straight into the socket, in vectored writes, with no task switch.
+//! Only when the kernel's buffer is full does it hand the rest to the
+//! connection's task, which finishes it when the socket drains and reports
+//! `WriteComplete`. One wake-up per socket per batch, and usually none.
+//!
+//! Reads: the task waits for readiness, then reads what is there into a
+//! buffer that lives only while a frame is incomplete, so an idle socket
+//! holds no read buffer at all.
 
-use std::io::IoSlice;
-use std::sync::Arc;
-use std::time::Duration;
+use std::io::{self, IoSlice};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use fastwebsockets::{OpCode, Role, WebSocketError};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::{Bytes, BytesMut};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tracing::Instrument;
 
 use crate::core::Transmit;
 use crate::metrics::Metrics;
-use crate::shell::driver::{Attachment, Command, ConnKey};
+use crate::proto::client_frames::{FrameReader, Inbound};
+use crate::shell::driver::{Command, ConnKey};
+use crate::shell::socket::{Buffered, Socket, lock};
 
-/// How long a closing socket gets to flush its FIN before it is dropped.
+/// How long a closing socket gets to see the client's FIN before it is dropped.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
-/// Most slices handed to one `write_vectored` call (below every OS's IOV_MAX).
+/// Most slices handed to one vectored write (below every OS's IOV_MAX).
 const MAX_IO_SLICES: usize = 64;
 
-/// Starts the reader and writer of an upgraded socket.
-pub(crate) fn spawn<S>(
-    stream: S,
-    attachment: Attachment,
-    commands: mpsc::Sender<Command>,
-    max_message_bytes: usize,
-    metrics: Arc<Metrics>,
-) where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
-    let (read_half, write_half) = tokio::io::split(stream);
-    let Attachment {
-        key,
-        outbound,
-        kill,
-        span,
-    } = attachment;
-    let reader = tokio::spawn(
-        read_loop(read_half, key, commands.clone(), max_message_bytes).instrument(span.clone()),
-    );
-    tokio::spawn(
-        write_loop(write_half, key, outbound, kill, reader, commands, metrics).instrument(span),
-    );
+/// Bytes read from the socket per read call, into a stack buffer.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Most bytes read per wake-up before the frames are handed on, so one busy
+/// client cannot hold the task.
+const READ_BUDGET: usize = 64 * 1024;
+
+/// What the driver and a connection's task share.
+pub(crate) struct Link<S: ?Sized = dyn Socket> {
+    /// The handover between driver and task, locked briefly by either.
+    state: Mutex<Handover>,
+    /// The socket; last, so a `Link` of any socket type can be shared as a
+    /// `Link<dyn Socket>`.
+    socket: S,
 }
 
-/// Reads frames until the socket ends, the peer closes, or the task is aborted.
-async fn read_loop<R>(
-    mut read_half: R,
-    key: ConnKey,
-    commands: mpsc::Sender<Command>,
-    max_message_bytes: usize,
-) where
-    R: AsyncRead + Unpin,
-{
-    let ended = read_frames(&mut read_half, key, &commands, max_message_bytes).await;
-    if ended == ReadEnd::FrameTooBig {
-        // The rest of the oversized frame is still arriving. Left unread, it
-        // makes the kernel answer our close with a reset, and the client
-        // loses the 1009 close frame it is owed. Discard input until the
-        // client hangs up, or the writer ends this task after its close grace.
-        discard_until_eof(&mut read_half).await;
+/// What the driver hands the connection's task.
+#[derive(Default)]
+struct Handover {
+    /// A batch the driver could not finish without blocking; the task writes
+    /// the rest when the socket drains. At most one: the core sends the next
+    /// batch only after this one completes.
+    pending: Option<Batch>,
+    /// Set once the socket must close (the core dropped the connection).
+    closing: bool,
+    /// The task's waker, so a handover wakes it.
+    waker: Option<Waker>,
+}
+
+/// One transmit being written, and how far it got.
+struct Batch {
+    /// The frames, in order.
+    frames: Vec<Bytes>,
+    /// The first frame not completely written.
+    index: usize,
+    /// Bytes of `frames[index]` already written.
+    offset: usize,
+    /// When the oldest message in it was ingested, for `publish_to_send`.
+    oldest_ingest: Option<Instant>,
+}
+
+/// A batch that reached the kernel: what metrics need to know of it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Written {
+    /// Frames written.
+    pub(crate) frames: usize,
+    /// Bytes written.
+    pub(crate) bytes: usize,
+    /// When its oldest message was ingested.
+    pub(crate) oldest_ingest: Option<Instant>,
+}
+
+impl Written {
+    /// Counts the write in `metrics`: once per batch, at its completion; the
+    /// oldest message in it is the one that waited longest.
+    pub(crate) fn record(self, metrics: &Metrics) {
+        metrics.record_write(self.frames, self.bytes);
+        if let Some(ingested) = self.oldest_ingest {
+            metrics.record_publish_to_send(ingested.elapsed());
+        }
     }
 }
 
-/// Why [`read_frames`] stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReadEnd {
-    /// The peer sent a frame over the limit; its remaining bytes are unread.
-    FrameTooBig,
-    /// The socket ended, failed, the peer closed, or the driver is gone.
-    Other,
+/// How the driver's attempt to write a transmit went.
+pub(crate) enum WriteStart {
+    /// All of it is with the kernel.
+    Done(Written),
+    /// The kernel took part; the task writes the rest and reports `WriteComplete`.
+    HandedOver,
+    /// The socket failed.
+    Failed(io::Error),
 }
 
-/// Turns frames into driver commands until the connection's input ends.
-async fn read_frames<R>(
-    read_half: &mut R,
-    key: ConnKey,
-    commands: &mpsc::Sender<Command>,
-    max_message_bytes: usize,
-) -> ReadEnd
-where
-    R: AsyncRead + Unpin,
-{
-    // The write half is never used: auto-pong and auto-close are off, so the
-    // library has nothing to send; the core answers pings and closes.
-    let (mut ws, _) =
-        fastwebsockets::after_handshake_split(read_half, tokio::io::sink(), Role::Server);
-    ws.set_auto_close(false);
-    ws.set_auto_pong(false);
-    // The library refuses a frame whose length is >= the limit; ours is inclusive.
-    ws.set_max_message_size(max_message_bytes.saturating_add(1));
+impl Batch {
+    fn new(transmit: Transmit) -> Batch {
+        Batch {
+            frames: transmit.frames,
+            index: 0,
+            offset: 0,
+            oldest_ingest: transmit.oldest_ingest,
+        }
+    }
 
-    // A fragmented message being collected: its opcode and bytes so far.
-    let mut partial: Option<(OpCode, Vec<u8>)> = None;
+    fn written(&self) -> Written {
+        Written {
+            frames: self.frames.len(),
+            bytes: self.frames.iter().map(Bytes::len).sum(),
+            oldest_ingest: self.oldest_ingest,
+        }
+    }
+
+    /// Writes until every byte is with the kernel (`Ready(Ok)`), the socket
+    /// is full (`Pending`, `cx` registered), or it fails.
+    fn poll_write(&mut self, socket: &dyn Socket, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.write_with(|slices| socket.poll_write_vectored(cx, slices))
+    }
+
+    /// Writes until every byte is with the kernel (`Ready(Ok)`), the socket
+    /// is full (`Pending`, nobody to wake), or it fails; never yields.
+    fn try_write(&mut self, socket: &dyn Socket) -> Poll<io::Result<()>> {
+        self.write_with(|slices| match socket.try_write_vectored(slices) {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+            other => Poll::Ready(other),
+        })
+    }
+
+    /// The write loop over `write`, one vectored write per call.
+    fn write_with(
+        &mut self,
+        mut write: impl FnMut(&[IoSlice<'_>]) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            // Skip empty frames so a write never gets an all-empty slice list.
+            while self.index < self.frames.len() && self.frames[self.index].len() == self.offset {
+                self.index += 1;
+                self.offset = 0;
+            }
+            if self.index == self.frames.len() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
+            let first = &self.frames[self.index][self.offset..];
+            let rest = self.frames[self.index + 1..].iter().map(|f| &f[..]);
+            let mut count = 0;
+            for (slot, bytes) in slices.iter_mut().zip(std::iter::once(first).chain(rest)) {
+                *slot = IoSlice::new(bytes);
+                count += 1;
+            }
+            let mut written = match write(&slices[..count]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => return Poll::Pending,
+            };
+            while written > 0 {
+                let left = self.frames[self.index].len() - self.offset;
+                if written >= left {
+                    written -= left;
+                    self.index += 1;
+                    self.offset = 0;
+                } else {
+                    self.offset += written;
+                    written = 0;
+                }
+            }
+        }
+    }
+}
+
+impl<S: Socket> Link<S> {
+    fn new(socket: S) -> Link<S> {
+        Link {
+            state: Mutex::new(Handover::default()),
+            socket,
+        }
+    }
+}
+
+impl Link {
+    /// The driver's write: as much of `transmit` as the kernel takes now,
+    /// and the rest handed to the connection's task.
+    pub(crate) fn start_write(&self, transmit: Transmit) -> WriteStart {
+        let mut batch = Batch::new(transmit);
+        match batch.try_write(&self.socket) {
+            Poll::Ready(Ok(())) => WriteStart::Done(batch.written()),
+            Poll::Ready(Err(error)) => WriteStart::Failed(error),
+            Poll::Pending => {
+                let waker = {
+                    let mut state = lock(&self.state);
+                    state.pending = Some(batch);
+                    state.waker.clone()
+                };
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+                WriteStart::HandedOver
+            }
+        }
+    }
+
+    /// Tells the connection's task to close the socket (it drops any batch
+    /// still pending: the connection is being abandoned).
+    pub(crate) fn close(&self) {
+        let waker = {
+            let mut state = lock(&self.state);
+            state.closing = true;
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// What the task should do next; registers `cx` for all of it.
+    fn poll_wake(&self, cx: &mut Context<'_>) -> Poll<Wake> {
+        let mut state = lock(&self.state);
+        if state.closing {
+            return Poll::Ready(Wake::Close);
+        }
+        if let Some(batch) = state.pending.as_mut() {
+            match batch.poll_write(&self.socket, cx) {
+                Poll::Ready(Ok(())) => {
+                    let written = batch.written();
+                    state.pending = None;
+                    return Poll::Ready(Wake::Written(written));
+                }
+                Poll::Ready(Err(error)) => {
+                    state.pending = None;
+                    return Poll::Ready(Wake::Failed(error));
+                }
+                Poll::Pending => {}
+            }
+        }
+        if !state
+            .waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            state.waker = Some(cx.waker().clone());
+        }
+        drop(state);
+        match self.socket.poll_read_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Wake::Readable),
+            Poll::Ready(Err(error)) => Poll::Ready(Wake::Failed(error)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Why the connection's task woke.
+enum Wake {
+    /// The driver closed the connection.
+    Close,
+    /// The handed-over batch is with the kernel.
+    Written(Written),
+    /// The socket failed.
+    Failed(io::Error),
+    /// Bytes (or EOF) are waiting.
+    Readable,
+}
+
+/// The shared [`Link`] for an upgraded stream, and bytes the client sent
+/// along with the handshake. A tokio TCP stream is used as is; anything
+/// else (the simulation's streams) through the buffered adapter.
+pub(crate) fn link(upgraded: Upgraded) -> (Arc<Link>, Bytes) {
+    match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+        Ok(parts) => (Arc::new(Link::new(parts.io.into_inner())), parts.read_buf),
+        Err(upgraded) => (
+            Arc::new(Link::new(Buffered::new(TokioIo::new(upgraded)))),
+            Bytes::new(),
+        ),
+    }
+}
+
+/// Serves one connection until it ends: reads frames into driver commands
+/// and finishes handed-over writes. `early` holds bytes that arrived with
+/// the handshake.
+pub(crate) async fn serve(
+    link: Arc<Link>,
+    key: ConnKey,
+    early: Bytes,
+    commands: mpsc::Sender<Command>,
+    max_message_bytes: usize,
+    metrics: Arc<Metrics>,
+) {
+    let mut reader = FrameReader::new(max_message_bytes);
+    let mut input = BytesMut::from(&early[..]);
+    drop(early);
+    if !forward_frames(&mut reader, &mut input, key, &commands).await {
+        return;
+    }
     loop {
-        let frame = ws
-            .read_frame(&mut |_| std::future::ready(Ok::<(), std::io::Error>(())))
-            .await;
-        let command = match frame {
-            Ok(frame) => match frame.opcode {
-                OpCode::Text | OpCode::Binary if partial.is_some() => {
-                    // A new message inside a fragmented one: protocol error.
-                    Command::Closed { key }
+        match std::future::poll_fn(|cx| link.poll_wake(cx)).await {
+            Wake::Close => break,
+            Wake::Written(written) => {
+                written.record(&metrics);
+                if commands.send(Command::WriteComplete { key }).await.is_err() {
+                    return;
                 }
-                OpCode::Text | OpCode::Binary if !frame.fin => {
-                    partial = Some((frame.opcode, frame.payload.to_vec()));
-                    continue;
+            }
+            Wake::Failed(error) => {
+                let _ = commands
+                    .send(Command::Closed {
+                        key,
+                        error: Some(error),
+                    })
+                    .await;
+                return;
+            }
+            Wake::Readable => {
+                let read = read_available(&link.socket, &mut input, reader.has_failed());
+                if !forward_frames(&mut reader, &mut input, key, &commands).await {
+                    return;
                 }
-                OpCode::Text => Command::Text {
-                    key,
-                    payload: Bytes::copy_from_slice(&frame.payload),
-                },
-                OpCode::Binary => Command::Binary { key },
-                OpCode::Continuation => {
-                    let Some((opcode, mut bytes)) = partial.take() else {
-                        let _ = commands.send(Command::Closed { key }).await;
-                        return ReadEnd::Other;
-                    };
-                    bytes.extend_from_slice(&frame.payload);
-                    if bytes.len() > max_message_bytes {
-                        Command::TooBig { key }
-                    } else if !frame.fin {
-                        partial = Some((opcode, bytes));
-                        continue;
-                    } else if opcode == OpCode::Text {
-                        Command::Text {
-                            key,
-                            payload: Bytes::from(bytes),
-                        }
-                    } else {
-                        Command::Binary { key }
+                match read {
+                    Ok(ReadState::Open) => {}
+                    Ok(ReadState::Ended) => {
+                        let _ = commands.send(Command::Closed { key, error: None }).await;
+                        return;
+                    }
+                    Err(error) => {
+                        let _ = commands
+                            .send(Command::Closed {
+                                key,
+                                error: Some(error),
+                            })
+                            .await;
+                        return;
                     }
                 }
-                OpCode::Ping => Command::Ping {
-                    key,
-                    payload: Bytes::copy_from_slice(&frame.payload),
-                },
-                OpCode::Pong => Command::Pong { key },
-                OpCode::Close => Command::PeerClose { key },
-            },
-            Err(WebSocketError::FrameTooLarge) => Command::TooBig { key },
-            // The library consumed the frame and dropped its payload; the core
-            // answers any invalid UTF-8 with a `bad_frame` error, so hand it
-            // bytes that are invalid in the same way. The stream stays usable.
-            Err(WebSocketError::InvalidUTF8) => Command::Text {
-                key,
-                payload: Bytes::from_static(&[0xFF]),
-            },
-            Err(error) => {
-                tracing::debug!(conn = %key.conn, %error, "read ended");
-                Command::Closed { key }
             }
-        };
-        // After these the socket's remaining bytes cannot be trusted (or the
-        // peer said goodbye); the core closes and the driver drops the socket.
-        let end = match command {
-            Command::TooBig { .. } => Some(ReadEnd::FrameTooBig),
-            Command::PeerClose { .. } | Command::Closed { .. } => Some(ReadEnd::Other),
-            _ => None,
-        };
-        if commands.send(command).await.is_err() {
-            return ReadEnd::Other;
-        }
-        if let Some(end) = end {
-            return end;
         }
     }
+    linger(&link).await;
 }
 
-/// Reads and drops bytes until EOF or an error.
-async fn discard_until_eof<R>(read_half: &mut R)
-where
-    R: AsyncRead + Unpin,
-{
-    let mut scratch = vec![0u8; 8 * 1024];
-    while let Ok(n) = read_half.read(&mut scratch).await {
-        if n == 0 {
-            break;
+/// Whether the socket has more to give.
+enum ReadState {
+    /// It may: wait for readiness again.
+    Open,
+    /// The client sent FIN.
+    Ended,
+}
+
+/// Reads what the socket has (up to [`READ_BUDGET`]) onto `input`, or drops
+/// it if the stream already failed.
+fn read_available(
+    socket: &dyn Socket,
+    input: &mut BytesMut,
+    discard: bool,
+) -> io::Result<ReadState> {
+    let mut chunk = [0u8; READ_CHUNK];
+    let mut total = 0;
+    while total < READ_BUDGET {
+        match socket.try_read(&mut chunk) {
+            Ok(0) => return Ok(ReadState::Ended),
+            Ok(n) => {
+                if !discard {
+                    input.extend_from_slice(&chunk[..n]);
+                }
+                total += n;
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
         }
     }
+    Ok(ReadState::Open)
 }
 
-/// Writes what the core sends until the driver drops the connection.
-async fn write_loop<W>(
-    mut write_half: W,
+/// Hands every complete frame in `input` to the driver. False when the
+/// connection is over for this task (a frame no client may send, or the
+/// driver is gone). Frees `input` once it is empty.
+async fn forward_frames(
+    reader: &mut FrameReader,
+    input: &mut BytesMut,
     key: ConnKey,
-    mut outbound: mpsc::UnboundedReceiver<Transmit>,
-    mut kill: tokio::sync::oneshot::Receiver<()>,
-    mut reader: JoinHandle<()>,
-    commands: mpsc::Sender<Command>,
-    metrics: Arc<Metrics>,
-) where
-    W: AsyncWrite + Unpin,
-{
-    loop {
-        // Cancelling a write is fine here: it only happens when the socket is
-        // being abandoned (a slow consumer past its grace period).
-        let transmit = tokio::select! {
-            biased;
-            _ = &mut kill => break,
-            transmit = outbound.recv() => match transmit {
-                Some(transmit) => transmit,
-                None => break,
-            },
-        };
-        let bytes: usize = transmit.frames.iter().map(Bytes::len).sum();
-        let written = tokio::select! {
-            biased;
-            _ = &mut kill => break,
-            result = write_all_vectored(&mut write_half, &transmit.frames) => result,
-        };
-        match written {
-            Ok(()) => {
-                metrics.record_write(transmit.frames.len(), bytes);
-                // Once per batch, at the write's completion: the oldest
-                // message in it is the one that waited longest.
-                if let Some(ingested) = transmit.oldest_ingest {
-                    metrics.record_publish_to_send(ingested.elapsed());
-                }
-                if commands.send(Command::WriteComplete { key }).await.is_err() {
-                    break;
-                }
+    commands: &mpsc::Sender<Command>,
+) -> bool {
+    while let Some(inbound) = reader.next(input) {
+        let (command, go_on) = match inbound {
+            Inbound::Text(payload) => (Command::Text { key, payload }, true),
+            Inbound::Binary => (Command::Binary { key }, true),
+            Inbound::Ping(payload) => (Command::Ping { key, payload }, true),
+            Inbound::Pong => (Command::Pong { key }, true),
+            Inbound::Close => (Command::PeerClose { key }, true),
+            // The core answers with 1009; the task stays to write the close
+            // and drain the rest of the frame, so the client gets it.
+            Inbound::TooBig => (Command::TooBig { key }, true),
+            Inbound::Invalid(why) => {
+                let error = io::Error::new(io::ErrorKind::InvalidData, why);
+                (
+                    Command::Closed {
+                        key,
+                        error: Some(error),
+                    },
+                    false,
+                )
             }
-            Err(error) => {
-                tracing::debug!(conn = %key.conn, %error, "write failed");
-                let _ = commands.send(Command::Closed { key }).await;
-                break;
-            }
+        };
+        if commands.send(command).await.is_err() || !go_on {
+            return false;
         }
     }
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, write_half.shutdown()).await;
-    // A client that got our close frame answers and hangs up; waiting for
-    // that (briefly) lets the socket close with FIN instead of RST, so the
-    // client reliably reads the close frame before the connection ends.
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut reader).await;
-    reader.abort();
+    if input.is_empty() && input.capacity() > 0 {
+        *input = BytesMut::new();
+    }
+    true
 }
 
-/// Writes every frame, as few `write_vectored` calls as the kernel allows.
-async fn write_all_vectored<W>(writer: &mut W, frames: &[Bytes]) -> std::io::Result<()>
-where
-    W: AsyncWrite + Unpin,
-{
-    let mut index = 0;
-    let mut offset = 0;
-    loop {
-        // Skip empty frames so a write never gets an all-empty slice list.
-        while index < frames.len() && frames[index].len() == offset {
-            index += 1;
-            offset = 0;
-        }
-        if index == frames.len() {
-            break;
-        }
-        let slices: Vec<IoSlice<'_>> = std::iter::once(&frames[index][offset..])
-            .chain(frames[index + 1..].iter().map(|f| &f[..]))
-            .take(MAX_IO_SLICES)
-            .map(IoSlice::new)
-            .collect();
-        let mut written = writer.write_vectored(&slices).await?;
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        while index < frames.len() && written > 0 {
-            let left = frames[index].len() - offset;
-            if written >= left {
-                written -= left;
-                index += 1;
-                offset = 0;
-            } else {
-                offset += written;
-                written = 0;
+/// Closes gracefully: FIN, then wait (briefly) for the client's, reading
+/// and dropping whatever it still sends. Waiting lets the socket close with
+/// FIN instead of RST, so the client reliably reads the close frame; reading
+/// keeps unread bytes (the rest of an oversized frame) from causing an RST.
+async fn linger(link: &Link) {
+    link.socket.shutdown_write();
+    let until_eof = std::future::poll_fn(|cx| {
+        loop {
+            match link.socket.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+            let mut discard = BytesMut::new();
+            match read_available(&link.socket, &mut discard, true) {
+                Ok(ReadState::Open) => {}
+                Ok(ReadState::Ended) | Err(_) => return Poll::Ready(()),
             }
         }
-    }
-    writer.flush().await
+    });
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, until_eof).await;
 }
 
 #[cfg(test)]
@@ -290,22 +451,32 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn vectored_write_sends_every_byte_in_order() {
+    async fn a_batch_is_written_in_order_through_many_partial_writes() {
         let frames: Vec<Bytes> = (0..200u8)
             .map(|i| Bytes::from(vec![i; usize::from(i % 7)]))
             .collect();
         let expected: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
-        // A tiny duplex buffer forces many partial writes.
-        let (mut a, mut b) = tokio::io::duplex(5);
+        // A tiny duplex buffer forces many partial writes and waits.
+        let (ours, mut theirs) = tokio::io::duplex(5);
+        let socket = Buffered::new(ours);
         let reader = tokio::spawn(async move {
             let mut out = Vec::new();
-            tokio::io::AsyncReadExt::read_to_end(&mut b, &mut out)
+            tokio::io::AsyncReadExt::read_to_end(&mut theirs, &mut out)
                 .await
                 .unwrap();
             out
         });
-        write_all_vectored(&mut a, &frames).await.unwrap();
-        drop(a);
+        let mut batch = Batch {
+            frames,
+            index: 0,
+            offset: 0,
+            oldest_ingest: None,
+        };
+        std::future::poll_fn(|cx| batch.poll_write(&socket, cx))
+            .await
+            .unwrap();
+        assert_eq!(batch.written().bytes, expected.len());
+        socket.shutdown_write();
         let got = tokio::time::timeout(Duration::from_secs(5), reader)
             .await
             .unwrap()

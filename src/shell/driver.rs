@@ -1,8 +1,12 @@
 //! The driver: the one task that owns the [`Core`]. It waits on three inputs
 //! (commands from connection tasks and the HTTP handler, messages from the
 //! sources, and the core's next deadline), hands each to the core, and then
-//! drains the core's outputs in the documented order: frames to the writer
-//! tasks, sockets to drop, events to metrics and logs.
+//! drains the core's outputs in the documented order: frames to the sockets,
+//! sockets to drop, events to metrics and logs.
+//!
+//! Under load it takes everything already waiting (up to [`INPUT_BATCH`] of
+//! each kind) before draining, so each socket gets one write carrying every
+//! message of the batch: the busier it is, the fewer writes per message.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +17,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::{CloseReason, ConnId, Core, Event, Open, Refusal, Transmit};
 use crate::metrics::Metrics;
+use crate::shell::connection::{Link, WriteStart};
 use crate::source::Ingest;
+
+/// Most commands, and most source messages, taken per drain.
+const INPUT_BATCH: usize = 256;
 
 /// Identifies one connection for its whole life: a [`ConnId`] is reused
 /// after the core forgets it, so commands from a dead connection's tasks
@@ -26,29 +34,15 @@ pub(crate) struct ConnKey {
     pub(crate) serial: u64,
 }
 
-/// What a connection's tasks need from the driver once it is admitted.
-#[derive(Debug)]
-pub(crate) struct Attachment {
-    /// Which connection this is.
-    pub(crate) key: ConnKey,
-    /// The core's frames for this socket; created at open time so frames the
-    /// core queues before the upgrade completes wait here.
-    pub(crate) outbound: mpsc::UnboundedReceiver<Transmit>,
-    /// Resolves when the driver drops the connection: the socket must close.
-    pub(crate) kill: oneshot::Receiver<()>,
-    /// Carries the connection id and user, so the socket tasks' log lines
-    /// say which connection they are about.
-    pub(crate) span: tracing::Span,
-}
-
 /// Inputs to the driver.
-#[derive(Debug)]
 pub(crate) enum Command {
     /// Admit a connection (the HTTP handler waits for the answer).
     Open {
         open: Open,
-        reply: oneshot::Sender<Result<Attachment, Refusal>>,
+        reply: oneshot::Sender<Result<ConnKey, Refusal>>,
     },
+    /// The admitted connection finished its upgrade: here is its socket.
+    Attach { key: ConnKey, link: Arc<Link> },
     /// A complete text message.
     Text { key: ConnKey, payload: Bytes },
     /// A complete binary message.
@@ -61,23 +55,34 @@ pub(crate) enum Command {
     TooBig { key: ConnKey },
     /// The client sent a close frame.
     PeerClose { key: ConnKey },
-    /// The socket failed, hit EOF, or never finished upgrading.
-    Closed { key: ConnKey },
-    /// The writer handed the last transmit to the kernel.
+    /// The socket failed (`error`), hit EOF, or never finished upgrading.
+    Closed {
+        key: ConnKey,
+        error: Option<std::io::Error>,
+    },
+    /// The connection's task handed the rest of a batch to the kernel.
     WriteComplete { key: ConnKey },
     /// Begin the graceful shutdown.
     Shutdown,
 }
 
-/// The driver's view of one live connection.
-#[derive(Debug)]
+/// The driver's view of one live connection. Dropping it closes the socket.
 struct Slot {
     /// Guards against stale commands after the id is reused.
     serial: u64,
-    /// Where this connection's frames go.
-    outbound: mpsc::UnboundedSender<Transmit>,
-    /// Dropped to tell the connection's tasks to close the socket.
-    _kill: oneshot::Sender<()>,
+    /// The socket, once the upgrade completed.
+    link: Option<Arc<Link>>,
+    /// A batch the core sent before the socket was attached (the acks of
+    /// a connect-time subscription); written at attach.
+    parked: Option<Transmit>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(link) = &self.link {
+            link.close();
+        }
+    }
 }
 
 /// What log lines about one connection need. Lives from the core's `Opened`
@@ -159,11 +164,23 @@ impl Driver {
             tokio::select! {
                 biased;
                 command = commands.recv() => match command {
-                    Some(command) => self.on_command(command),
+                    Some(command) => {
+                        self.on_command(command);
+                        for _ in 1..INPUT_BATCH {
+                            let Ok(command) = commands.try_recv() else { break };
+                            self.on_command(command);
+                        }
+                    }
                     None => break,
                 },
                 message = ingest.recv(), if ingest_open => match message {
-                    Some(message) => self.on_ingest(message),
+                    Some(message) => {
+                        self.on_ingest(message);
+                        for _ in 1..INPUT_BATCH {
+                            let Ok(message) = ingest.try_recv() else { break };
+                            self.on_ingest(message);
+                        }
+                    }
                     None => ingest_open = false,
                 },
                 () = sleep => {
@@ -186,8 +203,6 @@ impl Driver {
                 let remote = open.remote;
                 match self.core.handle_open(now, open) {
                     Ok(conn) => {
-                        let (tx, outbound) = mpsc::unbounded_channel();
-                        let (kill_tx, kill) = oneshot::channel();
                         self.next_serial += 1;
                         let key = ConnKey {
                             conn,
@@ -197,28 +212,11 @@ impl Driver {
                             conn,
                             Slot {
                                 serial: key.serial,
-                                outbound: tx,
-                                _kill: kill_tx,
+                                link: None,
+                                parked: None,
                             },
                         );
-                        // The core announced the connection (`Opened`) in
-                        // handle_open; draining now files its log identity so
-                        // the socket tasks get it in their span.
-                        self.drain();
-                        let span = tracing::info_span!(
-                            "conn",
-                            connection_id = self.connection_id(conn),
-                            user = self.user_id(conn),
-                        );
-                        if reply
-                            .send(Ok(Attachment {
-                                key,
-                                outbound,
-                                kill,
-                                span,
-                            }))
-                            .is_err()
-                        {
+                        if reply.send(Ok(key)).is_err() {
                             // The HTTP handler is gone: the client will never
                             // upgrade, so the core must forget it.
                             self.slots.remove(&conn);
@@ -272,8 +270,26 @@ impl Driver {
                     self.core.handle_peer_close(now, key.conn);
                 }
             }
-            Command::Closed { key } => {
+            Command::Attach { key, link } => {
+                let Some(slot) = self
+                    .slots
+                    .get_mut(&key.conn)
+                    .filter(|s| s.serial == key.serial)
+                else {
+                    // Dropped while upgrading (a shutdown, say).
+                    link.close();
+                    return;
+                };
+                slot.link = Some(link.clone());
+                if let Some(transmit) = slot.parked.take() {
+                    self.write(now, &link, transmit);
+                }
+            }
+            Command::Closed { key, error } => {
                 if self.is_live(key) {
+                    if let Some(error) = error {
+                        tracing::debug!(conn = %key.conn, connection_id = self.connection_id(key.conn), user = self.user_id(key.conn), %error, "socket ended");
+                    }
                     self.slots.remove(&key.conn);
                     self.core.handle_closed(now, key.conn);
                 }
@@ -309,24 +325,42 @@ impl Driver {
             .is_some_and(|s| s.serial == key.serial)
     }
 
+    /// Writes `transmit` into its socket, or parks it until the socket is
+    /// attached. A write that completes at once is reported to the core
+    /// right away, so the next batch can follow in the same drain.
+    fn write(&mut self, now: Instant, link: &Link, transmit: Transmit) {
+        let conn = transmit.conn;
+        match link.start_write(transmit) {
+            WriteStart::Done(written) => {
+                written.record(&self.metrics);
+                self.core.handle_write_complete(now, conn);
+            }
+            WriteStart::HandedOver => {}
+            WriteStart::Failed(error) => {
+                tracing::debug!(conn = %conn, connection_id = self.connection_id(conn), user = self.user_id(conn), %error, "write failed");
+                self.slots.remove(&conn);
+                self.core.handle_closed(now, conn);
+            }
+        }
+    }
+
     /// Drains every output of the core, in the documented order.
     fn drain(&mut self) {
+        let now = now();
         while let Some(transmit) = self.core.poll_transmit() {
-            let conn = transmit.conn;
-            let delivered = self
-                .slots
-                .get(&conn)
-                .is_some_and(|slot| slot.outbound.send(transmit).is_ok());
-            if !delivered {
-                // The writer is gone (its socket failed); the reader reports
-                // `Closed` too, but tell the core now so it stops queueing.
-                if self.slots.remove(&conn).is_some() {
-                    self.core.handle_closed(now(), conn);
-                }
+            let Some(slot) = self.slots.get_mut(&transmit.conn) else {
+                // The core queued for a connection whose socket is gone
+                // (the slot was dropped without the core being told).
+                self.core.handle_closed(now, transmit.conn);
+                continue;
+            };
+            match slot.link.clone() {
+                Some(link) => self.write(now, &link, transmit),
+                None => slot.parked = Some(transmit),
             }
         }
         while let Some(conn) = self.core.poll_disconnect() {
-            // Dropping the slot drops its kill sender: the tasks close the socket.
+            // Dropping the slot tells the connection's task to close the socket.
             self.slots.remove(&conn);
         }
         while let Some(event) = self.core.poll_event() {

@@ -158,8 +158,8 @@ async fn upgrade(
             crate::core::Refusal::ShuttingDown,
         ));
     }
-    let attachment = match answer.await {
-        Ok(Ok(attachment)) => attachment,
+    let key = match answer.await {
+        Ok(Ok(key)) => key,
         Ok(Err(refusal)) => return refuse(&UpgradeRefusal::from_core(refusal)),
         Err(_) => {
             return refuse(&UpgradeRefusal::from_core(
@@ -168,21 +168,31 @@ async fn upgrade(
         }
     };
     tokio::spawn(async move {
-        let key = attachment.key;
         match upgrade_future.await {
             Ok(ws) => {
                 let stream: TokioIo<hyper::upgrade::Upgraded> = ws.into_inner();
-                connection::spawn(
-                    stream,
-                    attachment,
-                    state.commands.clone(),
-                    state.max_message_bytes,
-                    state.metrics.clone(),
-                );
+                let (link, early) = connection::link(stream.into_inner());
+                let attach = Command::Attach {
+                    key,
+                    link: link.clone(),
+                };
+                if state.commands.send(attach).await.is_ok() {
+                    // This task serves the socket from here on.
+                    connection::serve(
+                        link,
+                        key,
+                        early,
+                        state.commands.clone(),
+                        state.max_message_bytes,
+                        state.metrics.clone(),
+                    )
+                    .await;
+                }
             }
             Err(error) => {
                 tracing::debug!(%remote, %error, "upgrade did not complete");
-                let _ = state.commands.send(Command::Closed { key }).await;
+                let closed = Command::Closed { key, error: None };
+                let _ = state.commands.send(closed).await;
             }
         }
     });

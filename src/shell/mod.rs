@@ -2,7 +2,9 @@
 //!
 //! * [`server`]: [`run`] over any [`Accept`], and [`start`] for tests.
 //! * `driver`: the one task that owns the core.
-//! * `connection`: a reader and a writer task per upgraded socket.
+//! * `connection`: the link the driver writes through and the task that
+//!   reads each upgraded socket.
+//! * `socket`: the readiness-driven socket both share.
 //! * `http`: routing of the endpoints on the one port.
 //! * [`upgrade`]: the pure upgrade decision (token, origin, query).
 //! * [`shutdown`]: the broadcast shutdown signal.
@@ -12,6 +14,7 @@ mod driver;
 mod http;
 pub mod server;
 pub mod shutdown;
+mod socket;
 pub mod upgrade;
 
 pub use server::{
