@@ -1,9 +1,11 @@
 //! The subscription index, both ways: channel → its subscribers (a slab, so
 //! adding and removing one is O(1) and fan-out walks only that channel's
 //! subscribers) and connection → its channels with each one's slab key (so
-//! unsubscribing is O(1) and removing a connection costs its own channels).
+//! unsubscribing costs a scan of the connection's few channels, and removing
+//! a connection costs its own channels).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use slab::Slab;
 
@@ -12,11 +14,14 @@ use super::ConnId;
 /// Who is subscribed to what.
 #[derive(Debug, Default)]
 pub(crate) struct SubscriptionIndex {
-    /// Subscribers of each channel that has any.
-    by_channel: HashMap<String, Slab<ConnId>>,
+    /// Subscribers of each channel that has any. The name is shared with
+    /// every subscriber's entry in `by_conn`, so it is stored once.
+    by_channel: HashMap<Arc<str>, Slab<ConnId>>,
     /// Each subscribed connection's channels, with its key in that channel's
-    /// slab.
-    by_conn: HashMap<ConnId, HashMap<String, usize>>,
+    /// slab. A short vector, not a map: most connections hold one to a few
+    /// channels (at most the per-connection limit), and a map would cost
+    /// ~200 bytes per connection even for one.
+    by_conn: HashMap<ConnId, Vec<(Arc<str>, usize)>>,
     /// (connection, channel) pairs, kept for [`super::Stats`].
     pairs: usize,
 }
@@ -24,16 +29,19 @@ pub(crate) struct SubscriptionIndex {
 impl SubscriptionIndex {
     /// Adds `conn` to `channel`; false if it was already there.
     pub(crate) fn subscribe(&mut self, conn: ConnId, channel: &str) -> bool {
-        let mine = self.by_conn.entry(conn).or_default();
-        if mine.contains_key(channel) {
+        if self.holds(conn, channel) {
             return false;
         }
-        let key = self
-            .by_channel
-            .entry(channel.to_owned())
-            .or_default()
-            .insert(conn);
-        mine.insert(channel.to_owned(), key);
+        let name: Arc<str> = match self.by_channel.get_key_value(channel) {
+            Some((name, _)) => name.clone(),
+            None => Arc::from(channel),
+        };
+        let key = self.by_channel.entry(name.clone()).or_default().insert(conn);
+        let mine = self
+            .by_conn
+            .entry(conn)
+            .or_insert_with(|| Vec::with_capacity(1));
+        mine.push((name, key));
         self.pairs += 1;
         true
     }
@@ -43,13 +51,14 @@ impl SubscriptionIndex {
         let Some(mine) = self.by_conn.get_mut(&conn) else {
             return false;
         };
-        let Some(key) = mine.remove(channel) else {
+        let Some(at) = mine.iter().position(|(name, _)| &**name == channel) else {
             return false;
         };
+        let (name, key) = mine.swap_remove(at);
         if mine.is_empty() {
             self.by_conn.remove(&conn);
         }
-        self.remove_from_channel(channel, key);
+        self.remove_from_channel(&name, key);
         true
     }
 
@@ -78,12 +87,12 @@ impl SubscriptionIndex {
     pub(crate) fn holds(&self, conn: ConnId, channel: &str) -> bool {
         self.by_conn
             .get(&conn)
-            .is_some_and(|mine| mine.contains_key(channel))
+            .is_some_and(|mine| mine.iter().any(|(name, _)| &**name == channel))
     }
 
     /// How many channels `conn` holds.
     pub(crate) fn count_of(&self, conn: ConnId) -> usize {
-        self.by_conn.get(&conn).map_or(0, HashMap::len)
+        self.by_conn.get(&conn).map_or(0, Vec::len)
     }
 
     /// The channels of `conn`, sorted (acks list them so snapshots are stable).
@@ -91,7 +100,7 @@ impl SubscriptionIndex {
         let mut channels: Vec<&str> = self
             .by_conn
             .get(&conn)
-            .map(|mine| mine.keys().map(String::as_str).collect())
+            .map(|mine| mine.iter().map(|(name, _)| &**name).collect())
             .unwrap_or_default();
         channels.sort_unstable();
         channels

@@ -20,8 +20,11 @@ use crate::metrics::Metrics;
 use crate::shell::connection::{Link, WriteStart};
 use crate::source::Ingest;
 
-/// Most commands, and most source messages, taken per drain.
+/// Most commands, and most source messages, taken per round.
 const INPUT_BATCH: usize = 256;
+
+/// Most rounds of yielding and taking before a drain.
+const TAKE_ROUNDS: usize = 4;
 
 /// Identifies one connection for its whole life: a [`ConnId`] is reused
 /// after the core forgets it, so commands from a dead connection's tasks
@@ -166,20 +169,14 @@ impl Driver {
                 command = commands.recv() => match command {
                     Some(command) => {
                         self.on_command(command);
-                        for _ in 1..INPUT_BATCH {
-                            let Ok(command) = commands.try_recv() else { break };
-                            self.on_command(command);
-                        }
+                        self.take_waiting(&mut commands, &mut ingest).await;
                     }
                     None => break,
                 },
                 message = ingest.recv(), if ingest_open => match message {
                     Some(message) => {
                         self.on_ingest(message);
-                        for _ in 1..INPUT_BATCH {
-                            let Ok(message) = ingest.try_recv() else { break };
-                            self.on_ingest(message);
-                        }
+                        self.take_waiting(&mut commands, &mut ingest).await;
                     }
                     None => ingest_open = false,
                 },
@@ -193,6 +190,42 @@ impl Driver {
                 }
             }
             self.drain();
+        }
+    }
+
+    /// Lets the tasks that are ready run first (the HTTP handlers of other
+    /// publishes, the readers of other sockets), then takes everything they
+    /// queued. Without the yield, tokio runs the driver the moment the first
+    /// input wakes it, and every publish costs a write per socket.
+    ///
+    /// While messages keep coming it yields again (a few rounds at most), so
+    /// the publishers' HTTP answers leave before the fan-out's writes rather
+    /// than after them, and publishes that arrive meanwhile join the batch:
+    /// the batches grow with the load.
+    async fn take_waiting(
+        &mut self,
+        commands: &mut mpsc::Receiver<Command>,
+        ingest: &mut mpsc::Receiver<Ingest>,
+    ) {
+        for _ in 0..TAKE_ROUNDS {
+            tokio::task::yield_now().await;
+            for _ in 0..INPUT_BATCH {
+                let Ok(command) = commands.try_recv() else {
+                    break;
+                };
+                self.on_command(command);
+            }
+            let mut taken = 0;
+            for _ in 0..INPUT_BATCH {
+                let Ok(message) = ingest.try_recv() else {
+                    break;
+                };
+                self.on_ingest(message);
+                taken += 1;
+            }
+            if taken == 0 {
+                break;
+            }
         }
     }
 
