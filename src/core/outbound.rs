@@ -178,7 +178,10 @@ impl Outbound {
         self.in_flight_frames = self.queue.len();
         self.in_flight_bytes = self.queued_bytes;
         self.queued_bytes = 0;
-        Some(self.queue.drain(..).map(|q| q.frame).collect())
+        // Taking the queue (not draining it) frees its buffer: an idle
+        // connection then holds no queue memory at all.
+        let queue = std::mem::take(&mut self.queue);
+        Some(queue.into_iter().map(|q| q.frame).collect())
     }
 
     /// The batch in flight was written. Returns whether it held the close

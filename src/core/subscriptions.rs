@@ -36,7 +36,11 @@ impl SubscriptionIndex {
             Some((name, _)) => name.clone(),
             None => Arc::from(channel),
         };
-        let key = self.by_channel.entry(name.clone()).or_default().insert(conn);
+        let key = self
+            .by_channel
+            .entry(name.clone())
+            .or_default()
+            .insert(conn);
         let mine = self
             .by_conn
             .entry(conn)

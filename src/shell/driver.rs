@@ -15,8 +15,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::core::{CloseReason, ConnId, Core, Event, Open, Refusal, Transmit};
+use crate::core::{ConnId, Core, Event, Open, Refusal, Transmit};
 use crate::metrics::Metrics;
+use crate::shell::conn_log::ConnLogs;
 use crate::shell::connection::{Link, WriteStart};
 use crate::source::Ingest;
 
@@ -39,9 +40,11 @@ pub(crate) struct ConnKey {
 
 /// Inputs to the driver.
 pub(crate) enum Command {
-    /// Admit a connection (the HTTP handler waits for the answer).
+    /// Admit a connection (the HTTP handler waits for the answer). Boxed: it
+    /// is by far the largest command, and every command's size is paid by
+    /// each connection's serving task, idle or not.
     Open {
-        open: Open,
+        open: Box<Open>,
         reply: oneshot::Sender<Result<ConnKey, Refusal>>,
     },
     /// The admitted connection finished its upgrade: here is its socket.
@@ -77,7 +80,7 @@ struct Slot {
     link: Option<Arc<Link>>,
     /// A batch the core sent before the socket was attached (the acks of
     /// a connect-time subscription); written at attach.
-    parked: Option<Transmit>,
+    parked: Option<Box<Transmit>>,
 }
 
 impl Drop for Slot {
@@ -88,22 +91,6 @@ impl Drop for Slot {
     }
 }
 
-/// What log lines about one connection need. Lives from the core's `Opened`
-/// event to its `Closed` event (the socket's [`Slot`] may be gone earlier).
-#[derive(Debug)]
-struct ConnLog {
-    /// The `connectionId` the client was given.
-    connection_id: String,
-    /// The token's subject.
-    user_id: String,
-    /// When the last rate-limit line was written: hits are logged once, then
-    /// summarised at most once per [`RATE_LIMIT_LOG_INTERVAL`] so a flooding
-    /// client cannot flood the logs too.
-    rate_limit_logged_at: Option<Instant>,
-    /// Rate-limit hits since that line.
-    rate_limit_unlogged: u64,
-}
-
 /// The driver task's state.
 pub(crate) struct Driver {
     /// The state machine; nothing else touches it.
@@ -111,7 +98,7 @@ pub(crate) struct Driver {
     /// Live connections by core handle.
     slots: HashMap<ConnId, Slot>,
     /// Log identity of every connection the core holds.
-    logs: HashMap<ConnId, ConnLog>,
+    logs: ConnLogs,
     /// Next [`ConnKey::serial`].
     next_serial: u64,
     /// Counters and gauges for `/metrics`.
@@ -128,9 +115,6 @@ pub(crate) struct Driver {
 /// How often the driver logs a stats line.
 const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// At most one rate-limit summary line per connection per this interval.
-const RATE_LIMIT_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
-
 impl Driver {
     /// A driver around `core`; `drained` turns true once a shutdown has
     /// closed every connection.
@@ -138,7 +122,7 @@ impl Driver {
         Driver {
             core,
             slots: HashMap::new(),
-            logs: HashMap::new(),
+            logs: ConnLogs::default(),
             next_serial: 0,
             metrics,
             drained,
@@ -234,7 +218,7 @@ impl Driver {
         match command {
             Command::Open { open, reply } => {
                 let remote = open.remote;
-                match self.core.handle_open(now, open) {
+                match self.core.handle_open(now, *open) {
                     Ok(conn) => {
                         self.next_serial += 1;
                         let key = ConnKey {
@@ -315,13 +299,13 @@ impl Driver {
                 };
                 slot.link = Some(link.clone());
                 if let Some(transmit) = slot.parked.take() {
-                    self.write(now, &link, transmit);
+                    self.write(now, &link, *transmit);
                 }
             }
             Command::Closed { key, error } => {
                 if self.is_live(key) {
                     if let Some(error) = error {
-                        tracing::debug!(conn = %key.conn, connection_id = self.connection_id(key.conn), user = self.user_id(key.conn), %error, "socket ended");
+                        tracing::debug!(conn = %key.conn, connection_id = self.logs.connection_id(key.conn), user = self.logs.user_id(key.conn), %error, "socket ended");
                     }
                     self.slots.remove(&key.conn);
                     self.core.handle_closed(now, key.conn);
@@ -370,7 +354,7 @@ impl Driver {
             }
             WriteStart::HandedOver => {}
             WriteStart::Failed(error) => {
-                tracing::debug!(conn = %conn, connection_id = self.connection_id(conn), user = self.user_id(conn), %error, "write failed");
+                tracing::debug!(conn = %conn, connection_id = self.logs.connection_id(conn), user = self.logs.user_id(conn), %error, "write failed");
                 self.slots.remove(&conn);
                 self.core.handle_closed(now, conn);
             }
@@ -389,7 +373,7 @@ impl Driver {
             };
             match slot.link.clone() {
                 Some(link) => self.write(now, &link, transmit),
-                None => slot.parked = Some(transmit),
+                None => slot.parked = Some(Box::new(transmit)),
             }
         }
         while let Some(conn) = self.core.poll_disconnect() {
@@ -401,102 +385,11 @@ impl Driver {
             if let Event::MessagesDropped { count, .. } = &event {
                 self.dropped += count;
             }
-            self.log(&event);
+            self.logs.record(&event, now);
         }
         self.metrics.record_stats(self.core.stats());
         if self.shutting_down && self.core.is_drained() {
             self.drained.send_replace(true);
-        }
-    }
-
-    fn log(&mut self, event: &Event) {
-        match event {
-            Event::Opened {
-                conn,
-                connection_id,
-                user_id,
-            } => {
-                self.logs.insert(
-                    *conn,
-                    ConnLog {
-                        connection_id: connection_id.clone(),
-                        user_id: user_id.clone(),
-                        rate_limit_logged_at: None,
-                        rate_limit_unlogged: 0,
-                    },
-                );
-                tracing::info!(conn = %conn, connection_id, user = user_id, "connection opened");
-            }
-            Event::Closed {
-                conn,
-                user_id,
-                reason,
-                duration,
-            } => {
-                let log = self.logs.remove(conn);
-                let connection_id = log.as_ref().map_or("", |l| l.connection_id.as_str());
-                if let Some(log) = log.as_ref().filter(|l| l.rate_limit_unlogged > 0) {
-                    tracing::warn!(conn = %conn, connection_id, user = user_id, count = log.rate_limit_unlogged, "inbound rate limit hits since the last report");
-                }
-                let duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
-                let reason_name = reason.as_str();
-                if matches!(
-                    reason,
-                    CloseReason::SlowConsumer | CloseReason::RateLimitExceeded
-                ) {
-                    tracing::warn!(conn = %conn, connection_id, user = user_id, reason = reason_name, duration_ms, "connection closed");
-                } else {
-                    tracing::info!(conn = %conn, connection_id, user = user_id, reason = reason_name, duration_ms, "connection closed");
-                }
-            }
-            Event::Subscribed { conn, channels } => {
-                tracing::debug!(conn = %conn, connection_id = self.connection_id(*conn), user = self.user_id(*conn), ?channels, "subscribed");
-            }
-            Event::Unsubscribed { conn, channels } => {
-                tracing::debug!(conn = %conn, connection_id = self.connection_id(*conn), user = self.user_id(*conn), ?channels, "unsubscribed");
-            }
-            Event::MessagesDropped {
-                conn,
-                count,
-                reason,
-            } => {
-                tracing::debug!(conn = %conn, connection_id = self.connection_id(*conn), user = self.user_id(*conn), count, ?reason, "messages dropped");
-            }
-            Event::SlowConsumer { conn } => {
-                tracing::warn!(conn = %conn, connection_id = self.connection_id(*conn), user = self.user_id(*conn), "slow consumer: closing with 1008");
-            }
-            Event::HeartbeatFailure { conn } => {
-                tracing::info!(conn = %conn, connection_id = self.connection_id(*conn), user = self.user_id(*conn), "silent past the connection timeout: closing");
-            }
-            Event::RateLimited { conn } => self.log_rate_limited(*conn),
-            Event::FrameRejected { conn, code } => {
-                tracing::debug!(conn = %conn, connection_id = self.connection_id(*conn), user = self.user_id(*conn), code = code.as_str(), "client frame rejected");
-            }
-        }
-    }
-
-    /// Logs a connection's first rate-limit hit, then at most one line with a
-    /// count per [`RATE_LIMIT_LOG_INTERVAL`] (the rest is left for the close).
-    fn log_rate_limited(&mut self, conn: ConnId) {
-        let now = now();
-        let Some(log) = self.logs.get_mut(&conn) else {
-            tracing::warn!(conn = %conn, "inbound rate limit hit");
-            return;
-        };
-        log.rate_limit_unlogged += 1;
-        let due = log
-            .rate_limit_logged_at
-            .is_none_or(|at| now.duration_since(at) >= RATE_LIMIT_LOG_INTERVAL);
-        if !due {
-            return;
-        }
-        let first = log.rate_limit_logged_at.is_none();
-        let count = std::mem::take(&mut log.rate_limit_unlogged);
-        log.rate_limit_logged_at = Some(now);
-        if first {
-            tracing::warn!(conn = %conn, connection_id = log.connection_id, user = log.user_id, "inbound rate limit hit");
-        } else {
-            tracing::warn!(conn = %conn, connection_id = log.connection_id, user = log.user_id, count, "inbound rate limit hits since the last report");
         }
     }
 
@@ -511,16 +404,6 @@ impl Driver {
             dropped = self.dropped,
             "stats"
         );
-    }
-
-    fn connection_id(&self, conn: ConnId) -> &str {
-        self.logs
-            .get(&conn)
-            .map_or("", |l| l.connection_id.as_str())
-    }
-
-    fn user_id(&self, conn: ConnId) -> &str {
-        self.logs.get(&conn).map_or("", |l| l.user_id.as_str())
     }
 }
 

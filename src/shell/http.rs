@@ -150,7 +150,10 @@ async fn upgrade(
     };
     if state
         .commands
-        .send(Command::Open { open, reply })
+        .send(Command::Open {
+            open: Box::new(open),
+            reply,
+        })
         .await
         .is_err()
     {
@@ -177,16 +180,16 @@ async fn upgrade(
                     link: link.clone(),
                 };
                 if state.commands.send(attach).await.is_ok() {
-                    // This task serves the socket from here on.
-                    connection::serve(
+                    // A task of its own, so the socket's long life carries
+                    // only what serving needs, not this upgrade's state.
+                    tokio::spawn(connection::serve(
                         link,
                         key,
                         early,
                         state.commands.clone(),
                         state.max_message_bytes,
                         state.metrics.clone(),
-                    )
-                    .await;
+                    ));
                 }
             }
             Err(error) => {

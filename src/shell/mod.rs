@@ -5,10 +5,12 @@
 //! * `connection`: the link the driver writes through and the task that
 //!   reads each upgraded socket.
 //! * `socket`: the readiness-driven socket both share.
+//! * `conn_log`: log lines about connections, with their identity.
 //! * `http`: routing of the endpoints on the one port.
 //! * [`upgrade`]: the pure upgrade decision (token, origin, query).
 //! * [`shutdown`]: the broadcast shutdown signal.
 
+mod conn_log;
 mod connection;
 mod driver;
 mod http;
