@@ -44,8 +44,9 @@ pub struct FrameReader {
     /// Longest message accepted, in payload bytes (inclusive).
     max_message_bytes: usize,
     /// A fragmented message being collected: whether it is text, and the
-    /// payload so far. `None` between messages, so an idle reader holds nothing.
-    fragments: Option<(bool, BytesMut)>,
+    /// payload so far. `None` between messages, so an idle reader holds
+    /// nothing; boxed, so the reader itself stays small.
+    fragments: Option<Box<(bool, BytesMut)>>,
     /// Set after `TooBig` or `Invalid`: the stream has no usable frame
     /// boundaries any more, so every later byte is discarded.
     failed: bool,
@@ -128,7 +129,7 @@ impl FrameReader {
             }
             return None;
         }
-        let so_far = self.fragments.as_ref().map_or(0, |(_, bytes)| bytes.len());
+        let so_far = self.fragments.as_ref().map_or(0, |f| f.1.len());
         let total = header.payload_len.saturating_add(so_far as u64);
         if total > self.max_message_bytes as u64 {
             return Some(Inbound::TooBig);
@@ -140,16 +141,17 @@ impl FrameReader {
     fn complete(&mut self, header: Header, payload: BytesMut) -> Option<Inbound> {
         match header.opcode {
             0x0 => {
-                let Some((text, mut bytes)) = self.fragments.take() else {
+                let Some(mut fragments) = self.fragments.take() else {
                     return Some(
                         self.fail_stream(Inbound::Invalid("continuation without a message")),
                     );
                 };
-                bytes.extend_from_slice(&payload);
+                fragments.1.extend_from_slice(&payload);
                 if !header.fin {
-                    self.fragments = Some((text, bytes));
+                    self.fragments = Some(fragments);
                     return None;
                 }
+                let (text, bytes) = *fragments;
                 Some(message(text, bytes.freeze()))
             }
             0x1 | 0x2 => {
@@ -160,7 +162,7 @@ impl FrameReader {
                     );
                 }
                 if !header.fin {
-                    self.fragments = Some((text, payload));
+                    self.fragments = Some(Box::new((text, payload)));
                     return None;
                 }
                 Some(message(text, payload.freeze()))

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::core::{ConnId, Core, Event, Open, Refusal, Transmit};
 use crate::metrics::Metrics;
 use crate::shell::conn_log::ConnLogs;
-use crate::shell::connection::{Link, WriteStart};
+use crate::shell::connection::{Link, WriteStart, Written};
 use crate::source::Ingest;
 
 /// Most commands, and most source messages, taken per round.
@@ -67,7 +67,7 @@ pub(crate) enum Command {
         error: Option<std::io::Error>,
     },
     /// The connection's task handed the rest of a batch to the kernel.
-    WriteComplete { key: ConnKey },
+    WriteComplete { key: ConnKey, written: Written },
     /// Begin the graceful shutdown.
     Shutdown,
 }
@@ -311,7 +311,8 @@ impl Driver {
                     self.core.handle_closed(now, key.conn);
                 }
             }
-            Command::WriteComplete { key } => {
+            Command::WriteComplete { key, written } => {
+                written.record(&self.metrics);
                 if self.is_live(key) {
                     self.core.handle_write_complete(now, key.conn);
                 }

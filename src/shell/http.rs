@@ -174,23 +174,8 @@ async fn upgrade(
         match upgrade_future.await {
             Ok(ws) => {
                 let stream: TokioIo<hyper::upgrade::Upgraded> = ws.into_inner();
-                let (link, early) = connection::link(stream.into_inner());
-                let attach = Command::Attach {
-                    key,
-                    link: link.clone(),
-                };
-                if state.commands.send(attach).await.is_ok() {
-                    // A task of its own, so the socket's long life carries
-                    // only what serving needs, not this upgrade's state.
-                    tokio::spawn(connection::serve(
-                        link,
-                        key,
-                        early,
-                        state.commands.clone(),
-                        state.max_message_bytes,
-                        state.metrics.clone(),
-                    ));
-                }
+                let (commands, max) = (state.commands.clone(), state.max_message_bytes);
+                connection::start(stream.into_inner(), key, commands, max).await;
             }
             Err(error) => {
                 tracing::debug!(%remote, %error, "upgrade did not complete");
