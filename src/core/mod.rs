@@ -340,6 +340,7 @@ pub struct Stats {
 }
 
 mod config;
+mod conn_map;
 mod connection;
 mod fanout;
 mod lifecycle;
@@ -351,6 +352,7 @@ mod subscriptions;
 mod timers;
 
 pub use config::{Access, ChannelRule, CoreConfig, SlowClientPolicy};
+pub(crate) use conn_map::ConnMap;
 
 use connection::Connection;
 use subscriptions::SubscriptionIndex;

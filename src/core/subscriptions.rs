@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use slab::Slab;
 
-use super::ConnId;
+use super::{ConnId, ConnMap};
 
 /// Who is subscribed to what.
 #[derive(Debug, Default)]
@@ -21,7 +21,7 @@ pub(crate) struct SubscriptionIndex {
     /// slab. A short vector, not a map: most connections hold one to a few
     /// channels (at most the per-connection limit), and a map would cost
     /// ~200 bytes per connection even for one.
-    by_conn: HashMap<ConnId, Vec<(Arc<str>, usize)>>,
+    by_conn: ConnMap<Vec<(Arc<str>, usize)>>,
     /// (connection, channel) pairs, kept for [`super::Stats`].
     pairs: usize,
 }
@@ -43,8 +43,7 @@ impl SubscriptionIndex {
             .insert(conn);
         let mine = self
             .by_conn
-            .entry(conn)
-            .or_insert_with(|| Vec::with_capacity(1));
+            .get_or_insert_with(conn, || Vec::with_capacity(1));
         mine.push((name, key));
         self.pairs += 1;
         true

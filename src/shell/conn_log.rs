@@ -2,10 +2,9 @@
 //! user, on every line about it), and a throttle so a flooding client
 //! cannot flood the logs with rate-limit lines too.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::core::{CloseReason, ConnId, Event};
+use crate::core::{CloseReason, ConnId, ConnMap, Event};
 
 /// At most one rate-limit summary line per connection per this interval.
 const RATE_LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -15,7 +14,7 @@ const RATE_LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 #[derive(Debug, Default)]
 pub(crate) struct ConnLogs {
     /// By core handle.
-    by_conn: HashMap<ConnId, ConnLog>,
+    by_conn: ConnMap<ConnLog>,
 }
 
 /// What log lines about one connection need. Kept small: every open

@@ -8,14 +8,13 @@
 //! each kind) before draining, so each socket gets one write carrying every
 //! message of the batch: the busier it is, the fewer writes per message.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::core::{ConnId, Core, Event, Open, Refusal, Transmit};
+use crate::core::{ConnId, ConnMap, Core, Event, Open, Refusal, Transmit};
 use crate::metrics::Metrics;
 use crate::shell::conn_log::ConnLogs;
 use crate::shell::connection::{Link, WriteStart, Written};
@@ -96,7 +95,7 @@ pub(crate) struct Driver {
     /// The state machine; nothing else touches it.
     core: Core,
     /// Live connections by core handle.
-    slots: HashMap<ConnId, Slot>,
+    slots: ConnMap<Slot>,
     /// Log identity of every connection the core holds.
     logs: ConnLogs,
     /// Next [`ConnKey::serial`].
@@ -121,7 +120,7 @@ impl Driver {
     pub(crate) fn new(core: Core, metrics: Arc<Metrics>, drained: watch::Sender<bool>) -> Driver {
         Driver {
             core,
-            slots: HashMap::new(),
+            slots: ConnMap::default(),
             logs: ConnLogs::default(),
             next_serial: 0,
             metrics,
