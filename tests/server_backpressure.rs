@@ -78,3 +78,39 @@ async fn slow_consumer_is_closed_with_1008_while_a_fast_one_gets_everything() {
     );
     within(server.shutdown()).await.unwrap();
 }
+
+/// A burst (a Kafka fetch after a stall) larger than a client's queue is
+/// written in several turns: a subscriber that reads keeps its connection
+/// and gets every message, in order.
+#[tokio::test]
+async fn a_burst_larger_than_the_client_queue_reaches_a_reading_subscriber() {
+    const BURST: u64 = 200;
+    let mut config = config();
+    config.core.client_buffer_frames = 16;
+    let (server, sink) = start_with_sink(config).await;
+    let mut client = connect(server.address, "reader", "&channels=lines").await;
+    assert_eq!(next_json(&mut client).await["type"], "subscribed");
+
+    // Queued in one go: the driver finds the whole burst waiting.
+    for seq in 0..BURST {
+        let publish = Publish {
+            channel: "lines".to_owned(),
+            pos: Position::Assigned,
+            payload: Bytes::from(format!(r#"{{"seq":{seq}}}"#)),
+        };
+        within(sink.publish(publish)).await.unwrap();
+    }
+    let mut seqs = Vec::new();
+    while seqs.len() < BURST as usize {
+        let json = next_json(&mut client).await;
+        assert_eq!(
+            json["type"],
+            "message",
+            "got {json} after {} messages",
+            seqs.len()
+        );
+        seqs.push(json["data"]["seq"].as_u64().unwrap());
+    }
+    assert_eq!(seqs, (0..BURST).collect::<Vec<_>>());
+    within(server.shutdown()).await.unwrap();
+}

@@ -4,9 +4,11 @@
 //! drains the core's outputs in the documented order: frames to the sockets,
 //! sockets to drop, events to metrics and logs.
 //!
-//! Under load it takes everything already waiting (up to [`INPUT_BATCH`] of
-//! each kind) before draining, so each socket gets one write carrying every
-//! message of the batch: the busier it is, the fewer writes per message.
+//! Under load it takes everything already waiting before draining, so each
+//! socket gets one write carrying every message of the batch: the busier it
+//! is, the fewer writes per message. A batch holds at most half a client's
+//! queue of messages, so a burst (a Kafka fetch after a stall) is written in
+//! several turns instead of overflowing every queue at once.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,8 +22,11 @@ use crate::shell::conn_log::ConnLogs;
 use crate::shell::connection::{Link, WriteStart, Written};
 use crate::source::Ingest;
 
-/// Most commands, and most source messages, taken per round.
+/// Most commands taken per round.
 const INPUT_BATCH: usize = 256;
+
+/// Most source messages in one batch, whatever the client queues allow.
+const MAX_MESSAGE_BATCH: usize = 256;
 
 /// Most rounds of yielding and taking before a drain.
 const TAKE_ROUNDS: usize = 4;
@@ -109,6 +114,9 @@ pub(crate) struct Driver {
     /// Messages dropped since start, for the periodic stats line (the
     /// metric is a labelled family, awkward to total).
     dropped: u64,
+    /// Most source messages taken before a drain: half a client's queue, so
+    /// one batch can never overflow a healthy client's queue by itself.
+    message_batch: usize,
 }
 
 /// How often the driver logs a stats line.
@@ -117,8 +125,14 @@ const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 impl Driver {
     /// A driver around `core`; `drained` turns true once a shutdown has
     /// closed every connection.
-    pub(crate) fn new(core: Core, metrics: Arc<Metrics>, drained: watch::Sender<bool>) -> Driver {
+    pub(crate) fn new(
+        core: Core,
+        metrics: Arc<Metrics>,
+        drained: watch::Sender<bool>,
+        client_buffer_frames: usize,
+    ) -> Driver {
         Driver {
+            message_batch: (client_buffer_frames / 2).clamp(1, MAX_MESSAGE_BATCH),
             core,
             slots: ConnMap::default(),
             logs: ConnLogs::default(),
@@ -152,14 +166,14 @@ impl Driver {
                 command = commands.recv() => match command {
                     Some(command) => {
                         self.on_command(command);
-                        self.take_waiting(&mut commands, &mut ingest).await;
+                        self.take_waiting(&mut commands, &mut ingest, 0).await;
                     }
                     None => break,
                 },
                 message = ingest.recv(), if ingest_open => match message {
                     Some(message) => {
                         self.on_ingest(message);
-                        self.take_waiting(&mut commands, &mut ingest).await;
+                        self.take_waiting(&mut commands, &mut ingest, 1).await;
                     }
                     None => ingest_open = false,
                 },
@@ -184,11 +198,13 @@ impl Driver {
     /// While messages keep coming it yields again (a few rounds at most), so
     /// the publishers' HTTP answers leave before the fan-out's writes rather
     /// than after them, and publishes that arrive meanwhile join the batch:
-    /// the batches grow with the load.
+    /// the batches grow with the load, up to `message_batch` messages
+    /// (`taken` of them already are).
     async fn take_waiting(
         &mut self,
         commands: &mut mpsc::Receiver<Command>,
         ingest: &mut mpsc::Receiver<Ingest>,
+        mut taken: usize,
     ) {
         for _ in 0..TAKE_ROUNDS {
             tokio::task::yield_now().await;
@@ -198,15 +214,15 @@ impl Driver {
                 };
                 self.on_command(command);
             }
-            let mut taken = 0;
-            for _ in 0..INPUT_BATCH {
+            let before = taken;
+            while taken < self.message_batch {
                 let Ok(message) = ingest.try_recv() else {
                     break;
                 };
                 self.on_ingest(message);
                 taken += 1;
             }
-            if taken == 0 {
+            if taken == before || taken >= self.message_batch {
                 break;
             }
         }

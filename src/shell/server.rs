@@ -129,8 +129,13 @@ pub async fn run_observed<A: Accept>(
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (sink, ingest_rx) = PublishSink::channel(INGEST_QUEUE);
     let (drained_tx, mut drained) = watch::channel(false);
-    let driver =
-        tokio::spawn(Driver::new(core, metrics.clone(), drained_tx).run(command_rx, ingest_rx));
+    let driver = Driver::new(
+        core,
+        metrics.clone(),
+        drained_tx,
+        config.core.client_buffer_frames,
+    );
+    let driver = tokio::spawn(driver.run(command_rx, ingest_rx));
 
     // Sources stop after the drain, so what they send meanwhile still flows.
     let (source_trigger, source_shutdown) = shutdown::channel();
