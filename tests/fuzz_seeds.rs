@@ -73,6 +73,11 @@ fn source_payload_seeds_replay_cleanly() {
 }
 
 #[test]
+fn client_wire_seeds_replay_cleanly() {
+    replay("client_wire");
+}
+
+#[test]
 fn every_target_has_a_fuzz_binary_and_seeds() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     for (name, _) in TARGETS {

@@ -7,6 +7,7 @@
 //! and returns quietly otherwise, including on input it cannot decode.
 
 mod client_frame;
+mod client_wire;
 mod core_ops;
 mod harness;
 mod scenario;
@@ -15,6 +16,7 @@ mod upgrade;
 mod wire;
 
 pub use client_frame::client_frame;
+pub use client_wire::client_wire;
 pub use core_ops::core_ops;
 pub use source_payload::source_payload;
 pub use upgrade::upgrade;
@@ -28,4 +30,5 @@ pub const TARGETS: &[(&str, TargetBody)] = &[
     ("core_ops", core_ops),
     ("upgrade", upgrade),
     ("source_payload", source_payload),
+    ("client_wire", client_wire),
 ];
