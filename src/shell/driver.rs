@@ -18,8 +18,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::{ConnId, ConnMap, Core, Event, Open, Refusal, Transmit};
 use crate::metrics::Metrics;
+use crate::shell::batch::{WriteStart, Written};
 use crate::shell::conn_log::ConnLogs;
-use crate::shell::connection::{Link, WriteStart, Written};
+use crate::shell::connection::Link;
 use crate::source::Ingest;
 
 /// Most commands taken per round.

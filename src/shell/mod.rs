@@ -2,6 +2,7 @@
 //!
 //! * [`server`]: [`run`] over any [`Accept`], and [`start`] for tests.
 //! * `driver`: the one task that owns the core.
+//! * `batch`: writing one transmit, resumable where the socket filled up.
 //! * `connection`: the link the driver writes through and the task that
 //!   reads each upgraded socket.
 //! * `socket`: the readiness-driven socket both share.
@@ -10,6 +11,7 @@
 //! * [`upgrade`]: the pure upgrade decision (token, origin, query).
 //! * [`shutdown`]: the broadcast shutdown signal.
 
+mod batch;
 mod conn_log;
 mod connection;
 mod driver;
