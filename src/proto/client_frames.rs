@@ -112,6 +112,10 @@ impl FrameReader {
             let mut payload = input.split_to(payload_len);
             unmask(&mut payload, header.mask);
             if let Some(inbound) = self.complete(header, payload) {
+                if self.failed {
+                    // What follows a frame no client may send is not trusted.
+                    input.clear();
+                }
                 return Some(inbound);
             }
         }
@@ -387,6 +391,17 @@ mod tests {
                 "{bytes:?} gave {got:?}"
             );
         }
+    }
+
+    #[test]
+    fn bytes_after_an_invalid_frame_are_dropped() {
+        let mut wire = encode_masked(false, 0x6, b"", MASK);
+        wire.extend(encode_masked(true, 0x1, b"{}", MASK));
+        let mut reader = FrameReader::new(1024);
+        let mut input = BytesMut::from(&wire[..]);
+        assert!(matches!(reader.next(&mut input), Some(Inbound::Invalid(_))));
+        assert!(input.is_empty() && reader.has_failed());
+        assert_eq!(reader.next(&mut input), None);
     }
 
     #[test]
