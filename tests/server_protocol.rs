@@ -6,9 +6,11 @@ mod server_support;
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::SinkExt;
 use server_support::*;
 use tokio_tungstenite::tungstenite::Message;
+use ws_realtime::core::{Position, Publish};
 
 #[tokio::test]
 async fn connected_frame_names_the_user_and_server() {
@@ -168,6 +170,41 @@ async fn silent_client_is_closed_after_the_timeout() {
         metrics.contains("websocket_heartbeat_failures_total 1"),
         "{metrics}"
     );
+    within(server.shutdown()).await.unwrap();
+}
+
+/// Timers must fire while input never stops: the driver's select prefers
+/// input, so deadlines are also served after every turn. Two publishers on
+/// their own workers keep the driver's queue busy throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_silent_client_is_closed_while_publishes_never_stop() {
+    let mut config = config();
+    config.core.connection_timeout = Duration::from_millis(300);
+    config.core.heartbeat_interval = Duration::from_millis(100);
+    let (server, sink) = start_with_sink(config).await;
+    let mut client = connect(server.address, "alice", "").await;
+    let flood = |sink: ws_realtime::source::PublishSink| async move {
+        let until = tokio::time::Instant::now() + Duration::from_secs(20);
+        while tokio::time::Instant::now() < until {
+            let publish = Publish {
+                channel: "nobody-listens".to_owned(),
+                pos: Position::Assigned,
+                payload: Bytes::from_static(b"{}"),
+            };
+            if sink.publish(publish).await.is_err() {
+                break;
+            }
+        }
+    };
+    let floods = [tokio::spawn(flood(sink.clone())), tokio::spawn(flood(sink))];
+    // Silent (not even reading, so no pong) for three timeouts.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Reading now answers pings; a server that has not closed it by now
+    // would see the client alive and never close it while the flood runs.
+    assert_eq!(close_code(&mut client).await, Some(1008));
+    for flood in floods {
+        flood.abort();
+    }
     within(server.shutdown()).await.unwrap();
 }
 

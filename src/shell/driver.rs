@@ -187,6 +187,13 @@ impl Driver {
                     continue;
                 }
             }
+            // The select prefers input, so under a steady stream of it the
+            // timer branch is never reached: due deadlines (heartbeats,
+            // silence, token expiry, batch flushes) are served here too.
+            let now = now();
+            if self.core.poll_timeout().is_some_and(|at| at <= now) {
+                self.core.handle_timeout(now);
+            }
             self.drain();
         }
     }
