@@ -5,7 +5,6 @@
 //! a connection costs its own channels).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use slab::Slab;
 
@@ -14,16 +13,27 @@ use super::{ConnId, ConnMap};
 /// Who is subscribed to what.
 #[derive(Debug, Default)]
 pub(crate) struct SubscriptionIndex {
-    /// Subscribers of each channel that has any. The name is shared with
-    /// every subscriber's entry in `by_conn`, so it is stored once.
-    by_channel: HashMap<Arc<str>, Slab<ConnId>>,
-    /// Each subscribed connection's channels, with its key in that channel's
-    /// slab. A short vector, not a map: most connections hold one to a few
-    /// channels (at most the per-connection limit), and a map would cost
-    /// ~200 bytes per connection even for one.
-    by_conn: ConnMap<Vec<(Arc<str>, usize)>>,
+    /// Every channel that has subscribers, by a small id, so a connection's
+    /// entries name a channel in 8 bytes instead of a copy of its name.
+    channels: Slab<Channel>,
+    /// The id of each channel in `channels`, by name.
+    ids: HashMap<String, usize>,
+    /// Each subscribed connection's channels: (channel id, its key in that
+    /// channel's subscribers). A short vector, not a map: most connections
+    /// hold one to a few channels (at most the per-connection limit), and a
+    /// map would cost ~200 bytes per connection even for one.
+    by_conn: ConnMap<Vec<(usize, usize)>>,
     /// (connection, channel) pairs, kept for [`super::Stats`].
     pairs: usize,
+}
+
+/// One channel with subscribers.
+#[derive(Debug)]
+struct Channel {
+    /// Its name, for the acks that list a connection's channels.
+    name: String,
+    /// Its subscribers.
+    subscribers: Slab<ConnId>,
 }
 
 impl SubscriptionIndex {
@@ -32,47 +42,50 @@ impl SubscriptionIndex {
         if self.holds(conn, channel) {
             return false;
         }
-        let name: Arc<str> = match self.by_channel.get_key_value(channel) {
-            Some((name, _)) => name.clone(),
-            None => Arc::from(channel),
+        let id = match self.ids.get(channel) {
+            Some(&id) => id,
+            None => {
+                let id = self.channels.insert(Channel {
+                    name: channel.to_owned(),
+                    subscribers: Slab::new(),
+                });
+                self.ids.insert(channel.to_owned(), id);
+                id
+            }
         };
-        let key = self
-            .by_channel
-            .entry(name.clone())
-            .or_default()
-            .insert(conn);
-        let mine = self
-            .by_conn
-            .get_or_insert_with(conn, || Vec::with_capacity(1));
-        mine.push((name, key));
+        let key = self.channels[id].subscribers.insert(conn);
+        self.by_conn
+            .get_or_insert_with(conn, || Vec::with_capacity(1))
+            .push((id, key));
         self.pairs += 1;
         true
     }
 
     /// Removes `conn` from `channel`; false if it was not there.
     pub(crate) fn unsubscribe(&mut self, conn: ConnId, channel: &str) -> bool {
+        let Some(&id) = self.ids.get(channel) else {
+            return false;
+        };
         let Some(mine) = self.by_conn.get_mut(&conn) else {
             return false;
         };
-        let Some(at) = mine.iter().position(|(name, _)| &**name == channel) else {
+        let Some(at) = mine.iter().position(|&(held, _)| held == id) else {
             return false;
         };
-        let (name, key) = mine.swap_remove(at);
+        let (_, key) = mine.swap_remove(at);
         if mine.is_empty() {
             self.by_conn.remove(&conn);
         }
-        self.remove_from_channel(&name, key);
+        self.remove_from_channel(id, key);
         true
     }
 
-    fn remove_from_channel(&mut self, channel: &str, key: usize) {
-        let subscribers = self
-            .by_channel
-            .get_mut(channel)
-            .expect("both directions of the index agree");
-        subscribers.remove(key);
-        if subscribers.is_empty() {
-            self.by_channel.remove(channel);
+    fn remove_from_channel(&mut self, id: usize, key: usize) {
+        let channel = &mut self.channels[id];
+        channel.subscribers.remove(key);
+        if channel.subscribers.is_empty() {
+            let channel = self.channels.remove(id);
+            self.ids.remove(&channel.name);
         }
         self.pairs -= 1;
     }
@@ -80,17 +93,20 @@ impl SubscriptionIndex {
     /// Removes every subscription of `conn`.
     pub(crate) fn remove_conn(&mut self, conn: ConnId) {
         if let Some(mine) = self.by_conn.remove(&conn) {
-            for (channel, key) in mine {
-                self.remove_from_channel(&channel, key);
+            for (id, key) in mine {
+                self.remove_from_channel(id, key);
             }
         }
     }
 
     /// Whether `conn` holds `channel`.
     pub(crate) fn holds(&self, conn: ConnId, channel: &str) -> bool {
+        let Some(&id) = self.ids.get(channel) else {
+            return false;
+        };
         self.by_conn
             .get(&conn)
-            .is_some_and(|mine| mine.iter().any(|(name, _)| &**name == channel))
+            .is_some_and(|mine| mine.iter().any(|&(held, _)| held == id))
     }
 
     /// How many channels `conn` holds.
@@ -103,7 +119,11 @@ impl SubscriptionIndex {
         let mut channels: Vec<&str> = self
             .by_conn
             .get(&conn)
-            .map(|mine| mine.iter().map(|(name, _)| &**name).collect())
+            .map(|mine| {
+                mine.iter()
+                    .map(|&(id, _)| self.channels[id].name.as_str())
+                    .collect()
+            })
             .unwrap_or_default();
         channels.sort_unstable();
         channels
@@ -111,12 +131,13 @@ impl SubscriptionIndex {
 
     /// The subscribers of `channel`.
     pub(crate) fn subscribers(&self, channel: &str) -> Option<&Slab<ConnId>> {
-        self.by_channel.get(channel)
+        let &id = self.ids.get(channel)?;
+        Some(&self.channels[id].subscribers)
     }
 
     /// Channels with at least one subscriber.
     pub(crate) fn channel_count(&self) -> usize {
-        self.by_channel.len()
+        self.channels.len()
     }
 
     /// (connection, channel) pairs.

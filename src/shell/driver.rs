@@ -435,3 +435,79 @@ impl Driver {
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::core::{CoreConfig, Identity, Position, Publish};
+
+    /// A backlog that never lets the driver's input empty (a Kafka consumer
+    /// catching up) must not hold back the core's deadlines: a silent
+    /// connection is closed for its silence while the backlog is still
+    /// being taken. The select alone prefers input and would never get there.
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_are_served_while_the_input_never_empties() {
+        let config = CoreConfig {
+            heartbeat_interval: Duration::from_secs(1),
+            connection_timeout: Duration::from_secs(2),
+            ..CoreConfig::default()
+        };
+        let core = Core::new(config, now(), 0);
+        let metrics = Arc::new(Metrics::new());
+        let (drained, _) = watch::channel(false);
+        let driver = Driver::new(core, metrics.clone(), drained, 256);
+        let (commands, command_rx) = mpsc::channel(16);
+        const BACKLOG: usize = 50_000;
+        let (backlog, ingest_rx) = mpsc::channel(BACKLOG);
+        for _ in 0..BACKLOG {
+            let ingest = Ingest {
+                publish: Publish {
+                    channel: "nobody-listens".to_owned(),
+                    pos: Position::Assigned,
+                    payload: Bytes::from_static(b"{}"),
+                },
+                taken: None,
+                received_at: now(),
+                source: "test",
+            };
+            backlog.try_send(ingest).expect("room for the backlog");
+        }
+        let (reply, answer) = oneshot::channel();
+        let open = Open {
+            identity: Identity {
+                user_id: "silent".to_owned(),
+                roles: Vec::new(),
+                channel_patterns: None,
+                expires_at_unix_ms: None,
+            },
+            remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            channels: Vec::new(),
+        };
+        let open = Command::Open {
+            open: Box::new(open),
+            reply,
+        };
+        commands.send(open).await.unwrap();
+        let task = tokio::spawn(driver.run(command_rx, ingest_rx));
+        assert!(answer.await.unwrap().is_ok(), "the connection is admitted");
+
+        // The driver yields between its input rounds; each time, a fifth of
+        // a second passes. Ten seconds in, the backlog is far from taken.
+        for _ in 0..50 {
+            tokio::time::advance(Duration::from_millis(200)).await;
+            tokio::task::yield_now().await;
+        }
+        assert!(backlog.capacity() < BACKLOG / 2, "the backlog still waits");
+        let encoded = metrics.encode();
+        assert!(
+            encoded.contains("websocket_heartbeat_failures_total 1"),
+            "the silent connection was not closed: {encoded}"
+        );
+        task.abort();
+    }
+}
