@@ -60,10 +60,12 @@ fn publish(core: &mut Core, now: Instant, offset: i64) {
         Publish {
             channel: "lines".into(),
             pos: Position::Offset {
+                topic: "lines".to_owned(),
                 partition: 0,
                 offset,
             },
             payload: Bytes::from_static(PAYLOAD),
+            key: None,
         },
     );
     black_box(outcome);
@@ -115,6 +117,7 @@ fn encoding(c: &mut Criterion) {
             server::message(
                 "lines",
                 MessagePos::Offset {
+                    topic: "lines",
                     partition: 0,
                     offset: 1234,
                 },
@@ -123,10 +126,28 @@ fn encoding(c: &mut Criterion) {
         })
     });
     group.bench_function("text", |b| {
-        b.iter(|| server::message("lines", MessagePos::Sequence(17), black_box(text)))
+        b.iter(|| {
+            server::message(
+                "lines",
+                MessagePos::Sequence {
+                    epoch: "9f3a2c1d",
+                    seq: 17,
+                },
+                black_box(text),
+            )
+        })
     });
     group.bench_function("binary_256", |b| {
-        b.iter(|| server::message("lines", MessagePos::Sequence(17), black_box(&binary)))
+        b.iter(|| {
+            server::message(
+                "lines",
+                MessagePos::Sequence {
+                    epoch: "9f3a2c1d",
+                    seq: 17,
+                },
+                black_box(&binary),
+            )
+        })
     });
     group.finish();
 }

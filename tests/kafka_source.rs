@@ -105,7 +105,9 @@ impl Running {
 
 fn offset_of(ingest: &Ingest) -> (i32, i64) {
     match ingest.publish.pos {
-        Position::Offset { partition, offset } => (partition, offset),
+        Position::Offset {
+            partition, offset, ..
+        } => (partition, offset),
         Position::Assigned => panic!("Kafka messages carry their offset"),
     }
 }

@@ -202,6 +202,7 @@ fn bulk_message(channel: &str, bytes: usize) -> Publish {
         channel: channel.to_owned(),
         pos: Position::Assigned,
         payload: Bytes::from(format!(r#"{{"filler":"{}"}}"#, "x".repeat(bytes))),
+        key: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Configuration: `WS_*` environment variables over an optional TOML file.
 
+pub(crate) mod history;
 pub mod server;
 pub mod settings;
 pub mod sources;

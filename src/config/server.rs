@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, Settings, history};
 use crate::core::{Access, ChannelRule, CoreConfig, SlowClientPolicy};
 
 /// Default channel an `?assessmentId=X` query subscribes to.
@@ -240,6 +240,7 @@ fn core_config(settings: &Settings) -> Result<CoreConfig, ConfigError> {
         batch_max: positive(settings, "WS_BATCH_MAX", defaults.batch_max as u64)? as usize,
         batch_delay: settings.duration_or("WS_BATCH_DELAY", defaults.batch_delay)?,
         channel_rules: channel_rules(settings)?,
+        history: history::history(settings)?,
     })
 }
 

@@ -78,17 +78,19 @@ pub enum Refusal {
 }
 
 /// Where a published message sits in its source's stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Position {
-    /// Kafka `partition:offset`, identical on every replica.
+    /// Kafka `topic:partition:offset`, identical on every replica.
     Offset {
+        /// Kafka topic (names the stream together with the partition).
+        topic: String,
         /// Kafka partition.
         partition: i32,
         /// Kafka offset within the partition.
         offset: i64,
     },
     /// Sources without offsets (HTTP, Redis): the core assigns the next
-    /// per-channel sequence number.
+    /// per-channel sequence number on this process's stream (`~epoch:seq`).
     Assigned,
 }
 
@@ -102,6 +104,9 @@ pub struct Publish {
     /// The raw payload: JSON is embedded verbatim, other UTF-8 becomes a JSON
     /// string, other bytes go base64 under `b64data`.
     pub payload: Bytes,
+    /// The Kafka record key, when the record has one: it keys snapshots when
+    /// no JSON field is configured for the channel.
+    pub key: Option<Bytes>,
 }
 
 /// How a payload was embedded in the `message` frame.
@@ -241,6 +246,8 @@ pub enum ErrorCode {
     RateLimited,
     /// Binary frames are not part of protocol v1.
     BinaryNotSupported,
+    /// A malformed `since` cursor; the message names the channel.
+    BadPosition,
 }
 
 impl ErrorCode {
@@ -254,6 +261,7 @@ impl ErrorCode {
             ErrorCode::ChannelLimit => "channel_limit",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::BinaryNotSupported => "binary_not_supported",
+            ErrorCode::BadPosition => "bad_position",
         }
     }
 }
@@ -337,24 +345,34 @@ pub struct Stats {
     pub subscriptions: usize,
     /// Channels with at least one subscriber.
     pub channels: usize,
+    /// What history and snapshots hold.
+    pub history: HistoryStats,
 }
 
 mod config;
 mod conn_map;
 mod connection;
 mod fanout;
+mod history;
 mod lifecycle;
 mod outbound;
 mod permissions;
 mod rate_limit;
+mod recovery;
 mod requests;
+mod store;
 mod subscriptions;
 mod timers;
 
-pub use config::{Access, ChannelRule, CoreConfig, SlowClientPolicy};
+pub use config::{
+    Access, ChannelRule, CoreConfig, HistoryConfig, HistoryLimits, HistoryRule, SlowClientPolicy,
+};
 pub(crate) use conn_map::ConnMap;
+pub use store::HistoryStats;
 
 use connection::Connection;
+use recovery::Replay;
+use store::Store;
 use subscriptions::SubscriptionIndex;
 
 /// The state machine. See the module docs for the drain order.
@@ -373,9 +391,12 @@ pub struct Core {
     per_address: HashMap<IpAddr, usize>,
     /// Who is subscribed to what.
     subscriptions: SubscriptionIndex,
-    /// Last sequence assigned per channel for `Position::Assigned`; kept
-    /// when a channel loses its subscribers so positions never go back.
-    sequences: HashMap<String, u64>,
+    /// Stream state per channel: positions (including the sequences of
+    /// `Position::Assigned`), history rings and snapshot maps.
+    store: Store,
+    /// Replays in progress per connection (see `recovery`); fan-out leaves
+    /// those (connection, channel) pairs to them.
+    replays: ConnMap<Vec<Replay>>,
     /// Connections with frames queued and an idle writer, in the order they
     /// became ready.
     ready: VecDeque<ConnId>,
@@ -417,13 +438,14 @@ impl Core {
     /// clock itself.
     pub fn new(config: CoreConfig, now: Instant, unix_ms: u64) -> Core {
         Core {
+            store: Store::new(config.history.clone()),
+            replays: ConnMap::default(),
             config,
             anchor: now,
             anchor_unix_ms: unix_ms,
             conns: Slab::new(),
             per_address: HashMap::new(),
             subscriptions: SubscriptionIndex::default(),
-            sequences: HashMap::new(),
             ready: VecDeque::new(),
             disconnects: VecDeque::new(),
             events: VecDeque::new(),
@@ -502,6 +524,7 @@ impl Core {
             self.disconnects.push_back(conn);
             self.forget(now, conn, reason);
         } else {
+            self.pump_replays(now, conn);
             self.mark_ready(conn);
         }
     }
@@ -578,6 +601,7 @@ impl Core {
             connections: self.conns.len(),
             subscriptions: self.subscriptions.pair_count(),
             channels: self.subscriptions.channel_count(),
+            history: self.store.stats(),
         }
     }
 

@@ -66,6 +66,7 @@ pub fn client_frame(data: &[u8]) {
             channel: "lines".to_owned(),
             pos: Position::Assigned,
             payload: Bytes::from_static(br#"{"price":1}"#),
+            key: None,
         })
         .delivered;
     assert_eq!(delivered, usize::from(subscribed.contains("lines")));

@@ -371,6 +371,7 @@ fn run(harness: &mut Harness, op: Op, next_offset: &mut [i64; 4]) {
                     let slot = &mut next_offset[partition as usize];
                     *slot += i64::from(step % 1_000);
                     Position::Offset {
+                        topic: "t".to_owned(),
                         partition: i32::from(partition),
                         offset: *slot,
                     }
@@ -381,6 +382,7 @@ fn run(harness: &mut Harness, op: Op, next_offset: &mut [i64; 4]) {
                 channel: scenario::channel(channel).to_owned(),
                 pos,
                 payload: Bytes::from(payload.bytes()),
+                key: None,
             });
         }
         Op::PublishAt {
@@ -391,8 +393,13 @@ fn run(harness: &mut Harness, op: Op, next_offset: &mut [i64; 4]) {
         } => {
             harness.publish(Publish {
                 channel: scenario::channel(channel).to_owned(),
-                pos: Position::Offset { partition, offset },
+                pos: Position::Offset {
+                    topic: "t".to_owned(),
+                    partition,
+                    offset,
+                },
                 payload: Bytes::from(payload),
+                key: None,
             });
         }
         Op::PublishBurst { channel, count } => {
@@ -401,6 +408,7 @@ fn run(harness: &mut Harness, op: Op, next_offset: &mut [i64; 4]) {
                     channel: scenario::channel(channel).to_owned(),
                     pos: Position::Assigned,
                     payload: Bytes::from(format!(r#"{{"seq":{i}}}"#)),
+                    key: None,
                 });
             }
         }

@@ -135,13 +135,18 @@ fn check_delivery(channel: String, offset: Option<(i32, i64)>, payload: Vec<u8>)
     let subscribed = harness.channels_of(conn).contains(&channel);
 
     let pos = match offset {
-        Some((partition, offset)) => Position::Offset { partition, offset },
+        Some((partition, offset)) => Position::Offset {
+            topic: "t".to_owned(),
+            partition,
+            offset,
+        },
         None => Position::Assigned,
     };
     let outcome = harness.publish(Publish {
         channel: channel.clone(),
-        pos,
+        pos: pos.clone(),
         payload: Bytes::from(payload.clone()),
+        key: None,
     });
     assert_eq!(outcome.delivered, usize::from(subscribed));
     harness.flush(4);
@@ -157,17 +162,22 @@ fn check_delivery(channel: String, offset: Option<(i32, i64)>, payload: Vec<u8>)
         .collect();
     assert_eq!(messages.len(), outcome.delivered, "message frames received");
     for frame in messages {
-        check_message(frame, &channel, pos, &payload);
+        check_message(frame, &channel, &pos, &payload);
     }
     harness.finish();
 }
 
 /// The frame names the channel and position and carries the payload.
-fn check_message(frame: &Value, channel: &str, pos: Position, payload: &[u8]) {
+fn check_message(frame: &Value, channel: &str, pos: &Position, payload: &[u8]) {
     assert_eq!(frame["channel"], channel, "channel of {frame}");
     let shown_pos = frame["pos"].as_str().expect("pos is a string");
-    if let Position::Offset { partition, offset } = pos {
-        assert_eq!(shown_pos, format!("{partition}:{offset}"));
+    match pos {
+        Position::Offset {
+            topic,
+            partition,
+            offset,
+        } => assert_eq!(shown_pos, format!("{topic}:{partition}:{offset}")),
+        Position::Assigned => assert!(shown_pos.starts_with("~0:"), "{shown_pos}"),
     }
     match classify(payload) {
         PayloadKind::Json => {

@@ -5,11 +5,13 @@
 //! * [`client_frames`]: reading the masked frames a client sends, holding
 //!   no buffer between frames.
 //! * [`channel`]: which channel names are valid.
+//! * [`cursor`]: stream positions and the cursors built from them.
 //! * [`client`]: JSON frames a client sends (`subscribe`, `unsubscribe`, …).
 //! * [`server`]: JSON frames the server sends (`connected`, `message`, …).
 
 pub mod channel;
 pub mod client;
 pub mod client_frames;
+pub mod cursor;
 pub mod server;
 pub mod ws_frame;

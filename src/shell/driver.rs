@@ -469,6 +469,7 @@ mod tests {
                 publish: Publish {
                     channel: "nobody-listens".to_owned(),
                     pos: Position::Assigned,
+                    key: None,
                     payload: Bytes::from_static(b"{}"),
                 },
                 taken: None,

@@ -204,6 +204,7 @@ impl Source for DevFeedSource {
                     let publish = Publish {
                         channel: message.topic.to_owned(),
                         pos: Position::Assigned,
+                        key: None,
                         payload: Bytes::from(message.json),
                     };
                     if ctx.sink.publish(publish).await.is_err() {

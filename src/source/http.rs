@@ -142,6 +142,7 @@ impl PublishApi {
             let publish = Publish {
                 channel: channel.clone(),
                 pos: Position::Assigned,
+                key: None,
                 payload: payload.clone(),
             };
             if self.sink.publish_and_wait(publish).await.is_err() {

@@ -157,6 +157,7 @@ impl Harness {
             channel: channel.into(),
             pos: Position::Assigned,
             payload: Bytes::copy_from_slice(payload),
+            key: None,
         };
         self.core.handle_publish(self.now, publish)
     }

@@ -245,10 +245,12 @@ impl Record {
         Publish {
             channel: routed.channel,
             pos: Position::Offset {
+                topic: self.topic.clone(),
                 partition: self.partition,
                 offset: self.offset,
             },
             payload: self.payload.clone(),
+            key: self.key.clone().map(Bytes::from),
         }
     }
 }

@@ -257,6 +257,7 @@ fn to_publish(config: &RedisConfig, message: &redis::Msg, metrics: &Metrics) -> 
     Some(Publish {
         channel: channel.to_owned(),
         pos: Position::Assigned,
+        key: None,
         payload: Bytes::copy_from_slice(message.get_payload_bytes()),
     })
 }
