@@ -19,6 +19,7 @@ const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode::ChannelLimit,
     ErrorCode::RateLimited,
     ErrorCode::BinaryNotSupported,
+    ErrorCode::BadPosition,
 ];
 
 /// Fuzz target body: `data` is the payload of one text frame from an
