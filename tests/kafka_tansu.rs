@@ -132,7 +132,7 @@ async fn tansu_broadcast_mode_delivers_every_message_to_two_servers() {
             &format!("{{\"i\":{i}}}"),
         )
         .await;
-        produced.insert(format!("{p}:{o}"));
+        produced.insert(format!("lines:{p}:{o}"));
     }
     for client in [&mut first_client, &mut second_client] {
         let mut seen = BTreeSet::new();
@@ -163,7 +163,7 @@ async fn tansu_group_mode_delivers_and_resumes_after_the_committed_offset() {
     let mut client = connect(server.address, "channels=orders").await;
     let (p, o) = produce(&producer, "orders", "a", r#"{"n":0}"#).await;
     let frame = next_message(&mut client).await;
-    assert_eq!(frame["pos"], format!("{p}:{o}"));
+    assert_eq!(frame["pos"], format!("orders:{p}:{o}"));
     assert_eq!(frame["data"], serde_json::json!({"n":0}));
     server.shutdown().await.unwrap();
     assert_eq!(
@@ -178,7 +178,7 @@ async fn tansu_group_mode_delivers_and_resumes_after_the_committed_offset() {
     let frame = next_message(&mut client).await;
     assert_eq!(
         frame["pos"],
-        format!("{p}:{o}"),
+        format!("orders:{p}:{o}"),
         "resumes after the committed offset"
     );
     server.shutdown().await.unwrap();

@@ -2,6 +2,7 @@
 //! global byte cap) and `[[history.rules]]` tables in the TOML file
 //! (per-pattern limits; `size = 0` turns history off for a pattern).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::{ConfigError, Settings, parse_duration};
@@ -111,14 +112,18 @@ fn rules(settings: &Settings, defaults: &HistoryLimits) -> Result<Vec<HistoryRul
     Ok(out)
 }
 
-/// A per-process epoch: process id and start time, hex. It only has to
-/// differ between processes (two processes never share one).
-fn random_epoch() -> String {
+/// A per-process epoch: process id, start time and a counter, hex. It only
+/// has to differ between processes (and between servers one test process
+/// starts).
+pub(crate) fn random_epoch() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_nanos();
-    let mixed = (nanos as u64) ^ (u64::from(std::process::id()) << 40);
+    let mixed = (nanos as u64)
+        ^ (u64::from(std::process::id()) << 40)
+        ^ NEXT.fetch_add(1, Ordering::Relaxed).rotate_right(8);
     format!("{mixed:x}")
 }
 

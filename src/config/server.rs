@@ -163,7 +163,14 @@ impl ServerConfig {
                 leeway: Duration::from_secs(5),
             },
             allowed_origins: None,
-            core: CoreConfig::default(),
+            core: CoreConfig {
+                // Each test server is its own process as far as recovery goes.
+                history: crate::core::HistoryConfig {
+                    epoch: history::random_epoch(),
+                    ..Default::default()
+                },
+                ..CoreConfig::default()
+            },
             shutdown_timeout: Duration::from_secs(10),
             sources: Vec::new(),
             api_key: None,
