@@ -240,7 +240,8 @@ fn promql_uses(expr: &str) -> Uses {
                 } else if KEYWORDS.contains(&word.to_ascii_lowercase().as_str()) {
                 } else if next == Some(&'(') {
                     // A function or an aggregation.
-                } else if AGGREGATIONS.contains(&word.as_str()) && followed_by_grouping(&chars[i..]) {
+                } else if AGGREGATIONS.contains(&word.as_str()) && followed_by_grouping(&chars[i..])
+                {
                     // `sum by (…) (…)`, `max without (…) (…)`.
                 } else {
                     uses.metrics.insert(word);
@@ -423,12 +424,17 @@ fn the_check_reports_a_metric_or_label_the_server_does_not_export() {
         Vec::<String>::new()
     );
     assert_eq!(
-        ok("histogram_quantile(0.99, sum by (le) (rate(websocket_publish_to_send_seconds_bucket[5m])))"),
+        ok(
+            "histogram_quantile(0.99, sum by (le) (rate(websocket_publish_to_send_seconds_bucket[5m])))"
+        ),
         Vec::<String>::new()
     );
     // A typo, the family name of a counter without `_total`, and a label
     // the series do not carry.
-    assert_eq!(ok("sum by (instance) (websocket_conections_total)").len(), 1);
+    assert_eq!(
+        ok("sum by (instance) (websocket_conections_total)").len(),
+        1
+    );
     assert_eq!(ok("sum(websocket_conections_total)").len(), 1);
     assert_eq!(
         ok("rate(websocket_connections_closed[5m])"),
