@@ -451,8 +451,8 @@ def write_env_files(objects: list[dict], out_dir: Path) -> None:
     config_path = args[args.index("--config") + 1] if "--config" in args else None
     if config_path:
         for volume in pod_spec(deployment).get("volumes", []):
-            mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
-            if "configMap" in volume and config_path.startswith(mount["mountPath"] + "/"):
+            mount = next((m for m in container.get("volumeMounts", []) if m["name"] == volume["name"]), None)
+            if mount and "configMap" in volume and config_path.startswith(mount["mountPath"] + "/"):
                 key = config_path[len(mount["mountPath"]) + 1 :]
                 config_map = next(o for o in find(objects, "ConfigMap") if o["metadata"]["name"] == volume["configMap"]["name"])
                 (out_dir / "config.toml").write_text(config_map["data"][key])
