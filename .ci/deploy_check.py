@@ -16,6 +16,7 @@ wrongly.
                                           a Compose service's environment
     deploy_check.py known-variables SRC_DIR ENV_FILE...
                                           every WS_* name is read by the server
+    deploy_check.py self-test DIR         each check fails on what it guards
 
 The cross-checks are the mistakes a schema cannot see: a Service or a
 PodDisruptionBudget that selects no pod, a probe on the wrong path, a grace
@@ -217,7 +218,7 @@ def pod_containers(obj: dict) -> list[dict]:
 # --- checks ------------------------------------------------------------------
 
 
-def validate_schemas(objects: list[dict], label: str) -> int:
+def validate_schemas(objects: list[dict], label: str, quiet: bool = False) -> int:
     import kubernetes_validate
 
     checked = 0
@@ -235,7 +236,8 @@ def validate_schemas(objects: list[dict], label: str) -> int:
             except kubernetes_validate.SchemaNotFoundError:
                 raise CheckError(f"{name}: kubernetes {KUBERNETES_VERSION} has no schema for it") from None
         checked += 1
-        print(f"ok  {name}")
+        if not quiet:
+            print(f"ok  {name}")
     return checked
 
 
@@ -300,7 +302,7 @@ def cross_check(objects: list[dict], label: str) -> int:
         nonlocal checks
         checks += 1
         if not condition:
-            raise CheckError(f"{label}: {message}")
+            raise CheckError(f"{label}: expected {message}")
 
     namespaces = {o["metadata"].get("namespace") for o in objects if o["kind"] not in CLUSTER_SCOPED}
     expect(len(namespaces) == 1 and None not in namespaces, f"all objects in one namespace, got {namespaces}")
@@ -490,7 +492,52 @@ def known_variables(source_dir: Path, env_files: list[str]) -> None:
     print(f"ok  every WS_* name is one of the {len(known)} the server reads")
 
 
+def self_test(directory: Path) -> None:
+    """Each check can fail: breaks a rendering of DIRECTORY in the ways the
+    checks exist for and expects every break to be reported."""
+
+    def container(objects):
+        deployment = one(objects, "Deployment", "self-test")
+        return next(c for c in pod_spec(deployment)["containers"] if c["name"] == "ws-realtime")
+
+    def env_map(objects):
+        return next(o for o in find(objects, "ConfigMap") if o["metadata"]["name"] == "ws-realtime-env")["data"]
+
+    breaks = {
+        "a misspelled field": lambda o: container(o).update(imagePulPolicy="Always"),
+        "a writable root file system": lambda o: container(o)["securityContext"].update(readOnlyRootFilesystem=False),
+        "a capability added": lambda o: container(o)["securityContext"]["capabilities"].update(add=["NET_ADMIN"]),
+        "privilege escalation": lambda o: container(o)["securityContext"].update(allowPrivilegeEscalation=True),
+        "seccomp unconfined": lambda o: pod_spec(one(o, "Deployment", ""))["securityContext"].update(
+            seccompProfile={"type": "Unconfined"}
+        ),
+        "a drain longer than the grace period": lambda o: env_map(o).update(WS_SHUTDOWN_TIMEOUT_SECONDS="60"),
+        "a Service selecting no pod": lambda o: one(o, "Service", "")["spec"]["selector"].update(
+            {"app.kubernetes.io/name": "other"}
+        ),
+        "readiness on /health": lambda o: container(o)["readinessProbe"]["httpGet"].update(path="/health"),
+        "the listener off the container port": lambda o: env_map(o).update(WS_BIND_ADDRESS=":9000"),
+        "an HPA on another Deployment": lambda o: one(o, "HorizontalPodAutoscaler", "")["spec"][
+            "scaleTargetRef"
+        ].update(name="other"),
+        "no CPU request": lambda o: container(o)["resources"]["requests"].pop("cpu"),
+    }
+    for what, mutate in breaks.items():
+        objects = render(directory)
+        mutate(objects)
+        try:
+            validate_schemas(objects, f"self-test ({what})", quiet=True)
+            cross_check(objects, f"self-test ({what})")
+        except CheckError as e:
+            print(f"ok  caught {what}: {e}")
+            continue
+        raise CheckError(f"self-test: {what} was not caught")
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "self-test":
+        self_test(Path(argv[1]))
+        return 0
     if len(argv) == 4 and argv[0] == "compose-env":
         compose_env(Path(argv[1]), argv[2], Path(argv[3]))
         return 0
