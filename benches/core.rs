@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
-use ws_realtime::core::{ConnId, Core, CoreConfig, Identity, Open, Position, Publish};
+use ws_realtime::core::{ConnId, Core, CoreConfig, Identity, Open, Publish};
+use ws_realtime::proto::position::Position;
 use ws_realtime::proto::server::{self, MessagePos};
 
 const PAYLOAD: &[u8] = br#"{"symbol":"AAPL","bid":187.25,"ask":187.27,"last":187.26,"volume":1234567,"timestamp":1705238400000}"#;
@@ -59,11 +60,11 @@ fn publish(core: &mut Core, now: Instant, offset: i64) {
         now,
         Publish {
             channel: "lines".into(),
-            pos: Position::Offset {
+            pos: Some(Position::Offset {
                 topic: "lines".to_owned(),
                 partition: 0,
                 offset,
-            },
+            }),
             payload: Bytes::from_static(PAYLOAD),
             key: None,
         },

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::{Value, json};
+use ws_realtime::proto::position::Position;
 
 use ws_realtime::core::*;
 use ws_realtime::proto::ws_frame::{self, Opcode};
@@ -389,11 +390,11 @@ impl World {
             self.now,
             Publish {
                 channel: channel.into(),
-                pos: Position::Offset {
+                pos: Some(Position::Offset {
                     topic: "lines".to_owned(),
                     partition: 0,
                     offset: n as i64,
-                },
+                }),
                 payload: Bytes::from(payload),
                 key: None,
             },

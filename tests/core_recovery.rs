@@ -10,6 +10,7 @@ use bytes::Bytes;
 use core_support::*;
 use serde_json::{Value, json};
 use ws_realtime::proto::cursor;
+use ws_realtime::proto::position::Position;
 
 fn config(size: usize) -> CoreConfig {
     CoreConfig {
@@ -27,11 +28,11 @@ fn config(size: usize) -> CoreConfig {
 fn kafka(channel: &str, partition: i32, offset: i64, payload: &str) -> Publish {
     Publish {
         channel: channel.into(),
-        pos: Position::Offset {
+        pos: Some(Position::Offset {
             topic: "quotes".into(),
             partition,
             offset,
-        },
+        }),
         payload: Bytes::from(payload.to_owned()),
         key: None,
     }
@@ -342,11 +343,11 @@ fn without_a_key_field_the_record_key_or_the_last_message_is_the_snapshot() {
     keyed.key = Some(Bytes::from_static(b"A"));
     h.core.handle_publish(h.now, keyed.clone());
     keyed.key = Some(Bytes::from_static(b"B"));
-    keyed.pos = Position::Offset {
+    keyed.pos = Some(Position::Offset {
         topic: "quotes".into(),
         partition: 0,
         offset: 2,
-    };
+    });
     keyed.payload = Bytes::from_static(b"2");
     h.core.handle_publish(h.now, keyed);
     let c = h.open("u");

@@ -10,6 +10,7 @@ mod core_support;
 use core_support::*;
 use proptest::prelude::*;
 use ws_realtime::proto::cursor::{self, Cursor};
+use ws_realtime::proto::position::Position;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -56,19 +57,19 @@ impl World {
         let pos = if source < 2 {
             let slot = &mut self.next_offset[source as usize];
             *slot += i64::from(step);
-            Position::Offset {
+            Some(Position::Offset {
                 topic: "quotes".into(),
                 partition: i32::from(source),
                 offset: *slot,
-            }
+            })
         } else {
-            Position::Assigned
+            None
         };
         let shown = match &pos {
-            Position::Offset {
+            Some(Position::Offset {
                 partition, offset, ..
-            } => format!("quotes:{partition}:{offset}"),
-            Position::Assigned => String::new(),
+            }) => format!("quotes:{partition}:{offset}"),
+            _ => String::new(),
         };
         self.h.core.handle_publish(
             self.h.now,

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use ws_realtime::core::*;
+use ws_realtime::proto::position::Position;
 
 /// A server frame as a client sees it: opcode and payload.
 #[derive(Debug)]
@@ -108,11 +109,11 @@ impl Client {
     fn publish(&mut self, channel: &str, payload: &[u8]) {
         let publish = Publish {
             channel: channel.into(),
-            pos: Position::Offset {
+            pos: Some(Position::Offset {
                 topic: "lines".to_owned(),
                 partition: 0,
                 offset: 1234,
-            },
+            }),
             payload: Bytes::copy_from_slice(payload),
             key: None,
         };
@@ -122,11 +123,11 @@ impl Client {
     fn publish_at(&mut self, channel: &str, offset: i64, payload: &[u8]) {
         let publish = Publish {
             channel: channel.into(),
-            pos: Position::Offset {
+            pos: Some(Position::Offset {
                 topic: "quotes".to_owned(),
                 partition: 0,
                 offset,
-            },
+            }),
             payload: Bytes::copy_from_slice(payload),
             key: Some(Bytes::from_static(b"AAPL")),
         };

@@ -13,7 +13,8 @@ pub const FEED_TOPIC: &str = "feed";
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use ws_realtime::core::{Position, Publish};
+use ws_realtime::core::Publish;
+use ws_realtime::proto::position::Position;
 use ws_realtime::source::{Source, SourceContext, SourceFuture};
 
 use crate::recorder::{Happening, MsgId, Recorder};
@@ -131,11 +132,11 @@ impl Source for FakeSource {
                         );
                         let publish = Publish {
                             channel: channel.clone(),
-                            pos: Position::Offset {
+                            pos: Some(Position::Offset {
                                 topic: FEED_TOPIC.to_owned(),
                                 partition,
                                 offset: msg.offset,
-                            },
+                            }),
                             payload: Bytes::from(payload),
                             key: None,
                         };

@@ -3,8 +3,6 @@
 pub(crate) mod history;
 pub mod server;
 pub mod settings;
-pub mod sources;
 
 pub use server::{AuthSettings, LogFormat, ServerConfig, SourceKind};
 pub use settings::{ConfigError, Settings, parse_duration};
-pub use sources::build_sources;

@@ -112,16 +112,6 @@ impl Default for HistoryConfig {
     }
 }
 
-impl HistoryConfig {
-    /// The limits for `channel`.
-    pub fn limits_for(&self, channel: &str) -> &HistoryLimits {
-        self.rules
-            .iter()
-            .find(|rule| super::permissions::pattern_matches(&rule.pattern, channel))
-            .map_or(&self.defaults, |rule| &rule.limits)
-    }
-}
-
 /// The core's policies.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {

@@ -11,9 +11,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::config::HistoryConfig;
+use super::Publish;
+use super::config::{HistoryConfig, HistoryLimits};
 use super::history::{Accounting, ChannelHistory, Stored};
-use super::{Position, Publish};
+use crate::proto::position::Position;
 use crate::proto::server::{EncodedMessage, MessagePos};
 
 /// One stored entry in global storage order.
@@ -97,7 +98,7 @@ impl Store {
         let id = match self.ids.get(&publish.channel) {
             Some(&id) => id,
             None => {
-                let limits = self.config.limits_for(&publish.channel).clone();
+                let limits = limits_for(&self.config, &publish.channel).clone();
                 let id = self.channels.len() as u32;
                 self.channels.push(ChannelHistory::new(limits));
                 self.ids.insert(publish.channel.clone(), id);
@@ -106,25 +107,25 @@ impl Store {
         };
         let channel = &mut self.channels[id as usize];
         let kafka = match &publish.pos {
-            Position::Offset {
+            Some(Position::Offset {
                 topic,
                 partition,
                 offset,
-            } => Some((topic.as_str(), *partition, *offset)),
-            Position::Assigned => None,
+            }) => Some((topic.as_str(), *partition, *offset)),
+            Some(Position::Sequence(_)) | None => None,
         };
         let (stream, offset) = channel.advance(kafka, &self.config.epoch);
         let pos = match &publish.pos {
-            Position::Offset {
+            Some(Position::Offset {
                 topic,
                 partition,
                 offset,
-            } => MessagePos::Offset {
+            }) => MessagePos::Offset {
                 topic,
                 partition: *partition,
                 offset: *offset,
             },
-            Position::Assigned => MessagePos::Sequence {
+            Some(Position::Sequence(_)) | None => MessagePos::Sequence {
                 epoch: &self.config.epoch,
                 seq: offset,
             },
@@ -251,6 +252,16 @@ impl Store {
             evictions: self.evictions,
         }
     }
+}
+
+/// The limits for `channel`: the first rule whose pattern matches, else the
+/// defaults.
+fn limits_for<'a>(config: &'a HistoryConfig, channel: &str) -> &'a HistoryLimits {
+    config
+        .rules
+        .iter()
+        .find(|rule| super::permissions::pattern_matches(&rule.pattern, channel))
+        .map_or(&config.defaults, |rule| &rule.limits)
 }
 
 /// The snapshot key of a message: the configured JSON field (a string's

@@ -15,8 +15,10 @@ use serde_json::Value;
 
 use super::harness::{Harness, classify};
 use super::scenario;
-use crate::core::{CoreConfig, PayloadKind, Position, Publish};
+use crate::core::{CoreConfig, Publish};
 use crate::proto::channel;
+use crate::proto::codes::PayloadKind;
+use crate::proto::position::Position;
 use crate::source::kafka::{Route, Router, Template};
 
 /// Topics the routes below know, plus ones they do not.
@@ -134,14 +136,11 @@ fn check_delivery(channel: String, offset: Option<(i32, i64)>, payload: Vec<u8>)
     harness.take_received();
     let subscribed = harness.channels_of(conn).contains(&channel);
 
-    let pos = match offset {
-        Some((partition, offset)) => Position::Offset {
-            topic: "t".to_owned(),
-            partition,
-            offset,
-        },
-        None => Position::Assigned,
-    };
+    let pos = offset.map(|(partition, offset)| Position::Offset {
+        topic: "t".to_owned(),
+        partition,
+        offset,
+    });
     let outcome = harness.publish(Publish {
         channel: channel.clone(),
         pos: pos.clone(),
@@ -168,16 +167,16 @@ fn check_delivery(channel: String, offset: Option<(i32, i64)>, payload: Vec<u8>)
 }
 
 /// The frame names the channel and position and carries the payload.
-fn check_message(frame: &Value, channel: &str, pos: &Position, payload: &[u8]) {
+fn check_message(frame: &Value, channel: &str, pos: &Option<Position>, payload: &[u8]) {
     assert_eq!(frame["channel"], channel, "channel of {frame}");
     let shown_pos = frame["pos"].as_str().expect("pos is a string");
     match pos {
-        Position::Offset {
+        Some(Position::Offset {
             topic,
             partition,
             offset,
-        } => assert_eq!(shown_pos, format!("{topic}:{partition}:{offset}")),
-        Position::Assigned => assert!(shown_pos.starts_with("~0:"), "{shown_pos}"),
+        }) => assert_eq!(shown_pos, format!("{topic}:{partition}:{offset}")),
+        _ => assert!(shown_pos.starts_with("~0:"), "{shown_pos}"),
     }
     match classify(payload) {
         PayloadKind::Json => {

@@ -7,8 +7,8 @@
 
 use serde_json::{Map, Value};
 
+use super::codes::ErrorCode;
 use super::cursor::{self, Cursor, CursorError};
-use crate::core::ErrorCode;
 
 /// Largest `history` a subscribe may ask for; what is sent is further
 /// bounded by what the server keeps.

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use serde::de::IgnoredAny;
 
 use super::client::RequestId;
+use super::codes::{ErrorCode, PayloadKind};
 use super::ws_frame::{self, MAX_HEADER_LEN, Opcode};
-use crate::core::{ErrorCode, PayloadKind};
 
 /// A JSON text being built behind room reserved for its frame header.
 struct FrameWriter {
