@@ -453,3 +453,16 @@ impl ChannelHistory {
             .all(|&(i, offset)| self.streams[i as usize].last >= offset)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_message_costs_80_bytes_beside_its_frame() {
+        // The documented figure (README, Memory): a 64-byte ring slot plus a
+        // 16-byte slot in the store's eviction queue.
+        assert_eq!(std::mem::size_of::<Stored>(), 64);
+        assert_eq!(ENTRY_OVERHEAD, 80);
+    }
+}
