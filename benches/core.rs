@@ -20,6 +20,7 @@ fn open(core: &mut Core, now: Instant, user: usize, channels: Vec<String>) -> Co
         roles: vec![],
         channel_patterns: None,
         expires_at_unix_ms: None,
+        max_rate: None,
     };
     core.handle_open(
         now,

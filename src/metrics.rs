@@ -104,6 +104,9 @@ pub struct Metrics {
     pub slow_consumer_disconnects: Counter,
     /// Messages that did not reach a subscriber, by reason.
     pub messages_dropped: Family<ReasonLabel, Counter>,
+    /// Messages replaced by a newer value of their (channel, key) before a
+    /// client got them (`conflate` policy, `maxRate`).
+    pub messages_conflated: Counter,
     /// Client frames rejected by the rate limit.
     pub rate_limited: Counter,
     /// (connection, channel) subscriptions.
@@ -143,6 +146,7 @@ impl Metrics {
             connection_duration: Histogram::new(exponential_buckets(0.1, 4.0, 12)),
             slow_consumer_disconnects: Counter::default(),
             messages_dropped: Family::default(),
+            messages_conflated: Counter::default(),
             rate_limited: Counter::default(),
             subscriptions: Gauge::default(),
             channels: Gauge::default(),
@@ -227,6 +231,11 @@ impl Metrics {
             "websocket_messages_dropped",
             "Messages that did not reach a subscriber, by reason",
             metrics.messages_dropped.clone(),
+        );
+        registry.register(
+            "websocket_messages_conflated",
+            "Messages replaced by a newer value of their key before a slow or rate-limited client got them",
+            metrics.messages_conflated.clone(),
         );
         registry.register(
             "websocket_rate_limited",
@@ -319,6 +328,9 @@ impl Metrics {
                         reason: drop_reason_label(*reason).to_owned(),
                     })
                     .inc_by(*count);
+            }
+            Event::MessagesConflated { count, .. } => {
+                self.messages_conflated.inc_by(*count);
             }
             Event::SlowConsumer { .. } => {
                 self.slow_consumer_disconnects.inc();

@@ -184,6 +184,7 @@ impl World {
                     roles: if admin { vec!["admin".into()] } else { vec![] },
                     channel_patterns: None,
                     expires_at_unix_ms: None,
+                    max_rate: None,
                 };
                 let channels = channels
                     .iter()

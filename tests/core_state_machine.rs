@@ -439,6 +439,7 @@ impl StateMachineTest for CoreModel {
                         roles: Vec::new(),
                         channel_patterns: None,
                         expires_at_unix_ms: None,
+                        max_rate: None,
                     },
                     remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
                     channels: channels.iter().map(|c| c.to_string()).collect(),

@@ -65,6 +65,7 @@ impl Client {
             roles: vec![],
             channel_patterns: None,
             expires_at_unix_ms: identity_exp,
+            max_rate: None,
         };
         let conn = core
             .handle_open(

@@ -167,6 +167,8 @@ struct RawClaims {
     roles: Option<Value>,
     #[serde(default)]
     channels: Option<Value>,
+    #[serde(default, rename = "maxRate")]
+    max_rate: Option<Value>,
 }
 
 /// Only the header field the algorithm pin needs.
@@ -244,6 +246,7 @@ impl Verifier {
             roles,
             channel_patterns: channel_patterns(claims.channels.as_ref())?,
             expires_at_unix_ms: exp.map(|exp| exp.saturating_mul(1000)),
+            max_rate: max_rate(claims.max_rate.as_ref())?,
         })
     }
 }
@@ -363,6 +366,21 @@ fn collect_roles(
 
 /// The `channels` claim: an array of patterns or a comma-separated string.
 /// Absent means unrestricted; present but empty allows no channel at all.
+/// The `maxRate` claim: a whole number of messages per second, at least 1.
+fn max_rate(value: Option<&Value>) -> Result<Option<u32>, AuthError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value
+            .as_u64()
+            .filter(|rate| *rate >= 1)
+            .map(|rate| Some(u32::try_from(rate).unwrap_or(u32::MAX)))
+            .ok_or(AuthError::MalformedClaim {
+                claim: "maxRate",
+                expected: "a whole number of messages per second, at least 1",
+            }),
+    }
+}
+
 fn channel_patterns(value: Option<&Value>) -> Result<Option<Vec<String>>, AuthError> {
     let malformed = AuthError::MalformedClaim {
         claim: "channels",

@@ -60,6 +60,7 @@ fn valid_token_yields_its_identity() {
             roles: vec!["trader".to_owned()],
             channel_patterns: Some(vec!["lines".to_owned(), "trade:*".to_owned()]),
             expires_at_unix_ms: Some((NOW + 3600) * 1000),
+            max_rate: None,
         }
     );
 }

@@ -188,11 +188,12 @@ fn core_config(settings: &Settings) -> Result<CoreConfig, ConfigError> {
     let slow_client_policy = match settings.get("WS_SLOW_CLIENT_POLICY").map(str::trim) {
         None | Some("disconnect") => SlowClientPolicy::Disconnect,
         Some("drop_oldest") => SlowClientPolicy::DropOldest,
+        Some("conflate") => SlowClientPolicy::Conflate,
         Some(other) => {
             return Err(ConfigError::invalid(
                 "WS_SLOW_CLIENT_POLICY",
                 other,
-                "disconnect or drop_oldest",
+                "disconnect, drop_oldest or conflate",
             ));
         }
     };
@@ -222,6 +223,12 @@ fn core_config(settings: &Settings) -> Result<CoreConfig, ConfigError> {
             defaults.client_buffer_bytes as u64,
         )? as usize,
         slow_client_policy,
+        subscription_max_rate: u32::try_from(positive(
+            settings,
+            "WS_SUBSCRIPTION_MAX_RATE",
+            u64::from(defaults.subscription_max_rate),
+        )?)
+        .unwrap_or(u32::MAX),
         slow_close_grace: defaults.slow_close_grace,
         heartbeat_interval,
         connection_timeout,

@@ -11,6 +11,10 @@ pub enum SlowClientPolicy {
     Disconnect,
     /// Drop the oldest queued messages and count them; the client goes on.
     DropOldest,
+    /// Replace a queued message by the newest one of the same (channel, key),
+    /// in place, so the client gets the latest value of every key it is
+    /// behind on; disconnect only when even that does not fit.
+    Conflate,
 }
 
 /// Who may subscribe to the channels a [`ChannelRule`] matches.
@@ -154,6 +158,9 @@ pub struct CoreConfig {
     pub channel_rules: Vec<ChannelRule>,
     /// History, snapshots and recovery.
     pub history: HistoryConfig,
+    /// Highest `maxRate` a subscribe may ask for, in messages per second per
+    /// (channel, key) (`WS_SUBSCRIPTION_MAX_RATE`); asking more gets this.
+    pub subscription_max_rate: u32,
 }
 
 impl Default for CoreConfig {
@@ -177,6 +184,7 @@ impl Default for CoreConfig {
             batch_delay: Duration::ZERO,
             channel_rules: Vec::new(),
             history: HistoryConfig::default(),
+            subscription_max_rate: 100,
         }
     }
 }

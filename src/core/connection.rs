@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::outbound::Outbound;
 use super::rate_limit::TokenBucket;
+use super::throttle::Throttle;
 use super::timers::TimerTable;
 use super::{CloseReason, Identity};
 
@@ -19,6 +20,9 @@ pub(crate) struct BatchedMessage {
     pub(crate) header_len: usize,
     /// When its source received it, for the batch's ingest stamp.
     pub(crate) ingested: Instant,
+    /// Its (channel, key) tag, so `conflate` can send it alone (and replace
+    /// it) when the queue is behind (see `Core::flush_batch`).
+    pub(crate) tag: Option<u64>,
 }
 
 /// One connection.
@@ -46,4 +50,9 @@ pub(crate) struct Connection {
     pub(crate) scheduled: Option<Instant>,
     /// Whether it is already in the core's ready list, so it is listed once.
     pub(crate) in_ready: bool,
+    /// Its `maxRate` subscriptions (usually none: fan-out then checks one
+    /// empty vector).
+    pub(crate) throttles: Vec<Throttle>,
+    /// Messages offered to its rate limits so far, to order held values.
+    pub(crate) throttle_seq: u64,
 }

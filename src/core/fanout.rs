@@ -1,6 +1,7 @@
 //! Publishing: a message is encoded once into its final WebSocket frame and
 //! every subscriber's queue gets a refcounted clone of the same bytes. With
 //! JSON-array batching on, messages wait per connection and leave together.
+//! A `maxRate` subscription passes its messages through its throttle first.
 
 use std::time::Instant;
 
@@ -8,8 +9,9 @@ use bytes::Bytes;
 
 use super::connection::BatchedMessage;
 use super::outbound::FrameKind;
+use super::throttle::{Held, Offer};
 use super::timers::Timer;
-use super::{ConnId, Core, Publish, PublishOutcome};
+use super::{ConnId, Core, Event, Publish, PublishOutcome, SlowClientPolicy};
 use crate::proto::server;
 
 impl Core {
@@ -21,7 +23,9 @@ impl Core {
     ) -> PublishOutcome {
         // Positioned, encoded once and stored (the ring holds a refcounted
         // clone of the very frame every subscriber gets).
-        let (channel_id, encoded) = self.store.publish(now, &publish);
+        let want_tag =
+            self.throttled > 0 || self.config.slow_client_policy == SlowClientPolicy::Conflate;
+        let (channel_id, encoded, tag) = self.store.publish(now, &publish, want_tag);
         let mut subscribers = std::mem::take(&mut self.fanout_scratch);
         subscribers.clear();
         if let Some(slab) = self.subscriptions.subscribers(&publish.channel) {
@@ -36,6 +40,39 @@ impl Core {
                 replaying.push(conn);
                 continue;
             }
+            if self.throttled > 0
+                && let Some(c) = self.conns.get_mut(conn.0)
+                && let Some(throttle) = c
+                    .throttles
+                    .iter_mut()
+                    .find(|t| t.channel == publish.channel)
+            {
+                let held = Held {
+                    seq: c.throttle_seq,
+                    frame: encoded.frame.clone(),
+                    header_len: encoded.header_len,
+                    ingested,
+                    tag: tag.expect("tags are worked out while any subscription is throttled"),
+                };
+                c.throttle_seq += 1;
+                match throttle.offer(now, held, self.config.client_buffer_frames) {
+                    Offer::Send(held) => {
+                        delivered += usize::from(self.deliver(now, conn, held));
+                    }
+                    Offer::Held { due, replaced } => {
+                        if replaced {
+                            self.events
+                                .push_back(Event::MessagesConflated { conn, count: 1 });
+                        }
+                        if c.timers.get(Timer::Throttle).is_none_or(|at| due < at) {
+                            c.timers.set(Timer::Throttle, due);
+                            self.reschedule(conn);
+                        }
+                        delivered += 1;
+                    }
+                }
+                continue;
+            }
             let queued = if batching {
                 self.add_to_batch(
                     now,
@@ -44,10 +81,11 @@ impl Core {
                         frame: encoded.frame.clone(),
                         header_len: encoded.header_len,
                         ingested,
+                        tag,
                     },
                 )
             } else {
-                self.enqueue_message(now, conn, encoded.frame.clone(), ingested)
+                self.enqueue_message(now, conn, encoded.frame.clone(), ingested, tag)
             };
             delivered += usize::from(queued);
         }
@@ -60,6 +98,45 @@ impl Core {
             delivered,
             kind: encoded.kind,
         }
+    }
+
+    /// Sends a message a throttle let through (or released), batching it
+    /// like any other.
+    pub(super) fn deliver(&mut self, now: Instant, conn: ConnId, held: Held) -> bool {
+        if self.config.batch_max > 1 {
+            self.add_to_batch(
+                now,
+                conn,
+                BatchedMessage {
+                    frame: held.frame,
+                    header_len: held.header_len,
+                    ingested: held.ingested,
+                    tag: Some(held.tag),
+                },
+            )
+        } else {
+            self.enqueue_message(now, conn, held.frame, held.ingested, Some(held.tag))
+        }
+    }
+
+    /// The `Throttle` timer: sends every held value whose interval is over,
+    /// in the order they arrived, and re-arms for the next one.
+    pub(super) fn release_throttled(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(conn.0) else {
+            return;
+        };
+        let mut due = Vec::new();
+        for throttle in &mut c.throttles {
+            throttle.take_due(now, &mut due);
+        }
+        if let Some(next) = c.throttles.iter().filter_map(|t| t.next_due()).min() {
+            c.timers.set(Timer::Throttle, next);
+        }
+        due.sort_unstable_by_key(|held| held.seq);
+        for held in due {
+            self.deliver(now, conn, held);
+        }
+        self.reschedule(conn);
     }
 
     /// Holds a message for the connection's next batch; sends the batch when
@@ -97,12 +174,27 @@ impl Core {
         let Some(oldest) = batch.iter().map(|m| m.ingested).min() else {
             return;
         };
-        let frame = match batch.as_slice() {
+        if batch.len() > 1
+            && self.config.slow_client_policy == SlowClientPolicy::Conflate
+            && c.outbound.behind()
+        {
+            // The socket is behind: one array would be a frame no newer value
+            // can replace, so under `conflate` the messages queue one by one.
+            for message in batch {
+                self.enqueue_message(now, conn, message.frame, message.ingested, message.tag);
+            }
+            self.reschedule(conn);
+            return;
+        }
+        let (frame, tag) = match batch.as_slice() {
             [] => return,
-            [single] => single.frame.clone(),
-            many => server::batch(many.iter().map(|m| &m.frame[m.header_len..])),
+            [single] => (single.frame.clone(), single.tag),
+            many => (
+                server::batch(many.iter().map(|m| &m.frame[m.header_len..])),
+                None,
+            ),
         };
-        self.enqueue_message(now, conn, frame, oldest);
+        self.enqueue_message(now, conn, frame, oldest, tag);
         self.reschedule(conn);
     }
 
@@ -113,8 +205,9 @@ impl Core {
         conn: ConnId,
         frame: Bytes,
         ingested: Instant,
+        tag: Option<u64>,
     ) -> bool {
-        let queued = self.enqueue(now, conn, frame, FrameKind::Message);
+        let queued = self.enqueue_tagged(now, conn, frame, FrameKind::Message, tag);
         if queued && let Some(c) = self.conns.get_mut(conn.0) {
             c.outbound.note_ingest(ingested);
         }

@@ -95,6 +95,8 @@ impl Core {
             batch: Vec::new(),
             scheduled: None,
             in_ready: false,
+            throttles: Vec::new(),
+            throttle_seq: 0,
         });
         let conn = ConnId(key);
         self.events.push_back(Event::Opened {
@@ -154,6 +156,19 @@ impl Core {
         frame: Bytes,
         kind: FrameKind,
     ) -> bool {
+        self.enqueue_tagged(now, conn, frame, kind, None)
+    }
+
+    /// [`Core::enqueue`] for a message carrying its (channel, key) tag, which
+    /// the `conflate` policy uses once the queue is over its bound.
+    pub(super) fn enqueue_tagged(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        frame: Bytes,
+        kind: FrameKind,
+        tag: Option<u64>,
+    ) -> bool {
         let policy = self.config.slow_client_policy;
         let Some(c) = self.conns.get_mut(conn.0) else {
             return false;
@@ -161,9 +176,15 @@ impl Core {
         if c.closing.is_some() {
             return false;
         }
-        let queued = match c.outbound.push(frame, kind, policy) {
-            Pushed::Queued { dropped } => {
+        let queued = match c.outbound.push(frame, kind, policy, tag) {
+            Pushed::Queued { dropped, conflated } => {
                 self.count_drops(conn, dropped, DropReason::DropOldest);
+                if conflated > 0 {
+                    self.events.push_back(Event::MessagesConflated {
+                        conn,
+                        count: conflated,
+                    });
+                }
                 true
             }
             Pushed::DroppedNew { dropped } => {
@@ -239,6 +260,7 @@ impl Core {
             ws_frame::close(code.as_u16(), reason.close_text()),
             FrameKind::Close,
         );
+        self.throttled -= std::mem::take(&mut c.throttles).len();
         self.subscriptions.remove_conn(conn);
         self.drop_replays(conn, None);
         self.mark_ready(conn);
@@ -253,6 +275,7 @@ impl Core {
         if let Some(at) = c.scheduled {
             self.deadlines.remove(&(at, conn));
         }
+        self.throttled -= c.throttles.len();
         if let Some(count) = self.per_address.get_mut(&c.remote) {
             *count -= 1;
             if *count == 0 {
@@ -338,6 +361,7 @@ impl Core {
                         self.enqueue(now, conn, ping, FrameKind::Control);
                     }
                 }
+                Timer::Throttle => self.release_throttled(now, conn),
                 Timer::BatchFlush => self.flush_batch(now, conn),
             }
         }

@@ -53,6 +53,10 @@ pub struct Identity {
     /// The token's `exp` in Unix milliseconds; the connection is closed with
     /// 1008 "token expired" when it passes.
     pub expires_at_unix_ms: Option<u64>,
+    /// The token's `maxRate` claim: the most messages per second per
+    /// (channel, key) this user gets on any channel (entitlement tiers);
+    /// `None` leaves it to the subscribe and `WS_SUBSCRIPTION_MAX_RATE`.
+    pub max_rate: Option<u32>,
 }
 
 /// A connection the shell has authenticated and wants to open.
@@ -214,6 +218,15 @@ pub enum Event {
         /// Why.
         reason: DropReason,
     },
+    /// Queued messages were replaced by a newer value of their (channel,
+    /// key) under the `conflate` policy or a `maxRate`: the client never
+    /// gets them, only the newer value.
+    MessagesConflated {
+        /// The connection.
+        conn: ConnId,
+        /// How many were replaced.
+        count: u64,
+    },
     /// A connection was closed as a slow consumer.
     SlowConsumer {
         /// The connection.
@@ -252,6 +265,7 @@ pub struct Stats {
 }
 
 mod config;
+mod conflation;
 mod conn_map;
 mod connection;
 mod fanout;
@@ -264,6 +278,7 @@ mod recovery;
 mod requests;
 mod store;
 mod subscriptions;
+mod throttle;
 mod timers;
 
 pub use config::{
@@ -316,6 +331,9 @@ pub struct Core {
     /// Reused buffer of a channel's subscribers during fan-out (the index
     /// cannot be borrowed while queues change).
     fanout_scratch: Vec<ConnId>,
+    /// `maxRate` subscriptions across connections: while there are none and
+    /// the policy is not `conflate`, publishing works out no message keys.
+    throttled: usize,
 }
 
 /// What [`Core::inspect`] shows of one connection (tests and fuzzing).
@@ -355,6 +373,7 @@ impl Core {
             shutting_down: false,
             opened_total: 0,
             fanout_scratch: Vec::new(),
+            throttled: 0,
         }
     }
 
@@ -470,6 +489,13 @@ impl Core {
                 continue;
             };
             c.in_ready = false;
+            if self.config.slow_client_policy == SlowClientPolicy::Conflate {
+                let count = c.outbound.compact_before_sending();
+                if count > 0 {
+                    self.events
+                        .push_back(Event::MessagesConflated { conn, count });
+                }
+            }
             if let Some(frames) = c.outbound.take_batch() {
                 let oldest_ingest = c.outbound.take_oldest_ingest();
                 return Some(Transmit {

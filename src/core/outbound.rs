@@ -27,15 +27,23 @@ pub(crate) enum FrameKind {
 struct Queued {
     frame: Bytes,
     kind: FrameKind,
+    /// The message's (channel, key) tag under `conflate` (see
+    /// [`super::conflation`]); `None` for everything that must never be
+    /// replaced (control frames, JSON-array batches, replayed messages).
+    tag: Option<u64>,
 }
 
 /// What happened to a pushed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pushed {
-    /// It is queued; `dropped` older messages made room for it.
+    /// It is queued; `dropped` older messages made room for it, or under
+    /// `conflate` `conflated` queued ones were replaced by newer values of
+    /// their key (it may itself have replaced one in place).
     Queued {
         /// Messages dropped under `drop_oldest`.
         dropped: u64,
+        /// Messages replaced by a newer value under `conflate`.
+        conflated: u64,
     },
     /// Under `drop_oldest` it could not fit even after dropping every queued
     /// message; the new message itself was dropped (together with `dropped`
@@ -96,15 +104,22 @@ impl Outbound {
     }
 
     /// Queues a frame within the bounds, applying `policy` to messages.
+    /// `tag` is the message's (channel, key) tag, used only by `conflate`
+    /// and only once the queue is over its bound: a client that keeps up
+    /// costs nothing more than under the other policies.
     pub(crate) fn push(
         &mut self,
         frame: Bytes,
         kind: FrameKind,
         policy: SlowClientPolicy,
+        tag: Option<u64>,
     ) -> Pushed {
+        if policy == SlowClientPolicy::Conflate && !self.fits(frame.len()) {
+            return self.conflate(frame, kind, tag);
+        }
         let mut dropped = 0;
         while !self.fits(frame.len()) {
-            if policy == SlowClientPolicy::Disconnect || !self.drop_oldest_message() {
+            if policy != SlowClientPolicy::DropOldest || !self.drop_oldest_message() {
                 return match (policy, kind) {
                     (SlowClientPolicy::DropOldest, FrameKind::Message) => {
                         Pushed::DroppedNew { dropped }
@@ -114,15 +129,128 @@ impl Outbound {
             }
             dropped += 1;
         }
-        self.push_unbounded(frame, kind);
-        Pushed::Queued { dropped }
+        self.push_tagged(frame, kind, tag);
+        Pushed::Queued {
+            dropped,
+            conflated: 0,
+        }
     }
 
     /// Queues a frame whatever the bounds (the close frame, after the queue
     /// has been emptied or as the last frame).
     pub(crate) fn push_unbounded(&mut self, frame: Bytes, kind: FrameKind) {
+        self.push_tagged(frame, kind, None);
+    }
+
+    fn push_tagged(&mut self, frame: Bytes, kind: FrameKind, tag: Option<u64>) {
         self.queued_bytes += frame.len();
-        self.queue.push_back(Queued { frame, kind });
+        self.queue.push_back(Queued { frame, kind, tag });
+    }
+
+    /// `conflate` on a queue over its bound: the new message replaces the
+    /// queued one of its key in place; failing that, the queue is compacted
+    /// to one (the newest) value per key and the message appended if it now
+    /// fits. Otherwise (more distinct keys than the bound, or a frame with
+    /// no key) the queue overflows and the connection is closed.
+    fn conflate(&mut self, frame: Bytes, kind: FrameKind, tag: Option<u64>) -> Pushed {
+        let (FrameKind::Message, Some(tag)) = (kind, tag) else {
+            // A control frame (or a message without a key) takes the room
+            // compaction frees, if any.
+            let conflated = self.compact();
+            if !self.fits(frame.len()) {
+                return Pushed::Overflow;
+            }
+            self.push_tagged(frame, kind, tag);
+            return Pushed::Queued {
+                dropped: 0,
+                conflated,
+            };
+        };
+        let mut conflated = 0;
+        let mut at = self.replaceable(tag);
+        if at.is_none() {
+            conflated = self.compact();
+            if self.fits(frame.len()) {
+                self.push_tagged(frame, kind, Some(tag));
+                return Pushed::Queued {
+                    dropped: 0,
+                    conflated,
+                };
+            }
+            at = self.replaceable(tag);
+        }
+        let Some(at) = at else {
+            return Pushed::Overflow;
+        };
+        let old = self.queue[at].frame.len();
+        if self.queued_bytes - old + frame.len() + self.in_flight_bytes > self.max_bytes {
+            return Pushed::Overflow;
+        }
+        self.queued_bytes = self.queued_bytes - old + frame.len();
+        self.queue[at].frame = frame;
+        Pushed::Queued {
+            dropped: 0,
+            conflated: conflated + 1,
+        }
+    }
+
+    /// Under `conflate`, before a batch leaves: a queue at half its bound or
+    /// more is compacted to one value per key, so what goes in flight (where
+    /// nothing can be replaced any more) holds at most one frame per key and
+    /// the other half of the bound stays free for newer values. A client
+    /// that keeps up has short queues and never pays for it. Returns how
+    /// many messages were replaced.
+    pub(crate) fn compact_before_sending(&mut self) -> u64 {
+        if self.in_flight || self.queue.len() * 2 < self.max_frames {
+            return 0;
+        }
+        self.compact()
+    }
+
+    /// Where the queue's messages may be replaced from: after the last
+    /// message that has no tag (a batch or a replayed message may hold any
+    /// key, so moving a newer value ahead of it could reorder that key).
+    fn replaceable_from(&self) -> usize {
+        self.queue
+            .iter()
+            .rposition(|q| q.kind == FrameKind::Message && q.tag.is_none())
+            .map_or(0, |barrier| barrier + 1)
+    }
+
+    /// The queued message of `tag` a newer value may replace in place.
+    fn replaceable(&self, tag: u64) -> Option<usize> {
+        let from = self.replaceable_from();
+        // The last one: any earlier one of the same key holds an older value
+        // (the queue is only compacted when needed), which stays in front.
+        (from..self.queue.len()).rfind(|&i| self.queue[i].tag == Some(tag))
+    }
+
+    /// Keeps one message per tag (after the last barrier): the newest value
+    /// at the place of the oldest, so every key keeps its place in line and
+    /// its stream order. Returns how many messages it replaced.
+    fn compact(&mut self) -> u64 {
+        let from = self.replaceable_from();
+        let mut first: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+        let mut kept: VecDeque<Queued> = VecDeque::with_capacity(self.queue.len());
+        let mut replaced = 0;
+        for (i, q) in std::mem::take(&mut self.queue).into_iter().enumerate() {
+            if i >= from
+                && let Some(tag) = q.tag
+            {
+                if let Some(&place) = first.get(&tag) {
+                    // Both frames were counted; only the newer stays.
+                    let old: &mut Queued = &mut kept[place];
+                    self.queued_bytes -= old.frame.len();
+                    old.frame = q.frame;
+                    replaced += 1;
+                    continue;
+                }
+                first.insert(tag, kept.len());
+            }
+            kept.push_back(q);
+        }
+        self.queue = kept;
+        replaced
     }
 
     fn drop_oldest_message(&mut self) -> bool {
@@ -157,6 +285,12 @@ impl Outbound {
     /// taken together with a batch.
     pub(crate) fn take_oldest_ingest(&mut self) -> Option<Instant> {
         self.oldest_ingest.take()
+    }
+
+    /// Whether frames wait behind the batch in flight (the socket is not
+    /// keeping up with what is queued for it).
+    pub(crate) fn behind(&self) -> bool {
+        !self.queue.is_empty()
     }
 
     /// Whether the shell should be handed a batch now.
@@ -225,23 +359,52 @@ mod tests {
     fn bounds_count_queued_and_in_flight_frames() {
         let mut out = Outbound::new(2, 1000);
         assert_eq!(
-            out.push(frame(10), FrameKind::Message, SlowClientPolicy::Disconnect),
-            Pushed::Queued { dropped: 0 }
+            out.push(
+                frame(10),
+                FrameKind::Message,
+                SlowClientPolicy::Disconnect,
+                None
+            ),
+            Pushed::Queued {
+                dropped: 0,
+                conflated: 0
+            }
         );
         assert_eq!(out.take_batch().map(|b| b.len()), Some(1));
         assert_eq!(
-            out.push(frame(10), FrameKind::Message, SlowClientPolicy::Disconnect),
-            Pushed::Queued { dropped: 0 }
+            out.push(
+                frame(10),
+                FrameKind::Message,
+                SlowClientPolicy::Disconnect,
+                None
+            ),
+            Pushed::Queued {
+                dropped: 0,
+                conflated: 0
+            }
         );
         assert_eq!(out.take_batch(), None, "one batch in flight at a time");
         assert_eq!(
-            out.push(frame(10), FrameKind::Message, SlowClientPolicy::Disconnect),
+            out.push(
+                frame(10),
+                FrameKind::Message,
+                SlowClientPolicy::Disconnect,
+                None
+            ),
             Pushed::Overflow
         );
         assert!(!out.write_complete());
         assert_eq!(
-            out.push(frame(10), FrameKind::Message, SlowClientPolicy::Disconnect),
-            Pushed::Queued { dropped: 0 }
+            out.push(
+                frame(10),
+                FrameKind::Message,
+                SlowClientPolicy::Disconnect,
+                None
+            ),
+            Pushed::Queued {
+                dropped: 0,
+                conflated: 0
+            }
         );
     }
 
@@ -249,11 +412,24 @@ mod tests {
     fn byte_bound_applies() {
         let mut out = Outbound::new(100, 25);
         assert_eq!(
-            out.push(frame(20), FrameKind::Message, SlowClientPolicy::Disconnect),
-            Pushed::Queued { dropped: 0 }
+            out.push(
+                frame(20),
+                FrameKind::Message,
+                SlowClientPolicy::Disconnect,
+                None
+            ),
+            Pushed::Queued {
+                dropped: 0,
+                conflated: 0
+            }
         );
         assert_eq!(
-            out.push(frame(10), FrameKind::Message, SlowClientPolicy::Disconnect),
+            out.push(
+                frame(10),
+                FrameKind::Message,
+                SlowClientPolicy::Disconnect,
+                None
+            ),
             Pushed::Overflow
         );
         assert_eq!(out.bytes(), 20);
@@ -262,37 +438,150 @@ mod tests {
     #[test]
     fn drop_oldest_drops_messages_but_never_control_frames() {
         let mut out = Outbound::new(3, 1000);
-        out.push(frame(1), FrameKind::Control, SlowClientPolicy::DropOldest);
-        out.push(frame(2), FrameKind::Message, SlowClientPolicy::DropOldest);
-        out.push(frame(3), FrameKind::Message, SlowClientPolicy::DropOldest);
+        out.push(
+            frame(1),
+            FrameKind::Control,
+            SlowClientPolicy::DropOldest,
+            None,
+        );
+        out.push(
+            frame(2),
+            FrameKind::Message,
+            SlowClientPolicy::DropOldest,
+            None,
+        );
+        out.push(
+            frame(3),
+            FrameKind::Message,
+            SlowClientPolicy::DropOldest,
+            None,
+        );
         assert_eq!(
-            out.push(frame(4), FrameKind::Message, SlowClientPolicy::DropOldest),
-            Pushed::Queued { dropped: 1 }
+            out.push(
+                frame(4),
+                FrameKind::Message,
+                SlowClientPolicy::DropOldest,
+                None
+            ),
+            Pushed::Queued {
+                dropped: 1,
+                conflated: 0
+            }
         );
         let lens: Vec<usize> = out.queued().map(Bytes::len).collect();
         assert_eq!(lens, [1, 3, 4]);
         assert_eq!(
-            out.push(frame(5), FrameKind::Control, SlowClientPolicy::DropOldest),
-            Pushed::Queued { dropped: 1 }
+            out.push(
+                frame(5),
+                FrameKind::Control,
+                SlowClientPolicy::DropOldest,
+                None
+            ),
+            Pushed::Queued {
+                dropped: 1,
+                conflated: 0
+            }
         );
         assert_eq!(
-            out.push(frame(6), FrameKind::Control, SlowClientPolicy::DropOldest),
-            Pushed::Queued { dropped: 1 }
+            out.push(
+                frame(6),
+                FrameKind::Control,
+                SlowClientPolicy::DropOldest,
+                None
+            ),
+            Pushed::Queued {
+                dropped: 1,
+                conflated: 0
+            }
         );
         assert_eq!(
-            out.push(frame(7), FrameKind::Message, SlowClientPolicy::DropOldest),
+            out.push(
+                frame(7),
+                FrameKind::Message,
+                SlowClientPolicy::DropOldest,
+                None
+            ),
             Pushed::DroppedNew { dropped: 0 }
         );
         assert_eq!(
-            out.push(frame(8), FrameKind::Control, SlowClientPolicy::DropOldest),
+            out.push(
+                frame(8),
+                FrameKind::Control,
+                SlowClientPolicy::DropOldest,
+                None
+            ),
             Pushed::Overflow
         );
+    }
+
+    fn conflate(out: &mut Outbound, len: usize, tag: u64) -> Pushed {
+        out.push(
+            frame(len),
+            FrameKind::Message,
+            SlowClientPolicy::Conflate,
+            Some(tag),
+        )
+    }
+
+    #[test]
+    fn conflate_compacts_then_replaces_the_last_value_of_a_key_in_place() {
+        let mut out = Outbound::new(4, 1000);
+        conflate(&mut out, 1, 7);
+        out.take_batch();
+        conflate(&mut out, 2, 7);
+        conflate(&mut out, 3, 8);
+        conflate(&mut out, 4, 7);
+        assert_eq!(out.frames(), 4);
+        // Full: a new key compacts 7's two values into the first place.
+        assert_eq!(
+            conflate(&mut out, 5, 9),
+            Pushed::Queued {
+                dropped: 0,
+                conflated: 1
+            }
+        );
+        let lens: Vec<usize> = out.queued().map(Bytes::len).collect();
+        assert_eq!(lens, [4, 3, 5]);
+        assert_eq!(out.bytes(), 1 + 4 + 3 + 5, "bytes follow the frames kept");
+        assert_eq!(
+            conflate(&mut out, 7, 8),
+            Pushed::Queued {
+                dropped: 0,
+                conflated: 1
+            },
+        );
+        let lens: Vec<usize> = out.queued().map(Bytes::len).collect();
+        assert_eq!(lens, [4, 7, 5]);
+        assert_eq!(out.bytes(), 1 + 4 + 7 + 5);
+        // A fourth key cannot fit: overflow.
+        assert_eq!(conflate(&mut out, 1, 10), Pushed::Overflow);
+    }
+
+    #[test]
+    fn conflate_never_moves_a_value_ahead_of_an_untagged_message() {
+        let mut out = Outbound::new(3, 1000);
+        conflate(&mut out, 1, 7);
+        out.take_batch();
+        conflate(&mut out, 2, 7);
+        // A JSON-array batch (no tag) may hold key 7 too.
+        out.push(
+            frame(3),
+            FrameKind::Message,
+            SlowClientPolicy::Conflate,
+            None,
+        );
+        assert_eq!(conflate(&mut out, 4, 7), Pushed::Overflow);
     }
 
     #[test]
     fn write_complete_reports_the_close_frame() {
         let mut out = Outbound::new(4, 1000);
-        out.push(frame(5), FrameKind::Message, SlowClientPolicy::Disconnect);
+        out.push(
+            frame(5),
+            FrameKind::Message,
+            SlowClientPolicy::Disconnect,
+            None,
+        );
         assert_eq!(out.discard_queued(), 1);
         out.push_unbounded(frame(4), FrameKind::Close);
         assert_eq!(out.take_batch().map(|b| b.len()), Some(1));

@@ -91,6 +91,7 @@ mod tests {
             roles: roles.iter().map(|r| r.to_string()).collect(),
             channel_patterns: patterns.map(|p| p.iter().map(|s| s.to_string()).collect()),
             expires_at_unix_ms: None,
+            max_rate: None,
         }
     }
 

@@ -175,7 +175,7 @@ impl Core {
             match step {
                 Step::Send(frame, kind) => {
                     if kind == FrameKind::Message {
-                        self.enqueue_message(now, conn, frame, now);
+                        self.enqueue_message(now, conn, frame, now, None);
                     } else {
                         self.enqueue(now, conn, frame, kind);
                     }

@@ -7,6 +7,7 @@ use std::time::Instant;
 use super::outbound::FrameKind;
 use super::permissions;
 use super::rate_limit::Verdict;
+use super::throttle::Throttle;
 use super::{CloseReason, ConnId, Core, Event};
 use crate::proto::channel;
 use crate::proto::client::{self, ClientFrame, RequestId, SubscribeOptions};
@@ -162,12 +163,14 @@ impl Core {
             .cloned()
             .collect();
         let state = self.stream_state(now, conn, &channels, &added, options);
+        let max_rates = self.set_rates(now, conn, &channels, options.max_rate);
         let ack = server::subscribed(
             id,
             &channels,
             self.subscriptions.channels_of(conn),
             &state.positions,
             &state.recovered,
+            &max_rates,
         );
         self.enqueue(now, conn, ack, FrameKind::Control);
         // Replayed messages follow the ack that reported their cursor.
@@ -177,6 +180,53 @@ impl Core {
                 conn,
                 channels: added,
             });
+        }
+    }
+
+    /// Sets the rate limit of each channel of a subscribe: the request's
+    /// `maxRate` capped by `WS_SUBSCRIPTION_MAX_RATE`, narrowed by the token's
+    /// `maxRate` claim (which applies even when the request names none).
+    /// A channel named without either loses its limit; values it held back
+    /// are sent now, so its last state is not lost. Returns the effective
+    /// rate per limited channel, for the ack.
+    fn set_rates(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        channels: &[String],
+        requested: Option<u32>,
+    ) -> Vec<(String, u32)> {
+        let cap = self.config.subscription_max_rate.max(1);
+        let Some(c) = self.conns.get_mut(conn.0) else {
+            return Vec::new();
+        };
+        let rate = match (requested.map(|r| r.min(cap)), c.identity.max_rate) {
+            (Some(asked), Some(claim)) => Some(asked.min(claim)),
+            (asked, claim) => asked.or(claim),
+        };
+        let mut released = Vec::new();
+        for name in channels {
+            let at = c.throttles.iter().position(|t| &t.channel == name);
+            match (rate, at) {
+                (Some(rate), Some(at)) => c.throttles[at].set_rate(rate),
+                (Some(rate), None) => {
+                    c.throttles.push(Throttle::new(name.clone(), rate));
+                    self.throttled += 1;
+                }
+                (None, Some(at)) => {
+                    released.extend(c.throttles.swap_remove(at).into_held());
+                    self.throttled -= 1;
+                }
+                (None, None) => {}
+            }
+        }
+        released.sort_unstable_by_key(|held| held.seq);
+        for held in released {
+            self.deliver(now, conn, held);
+        }
+        match rate {
+            Some(rate) => channels.iter().map(|name| (name.clone(), rate)).collect(),
+            None => Vec::new(),
         }
     }
 
@@ -195,6 +245,11 @@ impl Core {
             .cloned()
             .collect();
         self.drop_replays(conn, Some(&removed));
+        if let Some(c) = self.conns.get_mut(conn.0) {
+            let before = c.throttles.len();
+            c.throttles.retain(|t| !removed.contains(&t.channel));
+            self.throttled -= before - c.throttles.len();
+        }
         let ack = server::unsubscribed(id, &channels, self.subscriptions.channels_of(conn));
         self.enqueue(now, conn, ack, FrameKind::Control);
         if !removed.is_empty() {

@@ -93,8 +93,15 @@ impl Store {
     }
 
     /// Positions a message, encodes it once, stores the frame and returns
-    /// the channel index and the encoded message.
-    pub(crate) fn publish(&mut self, now: Instant, publish: &Publish) -> (u32, EncodedMessage) {
+    /// the channel index, the encoded message and, when `want_tag` (some
+    /// subscriber conflates or is rate limited), its (channel, key) tag: the
+    /// key is worked out once per message, by the same rule as snapshots.
+    pub(crate) fn publish(
+        &mut self,
+        now: Instant,
+        publish: &Publish,
+        want_tag: bool,
+    ) -> (u32, EncodedMessage, Option<u64>) {
         let id = match self.ids.get(&publish.channel) {
             Some(&id) => id,
             None => {
@@ -131,6 +138,17 @@ impl Store {
             },
         };
         let encoded = crate::proto::server::message(&publish.channel, pos, &publish.payload);
+        let key = (want_tag || (channel.limits.enabled() && channel.limits.snapshot_keys > 0))
+            .then(|| {
+                message_key(
+                    channel.limits.snapshot_field.as_deref(),
+                    &publish.payload,
+                    publish.key.as_ref(),
+                )
+            });
+        let tag = want_tag
+            .then(|| key.as_ref().map(|key| super::conflation::tag(id, key)))
+            .flatten();
         if !channel.limits.enabled() {
             let (_, acc) = channel.push(
                 Stored {
@@ -142,7 +160,7 @@ impl Store {
                 now,
             );
             self.evictions += acc.evicted;
-            return (id, encoded);
+            return (id, encoded, tag);
         }
         let before = (channel.ring.len(), channel.latest.len());
         let (index, mut acc) = channel.push(
@@ -162,12 +180,9 @@ impl Store {
                 snapshot: false,
             });
         }
-        if channel.limits.snapshot_keys > 0 {
-            let key = snapshot_key(
-                channel.limits.snapshot_field.as_deref(),
-                &publish.payload,
-                publish.key.as_ref(),
-            );
+        if channel.limits.snapshot_keys > 0
+            && let Some(key) = key
+        {
             channel.remember(key, index, encoded.json(), &mut acc);
             self.queue.push_back(Slot {
                 channel: id,
@@ -180,7 +195,7 @@ impl Store {
         self.keys = self.keys + after.1 - before.1;
         self.account(acc);
         self.enforce_cap();
-        (id, encoded)
+        (id, encoded, tag)
     }
 
     fn account(&mut self, acc: Accounting) {
@@ -264,10 +279,10 @@ fn limits_for<'a>(config: &'a HistoryConfig, channel: &str) -> &'a HistoryLimits
         .map_or(&config.defaults, |rule| &rule.limits)
 }
 
-/// The snapshot key of a message: the configured JSON field (a string's
-/// text, or a number's / boolean's JSON), else the Kafka record key, else
-/// one key for the whole channel (its last message).
-fn snapshot_key(field: Option<&str>, payload: &[u8], record_key: Option<&Bytes>) -> Bytes {
+/// The key of a message, for snapshots and for conflation: the configured
+/// JSON field (a string's text, or a number's / boolean's JSON), else the
+/// Kafka record key, else one key for the whole channel (its last message).
+fn message_key(field: Option<&str>, payload: &[u8], record_key: Option<&Bytes>) -> Bytes {
     if let Some(field) = field
         && let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(payload)
     {

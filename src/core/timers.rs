@@ -17,16 +17,19 @@ pub(crate) enum Timer {
     Heartbeat = 3,
     /// Send the pending JSON-array batch.
     BatchFlush = 4,
+    /// Send the values `maxRate` held back whose interval is over.
+    Throttle = 5,
 }
 
 impl Timer {
     /// Every timer, in the order expired ones are handled (a close first, so
     /// nothing is sent on a connection that is going away).
-    pub(crate) const ALL: [Timer; 5] = [
+    pub(crate) const ALL: [Timer; 6] = [
         Timer::CloseGrace,
         Timer::TokenExpiry,
         Timer::Idle,
         Timer::Heartbeat,
+        Timer::Throttle,
         Timer::BatchFlush,
     ];
 }
@@ -35,7 +38,7 @@ impl Timer {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TimerTable {
     /// Indexed by `Timer as usize`; `None` = not armed.
-    deadlines: [Option<Instant>; 5],
+    deadlines: [Option<Instant>; 6],
 }
 
 impl TimerTable {
@@ -58,6 +61,11 @@ impl TimerTable {
             }
             _ => false,
         }
+    }
+
+    /// When `timer` is armed for, if it is.
+    pub(crate) fn get(&self, timer: Timer) -> Option<Instant> {
+        self.deadlines[timer as usize]
     }
 
     /// The earliest armed deadline.

@@ -607,6 +607,7 @@ impl Harness {
                 }
             }
             Event::MessagesDropped { conn, .. }
+            | Event::MessagesConflated { conn, .. }
             | Event::SlowConsumer { conn }
             | Event::HeartbeatFailure { conn }
             | Event::RateLimited { conn }

@@ -61,6 +61,7 @@ pub(crate) fn identity(user: u8, expires_in_secs: Option<u8>) -> Identity {
         channel_patterns: patterns.map(|p| p.iter().map(|c| (*c).to_owned()).collect()),
         expires_at_unix_ms: expires_in_secs
             .map(|secs| super::harness::START_UNIX_MS + u64::from(secs) * 1000),
+        max_rate: None,
     }
 }
 
@@ -112,6 +113,7 @@ impl ConfigChoice {
             } else {
                 SlowClientPolicy::Disconnect
             },
+            subscription_max_rate: 100,
             slow_close_grace: Duration::from_millis(10 + u64::from(self.grace_ms % 5_000)),
             heartbeat_interval: Duration::from_millis(50 + u64::from(self.heartbeat_ms % 10_000)),
             connection_timeout: Duration::from_millis(100 + u64::from(self.timeout_ms % 30_000)),

@@ -71,6 +71,8 @@ pub struct SubscribeOptions {
     pub snapshot: bool,
     /// `history: N`: the last N messages first.
     pub history: Option<usize>,
+    /// `maxRate: N`: at most N messages per second per (channel, key).
+    pub max_rate: Option<u32>,
 }
 
 /// What was wrong with a client frame.
@@ -128,6 +130,11 @@ pub enum DecodeErrorKind {
     /// Both `snapshot` and `history`.
     #[error("Ask for either \"snapshot\" or \"history\", not both.")]
     SnapshotAndHistory,
+    /// `maxRate` is not a whole number ≥ 1 (code `bad_request`).
+    #[error(
+        "\"maxRate\" must be a whole number of messages per second, at least 1; the subscription was not changed."
+    )]
+    BadMaxRate,
 }
 
 /// A client frame that could not be decoded.
@@ -146,6 +153,7 @@ impl DecodeError {
         match self.kind {
             DecodeErrorKind::UnknownType(_) => ErrorCode::UnknownType,
             DecodeErrorKind::BadPosition { .. } => ErrorCode::BadPosition,
+            DecodeErrorKind::BadMaxRate => ErrorCode::BadRequest,
             _ => ErrorCode::BadFrame,
         }
     }
@@ -277,6 +285,16 @@ fn options_of(
     }
     if options.snapshot && options.history.is_some() {
         return Err(DecodeErrorKind::SnapshotAndHistory);
+    }
+    match object.get("maxRate") {
+        None | Some(Value::Null) => {}
+        Some(value) => {
+            let rate = value
+                .as_u64()
+                .filter(|rate| *rate >= 1)
+                .ok_or(DecodeErrorKind::BadMaxRate)?;
+            options.max_rate = Some(u32::try_from(rate).unwrap_or(u32::MAX));
+        }
     }
     Ok(options)
 }

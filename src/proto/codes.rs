@@ -21,6 +21,9 @@ pub enum ErrorCode {
     BinaryNotSupported,
     /// A malformed `since` cursor; the message names the channel.
     BadPosition,
+    /// A well-formed frame with an invalid option value (`maxRate` not a
+    /// whole number ≥ 1); nothing was changed.
+    BadRequest,
 }
 
 impl ErrorCode {
@@ -35,6 +38,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::BinaryNotSupported => "binary_not_supported",
             ErrorCode::BadPosition => "bad_position",
+            ErrorCode::BadRequest => "bad_request",
         }
     }
 }

@@ -92,6 +92,7 @@ pub fn subscribed<'a>(
     current: impl IntoIterator<Item = &'a str>,
     positions: &[(String, String)],
     recovered: &[(String, bool)],
+    max_rates: &[(String, u32)],
 ) -> Bytes {
     let mut w = ack_fields("subscribed", id, channels, current);
     w.raw(b",\"positions\":{");
@@ -110,6 +111,16 @@ pub fn subscribed<'a>(
             }
             w.string(channel)
                 .raw(if *ok { b":true" } else { b":false" });
+        }
+        w.raw(b"}");
+    }
+    if !max_rates.is_empty() {
+        w.raw(b",\"maxRate\":{");
+        for (i, (channel, rate)) in max_rates.iter().enumerate() {
+            if i > 0 {
+                w.raw(b",");
+            }
+            w.string(channel).raw(b":").raw(rate.to_string().as_bytes());
         }
         w.raw(b"}");
     }
@@ -407,11 +418,12 @@ mod tests {
             ["w", "x"],
             &[("x".into(), "~ab:0".into())],
             &[("x".into(), true)],
+            &[("x".into(), 4)],
         );
         assert_eq!(
             json_of(&frame),
             serde_json::json!({"type":"subscribed","id":"a","channels":["x"],"current":["w","x"],
-                "positions":{"x":"~ab:0"},"recovered":{"x":true}})
+                "positions":{"x":"~ab:0"},"recovered":{"x":true},"maxRate":{"x":4}})
         );
     }
 

@@ -105,6 +105,9 @@ impl ConnLogs {
             } => {
                 tracing::debug!(conn = %conn, connection_id = self.connection_id(*conn), user = self.user_id(*conn), count, ?reason, "messages dropped");
             }
+            Event::MessagesConflated { conn, count } => {
+                tracing::trace!(conn = %conn, connection_id = self.connection_id(*conn), user = self.user_id(*conn), count, "messages conflated");
+            }
             Event::SlowConsumer { conn } => {
                 tracing::warn!(conn = %conn, connection_id = self.connection_id(*conn), user = self.user_id(*conn), "slow consumer: closing with 1008");
             }

@@ -474,6 +474,7 @@ mod tests {
                 roles: Vec::new(),
                 channel_patterns: None,
                 expires_at_unix_ms: None,
+                max_rate: None,
             },
             remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
             channels: Vec::new(),

@@ -36,6 +36,7 @@ pub(crate) fn identity(user: &str) -> Identity {
         roles: vec![],
         channel_patterns: None,
         expires_at_unix_ms: None,
+        max_rate: None,
     }
 }
 
