@@ -214,6 +214,24 @@ fn stream_state_frames() {
 }
 
 #[test]
+fn max_rate_frames() {
+    let mut client = Client::new();
+    client.frames();
+    snapshot!(
+        "subscribed_with_max_rate",
+        json_of(
+            &client.send(json!({"type":"subscribe","channels":["lines"],"maxRate":4,"id":1}))
+        )
+    );
+    snapshot!(
+        "error_bad_request",
+        json_of(
+            &client.send(json!({"type":"subscribe","channels":["lines"],"maxRate":0,"id":2}))
+        )
+    );
+}
+
+#[test]
 fn message_frames_for_json_text_and_binary_payloads() {
     let mut client = Client::new();
     client.send(json!({"type":"subscribe","channels":["lines"]}));
