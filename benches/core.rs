@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
-use ws_realtime::core::{ConnId, Core, CoreConfig, Identity, Open, Publish};
+use ws_realtime::core::{ConnId, Core, CoreConfig, Identity, Open, Publish, SlowClientPolicy};
 use ws_realtime::proto::position::Position;
 use ws_realtime::proto::server::{self, MessagePos};
 
@@ -122,6 +122,37 @@ fn history(c: &mut Criterion) {
     group.finish();
 }
 
+/// Fan-out to 1 000 subscribers that all keep up, under `disconnect` and
+/// under `conflate` (keyed by a JSON field, as a conflating deployment
+/// would be): conflation must cost nothing for clients that keep up, so the
+/// two should be within 5 % of each other.
+fn conflation(c: &mut Criterion) {
+    let mut group = c.benchmark_group("conflation");
+    let n = 1_000usize;
+    group.throughput(Throughput::Elements(n as u64));
+    for (label, policy) in [
+        ("disconnect", SlowClientPolicy::Disconnect),
+        ("conflate", SlowClientPolicy::Conflate),
+    ] {
+        let now = Instant::now();
+        let mut config = CoreConfig {
+            slow_client_policy: policy,
+            ..CoreConfig::default()
+        };
+        config.history.defaults.snapshot_field = Some("symbol".into());
+        let mut core = core_with(n, now, config);
+        let mut offset = 0;
+        group.bench_with_input(BenchmarkId::new(label, n), &n, |b, _| {
+            b.iter(|| {
+                offset += 1;
+                publish(&mut core, now, offset);
+                drain(&mut core, now);
+            })
+        });
+    }
+    group.finish();
+}
+
 fn fan_out(c: &mut Criterion) {
     let mut group = c.benchmark_group("fan_out");
     for n in [10usize, 1_000, 10_000] {
@@ -225,5 +256,5 @@ fn churn(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, fan_out, history, encoding, churn);
+criterion_group!(benches, fan_out, history, conflation, encoding, churn);
 criterion_main!(benches);

@@ -219,15 +219,11 @@ fn max_rate_frames() {
     client.frames();
     snapshot!(
         "subscribed_with_max_rate",
-        json_of(
-            &client.send(json!({"type":"subscribe","channels":["lines"],"maxRate":4,"id":1}))
-        )
+        json_of(&client.send(json!({"type":"subscribe","channels":["lines"],"maxRate":4,"id":1})))
     );
     snapshot!(
         "error_bad_request",
-        json_of(
-            &client.send(json!({"type":"subscribe","channels":["lines"],"maxRate":0,"id":2}))
-        )
+        json_of(&client.send(json!({"type":"subscribe","channels":["lines"],"maxRate":0,"id":2})))
     );
 }
 
