@@ -16,6 +16,8 @@ const { values } = parseArgs({
     out: { type: "string", default: "page.png" },
     chromium: { type: "string", default: process.env.CHROMIUM ?? "/usr/bin/chromium" },
     timeout: { type: "string", default: "30000" },
+    // How long to let the sparkline fill before the screenshot.
+    settle: { type: "string", default: "4000" },
   },
 });
 const timeout = Number(values.timeout);
@@ -74,7 +76,7 @@ try {
   await page.waitForFunction(() => Number(document.getElementById("connections")?.textContent) >= 1);
   await page.waitForFunction(() => /^\d+$/.test(document.getElementById("latency")?.textContent ?? ""));
   // Let the sparkline gather a few points for the picture.
-  await page.waitForTimeout(4000);
+  await page.waitForTimeout(Number(values.settle));
   const readout = await page.evaluate(() => ({
     rate: document.getElementById("rate")?.textContent,
     latencyP50: document.getElementById("latency")?.textContent,

@@ -69,9 +69,10 @@ export function drawSparkline(canvas: HTMLCanvasElement, points: number[]): void
 
   ctx.fillStyle = "#8796ad";
   ctx.font = "11px ui-monospace, SFMono-Regular, Menlo, monospace";
-  ctx.textAlign = "right";
-  ctx.fillText(format(max), width - pad, pad + 10);
-  ctx.fillText(format(min), width - pad, height - pad - 2);
+  // Labels on the left: the newest point (and its dot) is on the right.
+  ctx.textAlign = "left";
+  ctx.fillText(format(max), pad + 2, pad + 10);
+  ctx.fillText(format(min), pad + 2, height - pad - 2);
 }
 
 /** A price with as many decimals as its size needs. */
