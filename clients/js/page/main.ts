@@ -63,7 +63,8 @@ function setStatus(kind: "live" | "wait" | "down", text: string): void {
 function start(token: string): void {
   $("token-form").hidden = true;
   client?.close();
-  const c = new WsRealtime(wsUrl(), { token });
+  // Pings notice a broken network long before TCP would.
+  const c = new WsRealtime(wsUrl(), { token, pingIntervalMs: 15_000 });
   client = c;
   c.on("connected", ({ frame, reconnect }) => {
     setStatus("live", reconnect ? "live · reconnected" : "live");

@@ -33,6 +33,13 @@ export interface WsRealtimeOptions {
   recover?: boolean;
   /** When a handshake fails, GET the same URL over HTTP to learn the refusal's status (default true; browsers hide it). */
   probeRefusals?: boolean;
+  /**
+   * Send a JSON `ping` this often while connected, and treat a connection
+   * whose pong has not come back by the next one as dead (reconnect). Off
+   * (0) by default: browsers cannot see the server's WebSocket pings, so
+   * turn this on to notice a silently broken network quickly.
+   */
+  pingIntervalMs?: number;
   /** The WebSocket constructor; default: the global one, else the `ws` package. */
   WebSocket?: WebSocketConstructor;
   /** Random source for the jitter (tests). */
@@ -120,6 +127,10 @@ export class WsRealtime extends Emitter<WsRealtimeEvents> {
   private readonly pending = new Map<number | string, Pending>();
   /** The next request id. */
   private nextId = 1;
+  /** The liveness ping timer, while connected with `pingIntervalMs`. */
+  private heartbeat: ReturnType<typeof setInterval> | undefined;
+  /** Whether the last liveness ping is still unanswered. */
+  private pongDue = false;
   /** Settles the promise `connect()` returned, until the first success or a fatal error. */
   private connectWaiters: { resolve: (frame: ConnectedFrame) => void; reject: (e: Error) => void }[] = [];
   /** Where the connection stands. */
@@ -235,6 +246,7 @@ export class WsRealtime extends Emitter<WsRealtimeEvents> {
     this.state = "closed";
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
+    this.stopHeartbeat();
     const socket = this.socket;
     this.socket = undefined;
     if (socket) {
@@ -324,6 +336,7 @@ export class WsRealtime extends Emitter<WsRealtimeEvents> {
     if (this.isClosed()) return;
     const wasOpen = this.opened;
     this.opened = false;
+    this.stopHeartbeat();
     this.subs.connectionLost();
     this.forgetPendingRequests();
     if (!wasOpen) {
@@ -501,6 +514,7 @@ export class WsRealtime extends Emitter<WsRealtimeEvents> {
     const waiters = this.connectWaiters;
     this.connectWaiters = [];
     for (const waiter of waiters) waiter.resolve(frame);
+    this.startHeartbeat();
     this.emit("connected", { frame, reconnect });
     const channels = this.subs.names();
     if (channels.length > 0) this.sendSubscribes(channels, reconnect);
@@ -588,6 +602,43 @@ export class WsRealtime extends Emitter<WsRealtimeEvents> {
     const id = this.nextId++;
     this.pending.set(id, { kind: "refresh" });
     this.send({ type: "refresh", token: this.token, id });
+  }
+
+  // --- liveness -----------------------------------------------------------
+
+  private startHeartbeat(): void {
+    const every = this.options.pingIntervalMs ?? 0;
+    if (every <= 0) return;
+    this.stopHeartbeat();
+    this.heartbeat = setInterval(() => {
+      if (this.pongDue) {
+        // No answer for a whole interval: the network is gone even if the
+        // socket does not know yet. Drop it and reconnect.
+        const socket = this.socket;
+        this.socket = undefined;
+        if (socket) {
+          socket.onclose = null;
+          socket.onmessage = null;
+          try {
+            socket.close(4000, "no pong");
+          } catch {
+            // Already closing.
+          }
+        }
+        void this.closed(1006, `no pong within ${every} ms`);
+        return;
+      }
+      const id = this.nextId++;
+      this.pongDue = true;
+      this.pending.set(id, { kind: "ping", sentAt: Date.now(), resolve: () => (this.pongDue = false) });
+      this.send({ type: "ping", id });
+    }, every);
+  }
+
+  private stopHeartbeat(): void {
+    if (this.heartbeat !== undefined) clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
+    this.pongDue = false;
   }
 
   // --- requests -----------------------------------------------------------

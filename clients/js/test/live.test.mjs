@@ -122,8 +122,11 @@ test("a crashed server is retried with capped, jittered back-off until it is bac
   await srv.kill();
   // Let several attempts fail against the closed port.
   await eventually(() => disconnects.length >= 6, 10_000, "six failed attempts");
+  // Listen before the server is back: the client may resubscribe before
+  // startServer has seen /health answer.
+  const resubscribed = waitFor(c, "subscribed", (s) => s.resubscribed, 15_000);
   srv = await server({ port });
-  await waitFor(c, "subscribed", (s) => s.resubscribed, 10_000);
+  await resubscribed;
   await srv.publish("lines", { back: true });
   await eventually(() => received.length === 1, 5000, "a message after the crash");
 

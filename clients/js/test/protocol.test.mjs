@@ -154,3 +154,23 @@ test("the server's app-level ping is answered with pong", async () => {
   client.close();
   server.close();
 });
+
+test("with pingIntervalMs, a server that stops answering pings is left for a new connection", async () => {
+  const server = await scripted(async ({ next, send, number }) => {
+    for (;;) {
+      const frame = await next();
+      // The first connection goes deaf after its first pong; the second answers.
+      if (frame.type === "ping" && (number > 1 || frame.id === 1)) send({ type: "pong", id: frame.id, timestamp: 0 });
+    }
+  });
+  const client = new WsRealtime(server.url, { token: "t", pingIntervalMs: 60, backoff: { baseMs: 10, capMs: 20 } });
+  const lost = waitFor(client, "disconnected", () => true, 5000);
+  await client.connect();
+  const disconnected = await lost;
+  assert.match(disconnected.reason, /no pong within 60 ms/);
+  const again = await waitFor(client, "connected", () => true, 5000);
+  assert.equal(again.reconnect, true);
+  assert.equal(again.frame.connectionId, "c2");
+  client.close();
+  server.close();
+});
