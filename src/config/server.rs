@@ -472,6 +472,18 @@ mod tests {
     }
 
     #[test]
+    fn the_live_page_is_off_unless_ws_ui_turns_it_on_and_never_carries_a_token() {
+        let off = config(&[]).unwrap();
+        assert!(!off.ui);
+        let on = config(&[("WS_UI", "true")]).unwrap();
+        assert!(on.ui);
+        assert_eq!(
+            on.ui_token, None,
+            "serve never writes a token into the page"
+        );
+    }
+
+    #[test]
     fn bind_address_accepts_every_documented_form() {
         assert_eq!(
             parse_bind_address(":8080"),
