@@ -12,8 +12,6 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Response, StatusCode, header};
 
-use crate::shell::http::Body;
-
 /// The built page, as committed.
 const PAGE: &str = include_str!("ui/index.html");
 
@@ -41,8 +39,9 @@ impl LivePage {
         }
     }
 
-    /// The `GET /` answer.
-    pub(crate) fn response(&self) -> Response<Body> {
+    /// The `GET /` answer (the body type is `http`'s `Body`, spelled out so
+    /// this file and the router do not import each other).
+    pub(crate) fn response(&self) -> Response<Full<Bytes>> {
         Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
