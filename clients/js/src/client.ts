@@ -10,6 +10,7 @@ import { backoffDelay, type BackoffOptions } from "./backoff.js";
 import { Emitter, type Off } from "./emitter.js";
 import { WsRealtimeError } from "./errors.js";
 import type { ConnectedFrame, ServerFrame, SubscribedFrame, UnsubscribedFrame } from "./frames.js";
+import { nextStep, probeRefusal } from "./policy.js";
 import { OPEN, resolveWebSocket, type SocketLike, type WebSocketConstructor } from "./socket.js";
 import {
   Subscriptions,
@@ -288,7 +289,7 @@ export class WsRealtime extends Emitter<WsRealtimeEvents> {
           : new WsRealtimeError("get_token_failed", `getToken failed: ${String(error)}`);
       if (failure.fatal) return this.stop(failure);
       this.emit("error", failure);
-      return this.retry(1006, failure.message, undefined);
+      return this.retry(1006, failure.message);
     }
     if (this.isClosed()) return;
     let socket: SocketLike;
@@ -334,68 +335,39 @@ export class WsRealtime extends Emitter<WsRealtimeEvents> {
   /** The socket closed: decide whether, when and how to try again. */
   private async closed(code: number, reason: string): Promise<void> {
     if (this.isClosed()) return;
-    const wasOpen = this.opened;
+    const opened = this.opened;
     this.opened = false;
     this.stopHeartbeat();
     this.subs.connectionLost();
-    this.forgetPendingRequests();
-    if (!wasOpen) {
-      // The handshake failed. Browsers hide the HTTP status; ask for it.
-      const refusal = this.options.probeRefusals ? await this.probe() : undefined;
-      if (this.isClosed()) return;
-      if (refusal?.status === 401) {
-        const detail = `${refusal.error ?? "unauthorized"}: ${refusal.message ?? "the token was refused"}`;
-        if (this.options.getToken && !this.authRetried) {
-          this.authRetried = true;
-          this.emit("disconnected", { code, reason: `HTTP 401 ${detail}`, willReconnect: true, delayMs: 0, attempt: this.attempt });
-          return void this.open(true);
-        }
-        return this.stop(
-          new WsRealtimeError(
-            "unauthorized",
-            `the server refused the token with HTTP 401 (${detail})${this.options.getToken ? " even after getToken gave a fresh one" : ""}`,
-            { status: 401, serverCode: refusal.error, fatal: true },
-          ),
-        );
-      }
-      if (refusal?.status === 403) {
-        return this.stop(
-          new WsRealtimeError(
-            "forbidden",
-            `the server refused the connection with HTTP 403 (${refusal.error ?? "forbidden"}: ${refusal.message ?? ""})`,
-            { status: 403, serverCode: refusal.error, fatal: true },
-          ),
-        );
-      }
-      const why = refusal ? `HTTP ${refusal.status} ${refusal.error ?? ""}`.trim() : reason;
-      return this.retry(code, why, undefined);
+    // Requests of a lost connection get no answer; subscribes are redone on reconnect.
+    this.pending.clear();
+    // A failed handshake: browsers hide the HTTP status, so ask for it.
+    const refusal = !opened && this.options.probeRefusals ? await probeRefusal(this.urlWithToken()) : undefined;
+    if (this.isClosed()) return;
+    const next = nextStep({
+      opened,
+      code,
+      reason,
+      refusal,
+      canRenewToken: this.options.getToken !== undefined,
+      authRetried: this.authRetried,
+    });
+    switch (next.kind) {
+      case "stop":
+        return this.stop(next.error, code, opened ? reason : next.error.message);
+      case "backoff":
+        return this.retry(code, next.reason);
+      case "now":
+        if (refusal?.status === 401) this.authRetried = true;
+        this.emit("disconnected", { code, reason: next.reason, willReconnect: true, delayMs: 0, attempt: this.attempt });
+        return void this.open(next.freshToken);
     }
-    if (code === 1008 && /token expired/i.test(reason)) {
-      if (!this.options.getToken) {
-        return this.stop(
-          new WsRealtimeError("token_expired", "the token expired (close 1008) and there is no getToken to renew it", {
-            fatal: true,
-          }),
-          code,
-          reason,
-        );
-      }
-      this.emit("disconnected", { code, reason, willReconnect: true, delayMs: 0, attempt: this.attempt });
-      return void this.open(true);
-    }
-    if (code === 1001) {
-      // The server is going away (restart, drain): another replica or the
-      // restarted process can take us at once.
-      this.emit("disconnected", { code, reason, willReconnect: true, delayMs: 0, attempt: this.attempt });
-      return void this.open(false);
-    }
-    return this.retry(code, reason, undefined);
   }
 
   /** Waits the back-off, then tries again. */
-  private retry(code: number, reason: string, delayMs: number | undefined): void {
+  private retry(code: number, reason: string): void {
     if (this.isClosed()) return;
-    const delay = delayMs ?? backoffDelay(this.attempt, this.options.backoff, this.options.random);
+    const delay = backoffDelay(this.attempt, this.options.backoff, this.options.random);
     this.emit("disconnected", { code, reason, willReconnect: true, delayMs: delay, attempt: this.attempt });
     this.attempt += 1;
     this.state = "waiting";
@@ -415,30 +387,6 @@ export class WsRealtime extends Emitter<WsRealtimeEvents> {
     const waiters = this.connectWaiters;
     this.connectWaiters = [];
     for (const waiter of waiters) waiter.reject(error);
-  }
-
-  /** Learns why a handshake failed: a plain GET of the URL answers with the refusal's status and JSON body. */
-  private async probe(): Promise<{ status: number; error?: string; message?: string } | undefined> {
-    const fetchImpl = (globalThis as { fetch?: typeof fetch }).fetch;
-    if (!fetchImpl) return undefined;
-    const httpUrl = this.urlWithToken().replace(/^ws(s?):/i, "http$1:");
-    const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(), 5000);
-    try {
-      const response = await fetchImpl(httpUrl, { signal: abort.signal, cache: "no-store" });
-      let body: { error?: string; message?: string } = {};
-      try {
-        body = (await response.json()) as typeof body;
-      } catch {
-        // Not JSON: the status alone will do.
-      }
-      return { status: response.status, error: body.error, message: body.message };
-    } catch {
-      // Unreachable, or a cross-origin page the server sends no CORS headers to.
-      return undefined;
-    } finally {
-      clearTimeout(timer);
-    }
   }
 
   // --- frames -------------------------------------------------------------
@@ -665,11 +613,6 @@ export class WsRealtime extends Emitter<WsRealtimeEvents> {
 
   private removeSubscription(record: SubscriptionRecord): void {
     this.sendUnsubscribe(this.subs.remove(record));
-  }
-
-  /** Requests of a lost connection get no answer; subscribes are redone on reconnect. */
-  private forgetPendingRequests(): void {
-    this.pending.clear();
   }
 
   private send(frame: object): void {

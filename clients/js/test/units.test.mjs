@@ -29,3 +29,56 @@ test("a cursor keeps one pos per stream", () => {
   assert.equal(cursor, "lines:0:6,lines:1:7");
   assert.equal(advanceCursor(cursor, "~ab:3"), "lines:0:6,lines:1:7,~ab:3");
 });
+
+import { nextStep } from "../dist/policy.js";
+
+const base = { code: 1006, reason: "", canRenewToken: true, authRetried: false };
+
+test("a 401 at the handshake asks getToken once, then stops; without getToken it stops at once", () => {
+  const refusal = { status: 401, error: "invalid_token", message: "bad signature" };
+  assert.deepEqual(nextStep({ ...base, opened: false, refusal }), {
+    kind: "now",
+    freshToken: true,
+    reason: "HTTP 401 invalid_token: bad signature",
+  });
+  const again = nextStep({ ...base, opened: false, refusal, authRetried: true });
+  assert.equal(again.kind, "stop");
+  assert.equal(again.error.code, "unauthorized");
+  assert.match(again.error.message, /even after getToken/);
+  const fixed = nextStep({ ...base, opened: false, refusal, canRenewToken: false });
+  assert.equal(fixed.kind, "stop");
+  assert.equal(fixed.error.serverCode, "invalid_token");
+});
+
+test("a 403 stops; 429, 503 and an unreachable server back off", () => {
+  const forbidden = nextStep({ ...base, opened: false, refusal: { status: 403, error: "origin_not_allowed" } });
+  assert.equal(forbidden.kind, "stop");
+  assert.equal(forbidden.error.code, "forbidden");
+  assert.equal(forbidden.error.status, 403);
+  for (const status of [429, 503, 426]) {
+    assert.equal(nextStep({ ...base, opened: false, refusal: { status } }).kind, "backoff", String(status));
+  }
+  assert.equal(nextStep({ ...base, opened: false }).kind, "backoff");
+});
+
+test("close 1001 reconnects at once; 1008 token expired renews the token; other closes back off", () => {
+  assert.deepEqual(nextStep({ ...base, opened: true, code: 1001, reason: "server shutting down" }), {
+    kind: "now",
+    freshToken: false,
+    reason: "server shutting down",
+  });
+  assert.equal(nextStep({ ...base, opened: true, code: 1008, reason: "token expired" }).freshToken, true);
+  const noRenew = nextStep({ ...base, opened: true, code: 1008, reason: "token expired", canRenewToken: false });
+  assert.equal(noRenew.kind, "stop");
+  assert.equal(noRenew.error.code, "token_expired");
+  for (const [code, reason] of [
+    [1008, "slow consumer"],
+    [1008, "rate limit exceeded"],
+    [1006, ""],
+    [1009, ""],
+    [1011, ""],
+    [1000, ""],
+  ]) {
+    assert.equal(nextStep({ ...base, opened: true, code, reason }).kind, "backoff", `${code} ${reason}`);
+  }
+});
