@@ -69,10 +69,19 @@ export function drawSparkline(canvas: HTMLCanvasElement, points: number[]): void
 
   ctx.fillStyle = "#8796ad";
   ctx.font = "11px ui-monospace, SFMono-Regular, Menlo, monospace";
-  // Labels on the left: the newest point (and its dot) is on the right.
+  // Labels on the left (the newest point and its dot are on the right), on
+  // a backing so the line never runs through them.
   ctx.textAlign = "left";
-  ctx.fillText(format(max), pad + 2, pad + 10);
-  ctx.fillText(format(min), pad + 2, height - pad - 2);
+  for (const [text, baseline] of [
+    [format(max), pad + 10],
+    [format(min), height - pad - 2],
+  ] as const) {
+    const w = ctx.measureText(text).width;
+    ctx.fillStyle = "rgba(18,26,36,0.85)";
+    ctx.fillRect(pad, baseline - 11, w + 8, 15);
+    ctx.fillStyle = "#8796ad";
+    ctx.fillText(text, pad + 4, baseline);
+  }
 }
 
 /** A price with as many decimals as its size needs. */
