@@ -125,6 +125,7 @@ pub const SETTINGS: &[Setting] = &[
     s("WS_ASSESSMENT_CHANNEL", Server, "`assessment:{assessmentId}`", "channel `?assessmentId=X` subscribes to"),
     s("WS_HANDSHAKE_TIMEOUT", Server, "`10s`", "time a client has to send its request headers"),
     s("WS_LOG_FORMAT", Server, "`text`", "`text` or `json` (one object per line)"),
+    s("WS_UI", Server, "`false` (`true` under `dev`)", "serve the live page at `GET /`; under `serve` it carries no token and asks for one (or reads it from `/#token=<jwt>`, which never leaves the browser)"),
     s("WS_SERVER_ID", Server, "host name", "shown in `connected` frames and logs"),
     s("WS_HISTORY_SIZE", History, "`1000`", "messages kept per channel; `0` turns history and snapshots off (nothing stored, nothing replayed)"),
     s("WS_HISTORY_TTL", History, "`5m`", "age after which a stored message is dropped; `0` = no age bound"),
