@@ -1,9 +1,11 @@
 //! Configuration: `WS_*` environment variables over an optional TOML file.
 
+pub mod publish;
 pub mod server;
 pub mod settings;
 pub mod sources;
 
+pub use publish::{PublishSettings, PublishVia};
 pub use server::{AuthSettings, LogFormat, ServerConfig, SourceKind};
 pub use settings::{ConfigError, Settings, parse_duration};
 pub use sources::build_sources;
