@@ -46,8 +46,16 @@ async fn a_publish_to_one_server_reaches_the_clients_of_another_in_order_with_a_
         for (n, pos) in answered.iter().enumerate() {
             let frame = next_message(client).await;
             assert_eq!(frame["channel"], "prices");
-            assert_eq!(frame["data"], serde_json::json!({ "n": n }), "in publish order");
-            assert!(same_position(&frame["pos"], pos), "{} vs {pos}", frame["pos"]);
+            assert_eq!(
+                frame["data"],
+                serde_json::json!({ "n": n }),
+                "in publish order"
+            );
+            assert!(
+                same_position(&frame["pos"], pos),
+                "{} vs {pos}",
+                frame["pos"]
+            );
         }
     }
     a.shutdown().await.unwrap();
@@ -79,7 +87,10 @@ async fn a_broker_that_does_not_answer_makes_publishes_503_within_the_timeout_ne
         assert_eq!(status, 503, "{answer}");
         assert_eq!(answer["error"], "publish_unavailable");
         assert!(answer["message"].is_string());
-        assert!(took < Duration::from_millis(2500), "answered after {took:?}");
+        assert!(
+            took < Duration::from_millis(2500),
+            "answered after {took:?}"
+        );
     }
 
     kafka.broker_up().unwrap();
@@ -122,8 +133,12 @@ async fn a_batch_is_stored_whole_delivered_in_order_and_bad_batches_are_4xx_json
     let batch: Vec<String> = (0..100)
         .map(|n| format!(r#"{{"channel":"pnl:{}","data":{{"n":{n}}}}}"#, 1 + n % 2))
         .collect();
-    let (status, answer) =
-        post_json(a.address, "/api/publish/batch", &format!("[{}]", batch.join(","))).await;
+    let (status, answer) = post_json(
+        a.address,
+        "/api/publish/batch",
+        &format!("[{}]", batch.join(",")),
+    )
+    .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["published"], 100);
     let results = answer["messages"].as_array().unwrap();
@@ -141,15 +156,15 @@ async fn a_batch_is_stored_whole_delivered_in_order_and_bad_batches_are_4xx_json
         assert!(same_position(&frame["pos"], &results[n as usize]["pos"]));
     }
 
-    let too_many = format!(
-        "[{}]",
-        vec![r#"{"channel":"x","data":1}"#; 101].join(",")
-    );
+    let too_many = format!("[{}]", vec![r#"{"channel":"x","data":1}"#; 101].join(","));
     for (body, code) in [
         ("this is not json", "bad_request"),
         (r#"{"channel":"x","data":1}"#, "bad_request"),
         (too_many.as_str(), "too_many_messages"),
-        (r#"[{"channel":"x","data":1},{"channel":"no spaces","data":1}]"#, "invalid_channel"),
+        (
+            r#"[{"channel":"x","data":1},{"channel":"no spaces","data":1}]"#,
+            "invalid_channel",
+        ),
     ] {
         let (status, answer) = post_json(a.address, "/api/publish/batch", body).await;
         assert_eq!(status, 400, "{answer}");
@@ -173,7 +188,12 @@ async fn idle_fetch_requests_per_second_are_reported() {
     )
     .await;
     let mut client = connect(server.address, "channels=lines").await;
-    let (status, _) = post_json(server.address, "/api/publish", r#"{"channel":"lines","data":1}"#).await;
+    let (status, _) = post_json(
+        server.address,
+        "/api/publish",
+        r#"{"channel":"lines","data":1}"#,
+    )
+    .await;
     assert_eq!(status, 200);
     next_message(&mut client).await;
     kafka.track_requests().unwrap();

@@ -201,7 +201,11 @@ async fn tansu_group_mode_delivers_and_resumes_after_the_committed_offset() {
 fn signal(pid: u32, signal: libc::c_int) {
     let pid = libc::pid_t::try_from(pid).expect("a pid fits");
     // SAFETY: sends a signal to our own child process; no memory is touched.
-    assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "signal {signal} to {pid}");
+    assert_eq!(
+        unsafe { libc::kill(pid, signal) },
+        0,
+        "signal {signal} to {pid}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,7 +290,10 @@ impl Replica {
         let child = Command::new(env!("CARGO_BIN_EXE_ws-realtime"))
             .env_clear()
             .env("WS_BIND_ADDRESS", address.to_string())
-            .env("WS_AUTH_SECRET", String::from_utf8(SECRET.to_vec()).unwrap())
+            .env(
+                "WS_AUTH_SECRET",
+                String::from_utf8(SECRET.to_vec()).unwrap(),
+            )
             .env("WS_SOURCES", "kafka")
             .env("WS_KAFKA_BROKERS", tansu.bootstrap())
             .env("WS_KAFKA_TOPICS", "orders")
@@ -339,7 +346,13 @@ async fn tansu_group_replica_killed_and_restarted_resumes_within_15_s_losing_not
     replica.kill();
     drop(client);
     for n in 1..=5 {
-        produce(&producer, "orders", &format!("k{n}"), &format!(r#"{{"n":{n}}}"#)).await;
+        produce(
+            &producer,
+            "orders",
+            &format!("k{n}"),
+            &format!(r#"{{"n":{n}}}"#),
+        )
+        .await;
     }
     let restarted_at = Instant::now();
     let replica = Replica::start(&tansu, port).await;

@@ -16,7 +16,6 @@ use std::time::Duration;
 use redis_support::*;
 use ws_realtime::config::Settings;
 use ws_realtime::metrics::SourceKindLabel;
-use ws_realtime::source::Position;
 
 #[tokio::test]
 #[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
@@ -29,7 +28,7 @@ async fn redis_trade_published_to_channel_trade_aapl_arrives_on_trade_aapl() {
     assert_eq!(cli_publish(redis.port, "channel:trade:AAPL", trade), 1);
     let got = source.next().await;
     assert_eq!(got.channel, "trade:AAPL");
-    assert_eq!(got.pos, Position::Assigned);
+    assert_eq!(got.pos, None);
     assert_eq!(&got.payload[..], trade.as_bytes());
 
     // Another symbol through the client crate: same pattern, own channel.
@@ -239,7 +238,8 @@ async fn redis_trade_reaches_a_websocket_client_subscribed_by_symbol() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     use ws_realtime::auth::{TokenSpec, mint};
-    use ws_realtime::config::{ServerConfig, build_sources};
+    use ws_realtime::config::ServerConfig;
+    use ws_realtime::source::build_sources;
 
     const SECRET: &str = "an-end-to-end-secret-of-32-bytes!";
     let redis = RedisServer::start();
@@ -423,7 +423,8 @@ async fn redis_trade_reaches_a_websocket_client_subscribed_by_symbol() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
 async fn redis_publish_via_redis_reaches_the_clients_of_every_server() {
-    use ws_realtime::config::{ServerConfig, build_sources};
+    use ws_realtime::config::ServerConfig;
+    use ws_realtime::source::build_sources;
 
     let redis = RedisServer::start();
     let secret = String::from_utf8(kafka_support::SECRET.to_vec()).unwrap();
@@ -441,7 +442,11 @@ async fn redis_publish_via_redis_reaches_the_clients_of_every_server() {
     for _ in 0..2 {
         let config = ServerConfig::from_settings(&settings).expect("valid server settings");
         let sources = build_sources(&config, &settings).expect("the redis source builds");
-        servers.push(ws_realtime::shell::start(config, sources).await.expect("server starts"));
+        servers.push(
+            ws_realtime::shell::start(config, sources)
+                .await
+                .expect("server starts"),
+        );
     }
     // PUBLISH answers how many subscribers got it: both servers, once both
     // hold their PSUBSCRIBE (nobody subscribes to the probe channel).

@@ -3,9 +3,7 @@
 pub mod publish;
 pub mod server;
 pub mod settings;
-pub mod sources;
 
 pub use publish::{PublishSettings, PublishVia};
 pub use server::{AuthSettings, LogFormat, ServerConfig, SourceKind};
 pub use settings::{ConfigError, Settings, parse_duration};
-pub use sources::build_sources;

@@ -185,10 +185,13 @@ mod tests {
         );
         let explicit = read(&[("WS_PUBLISH_VIA", "kafka")], &[SourceKind::Kafka], false).unwrap();
         assert_eq!(explicit.via, PublishVia::Kafka);
-        assert_eq!(explicit, PublishSettings {
-            via: PublishVia::Kafka,
-            ..PublishSettings::default()
-        });
+        assert_eq!(
+            explicit,
+            PublishSettings {
+                via: PublishVia::Kafka,
+                ..PublishSettings::default()
+            }
+        );
     }
 
     #[test]

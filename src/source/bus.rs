@@ -6,34 +6,13 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::time::Instant;
 
+use crate::core::Publish;
+use crate::source::PublishSink;
 use crate::source::kafka::producer::KafkaPublisher;
+pub use crate::source::outcome::{BusRecord, Outcome};
 use crate::source::redis::publisher::RedisPublisher;
-use crate::source::{Position, Publish, PublishSink};
-
-/// One message for one channel.
-#[derive(Debug, Clone)]
-pub struct BusRecord {
-    /// The gateway channel.
-    pub channel: String,
-    /// The payload, forwarded as it is.
-    pub payload: Bytes,
-}
-
-/// What became of one record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The bus has it (Kafka: acknowledged by all in-sync replicas);
-    /// with its position when the bus assigns one (`topic:partition:offset`).
-    Stored(Option<String>),
-    /// The bus refused it or could not be reached; the reason.
-    Failed(String),
-    /// No answer before the deadline: not known to be stored (it may
-    /// still be, so a retry may deliver it twice).
-    TimedOut,
-}
 
 /// Where publishes go.
 #[derive(Clone)]
@@ -88,7 +67,7 @@ async fn publish_locally(
     for record in records.by_ref() {
         let publish = Publish {
             channel: record.channel,
-            pos: Position::Assigned,
+            pos: None,
             payload: record.payload,
         };
         match tokio::time::timeout_at(deadline, sink.publish_and_wait(publish)).await {

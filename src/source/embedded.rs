@@ -191,7 +191,8 @@ impl EmbeddedKafka {
             let mut matching = 0;
             if !requests.is_null() {
                 for i in 0..count {
-                    if rdkafka::bindings::rd_kafka_mock_request_api_key(*requests.add(i)) == api_key {
+                    if rdkafka::bindings::rd_kafka_mock_request_api_key(*requests.add(i)) == api_key
+                    {
                         matching += 1;
                     }
                 }

@@ -14,7 +14,8 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::config::PublishSettings;
-use crate::source::bus::{Bus, BusRecord, Outcome};
+use crate::source::bus::Bus;
+use crate::source::outcome::{BusRecord, Outcome};
 use crate::source::{SourceContext, SourceFuture};
 
 /// Most channels one publish request may name.
@@ -443,7 +444,12 @@ mod tests {
             ..PublishSettings::default()
         };
         (
-            PublishApi::new("k".into(), Bus::Local(sink.for_source("http")), 1024, &settings),
+            PublishApi::new(
+                "k".into(),
+                Bus::Local(sink.for_source("http")),
+                1024,
+                &settings,
+            ),
             rx,
         )
     }
@@ -528,14 +534,23 @@ mod tests {
         assert_eq!(response.status, 200, "{}", response.body);
         let json: serde_json::Value = serde_json::from_str(&response.body).unwrap();
         assert_eq!(json["published"], 3);
-        assert_eq!(json["messages"][1]["channels"], serde_json::json!(["b", "a"]));
-        assert!(json["messages"][0].get("pos").is_none(), "local publishes have no bus position");
+        assert_eq!(
+            json["messages"][1]["channels"],
+            serde_json::json!(["b", "a"])
+        );
+        assert!(
+            json["messages"][0].get("pos").is_none(),
+            "local publishes have no bus position"
+        );
         let got = tokio::time::timeout(std::time::Duration::from_secs(5), taker)
             .await
             .unwrap()
             .unwrap();
         let order: Vec<(&str, &[u8])> = got.iter().map(|(c, p)| (c.as_str(), &p[..])).collect();
-        assert_eq!(order, [("a", &b"1"[..]), ("b", br#"{"x":2}"#), ("a", br#"{"x":2}"#)]);
+        assert_eq!(
+            order,
+            [("a", &b"1"[..]), ("b", br#"{"x":2}"#), ("a", br#"{"x":2}"#)]
+        );
     }
 
     #[tokio::test]
@@ -567,7 +582,10 @@ mod tests {
                 response.body
             );
         }
-        assert!(rx.try_recv().is_err(), "nothing of a refused batch is published");
+        assert!(
+            rx.try_recv().is_err(),
+            "nothing of a refused batch is published"
+        );
     }
 
     #[tokio::test]
@@ -580,7 +598,11 @@ mod tests {
         let api = PublishApi::new("k".into(), Bus::Local(sink), 1024, &settings);
         let response = api.publish(br#"{"channel":"a","data":1}"#).await;
         assert_eq!(response.status, 503, "{}", response.body);
-        assert!(response.body.contains("WS_PUBLISH_TIMEOUT"), "{}", response.body);
+        assert!(
+            response.body.contains("WS_PUBLISH_TIMEOUT"),
+            "{}",
+            response.body
+        );
     }
 
     #[test]

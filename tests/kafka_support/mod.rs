@@ -207,5 +207,8 @@ pub fn same_position(frame_pos: &serde_json::Value, answered: &serde_json::Value
     let (Some(frame), Some(answered)) = (frame_pos.as_str(), answered.as_str()) else {
         return false;
     };
-    frame == answered || answered.split_once(':').is_some_and(|(_, rest)| rest == frame)
+    frame == answered
+        || answered
+            .split_once(':')
+            .is_some_and(|(_, rest)| rest == frame)
 }

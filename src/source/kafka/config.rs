@@ -367,17 +367,24 @@ mod tests {
             .router
             .route("ws-realtime-publish", Some(b"trade:AAPL"), b"{}");
         assert_eq!(routed.channel, "trade:AAPL");
-        assert!(config.publish_companion().is_none(), "one consumer reads both");
+        assert!(
+            config.publish_companion().is_none(),
+            "one consumer reads both"
+        );
     }
 
     #[test]
     fn a_route_for_the_publish_topic_is_refused_naming_the_variable() {
         for routes in ["ws-realtime-publish=x", r"^ws-.*=x", r"^.*=other"] {
-            let err = KafkaConfig::from_settings(&Settings::from_pairs([("WS_KAFKA_ROUTES", routes)]))
-                .unwrap()
-                .with_publish_topic("ws-realtime-publish")
-                .unwrap_err();
-            assert!(err.to_string().contains("WS_KAFKA_ROUTES"), "{routes}: {err}");
+            let err =
+                KafkaConfig::from_settings(&Settings::from_pairs([("WS_KAFKA_ROUTES", routes)]))
+                    .unwrap()
+                    .with_publish_topic("ws-realtime-publish")
+                    .unwrap_err();
+            assert!(
+                err.to_string().contains("WS_KAFKA_ROUTES"),
+                "{routes}: {err}"
+            );
         }
     }
 

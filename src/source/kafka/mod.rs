@@ -81,8 +81,13 @@ pub fn kafka_sources(
         return Ok(vec![KafkaSource::new(config).with_timings(timings)]);
     }
     let config = config.with_publish_topic(&publish.topic)?;
-    let publisher = KafkaPublisher::new(&config, &publish.topic, publish.timeout)
-        .map_err(|e| ConfigError::invalid("WS_KAFKA_PROPERTY_*", &e.to_string(), "properties librdkafka accepts for a producer"))?;
+    let publisher = KafkaPublisher::new(&config, &publish.topic, publish.timeout).map_err(|e| {
+        ConfigError::invalid(
+            "WS_KAFKA_PROPERTY_*",
+            &e.to_string(),
+            "properties librdkafka accepts for a producer",
+        )
+    })?;
     let publisher = Some(Arc::new(publisher));
     Ok(match config.publish_companion() {
         None => vec![KafkaSource {
@@ -114,11 +119,19 @@ impl Source for KafkaSource {
         } = *self;
         Box::pin(async move {
             let ensure = publisher.as_ref().map(|p| {
-                tokio::spawn(p.clone().ensure_topic(ctx.shutdown.clone(), Duration::from_secs(30)))
+                tokio::spawn(
+                    p.clone()
+                        .ensure_topic(ctx.shutdown.clone(), Duration::from_secs(30)),
+                )
             });
             if let Some(mut ensure) = ensure {
-                if tokio::time::timeout(ENSURE_TOPIC_WAIT, &mut ensure).await.is_err() {
-                    tracing::warn!("kafka publish: the publish topic is not confirmed yet; consuming meanwhile");
+                if tokio::time::timeout(ENSURE_TOPIC_WAIT, &mut ensure)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        "kafka publish: the publish topic is not confirmed yet; consuming meanwhile"
+                    );
                 }
                 consumer::run(config, timings, ctx).await;
                 ensure.abort();

@@ -23,8 +23,8 @@ use tokio::time::Instant;
 use super::config::KafkaConfig;
 use super::consumer::latency_defaults;
 use super::context::WarnThrottle;
-use crate::shell::shutdown::Shutdown;
-use crate::source::bus::{BusRecord, Outcome};
+use crate::shutdown::Shutdown;
+use crate::source::outcome::{BusRecord, Outcome};
 
 /// The record header carrying the channel (the key carries it too).
 pub const CHANNEL_HEADER: &str = "ws-channel";

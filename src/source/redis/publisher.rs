@@ -12,7 +12,7 @@ use redis::aio::MultiplexedConnection;
 use tokio::time::Instant;
 
 use super::config::RedisConfig;
-use crate::source::bus::{BusRecord, Outcome};
+use crate::source::outcome::{BusRecord, Outcome};
 
 /// The Redis publisher behind `POST /api/publish`.
 pub struct RedisPublisher {
