@@ -175,11 +175,10 @@ impl KafkaPublisher {
                         "{}:{}:{}",
                         self.topic, delivery.partition, delivery.offset
                     ))),
-                    Ok(Ok(Err((KafkaError::MessageProduction(code), _))))
-                        if code == RDKafkaErrorCode::MessageTimedOut =>
-                    {
-                        Outcome::TimedOut
-                    }
+                    Ok(Ok(Err((
+                        KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
+                        _,
+                    )))) => Outcome::TimedOut,
                     Ok(Ok(Err((error, _)))) => Outcome::Failed(format!(
                         "{}the broker refused the record: {error}",
                         problem.as_deref().unwrap_or("")
