@@ -208,3 +208,35 @@ async fn idle_fetch_requests_per_second_are_reported() {
     );
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_group_mode_the_publish_topic_is_still_read_whole_by_every_server() {
+    let kafka = EmbeddedKafka::start(&[("orders", 2)]).unwrap();
+    let pairs = [
+        ("WS_KAFKA_TOPICS", "orders"),
+        ("WS_KAFKA_MODE", "group"),
+        ("WS_KAFKA_GROUP_ID", "publish-group-test"),
+        EARLIEST,
+    ];
+    let a = start_publishing_server(kafka.bootstrap_servers(), &pairs).await;
+    let b = start_publishing_server(kafka.bootstrap_servers(), &pairs).await;
+    let mut on_a = connect(a.address, "channels=news").await;
+    let mut on_b = connect(b.address, "channels=news").await;
+    for n in 0..5 {
+        let (status, answer) = post_json(
+            b.address,
+            "/api/publish",
+            &format!(r#"{{"channel":"news","data":{{"n":{n}}}}}"#),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    // The group shares "orders", but both servers get every publish.
+    for client in [&mut on_a, &mut on_b] {
+        for n in 0..5 {
+            assert_eq!(next_message(client).await["data"]["n"], n);
+        }
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

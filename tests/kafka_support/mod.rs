@@ -155,7 +155,14 @@ pub async fn start_publishing_server(brokers: &str, pairs: &[(&str, &str)]) -> S
         health_interval: Duration::from_millis(200),
         ..KafkaTimings::default()
     };
-    let sources = ws_realtime::source::kafka::kafka_sources(kafka, &publish, "tester", timings)
+    // Each server its own id (the static group member id in group mode),
+    // unless the test sets WS_SERVER_ID.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let server_id = format!(
+        "tester-{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let sources = ws_realtime::source::kafka::kafka_sources(kafka, &publish, &server_id, timings)
         .expect("valid Kafka sources");
     let mut config = ServerConfig::for_testing(SECRET);
     config.api_key = Some(API_KEY.to_owned());
