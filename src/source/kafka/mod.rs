@@ -125,6 +125,8 @@ impl Source for KafkaSource {
                 )
             });
             if let Some(mut ensure) = ensure {
+                ctx.health
+                    .not_ready("waiting for the publish topic (WS_PUBLISH_TOPIC)");
                 if tokio::time::timeout(ENSURE_TOPIC_WAIT, &mut ensure)
                     .await
                     .is_err()

@@ -178,7 +178,7 @@ impl KafkaPublisher {
                     Ok(Ok(Err((
                         KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
                         _,
-                    )))) => Outcome::TimedOut,
+                    )))) => self.timed_out(problem.as_deref()),
                     Ok(Ok(Err((error, _)))) => Outcome::Failed(format!(
                         "{}the broker refused the record: {error}",
                         problem.as_deref().unwrap_or("")
@@ -186,12 +186,21 @@ impl KafkaPublisher {
                     Ok(Err(_canceled)) => {
                         Outcome::Failed("the producer was closed before an answer".into())
                     }
-                    Err(_elapsed) => Outcome::TimedOut,
+                    Err(_elapsed) => self.timed_out(problem.as_deref()),
                 },
             };
             outcomes.push(outcome);
         }
         outcomes
+    }
+
+    /// No acknowledgement in time: a plain time-out, unless a known
+    /// problem (the topic cannot be created) explains it.
+    fn timed_out(&self, problem: Option<&str>) -> Outcome {
+        match problem {
+            Some(problem) => Outcome::Failed(format!("{problem}no acknowledgement in time")),
+            None => Outcome::TimedOut,
+        }
     }
 
     /// Hands one record to librdkafka; waits (until `deadline`) only while
