@@ -42,3 +42,47 @@ pub fn build_sources(
     }
     Ok(sources)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(pairs: &[(&str, &str)]) -> Result<Vec<Box<dyn Source>>, ConfigError> {
+        let mut all = vec![
+            ("WS_AUTH_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("WS_KAFKA_BROKERS", "127.0.0.1:1"),
+        ];
+        all.extend_from_slice(pairs);
+        let settings = Settings::from_pairs(all);
+        build_sources(&ServerConfig::from_settings(&settings)?, &settings)
+    }
+
+    #[test]
+    fn publishing_via_kafka_gives_the_kafka_source_the_bus() {
+        let sources = build(&[("WS_API_KEY", "k")]).unwrap();
+        let names: Vec<&str> = sources.iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["kafka", "http"]);
+        assert_eq!(sources[0].bus().map(|b| b.name()), Some("kafka"));
+
+        let group = build(&[("WS_API_KEY", "k"), ("WS_KAFKA_MODE", "group")]).unwrap();
+        let names: Vec<&str> = group.iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["kafka", "kafka-publish", "http"]);
+        assert!(group[0].bus().is_none());
+        assert_eq!(group[1].bus().map(|b| b.name()), Some("kafka"));
+
+        let local = build(&[("WS_API_KEY", "k"), ("WS_PUBLISH_VIA", "local")]).unwrap();
+        assert!(local.iter().all(|s| s.bus().is_none()));
+    }
+
+    #[test]
+    fn a_route_for_the_publish_topic_is_a_start_up_error_naming_the_variable() {
+        let err = build(&[
+            ("WS_API_KEY", "k"),
+            ("WS_KAFKA_ROUTES", "ws-realtime-publish=elsewhere"),
+        ])
+        .err()
+        .expect("refused");
+        assert!(err.to_string().contains("WS_KAFKA_ROUTES"), "{err}");
+        assert!(err.to_string().contains("WS_PUBLISH_TOPIC"), "{err}");
+    }
+}
