@@ -250,7 +250,10 @@ async fn tansu_publish_via_kafka_survives_a_broker_outage_and_loses_nothing_answ
             answered_200.push((n, answer["pos"].clone()));
         } else {
             assert_eq!(status, 503, "{answer}");
-            assert!(Instant::now() < deadline, "publishes never flowed again");
+            assert!(
+                Instant::now() < deadline,
+                "publishes never flowed again: {answer}"
+            );
             sleep(Duration::from_millis(200)).await;
         }
         n += 1;
@@ -287,7 +290,11 @@ struct Replica {
 impl Replica {
     async fn start(tansu: &Tansu, port: u16) -> Replica {
         let address: SocketAddr = ([127, 0, 0, 1], port).into();
-        let child = Command::new(env!("CARGO_BIN_EXE_ws-realtime"))
+        // WS_REALTIME_BIN: run a given build (a shared target directory may
+        // hold another checkout's binary).
+        let binary = std::env::var("WS_REALTIME_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_ws-realtime").to_owned());
+        let child = Command::new(binary)
             .env_clear()
             .env("WS_BIND_ADDRESS", address.to_string())
             .env(

@@ -7,7 +7,7 @@
 //! reorder it. Every replica consumes the topic in broadcast mode, so the
 //! message reaches every replica's subscribers with a Kafka position.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -25,6 +25,9 @@ use super::consumer::latency_defaults;
 use super::context::WarnThrottle;
 use crate::shutdown::Shutdown;
 use crate::source::outcome::{BusRecord, Outcome};
+
+/// The librdkafka producer behind [`KafkaPublisher`].
+type PublishProducer = FutureProducer<ProducerContext>;
 
 /// The record header carrying the channel (the key carries it too).
 pub const CHANNEL_HEADER: &str = "ws-channel";
@@ -55,8 +58,12 @@ impl ClientContext for ProducerContext {
 
 /// The producer behind `POST /api/publish`.
 pub struct KafkaPublisher {
-    /// Idempotent, `acks=all`, owned for the life of the server.
-    producer: FutureProducer<ProducerContext>,
+    /// Idempotent, `acks=all`. Replaced by a new one after a fatal error
+    /// (a broker that fences the producer when it bumps its epoch after a
+    /// time-out): librdkafka never sends again through a producer in that state.
+    producer: RwLock<Arc<PublishProducer>>,
+    /// The producer's configuration, to create its replacement.
+    producer_config: ClientConfig,
     /// The publish topic (`WS_PUBLISH_TOPIC`).
     topic: String,
     /// The connection settings, for the admin client that creates the topic.
@@ -126,6 +133,28 @@ fn is_consumer_only(name: &str) -> bool {
         )
 }
 
+/// Errors after which the broker no longer accepts this producer's id or
+/// epoch (a broker that fences an idempotent producer when it bumps its
+/// epoch after a time-out, as tansu does): every later record would fail.
+fn is_identity_lost(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::InvalidProducerIdMapping
+            | RDKafkaErrorCode::UnknownProducerId
+            | RDKafkaErrorCode::OutOfOrderSequenceNumber
+    )
+}
+
+fn create_producer(config: &ClientConfig) -> Result<PublishProducer, ProducerError> {
+    config
+        .create_with_context(ProducerContext {
+            warn: WarnThrottle::new(Duration::from_secs(30)),
+        })
+        .map_err(|e| ProducerError(e.to_string()))
+}
+
 /// The producer could not be created (a bad pass-through property).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot create the Kafka publish producer: {0}")]
@@ -139,13 +168,11 @@ impl KafkaPublisher {
         topic: &str,
         timeout: Duration,
     ) -> Result<KafkaPublisher, ProducerError> {
-        let producer = producer_config(config, timeout)
-            .create_with_context(ProducerContext {
-                warn: WarnThrottle::new(Duration::from_secs(30)),
-            })
-            .map_err(|e| ProducerError(e.to_string()))?;
+        let client_config = producer_config(config, timeout);
+        let producer = create_producer(&client_config)?;
         Ok(KafkaPublisher {
-            producer,
+            producer: RwLock::new(Arc::new(producer)),
+            producer_config: client_config,
             topic: topic.to_owned(),
             admin_config: connection_config(config),
             problem: Mutex::new(None),
@@ -162,11 +189,16 @@ impl KafkaPublisher {
     /// until `deadline`.
     pub async fn publish(&self, records: Vec<BusRecord>, deadline: Instant) -> Vec<Outcome> {
         let problem = self.problem().map(|p| format!("{p}; "));
+        let mut producer = self.current();
+        if producer.client().fatal_error().is_some() {
+            producer = self.replace(&producer);
+        }
         let mut pending = Vec::with_capacity(records.len());
         for record in &records {
-            pending.push(self.enqueue(record, deadline).await);
+            pending.push(self.enqueue(&producer, record, deadline).await);
         }
         let mut outcomes = Vec::with_capacity(pending.len());
+        let mut identity_lost = false;
         for enqueued in pending {
             let outcome = match enqueued {
                 Err(reason) => Outcome::Failed(reason),
@@ -179,10 +211,13 @@ impl KafkaPublisher {
                         KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
                         _,
                     )))) => self.timed_out(problem.as_deref()),
-                    Ok(Ok(Err((error, _)))) => Outcome::Failed(format!(
-                        "{}the broker refused the record: {error}",
-                        problem.as_deref().unwrap_or("")
-                    )),
+                    Ok(Ok(Err((error, _)))) => {
+                        identity_lost |= error.rdkafka_error_code().is_some_and(is_identity_lost);
+                        Outcome::Failed(format!(
+                            "{}the broker refused the record: {error}",
+                            problem.as_deref().unwrap_or("")
+                        ))
+                    }
                     Ok(Err(_canceled)) => {
                         Outcome::Failed("the producer was closed before an answer".into())
                     }
@@ -191,7 +226,44 @@ impl KafkaPublisher {
             };
             outcomes.push(outcome);
         }
+        if identity_lost || producer.client().fatal_error().is_some() {
+            self.replace(&producer);
+        }
         outcomes
+    }
+
+    /// The producer in use.
+    fn current(&self) -> Arc<PublishProducer> {
+        self.producer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces `failed` (unless another request already did) with a new
+    /// producer and returns the one now in use. The records it held were
+    /// answered 503: not known to be stored.
+    fn replace(&self, failed: &Arc<PublishProducer>) -> Arc<PublishProducer> {
+        let mut current = self.producer.write().unwrap_or_else(|p| p.into_inner());
+        if Arc::ptr_eq(&current, failed) {
+            let reason = failed
+                .client()
+                .fatal_error()
+                .map(|(code, text)| format!("{code}: {text}"))
+                .unwrap_or_else(|| "the broker fenced its producer id".to_owned());
+            match create_producer(&self.producer_config) {
+                Ok(fresh) => {
+                    tracing::warn!(%reason, "kafka publish: the producer failed for good; using a new one");
+                    let old = std::mem::replace(&mut *current, Arc::new(fresh));
+                    // Dropping a producer waits for its threads: not on the runtime.
+                    std::thread::spawn(move || drop(old));
+                }
+                Err(e) => {
+                    tracing::error!(%reason, error = %e, "kafka publish: cannot replace the failed producer")
+                }
+            }
+        }
+        current.clone()
     }
 
     /// No acknowledgement in time: a plain time-out, unless a known
@@ -207,6 +279,7 @@ impl KafkaPublisher {
     /// its local queue is full.
     async fn enqueue(
         &self,
+        producer: &PublishProducer,
         record: &BusRecord,
         deadline: Instant,
     ) -> Result<rdkafka::producer::DeliveryFuture, String> {
@@ -219,7 +292,7 @@ impl KafkaPublisher {
                 .key(record.channel.as_bytes())
                 .payload(&record.payload[..])
                 .headers(headers);
-            match self.producer.send_result(future_record) {
+            match producer.send_result(future_record) {
                 Ok(delivery) => return Ok(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
                     if Instant::now() < deadline =>
@@ -316,7 +389,7 @@ impl KafkaPublisher {
         // The metadata call blocks (bounded by its timeout): off the runtime.
         let answer = tokio::task::spawn_blocking(move || {
             let metadata = this
-                .producer
+                .current()
                 .client()
                 .fetch_metadata(Some(&this.topic), Duration::from_secs(5))?;
             Ok::<_, KafkaError>(metadata.topics().iter().any(|t| {
@@ -333,7 +406,7 @@ impl KafkaPublisher {
 
     /// Waits (bounded) for records still in flight, at shutdown.
     pub fn flush(&self) {
-        if let Err(e) = self.producer.flush(Duration::from_secs(5)) {
+        if let Err(e) = self.current().flush(Duration::from_secs(5)) {
             tracing::warn!(error = %e, "kafka publish: flush at shutdown failed");
         }
     }
