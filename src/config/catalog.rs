@@ -122,6 +122,7 @@ pub const SETTINGS: &[Setting] = &[
     s("WS_ASSESSMENT_CHANNEL", Server, "`assessment:{assessmentId}`", "channel `?assessmentId=X` subscribes to"),
     s("WS_HANDSHAKE_TIMEOUT", Server, "`10s`", "time a client has to send its request headers"),
     s("WS_LOG_FORMAT", Server, "`text`", "`text` or `json` (one object per line)"),
+    s("WS_UI", Server, "`false` (`true` under `dev`)", "serve the live page at `GET /`; under `serve` it carries no token and asks for one (or reads it from `/#token=<jwt>`, which never leaves the browser)"),
     s("WS_SERVER_ID", Server, "host name", "shown in `connected` frames and logs; in Kafka `group` mode also the static member id (`group.instance.id`), so it must differ per replica"),
     s("WS_KAFKA_BROKERS", Kafka, "`localhost:9092`", "bootstrap servers"),
     s("WS_KAFKA_TOPICS", Kafka, "`lines,order_book,analytics`", "comma list of topics; an entry starting with `^` is a regex, e.g. `^market-data\\..*`"),
