@@ -4,6 +4,6 @@ pub mod server;
 pub mod settings;
 pub mod sources;
 
-pub use server::{AuthSettings, LogFormat, ServerConfig, SourceKind};
+pub use server::{AuthSettings, LogFormat, ServerConfig, SourceKind, TlsFiles};
 pub use settings::{ConfigError, Settings, parse_duration};
 pub use sources::build_sources;

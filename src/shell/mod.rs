@@ -10,6 +10,7 @@
 //! * `http`: routing of the endpoints on the one port.
 //! * [`upgrade`]: the pure upgrade decision (token, origin, query).
 //! * [`shutdown`]: the broadcast shutdown signal.
+//! * [`tls`]: `wss://`/`https://` on the same port, reloadable certificates.
 
 mod batch;
 mod conn_log;
@@ -19,6 +20,7 @@ mod http;
 pub mod server;
 pub mod shutdown;
 mod socket;
+pub mod tls;
 pub mod upgrade;
 
 pub use server::{

@@ -36,6 +36,14 @@ pub(crate) trait Socket: Send + Sync + 'static {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>>;
 
+    /// Pushes out bytes a write accepted but kept (a TLS stream encrypts
+    /// into its own buffer and returns before the kernel took it all):
+    /// `Ready` once all are with the kernel, `Pending` (with `cx`
+    /// registered) while they are not. A plain socket keeps nothing.
+    fn poll_flush(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
     /// Sends FIN: no more bytes will be written.
     fn shutdown_write(&self);
 }
@@ -178,6 +186,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Socket for Buffered<S> {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut *lock(&self.writer)).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *lock(&self.writer)).poll_flush(cx)
     }
 
     fn shutdown_write(&self) {
