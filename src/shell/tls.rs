@@ -561,6 +561,81 @@ mod tests {
         assert_eq!(served(&tls), leaf(&third.0));
     }
 
+    /// A batch written through TLS is complete only once the encrypted bytes
+    /// rustls kept (the transport was full) are out too; otherwise the tail
+    /// of a message would wait for the next write, possibly forever.
+    #[tokio::test]
+    async fn a_batch_over_tls_completes_only_when_every_encrypted_byte_is_out() {
+        use crate::shell::batch::Batch;
+        use crate::shell::socket::{Buffered, Socket};
+
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        write(&files, &(cert.pem(), key.serialize_pem()));
+        let tls = Tls::load(&files).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca_cert.der().clone()).unwrap();
+        let client_config = rustls::ClientConfig::builder_with_provider(tls.provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+
+        // A transport that holds 1 KiB: every write of the batch fills it.
+        let (client_io, server_io) = tokio::io::duplex(1024);
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let (client, server) = tokio::join!(
+            connector.connect(name, client_io),
+            tls.acceptor.accept(server_io)
+        );
+        let (mut client, server) = (client.unwrap(), server.unwrap());
+        let socket = Buffered::new(server);
+
+        let frames: Vec<bytes::Bytes> = (0..64u8)
+            .map(|i| bytes::Bytes::from(vec![i; 3000]))
+            .collect();
+        let expected: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+        let mut batch = Batch::new(crate::core::Transmit {
+            conn: crate::core::ConnId(0),
+            frames,
+            oldest_ingest: None,
+        });
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; expected.len()];
+            client.read_exact(&mut got).await.map(|_| got == expected)
+        });
+        assert!(
+            batch.try_write(&socket).is_pending(),
+            "the transport is full"
+        );
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            std::future::poll_fn(|cx| batch.poll_write(&socket, cx)),
+        )
+        .await
+        .expect("the batch completes")
+        .unwrap();
+        // Nothing else is written: the reader must get every byte from
+        // this batch alone.
+        let whole = tokio::time::timeout(Duration::from_secs(10), reader).await;
+        assert!(
+            matches!(whole, Ok(Ok(Ok(true)))),
+            "every byte arrives: {whole:?}"
+        );
+        drop(socket);
+    }
+
     #[tokio::test]
     async fn rewind_gives_the_first_byte_back_before_the_rest() {
         let (mut client, server) = tokio::io::duplex(64);
