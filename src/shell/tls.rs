@@ -294,7 +294,9 @@ impl Tls {
     }
 }
 
-/// How a connection's first bytes went.
+/// How a connection's first bytes went. Short-lived (one per handshake,
+/// moved once), so the large TLS variant is not boxed.
+#[allow(clippy::large_enum_variant)]
 enum Opening<S> {
     /// A completed handshake.
     Tls(TlsStream<Rewind<S>>),
@@ -567,7 +569,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_over_tls_completes_only_when_every_encrypted_byte_is_out() {
         use crate::shell::batch::Batch;
-        use crate::shell::socket::{Buffered, Socket};
+        use crate::shell::socket::Buffered;
 
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
