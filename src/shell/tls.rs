@@ -27,7 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::config::TlsFiles;
-use crate::shell::shutdown::Shutdown;
+use crate::shutdown::Shutdown;
 
 /// The variable naming the certificate chain file.
 pub const CERT_VARIABLE: &str = "WS_TLS_CERT_FILE";
