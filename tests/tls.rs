@@ -444,3 +444,36 @@ async fn a_large_message_to_a_slow_reader_arrives_whole() {
     assert_eq!(frame["data"].as_str().unwrap().len(), SIZE);
     within(server.shutdown()).await.unwrap();
 }
+
+#[test]
+fn the_binary_refuses_to_start_with_an_unusable_certificate_naming_the_variable() {
+    let ca = TestCa::new();
+    let (cert, _) = ca.issue();
+    let (_, other_key) = ca.issue();
+    let files = Files::new(&(cert, other_key));
+    let tls = files.tls(Duration::from_secs(1));
+    for command in ["serve", "check-config"] {
+        let mut binary = std::process::Command::new(env!("CARGO_BIN_EXE_ws-realtime"));
+        for (name, _) in std::env::vars() {
+            if name.starts_with("WS_") || name == "CREDENTIALS_DIRECTORY" {
+                binary.env_remove(name);
+            }
+        }
+        let output = binary
+            .arg(command)
+            .env("WS_AUTH_SECRET", "integration-test-secret-0123456789abcdef")
+            .env("WS_SOURCES", "http")
+            .env("WS_API_KEY", API_KEY)
+            .env("WS_BIND_ADDRESS", "127.0.0.1:0")
+            .env("WS_TLS_CERT_FILE", &tls.cert_file)
+            .env("WS_TLS_KEY_FILE", &tls.key_file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.contains("WS_TLS_KEY_FILE") && stderr.contains("not the key"),
+            "{command}: {stderr}"
+        );
+    }
+}
