@@ -91,8 +91,10 @@ impl Socket for TcpStream {
 }
 
 /// [`Socket`] over any tokio stream, for streams that are not a tokio
-/// `TcpStream` (the simulation's). It keeps a small read-ahead buffer per
-/// socket, so it is for correctness, not for memory.
+/// `TcpStream`: the simulation's, and TLS streams (whose decrypted bytes can
+/// be waiting in rustls while the kernel has none). It reads ahead to learn
+/// that bytes are there; the read-ahead buffer is freed once taken, so an
+/// idle socket holds none.
 pub(crate) struct Buffered<S> {
     /// The read half and what it read ahead to learn that bytes were there.
     reader: Mutex<ReadAhead<S>>,
@@ -165,6 +167,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Socket for Buffered<S> {
                 let n = buf.len().min(reader.ahead.len());
                 buf[..n].copy_from_slice(&reader.ahead[..n]);
                 reader.ahead.advance(n);
+                if reader.ahead.is_empty() {
+                    reader.ahead = BytesMut::new();
+                }
                 Ok(n)
             }
             Poll::Ready(Err(error)) => Err(error),
