@@ -9,6 +9,7 @@
 //! * `socket`: the readiness-driven socket both share.
 //! * `conn_log`: log lines about connections, with their identity.
 //! * `http`: routing of the endpoints on the one port.
+//! * `ui`: the live page at `/`, embedded.
 //! * [`upgrade`]: the pure upgrade decision (token, origin, query).
 //! * [`tls`]: `wss://`/`https://` on the same port, reloadable certificates.
 
@@ -21,6 +22,7 @@ mod link;
 pub mod server;
 mod socket;
 pub mod tls;
+mod ui;
 pub mod upgrade;
 
 pub use server::{
