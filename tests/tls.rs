@@ -445,6 +445,30 @@ async fn a_large_message_to_a_slow_reader_arrives_whole() {
     within(server.shutdown()).await.unwrap();
 }
 
+/// Runs `command` to its end, killing it (and failing) after `limit`: a
+/// binary that does not refuse would otherwise serve forever.
+fn output_within(mut command: std::process::Command, limit: Duration) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "{command:?} still ran after {limit:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn the_binary_refuses_to_start_with_an_unusable_certificate_naming_the_variable() {
     let ca = TestCa::new();
@@ -459,16 +483,15 @@ fn the_binary_refuses_to_start_with_an_unusable_certificate_naming_the_variable(
                 binary.env_remove(name);
             }
         }
-        let output = binary
+        binary
             .arg(command)
             .env("WS_AUTH_SECRET", "integration-test-secret-0123456789abcdef")
             .env("WS_SOURCES", "http")
             .env("WS_API_KEY", API_KEY)
             .env("WS_BIND_ADDRESS", "127.0.0.1:0")
             .env("WS_TLS_CERT_FILE", &tls.cert_file)
-            .env("WS_TLS_KEY_FILE", &tls.key_file)
-            .output()
-            .unwrap();
+            .env("WS_TLS_KEY_FILE", &tls.key_file);
+        let output = output_within(binary, STEP);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{command}: {stderr}");
         assert!(

@@ -40,6 +40,29 @@ fn run(command: &mut Command) -> std::process::Output {
     output
 }
 
+/// Runs `command` to its end, killing it (and failing) after [`STEP`]: a
+/// binary that does not refuse would otherwise serve forever.
+fn output_within(mut command: Command) -> std::process::Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let deadline = Instant::now() + STEP;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "{command:?} still ran after {STEP:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// A CA and server certificates made by the `openssl` command.
 struct OpensslPki {
     dir: tempfile::TempDir,
@@ -487,13 +510,17 @@ fn a_bad_certificate_stops_startup_naming_the_variable() {
     let (_, other_key) = pki.issue("other", true);
     let served = Served::new();
     served.install(&(cert, other_key));
-    let output = binary(&served).arg("serve").output().unwrap();
+    let mut serve = binary(&served);
+    serve.arg("serve");
+    let output = output_within(serve);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("WS_TLS_KEY_FILE"), "{stderr}");
 
     served.put(&served.cert(), b"not a certificate");
-    let output = binary(&served).arg("check-config").output().unwrap();
+    let mut check = binary(&served);
+    check.arg("check-config");
+    let output = output_within(check);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("WS_TLS_CERT_FILE"), "{stderr}");
