@@ -8,13 +8,12 @@
 //! served by the same HTTP code as plain TCP; an upgraded WebSocket goes
 //! through the shell's buffered socket adapter. Connections that are already
 //! open keep the certificate they were handshaken with: a reload affects only
-//! new handshakes, so nobody is dropped.
+//! new handshakes, so nobody is dropped. Telling TLS from plain HTTP by the
+//! first byte, and closing what is not served, is in `rewind`.
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
@@ -22,11 +21,12 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::config::TlsFiles;
+use crate::shell::rewind::{Rewind, refuse};
 use crate::shutdown::Shutdown;
 
 /// The variable naming the certificate chain file.
@@ -37,10 +37,6 @@ pub const KEY_VARIABLE: &str = "WS_TLS_KEY_FILE";
 
 /// The first byte of every TLS record carrying a handshake (ClientHello).
 const HANDSHAKE_RECORD: u8 = 0x16;
-
-/// How long a connection that is not TLS gets to read our answer and close
-/// its side before it is dropped.
-const REFUSAL_GRACE: Duration = Duration::from_secs(1);
 
 /// The JSON body answering a plain-HTTP request on the TLS port.
 const PLAIN_HTTP_BODY: &str =
@@ -252,13 +248,10 @@ impl Tls {
             if first[0] != HANDSHAKE_RECORD {
                 return Ok(Opening::NotTls(stream, first[0]));
             }
-            let rewound = Rewind {
-                first: Some(first[0]),
-                inner: stream,
-            };
+            let rewound = Rewind::new(first[0], stream);
             Ok(match self.acceptor.accept(rewound).into_fallible().await {
                 Ok(tls) => Opening::Tls(tls),
-                Err((error, rewound)) => Opening::Failed(rewound.inner, error),
+                Err((error, rewound)) => Opening::Failed(rewound.into_inner(), error),
             })
         })
         .await;
@@ -306,85 +299,6 @@ enum Opening<S> {
     NotTls(S, u8),
     /// rustls refused the handshake (it has sent its alert).
     Failed(S, io::Error),
-}
-
-/// Closes a connection that will not be served: writes `answer`, sends FIN,
-/// and reads (and drops) what the client still sends for a moment, so the
-/// close is a FIN the client sees after the answer rather than a reset.
-async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, answer: Option<&[u8]>) {
-    let _ = tokio::time::timeout(REFUSAL_GRACE, async {
-        if let Some(answer) = answer {
-            stream.write_all(answer).await?;
-        }
-        stream.shutdown().await?;
-        let mut sink = [0u8; 1024];
-        let mut budget: usize = 64 * 1024;
-        while budget > 0 {
-            let n = stream.read(&mut sink).await?;
-            if n == 0 {
-                break;
-            }
-            budget = budget.saturating_sub(n);
-        }
-        Ok::<(), io::Error>(())
-    })
-    .await;
-}
-
-/// A stream whose first byte was read to tell TLS from plain HTTP, and
-/// which gives that byte back before the rest.
-#[derive(Debug)]
-pub struct Rewind<S> {
-    /// The byte read ahead, until it is read again.
-    first: Option<u8>,
-    /// The connection.
-    inner: S,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if buf.remaining() > 0
-            && let Some(first) = self.first.take()
-        {
-            buf.put_slice(&[first]);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 /// Reads both files.
@@ -636,19 +550,5 @@ mod tests {
             "every byte arrives: {whole:?}"
         );
         drop(socket);
-    }
-
-    #[tokio::test]
-    async fn rewind_gives_the_first_byte_back_before_the_rest() {
-        let (mut client, server) = tokio::io::duplex(64);
-        client.write_all(b"bcd").await.unwrap();
-        drop(client);
-        let mut rewound = Rewind {
-            first: Some(b'a'),
-            inner: server,
-        };
-        let mut all = Vec::new();
-        rewound.read_to_end(&mut all).await.unwrap();
-        assert_eq!(all, b"abcd");
     }
 }
