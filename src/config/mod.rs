@@ -7,5 +7,5 @@ pub mod server;
 pub mod settings;
 
 pub use publish::{PublishSettings, PublishVia};
-pub use server::{AuthSettings, LogFormat, ServerConfig, SourceKind};
+pub use server::{AuthSettings, LogFormat, ServerConfig, SourceKind, TlsFiles};
 pub use settings::{ConfigError, Settings, parse_duration};
