@@ -30,7 +30,7 @@ fn quote(symbol: &str, px: u64) -> Vec<u8> {
 fn pump(h: &mut Harness, completing: &[ConnId]) -> HashMap<ConnId, Vec<Bytes>> {
     let mut got: HashMap<ConnId, Vec<Bytes>> = HashMap::new();
     for _ in 0..10_000 {
-        let Some(transmit) = h.core.poll_transmit() else {
+        let Some(transmit) = h.next_transmit() else {
             break;
         };
         got.entry(transmit.conn)

@@ -241,7 +241,7 @@ fn a_replay_larger_than_the_outbound_bound_is_fed_as_the_socket_drains() {
     let mut got = Vec::new();
     let mut next_live = 501;
     for _ in 0..2000 {
-        let Some(t) = h.core.poll_transmit() else {
+        let Some(t) = h.next_transmit() else {
             break;
         };
         assert!(t.frames.len() <= 8);
@@ -287,7 +287,7 @@ fn a_replay_that_eviction_overtakes_closes_the_connection_as_slow() {
     for i in 11..=30 {
         h.publish("lines", i.to_string().as_bytes());
     }
-    let t = h.core.poll_transmit().expect("the first batch");
+    let t = h.next_transmit().expect("the first batch");
     h.core.handle_write_complete(h.now, t.conn);
     assert!(
         h.events()

@@ -87,7 +87,7 @@ impl World {
     fn read(&mut self, batches: u8) -> Result<Vec<Value>, TestCaseError> {
         let mut got = Vec::new();
         for _ in 0..batches {
-            let Some(t) = self.h.core.poll_transmit() else {
+            let Some(t) = self.h.next_transmit() else {
                 break;
             };
             let mine = Some(t.conn) == self.client.conn;
@@ -151,7 +151,7 @@ impl World {
             conn,
             json!({"type":"subscribe","channels":["ch"],"since":{"ch":since}}),
         );
-        let first = self.h.core.poll_transmit().expect("the ack");
+        let first = self.h.next_transmit().expect("the ack");
         prop_assert_eq!(first.conn, conn);
         let mut frames: Vec<Value> = decode_all(&first.frames)
             .into_iter()

@@ -9,54 +9,12 @@ mod kafka_support;
 use std::time::Duration;
 
 use futures_util::SinkExt;
-use kafka_support::{Client, WAIT, connect, http_status, next_json, next_message};
+use kafka_support::{
+    WAIT, apply_pos, connect, connect_bare, http_status, next_message, read_is, subscribe,
+};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-use ws_realtime::proto::cursor;
 use ws_realtime::source::embedded::EmbeddedKafka;
-
-/// The client rule: the ack's cursor, then each message's pos.
-fn apply(cursor_text: &mut String, pos: &str) {
-    let mut c = cursor::parse(cursor_text).expect("valid cursor");
-    let p = cursor::parse(pos).expect("pos parses");
-    c.set(&p.entries[0].0, p.entries[0].1);
-    *cursor_text = c.to_string();
-}
-
-async fn subscribe(client: &mut Client, frame: serde_json::Value) -> serde_json::Value {
-    client
-        .send(Message::text(frame.to_string()))
-        .await
-        .expect("sent");
-    for _ in 0..10 {
-        let reply = next_json(client).await;
-        if reply["type"] == "subscribed" || reply["type"] == "error" {
-            return reply;
-        }
-    }
-    panic!("no answer to the subscribe");
-}
-
-/// Connects without channels (so without waiting for an ack).
-async fn connect_bare(address: std::net::SocketAddr) -> Client {
-    let url = format!("ws://{address}/ws?token={}", kafka_support::token());
-    let (mut client, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
-        .await
-        .expect("connects in time")
-        .expect("the upgrade succeeds");
-    assert_eq!(next_json(&mut client).await["type"], "connected");
-    client
-}
-
-/// Reads `n` messages and returns their `i` fields.
-async fn read_is(client: &mut Client, n: usize) -> Vec<u64> {
-    let mut got = Vec::new();
-    for _ in 0..n {
-        let m = next_message(client).await;
-        got.push(m["data"]["i"].as_u64().expect("numbered"));
-    }
-    got
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_recovers_on_another_replica_exactly_what_it_missed() {
@@ -85,7 +43,7 @@ async fn a_client_recovers_on_another_replica_exactly_what_it_missed() {
     }
     for _ in 0..3 {
         let m = next_message(&mut client).await;
-        apply(&mut cursor_text, m["pos"].as_str().expect("pos"));
+        apply_pos(&mut cursor_text, m["pos"].as_str().expect("pos"));
     }
     assert!(cursor_text.contains("lines:0:2"), "{cursor_text}");
     drop(client);

@@ -221,6 +221,7 @@ impl Store {
             } else if slot.index >= channel.first_index && channel.get(slot.index).is_some() {
                 // Slots of one channel are queued in ring order, so a live
                 // one is that channel's oldest stored message.
+                debug_assert_eq!(slot.index, channel.first_index, "live slot is the front");
                 channel.evict_front(&mut acc);
                 self.messages -= 1;
                 true
@@ -228,7 +229,9 @@ impl Store {
                 false
             };
             if !live {
-                self.stale -= 1;
+                // Saturating: a miscount must cost a late compaction, never
+                // a panic on a peer's message.
+                self.stale = self.stale.saturating_sub(1);
             }
             self.bytes -= acc.released;
             self.evictions += acc.evicted;

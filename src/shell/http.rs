@@ -1,6 +1,7 @@
 //! HTTP routing on the one port: `/ws` (the upgrade), `/health`, `/healthz`,
-//! `/ready`, `/metrics` and `POST /api/publish`. Every answer other than the
-//! upgrade is a small JSON (or Prometheus text) body.
+//! `/ready`, `/metrics`, `POST /api/publish`, `POST /api/publish/batch`, and
+//! the live page at `/` when it is on. Every other answer is a small JSON (or
+//! Prometheus text) body.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,9 +19,10 @@ use crate::core::Open;
 use crate::metrics::Metrics;
 use crate::shell::connection;
 use crate::shell::driver::Command;
+use crate::shell::ui::LivePage;
 use crate::shell::upgrade::{self, UpgradeHeaders, UpgradePolicy, UpgradeRefusal};
 use crate::source::Readiness;
-use crate::source::http::PublishApi;
+use crate::source::http::{PublishApi, PublishKind};
 
 /// The body type of every response.
 pub(crate) type Body = Full<Bytes>;
@@ -41,6 +43,8 @@ pub(crate) struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     /// Inbound frame limit the readers enforce.
     pub(crate) max_message_bytes: usize,
+    /// The live page at `/`, when `WS_UI` (or `dev`) turned it on.
+    pub(crate) ui: Option<LivePage>,
 }
 
 /// Answers one request from `remote`.
@@ -52,6 +56,9 @@ pub(crate) async fn route(
     let path = request.uri().path();
     match (request.method(), path) {
         (&Method::GET, "/ws") => upgrade(request, state, remote).await,
+        (&Method::GET, "/") if state.ui.is_some() => {
+            state.ui.as_ref().expect("checked by the guard").response()
+        }
         (&Method::GET, "/health") => json(StatusCode::OK, r#"{"status":"alive"}"#.to_owned()),
         (&Method::GET, "/healthz") => match state.readiness.status() {
             Ok(()) => json(StatusCode::OK, r#"{"status":"ok"}"#.to_owned()),
@@ -74,9 +81,14 @@ pub(crate) async fn route(
             )
             .body(Full::new(Bytes::from(state.metrics.encode())))
             .expect("static headers are valid"),
-        (&Method::POST, "/api/publish") => match &state.publish {
+        (&Method::POST, "/api/publish" | "/api/publish/batch") => match &state.publish {
             Some(api) => {
-                let answer = api.handle(request).await;
+                let kind = if path == "/api/publish" {
+                    PublishKind::Single
+                } else {
+                    PublishKind::Batch
+                };
+                let answer = api.handle(request, kind).await;
                 json(
                     StatusCode::from_u16(answer.status)
                         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -89,7 +101,11 @@ pub(crate) async fn route(
                 "POST /api/publish is off: set WS_API_KEY to enable it",
             ),
         },
-        (_, "/ws" | "/health" | "/healthz" | "/ready" | "/metrics" | "/api/publish") => error(
+        (
+            _,
+            "/ws" | "/health" | "/healthz" | "/ready" | "/metrics" | "/api/publish"
+            | "/api/publish/batch",
+        ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "method not allowed here",

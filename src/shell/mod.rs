@@ -9,7 +9,10 @@
 //! * `socket`: the readiness-driven socket both share.
 //! * `conn_log`: log lines about connections, with their identity.
 //! * `http`: routing of the endpoints on the one port.
+//! * `ui`: the live page at `/`, embedded.
 //! * [`upgrade`]: the pure upgrade decision (token, origin, query).
+//! * [`tls`]: `wss://`/`https://` on the same port, reloadable certificates.
+//! * `rewind`: the first byte on the TLS port, given back or refused.
 
 mod batch;
 mod conn_log;
@@ -17,8 +20,11 @@ mod connection;
 mod driver;
 mod http;
 mod link;
+mod rewind;
 pub mod server;
 mod socket;
+pub mod tls;
+mod ui;
 pub mod upgrade;
 
 pub use server::{
