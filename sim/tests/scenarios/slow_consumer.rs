@@ -83,12 +83,12 @@ fn slow_consumer(seed: u64, slow_policy: SlowClientPolicy) -> Result<Trace, Stri
                         );
                     }
                 }
-                SlowClientPolicy::DropOldest => {
+                SlowClientPolicy::DropOldest | SlowClientPolicy::Conflate => {
                     done.wait(Duration::from_secs(40)).await?;
                     let state = client.state();
                     if state.closed.is_some() {
                         return Err(format!(
-                            "drop_oldest closed the slow client: {:?}",
+                            "{slow_policy:?} closed the slow client: {:?}",
                             state.closed
                         )
                         .into());
