@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::auth::{JwksConfig, JwksLocation};
 use crate::config::{ConfigError, Settings};
 use crate::core::{Access, ChannelRule, CoreConfig, SlowClientPolicy};
 
@@ -51,8 +52,17 @@ pub enum LogFormat {
 /// JWT verification settings (`WS_AUTH_*`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthSettings {
-    /// The HS256 secret.
+    /// The HS256 secret; empty when only asymmetric keys are configured.
     pub secret: Vec<u8>,
+    /// Former HS256 secrets, accepted for verification only
+    /// (`WS_AUTH_SECRET_PREVIOUS`), so a secret rotates without cutting
+    /// anyone off.
+    pub previous_secrets: Vec<Vec<u8>>,
+    /// The PEM public key read from `WS_AUTH_PUBLIC_KEY_FILE` (checked at
+    /// start-up).
+    pub public_key_pem: Option<Vec<u8>>,
+    /// The JWKS to fetch (`WS_AUTH_JWKS_URL`) or read (`WS_AUTH_JWKS_FILE`).
+    pub jwks: Option<JwksConfig>,
     /// Required `aud`, when set.
     pub audience: Option<String>,
     /// Required `iss`, when set.
@@ -105,8 +115,26 @@ impl ServerConfig {
                 )
             })?,
         };
+        let credentials_dir = std::env::var_os("CREDENTIALS_DIRECTORY");
+        let keys = asymmetric_keys(settings, credentials_dir.as_deref().map(Path::new))?;
+        let secret = if keys.public_key_pem.is_some() || keys.jwks.is_some() {
+            read_secret(settings, credentials_dir.clone()).or_else(|err| match err {
+                ConfigError::Missing { .. } => Ok(Vec::new()),
+                other => Err(other),
+            })?
+        } else {
+            read_secret(settings, credentials_dir)?
+        };
         let auth = AuthSettings {
-            secret: read_secret(settings, std::env::var_os("CREDENTIALS_DIRECTORY"))?,
+            secret,
+            previous_secrets: settings
+                .list("WS_AUTH_SECRET_PREVIOUS")
+                .unwrap_or_default()
+                .into_iter()
+                .map(String::into_bytes)
+                .collect(),
+            public_key_pem: keys.public_key_pem,
+            jwks: keys.jwks,
             audience: settings.get("WS_AUTH_AUDIENCE").map(str::to_owned),
             issuer: settings.get("WS_AUTH_ISSUER").map(str::to_owned),
             leeway: settings.duration_or("WS_AUTH_LEEWAY", Duration::from_secs(5))?,
@@ -158,6 +186,9 @@ impl ServerConfig {
             bind_address: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             auth: AuthSettings {
                 secret: secret.to_vec(),
+                previous_secrets: Vec::new(),
+                public_key_pem: None,
+                jwks: None,
                 audience: None,
                 issuer: None,
                 leeway: Duration::from_secs(5),
@@ -240,6 +271,7 @@ fn core_config(settings: &Settings) -> Result<CoreConfig, ConfigError> {
         batch_max: positive(settings, "WS_BATCH_MAX", defaults.batch_max as u64)? as usize,
         batch_delay: settings.duration_or("WS_BATCH_DELAY", defaults.batch_delay)?,
         channel_rules: channel_rules(settings)?,
+        refresh_lead: settings.duration_or("WS_AUTH_REFRESH_LEAD", defaults.refresh_lead)?,
     })
 }
 
@@ -301,7 +333,7 @@ fn read_secret(
     let Some(file) = settings.get("WS_AUTH_SECRET_FILE") else {
         return Err(ConfigError::Missing {
             variable: "WS_AUTH_SECRET".to_owned(),
-            hint: "set WS_AUTH_SECRET to the HS256 secret, or WS_AUTH_SECRET_FILE to a file holding it".to_owned(),
+            hint: "set WS_AUTH_SECRET to the HS256 secret, or WS_AUTH_SECRET_FILE to a file holding it (or configure WS_AUTH_PUBLIC_KEY_FILE, WS_AUTH_JWKS_URL or WS_AUTH_JWKS_FILE for asymmetric tokens)".to_owned(),
         });
     };
     let path = resolve_credential(
@@ -328,6 +360,105 @@ fn read_secret(
         ));
     }
     Ok(secret)
+}
+
+/// The asymmetric keys of [`AuthSettings`], read and checked.
+struct AsymmetricKeys {
+    public_key_pem: Option<Vec<u8>>,
+    jwks: Option<JwksConfig>,
+}
+
+/// Largest JWKS document read, from a URL or a file: an IdP's is a few KiB.
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
+/// `WS_AUTH_PUBLIC_KEY_FILE` and `WS_AUTH_JWKS_URL` / `WS_AUTH_JWKS_FILE`:
+/// files are read and parsed now, so a bad one stops the start with its
+/// variable's name; a URL is only checked for form (an IdP that is down
+/// must not stop the server).
+fn asymmetric_keys(
+    settings: &Settings,
+    credentials_dir: Option<&Path>,
+) -> Result<AsymmetricKeys, ConfigError> {
+    let public_key_pem = match settings.get("WS_AUTH_PUBLIC_KEY_FILE") {
+        None => None,
+        Some(file) => {
+            let path = resolve_credential(Path::new(file.trim()), credentials_dir);
+            let pem = std::fs::read(&path).map_err(|e| {
+                ConfigError::invalid(
+                    "WS_AUTH_PUBLIC_KEY_FILE",
+                    file,
+                    &format!("a readable PEM public key file ({}: {e})", path.display()),
+                )
+            })?;
+            crate::auth::parse_public_key_pem(&pem).map_err(|e| {
+                ConfigError::invalid("WS_AUTH_PUBLIC_KEY_FILE", file, &e.to_string())
+            })?;
+            Some(pem)
+        }
+    };
+    let location = match (
+        settings.get("WS_AUTH_JWKS_URL"),
+        settings.get("WS_AUTH_JWKS_FILE"),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::invalid(
+                "WS_AUTH_JWKS_FILE",
+                settings.get("WS_AUTH_JWKS_FILE").unwrap_or_default(),
+                "unset while WS_AUTH_JWKS_URL is set: use one JWKS source",
+            ));
+        }
+        (Some(url), None) => {
+            let url = url.trim();
+            crate::auth::jwks::check_url(url)
+                .map_err(|why| ConfigError::invalid("WS_AUTH_JWKS_URL", url, &why))?;
+            Some(JwksLocation::Url(url.to_owned()))
+        }
+        (None, Some(file)) => {
+            let path = resolve_credential(Path::new(file.trim()), credentials_dir);
+            let body = std::fs::read(&path).map_err(|e| {
+                ConfigError::invalid(
+                    "WS_AUTH_JWKS_FILE",
+                    file,
+                    &format!("a readable JWKS file ({}: {e})", path.display()),
+                )
+            })?;
+            crate::auth::parse_jwks(&body).map_err(|e| {
+                ConfigError::invalid("WS_AUTH_JWKS_FILE", file, &format!("a JWKS document: {e}"))
+            })?;
+            Some(JwksLocation::File(path))
+        }
+        (None, None) => None,
+    };
+    let jwks = match location {
+        None => None,
+        Some(location) => {
+            // A file is only stat'ed between reads, so it is checked often.
+            let default_refresh = match location {
+                JwksLocation::Url(_) => Duration::from_secs(300),
+                JwksLocation::File(_) => Duration::from_secs(2),
+            };
+            Some(JwksConfig {
+                location,
+                refresh_interval: nonzero_duration(
+                    settings,
+                    "WS_AUTH_JWKS_REFRESH_INTERVAL",
+                    default_refresh,
+                )?,
+                min_refetch_interval: settings
+                    .duration_or("WS_AUTH_JWKS_MIN_REFETCH_INTERVAL", Duration::from_secs(30))?,
+                timeout: nonzero_duration(
+                    settings,
+                    "WS_AUTH_JWKS_TIMEOUT",
+                    Duration::from_secs(5),
+                )?,
+                max_body_bytes: MAX_JWKS_BYTES,
+            })
+        }
+    };
+    Ok(AsymmetricKeys {
+        public_key_pem,
+        jwks,
+    })
 }
 
 /// A bare name (no `/`) is a systemd credential when a credentials directory exists.

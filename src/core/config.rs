@@ -76,6 +76,9 @@ pub struct CoreConfig {
     pub batch_delay: Duration,
     /// Role- and owner-restricted channel patterns (TOML only).
     pub channel_rules: Vec<ChannelRule>,
+    /// How long before a token's `exp` the server sends `refresh_required`
+    /// (`WS_AUTH_REFRESH_LEAD`); zero never asks.
+    pub refresh_lead: Duration,
 }
 
 impl Default for CoreConfig {
@@ -98,6 +101,7 @@ impl Default for CoreConfig {
             batch_max: 1,
             batch_delay: Duration::ZERO,
             channel_rules: Vec::new(),
+            refresh_lead: Duration::from_secs(60),
         }
     }
 }

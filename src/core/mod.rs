@@ -17,6 +17,9 @@
 //! 3. [`Core::poll_event`]: things that happened, for metrics and logs.
 //! 4. [`Core::poll_timeout`]: the next instant at which the shell must call
 //!    [`Core::handle_timeout`].
+//! 5. [`Core::poll_verify`]: `refresh` tokens to verify off the core's
+//!    thread; the answer comes back as [`Core::handle_refresh_verified`] or
+//!    [`Core::handle_refresh_rejected`].
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
@@ -241,6 +244,9 @@ pub enum ErrorCode {
     RateLimited,
     /// Binary frames are not part of protocol v1.
     BinaryNotSupported,
+    /// A `refresh` was refused; the code says why (`token_expired`,
+    /// `invalid_token`, `unknown_key`, `sub_mismatch`, …).
+    TokenRefused(&'static str),
 }
 
 impl ErrorCode {
@@ -254,6 +260,7 @@ impl ErrorCode {
             ErrorCode::ChannelLimit => "channel_limit",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::BinaryNotSupported => "binary_not_supported",
+            ErrorCode::TokenRefused(code) => code,
         }
     }
 }
@@ -347,12 +354,14 @@ mod lifecycle;
 mod outbound;
 mod permissions;
 mod rate_limit;
+mod refresh;
 mod requests;
 mod subscriptions;
 mod timers;
 
 pub use config::{Access, ChannelRule, CoreConfig, SlowClientPolicy};
 pub(crate) use conn_map::ConnMap;
+pub use refresh::VerifyRequest;
 
 use connection::Connection;
 use subscriptions::SubscriptionIndex;
@@ -393,6 +402,8 @@ pub struct Core {
     /// Reused buffer of a channel's subscribers during fan-out (the index
     /// cannot be borrowed while queues change).
     fanout_scratch: Vec<ConnId>,
+    /// `refresh` tokens waiting for the shell to verify them.
+    refresh: refresh::RefreshQueue,
 }
 
 /// What [`Core::inspect`] shows of one connection (tests and fuzzing).
@@ -431,6 +442,7 @@ impl Core {
             shutting_down: false,
             opened_total: 0,
             fanout_scratch: Vec::new(),
+            refresh: refresh::RefreshQueue::default(),
         }
     }
 

@@ -120,6 +120,7 @@ impl ConfigChoice {
             batch_max: 1 + usize::from(self.batch_max % 4),
             batch_delay: Duration::from_millis(u64::from(self.batch_delay_ms % 50)),
             channel_rules: channel_rules(),
+            refresh_lead: Duration::from_secs(60),
         }
     }
 }

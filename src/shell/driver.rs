@@ -16,8 +16,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::core::{ConnId, ConnMap, Core, Event, Open, Refusal, Transmit};
+use crate::auth::{AuthError, Verifier};
+use crate::core::{ConnId, ConnMap, Core, Event, Identity, Open, Refusal, Transmit};
 use crate::metrics::Metrics;
+use crate::proto::client::RequestId;
 use crate::shell::batch::{WriteStart, Written};
 use crate::shell::conn_log::ConnLogs;
 use crate::shell::connection::Link;
@@ -118,6 +120,24 @@ pub(crate) struct Driver {
     /// Most source messages taken before a drain: half a client's queue, so
     /// one batch can never overflow a healthy client's queue by itself.
     message_batch: usize,
+    /// Verifies `refresh` tokens in tasks of their own, so the driver never
+    /// waits for crypto or a key fetch; `None` refuses every refresh.
+    verifier: Option<Arc<Verifier>>,
+    /// Where those tasks send their answers.
+    verified_tx: mpsc::UnboundedSender<Verified>,
+    /// The answers, taken by [`Driver::run`]. Unbounded but small: the core
+    /// lets each connection have one token in verification at a time.
+    verified_rx: Option<mpsc::UnboundedReceiver<Verified>>,
+}
+
+/// The outcome of verifying a `refresh` token.
+struct Verified {
+    /// The connection that asked.
+    key: ConnKey,
+    /// The request's id.
+    id: Option<RequestId>,
+    /// The identity, or why not.
+    result: Result<Identity, AuthError>,
 }
 
 /// How often the driver logs a stats line.
@@ -132,7 +152,11 @@ impl Driver {
         drained: watch::Sender<bool>,
         client_buffer_frames: usize,
     ) -> Driver {
+        let (verified_tx, verified_rx) = mpsc::unbounded_channel();
         Driver {
+            verifier: None,
+            verified_tx,
+            verified_rx: Some(verified_rx),
             message_batch: (client_buffer_frames / 2).clamp(1, MAX_MESSAGE_BATCH),
             core,
             slots: ConnMap::default(),
@@ -145,6 +169,12 @@ impl Driver {
         }
     }
 
+    /// Lets `refresh` frames be verified with `verifier`.
+    pub(crate) fn with_verifier(mut self, verifier: Arc<Verifier>) -> Driver {
+        self.verifier = Some(verifier);
+        self
+    }
+
     /// Runs until both input channels are closed.
     pub(crate) async fn run(
         mut self,
@@ -152,6 +182,10 @@ impl Driver {
         mut ingest: mpsc::Receiver<Ingest>,
     ) {
         let mut ingest_open = true;
+        let mut verified = self
+            .verified_rx
+            .take()
+            .expect("run is called once, and only run takes the receiver");
         let mut stats_timer =
             tokio::time::interval_at(tokio::time::Instant::now() + STATS_INTERVAL, STATS_INTERVAL);
         loop {
@@ -182,6 +216,7 @@ impl Driver {
                     let now = now();
                     self.core.handle_timeout(now);
                 }
+                Some(answer) = verified.recv() => self.on_verified(answer),
                 _ = stats_timer.tick() => {
                     self.log_stats();
                     continue;
@@ -343,6 +378,65 @@ impl Driver {
         }
     }
 
+    /// Hands a verified (or refused) `refresh` token back to the core.
+    fn on_verified(&mut self, answer: Verified) {
+        let Verified { key, id, result } = answer;
+        if !self.is_live(key) {
+            return;
+        }
+        let now = now();
+        match result {
+            Ok(identity) => self
+                .core
+                .handle_refresh_verified(now, key.conn, id, identity),
+            Err(error) => {
+                tracing::info!(conn = %key.conn, connection_id = self.logs.connection_id(key.conn), user = self.logs.user_id(key.conn), error = error.code(), "refresh refused");
+                self.core.handle_refresh_rejected(
+                    now,
+                    key.conn,
+                    id,
+                    error.code(),
+                    &error.to_string(),
+                );
+            }
+        }
+    }
+
+    /// Starts verifying a `refresh` token in a task of its own.
+    fn verify_refresh(&mut self, request: crate::core::VerifyRequest) {
+        let Some(serial) = self.slots.get(&request.conn).map(|slot| slot.serial) else {
+            return;
+        };
+        let key = ConnKey {
+            conn: request.conn,
+            serial,
+        };
+        let answers = self.verified_tx.clone();
+        let Some(verifier) = self.verifier.clone() else {
+            let result = Err(AuthError::AlgorithmNotAllowed {
+                alg: "any".to_owned(),
+                accepted: "no token at all: refresh is not configured".to_owned(),
+            });
+            let _ = answers.send(Verified {
+                key,
+                id: request.id,
+                result,
+            });
+            return;
+        };
+        tokio::spawn(async move {
+            let now_unix_secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let result = verifier.verify_fresh(&request.token, now_unix_secs).await;
+            let _ = answers.send(Verified {
+                key,
+                id: request.id,
+                result,
+            });
+        });
+    }
+
     fn on_ingest(&mut self, message: Ingest) {
         let Ingest {
             publish,
@@ -403,6 +497,9 @@ impl Driver {
         while let Some(conn) = self.core.poll_disconnect() {
             // Dropping the slot tells the connection's task to close the socket.
             self.slots.remove(&conn);
+        }
+        while let Some(request) = self.core.poll_verify() {
+            self.verify_refresh(request);
         }
         while let Some(event) = self.core.poll_event() {
             self.metrics.record_event(&event);

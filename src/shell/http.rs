@@ -29,8 +29,8 @@ pub(crate) type Body = Full<Bytes>;
 pub(crate) struct AppState {
     /// Into the driver.
     pub(crate) commands: mpsc::Sender<Command>,
-    /// Checks tokens.
-    pub(crate) verifier: Verifier,
+    /// Checks tokens (shared with the driver, which checks `refresh` ones).
+    pub(crate) verifier: Arc<Verifier>,
     /// Origin and assessment-channel settings.
     pub(crate) policy: UpgradePolicy,
     /// `POST /api/publish`, when an API key is configured.
@@ -117,13 +117,23 @@ async fn upgrade(
     let now_unix_secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let decided = upgrade::decide(
-        &path_and_query,
-        UpgradeHeaders::from_map(request.headers()),
-        &state.verifier,
-        &state.policy,
-        now_unix_secs,
-    );
+    let decide = || {
+        upgrade::decide(
+            &path_and_query,
+            UpgradeHeaders::from_map(request.headers()),
+            &state.verifier,
+            &state.policy,
+            now_unix_secs,
+        )
+    };
+    let mut decided = decide();
+    // A key the JWKS does not hold yet: the issuer may have rotated. Fetch
+    // again (rate-limited inside) and decide once more.
+    if matches!(&decided, Err(refusal) if refusal.error == "unknown_key")
+        && state.verifier.refetch_for_unknown_kid().await
+    {
+        decided = decide();
+    }
     let accepted = match decided {
         Ok(accepted) => accepted,
         Err(refusal) => {
