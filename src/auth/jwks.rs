@@ -78,8 +78,10 @@ impl std::fmt::Debug for JwksHandle {
 /// What the fetch lock guards.
 #[derive(Debug, Default)]
 struct FetchState {
-    /// When the last fetch or read began.
-    last_attempt: Option<Instant>,
+    /// When the last refetch for an unknown `kid` began: only those are
+    /// rate-limited (the periodic ones are rare by themselves), so a key
+    /// rotated just after a periodic fetch is still picked up at once.
+    last_refetch: Option<Instant>,
     /// The file's modification time and length at the last read, so an
     /// unchanged file is not parsed again.
     file_stamp: Option<(SystemTime, u64)>,
@@ -121,11 +123,12 @@ impl JwksHandle {
     pub async fn refetch_for_unknown_kid(&self) -> bool {
         let mut state = self.fetching.lock().await;
         if state
-            .last_attempt
+            .last_refetch
             .is_some_and(|at| at.elapsed() < self.config.min_refetch_interval)
         {
             return false;
         }
+        state.last_refetch = Some(Instant::now());
         self.refresh_locked(&mut state, true).await.is_ok()
     }
 
@@ -145,7 +148,6 @@ impl JwksHandle {
     }
 
     async fn refresh_locked(&self, state: &mut FetchState, forced: bool) -> Result<usize, String> {
-        state.last_attempt = Some(Instant::now());
         let loaded = match &self.config.location {
             JwksLocation::Url(url) => fetch(url, &self.config).await,
             JwksLocation::File(path) => {
