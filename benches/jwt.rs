@@ -65,7 +65,8 @@ fn provider_keys() -> Vec<(EncodingKey, Algorithm, &'static str, serde_json::Val
     let ec = p256::SecretKey::random(&mut rng);
     let ec = EncodingKey::from_ec_der(ec.to_pkcs8_der().expect("PKCS#8").as_bytes());
     let ed = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-    let ed_x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(ed.verifying_key().as_bytes());
+    let ed_x =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(ed.verifying_key().as_bytes());
     let ed = EncodingKey::from_ed_der(ed.to_pkcs8_der().expect("PKCS#8").as_bytes());
     let jwk = |key: &EncodingKey, alg, kid: &str| {
         let mut jwk = serde_json::to_value(Jwk::from_encoding_key(key, alg).expect("public half"))
@@ -74,8 +75,18 @@ fn provider_keys() -> Vec<(EncodingKey, Algorithm, &'static str, serde_json::Val
         jwk
     };
     vec![
-        (rsa.clone(), Algorithm::RS256, "rsa", jwk(&rsa, Algorithm::RS256, "rsa")),
-        (ec.clone(), Algorithm::ES256, "ec", jwk(&ec, Algorithm::ES256, "ec")),
+        (
+            rsa.clone(),
+            Algorithm::RS256,
+            "rsa",
+            jwk(&rsa, Algorithm::RS256, "rsa"),
+        ),
+        (
+            ec.clone(),
+            Algorithm::ES256,
+            "ec",
+            jwk(&ec, Algorithm::ES256, "ec"),
+        ),
         (
             ed,
             Algorithm::EdDSA,
@@ -89,7 +100,8 @@ fn verify_asymmetric_tokens(c: &mut Criterion) {
     let keys = provider_keys();
     let dir = tempfile::tempdir().expect("a temp dir");
     let path = dir.path().join("jwks.json");
-    let document = serde_json::json!({"keys": keys.iter().map(|k| k.3.clone()).collect::<Vec<_>>()});
+    let document =
+        serde_json::json!({"keys": keys.iter().map(|k| k.3.clone()).collect::<Vec<_>>()});
     std::fs::write(&path, document.to_string()).expect("written");
     let handle: Arc<JwksHandle> = JwksHandle::new(
         JwksConfig {
