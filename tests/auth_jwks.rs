@@ -32,8 +32,11 @@ fn jwks_config(location: JwksLocation) -> JwksConfig {
     }
 }
 
+/// Every status report, in order (`None` = ready).
+type Reports = Arc<Mutex<Vec<Option<String>>>>;
+
 /// A handle on `config` whose status reports are recorded.
-fn handle(config: JwksConfig) -> (Arc<JwksHandle>, Arc<Mutex<Vec<Option<String>>>>) {
+fn handle(config: JwksConfig) -> (Arc<JwksHandle>, Reports) {
     let reports = Arc::new(Mutex::new(Vec::new()));
     let seen = reports.clone();
     let handle = JwksHandle::new(
@@ -241,4 +244,46 @@ async fn a_jwks_file_is_reloaded_when_it_changes() {
         Err(AuthError::UnknownKey { .. })
     ));
     task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idp_down_at_start_is_retried_soon_not_after_the_full_interval() {
+    let key = p256_key("e1");
+    // Reserve a port, then serve on it only later.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = probe.local_addr().unwrap();
+    drop(probe);
+    let (handle, reports) = handle(jwks_config(JwksLocation::Url(format!(
+        "http://{address}/.well-known/jwks.json"
+    ))));
+    let task = tokio::spawn(handle.clone().run());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(handle.keys().is_empty());
+    // The IdP comes up.
+    let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+    let body = jwks(&[&key]);
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(body.as_bytes()).await;
+        }
+    });
+    // Well within the 300 s refresh interval.
+    for _ in 0..200 {
+        if !handle.keys().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(handle.keys().len(), 1, "picked up by the retry");
+    assert_eq!(reports.lock().unwrap().last(), Some(&None));
+    task.abort();
+    server.abort();
 }

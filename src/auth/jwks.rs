@@ -133,17 +133,23 @@ impl JwksHandle {
     }
 
     /// Loads at once, then keeps the set fresh until the handle is dropped.
+    /// Until a first set is loaded it retries sooner (1 s, doubling up to
+    /// the refresh interval), so an IdP that was down at start is picked up
+    /// soon after it recovers.
     pub async fn run(self: Arc<Self>) {
         let weak: Weak<JwksHandle> = Arc::downgrade(&self);
         let interval = self.config.refresh_interval;
-        let _ = self.refresh().await;
+        let mut retry = Duration::from_secs(1).min(interval);
+        let mut loaded = self.refresh().await.is_ok();
         drop(self);
         loop {
-            tokio::time::sleep(interval).await;
+            let wait = if loaded { interval } else { retry };
+            retry = (retry * 2).min(interval);
+            tokio::time::sleep(wait).await;
             let Some(this) = weak.upgrade() else {
                 return;
             };
-            let _ = this.refresh().await;
+            loaded |= this.refresh().await.is_ok();
         }
     }
 

@@ -1,5 +1,6 @@
 //! Configuration: `WS_*` environment variables over an optional TOML file.
 
+mod auth;
 pub mod server;
 pub mod settings;
 

@@ -4,10 +4,12 @@
 //! sources from the same [`Settings`].
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use crate::auth::{JwksConfig, JwksLocation};
+use crate::auth::JwksConfig;
+use crate::config::auth::asymmetric_keys;
+use crate::config::settings::{nonzero_duration, resolve_credential};
 use crate::config::{ConfigError, Settings};
 use crate::core::{Access, ChannelRule, CoreConfig, SlowClientPolicy};
 
@@ -362,114 +364,6 @@ fn read_secret(
     Ok(secret)
 }
 
-/// The asymmetric keys of [`AuthSettings`], read and checked.
-struct AsymmetricKeys {
-    public_key_pem: Option<Vec<u8>>,
-    jwks: Option<JwksConfig>,
-}
-
-/// Largest JWKS document read, from a URL or a file: an IdP's is a few KiB.
-const MAX_JWKS_BYTES: usize = 1024 * 1024;
-
-/// `WS_AUTH_PUBLIC_KEY_FILE` and `WS_AUTH_JWKS_URL` / `WS_AUTH_JWKS_FILE`:
-/// files are read and parsed now, so a bad one stops the start with its
-/// variable's name; a URL is only checked for form (an IdP that is down
-/// must not stop the server).
-fn asymmetric_keys(
-    settings: &Settings,
-    credentials_dir: Option<&Path>,
-) -> Result<AsymmetricKeys, ConfigError> {
-    let public_key_pem = match settings.get("WS_AUTH_PUBLIC_KEY_FILE") {
-        None => None,
-        Some(file) => {
-            let path = resolve_credential(Path::new(file.trim()), credentials_dir);
-            let pem = std::fs::read(&path).map_err(|e| {
-                ConfigError::invalid(
-                    "WS_AUTH_PUBLIC_KEY_FILE",
-                    file,
-                    &format!("a readable PEM public key file ({}: {e})", path.display()),
-                )
-            })?;
-            crate::auth::parse_public_key_pem(&pem).map_err(|e| {
-                ConfigError::invalid("WS_AUTH_PUBLIC_KEY_FILE", file, &e.to_string())
-            })?;
-            Some(pem)
-        }
-    };
-    let location = match (
-        settings.get("WS_AUTH_JWKS_URL"),
-        settings.get("WS_AUTH_JWKS_FILE"),
-    ) {
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::invalid(
-                "WS_AUTH_JWKS_FILE",
-                settings.get("WS_AUTH_JWKS_FILE").unwrap_or_default(),
-                "unset while WS_AUTH_JWKS_URL is set: use one JWKS source",
-            ));
-        }
-        (Some(url), None) => {
-            let url = url.trim();
-            crate::auth::jwks::check_url(url)
-                .map_err(|why| ConfigError::invalid("WS_AUTH_JWKS_URL", url, &why))?;
-            Some(JwksLocation::Url(url.to_owned()))
-        }
-        (None, Some(file)) => {
-            let path = resolve_credential(Path::new(file.trim()), credentials_dir);
-            let body = std::fs::read(&path).map_err(|e| {
-                ConfigError::invalid(
-                    "WS_AUTH_JWKS_FILE",
-                    file,
-                    &format!("a readable JWKS file ({}: {e})", path.display()),
-                )
-            })?;
-            crate::auth::parse_jwks(&body).map_err(|e| {
-                ConfigError::invalid("WS_AUTH_JWKS_FILE", file, &format!("a JWKS document: {e}"))
-            })?;
-            Some(JwksLocation::File(path))
-        }
-        (None, None) => None,
-    };
-    let jwks = match location {
-        None => None,
-        Some(location) => {
-            // A file is only stat'ed between reads, so it is checked often.
-            let default_refresh = match location {
-                JwksLocation::Url(_) => Duration::from_secs(300),
-                JwksLocation::File(_) => Duration::from_secs(2),
-            };
-            Some(JwksConfig {
-                location,
-                refresh_interval: nonzero_duration(
-                    settings,
-                    "WS_AUTH_JWKS_REFRESH_INTERVAL",
-                    default_refresh,
-                )?,
-                min_refetch_interval: settings
-                    .duration_or("WS_AUTH_JWKS_MIN_REFETCH_INTERVAL", Duration::from_secs(30))?,
-                timeout: nonzero_duration(
-                    settings,
-                    "WS_AUTH_JWKS_TIMEOUT",
-                    Duration::from_secs(5),
-                )?,
-                max_body_bytes: MAX_JWKS_BYTES,
-            })
-        }
-    };
-    Ok(AsymmetricKeys {
-        public_key_pem,
-        jwks,
-    })
-}
-
-/// A bare name (no `/`) is a systemd credential when a credentials directory exists.
-fn resolve_credential(file: &Path, credentials_dir: Option<&Path>) -> PathBuf {
-    let bare = file.components().count() == 1 && !file.is_absolute();
-    match credentials_dir {
-        Some(dir) if bare => dir.join(file),
-        _ => file.to_path_buf(),
-    }
-}
-
 /// `[[channels.rules]]` tables: `pattern` plus `roles = [...]` or `owner = true`.
 fn channel_rules(settings: &Settings) -> Result<Vec<ChannelRule>, ConfigError> {
     const VARIABLE: &str = "channels.rules";
@@ -550,22 +444,6 @@ fn positive_u32(settings: &Settings, name: &str, default: u32) -> Result<u32, Co
     u32::try_from(value).map_err(|_| {
         ConfigError::invalid(name, &value.to_string(), "a whole number below 4294967296")
     })
-}
-
-fn nonzero_duration(
-    settings: &Settings,
-    name: &str,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    let value = settings.duration_or(name, default)?;
-    if value.is_zero() {
-        return Err(ConfigError::invalid(
-            name,
-            "0",
-            "a duration above zero, such as 500ms or 30s",
-        ));
-    }
-    Ok(value)
 }
 
 /// The machine's host name, the default server id.
