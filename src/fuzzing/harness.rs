@@ -54,6 +54,8 @@ const SERVER_FRAME_TYPES: &[&str] = &[
     "error",
     "pong",
     "ping",
+    "refresh_required",
+    "refreshed",
 ];
 
 /// What the harness knows about one connection the shell holds.
