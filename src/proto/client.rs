@@ -77,10 +77,12 @@ pub enum DecodeErrorKind {
     #[error("The frame must be a JSON object with a \"type\" field.")]
     NotObject,
     /// No string `type` (or `action`).
-    #[error("The frame has no \"type\" field; use one of subscribe, unsubscribe, ping, pong.")]
+    #[error(
+        "The frame has no \"type\" field; use one of subscribe, unsubscribe, ping, pong, refresh."
+    )]
     MissingType,
     /// A `type` the server does not know.
-    #[error("Unknown frame type \"{0}\"; use one of subscribe, unsubscribe, ping, pong.")]
+    #[error("Unknown frame type \"{0}\"; use one of subscribe, unsubscribe, ping, pong, refresh.")]
     UnknownType(String),
     /// `id` is neither a number nor a string.
     #[error("The \"id\" field must be a number or a string.")]

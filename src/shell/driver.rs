@@ -23,6 +23,7 @@ use crate::proto::client::RequestId;
 use crate::shell::batch::{WriteStart, Written};
 use crate::shell::conn_log::ConnLogs;
 use crate::shell::link::{ConnKey, Link};
+use crate::shell::offload;
 use crate::source::Ingest;
 
 /// Most commands taken per round.
@@ -417,7 +418,18 @@ impl Driver {
             let now_unix_secs = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            let result = verifier.verify_fresh(&request.token, now_unix_secs).await;
+            let (checker, token) = (verifier.clone(), request.token.clone());
+            let mut result =
+                offload::off_the_workers(move || checker.verify(&token, now_unix_secs)).await;
+            // An unknown key may be a rotation: fetch the JWKS again
+            // (rate-limited inside) and check once more.
+            if matches!(result, Err(AuthError::UnknownKey { .. }))
+                && verifier.refetch_for_unknown_kid().await
+            {
+                let token = request.token.clone();
+                result =
+                    offload::off_the_workers(move || verifier.verify(&token, now_unix_secs)).await;
+            }
             let _ = answers.send(Verified {
                 key,
                 id: request.id,

@@ -17,6 +17,7 @@ mod connection;
 mod driver;
 mod http;
 mod link;
+mod offload;
 pub mod server;
 mod socket;
 pub mod upgrade;
