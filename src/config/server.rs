@@ -102,6 +102,12 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// Log line format (`WS_LOG_FORMAT`).
     pub log_format: LogFormat,
+    /// Serve the live page at `/` (`WS_UI`; always on under `dev`).
+    pub ui: bool,
+    /// The token the live page connects with, written into it. Only `dev`
+    /// sets it (never the environment), so a production page carries no
+    /// credential and asks for one instead.
+    pub ui_token: Option<String>,
 }
 
 impl ServerConfig {
@@ -178,6 +184,8 @@ impl ServerConfig {
             handshake_timeout: settings
                 .duration_or("WS_HANDSHAKE_TIMEOUT", Duration::from_secs(10))?,
             log_format,
+            ui: settings.bool_or("WS_UI", false)?,
+            ui_token: None,
         })
     }
 
@@ -204,6 +212,8 @@ impl ServerConfig {
             assessment_channel: DEFAULT_ASSESSMENT_CHANNEL.to_owned(),
             handshake_timeout: Duration::from_secs(10),
             log_format: LogFormat::Text,
+            ui: false,
+            ui_token: None,
         }
     }
 }
@@ -471,6 +481,18 @@ mod tests {
     }
 
     #[test]
+    fn the_live_page_is_off_unless_ws_ui_turns_it_on_and_never_carries_a_token() {
+        let off = config(&[]).unwrap();
+        assert!(!off.ui);
+        let on = config(&[("WS_UI", "true")]).unwrap();
+        assert!(on.ui);
+        assert_eq!(
+            on.ui_token, None,
+            "serve never writes a token into the page"
+        );
+    }
+
+    #[test]
     fn bind_address_accepts_every_documented_form() {
         assert_eq!(
             parse_bind_address(":8080"),
@@ -517,6 +539,7 @@ mod tests {
             ("WS_SLOW_CLIENT_POLICY", "shrug"),
             ("WS_HEARTBEAT_INTERVAL", "2 days"),
             ("WS_APP_PING", "maybe"),
+            ("WS_UI", "sometimes"),
             ("WS_SOURCES", "kafka,carrier-pigeon"),
             ("WS_LOG_FORMAT", "xml"),
             ("WS_RATE_LIMIT", "-3"),
