@@ -20,38 +20,25 @@ use std::time::Instant;
 use super::outbound::FrameKind;
 use super::permissions;
 use super::timers::{Timer, TimerTable};
-use super::{ConnId, Core, ErrorCode, Event, Identity};
+use super::{ConnId, Core, Event, Identity, VerifyRequest};
 use crate::proto::client::RequestId;
+use crate::proto::codes::ErrorCode;
 use crate::proto::server;
 
-/// A `refresh` token the shell must verify, off the core's thread.
-#[derive(Clone, PartialEq, Eq)]
-pub struct VerifyRequest {
-    /// The connection that sent it.
-    pub conn: ConnId,
-    /// The request's `id`, to hand back with the answer.
-    pub id: Option<RequestId>,
-    /// The token as the client sent it.
-    pub token: String,
-}
-
-impl std::fmt::Debug for VerifyRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // A token is a credential: it stays out of logs.
-        f.debug_struct("VerifyRequest")
-            .field("conn", &self.conn)
-            .field("id", &self.id)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Tokens waiting for [`Core::poll_verify`]. At most one per connection
+/// Tokens waiting for [`Output::Verify`](super::Output::Verify). At most one per connection
 /// (see `Connection::refresh_pending`), so it is bounded by the
 /// connection count.
 #[derive(Debug, Default)]
 pub(super) struct RefreshQueue {
     /// In arrival order.
     waiting: VecDeque<VerifyRequest>,
+}
+
+impl RefreshQueue {
+    /// The oldest waiting token.
+    pub(super) fn pop(&mut self) -> Option<VerifyRequest> {
+        self.waiting.pop_front()
+    }
 }
 
 impl Core {
@@ -114,9 +101,11 @@ impl Core {
             .push_back(VerifyRequest { conn, id, token });
     }
 
-    /// Next token for the shell to verify (see the drain order).
+    /// Next token to verify, leaving every other output in place: a
+    /// shortcut for tests; a shell takes them as [`Output::Verify`](super::Output::Verify).
+    #[doc(hidden)]
     pub fn poll_verify(&mut self) -> Option<VerifyRequest> {
-        self.refresh.waiting.pop_front()
+        self.refresh.pop()
     }
 
     /// The shell verified the token of a `refresh`: adopt it if it names the
