@@ -10,7 +10,9 @@
 #
 # The HS256 secret (`authSecretFile`) is passed with systemd's LoadCredential
 # and the server is told its absolute path, WS_AUTH_SECRET_FILE=%d/auth-secret
-# (%d is the unit's credentials directory). The module relies on that
+# (%d is the unit's credentials directory); the TLS certificate and key
+# (`tls.certFile`, `tls.keyFile`) travel the same way, as WS_TLS_CERT_FILE
+# and WS_TLS_KEY_FILE. The module relies on that
 # absolute-path form only, not on the server's lookup of bare names in
 # $CREDENTIALS_DIRECTORY, so the secret never enters the Nix store and is
 # readable by the service alone. A PEM public key (`authPublicKeyFile`) goes
@@ -49,6 +51,8 @@ let
   # The server's duration syntax: `500ms`, `2s`, `1.5s`, `1m`, `1h`, or a
   # bare number of milliseconds.
   duration = types.strMatching "[0-9]+(\\.[0-9]+)?(ms|s|m|h)?";
+
+  tlsEnabled = cfg.tls.certFile != null && cfg.tls.keyFile != null;
 
   # A file read at run time; never a store path, which would be world-readable.
   secretPath = types.pathWith {
@@ -259,6 +263,34 @@ in
       '';
     };
 
+    tls = {
+      certFile = mkOption {
+        type = types.nullOr secretPath;
+        default = null;
+        example = "/var/lib/acme/ws.example.com/fullchain.pem";
+        description = ''
+          PEM certificate chain (leaf first) for `wss://` and `https://` on
+          the listening port (`WS_TLS_CERT_FILE`). Set together with
+          {option}`tls.keyFile`; both `null` serves plain `ws://`. Passed with
+          `LoadCredential`, so it may be readable by root only.
+        '';
+      };
+
+      keyFile = mkOption {
+        type = types.nullOr secretPath;
+        default = null;
+        example = "/var/lib/acme/ws.example.com/key.pem";
+        description = ''
+          PEM private key of {option}`tls.certFile` (`WS_TLS_KEY_FILE`):
+          PKCS#8, RSA or EC. Passed with `LoadCredential`, never through the
+          Nix store. After renewing the files, `systemctl reload
+          ws-realtime` swaps the certificate without dropping connections
+          (the unit asks systemd to copy the credentials again on reload,
+          then sends SIGHUP).
+        '';
+      };
+    };
+
     environmentFile = mkOption {
       type = types.nullOr secretPath;
       default = null;
@@ -323,6 +355,13 @@ in
         message = "services.ws-realtime: set authJwksUrl or authJwksFile, not both.";
       }
       {
+        assertion = (cfg.tls.certFile == null) == (cfg.tls.keyFile == null);
+        message = ''
+          services.ws-realtime.tls.certFile and services.ws-realtime.tls.keyFile
+          must be set together (or both left null for plain ws://).
+        '';
+      }
+      {
         assertion = !(cfg.extraEnvironment ? WS_AUTH_SECRET || cfg.extraEnvironment ? WS_API_KEY);
         message = ''
           services.ws-realtime.extraEnvironment would put WS_AUTH_SECRET or
@@ -356,12 +395,27 @@ in
           lib.optional (cfg.authSecretFile != null) "auth-secret:${cfg.authSecretFile}"
           ++ lib.optional (
             cfg.authPublicKeyFile != null
-          ) "auth-public-key:${cfg.authPublicKeyFile}";
+          ) "auth-public-key:${cfg.authPublicKeyFile}"
+          ++ lib.optionals tlsEnabled [
+            "tls-cert:${cfg.tls.certFile}"
+            "tls-key:${cfg.tls.keyFile}"
+          ];
         Environment =
           lib.optional (cfg.authSecretFile != null) "WS_AUTH_SECRET_FILE=%d/auth-secret"
           ++ lib.optional (cfg.authPublicKeyFile != null) "WS_AUTH_PUBLIC_KEY_FILE=%d/auth-public-key"
           ++ lib.optional (cfg.authJwksUrl != null) "WS_AUTH_JWKS_URL=${cfg.authJwksUrl}"
-          ++ lib.optional (cfg.authJwksFile != null) "WS_AUTH_JWKS_FILE=${cfg.authJwksFile}";
+          ++ lib.optional (cfg.authJwksFile != null) "WS_AUTH_JWKS_FILE=${cfg.authJwksFile}"
+          ++ lib.optionals tlsEnabled [
+            "WS_TLS_CERT_FILE=%d/tls-cert"
+            "WS_TLS_KEY_FILE=%d/tls-key"
+          ];
+        # With TLS, reload = copy the credentials again (systemd 260's
+        # RefreshOnReload=; older versions ignore the key with a warning and
+        # keep the copies made at start) and SIGHUP, which the server
+        # answers by reloading its certificate. Without TLS the server does
+        # not handle SIGHUP, so there is no reload.
+        ExecReload = lib.mkIf tlsEnabled "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
+        RefreshOnReload = lib.mkIf tlsEnabled "credentials";
         EnvironmentFile = lib.optional (cfg.environmentFile != null) cfg.environmentFile;
 
         LimitNOFILE = cfg.maxOpenFiles;

@@ -3,8 +3,10 @@
 
 mod auth;
 pub mod catalog;
+pub mod publish;
 pub mod server;
 pub mod settings;
 
-pub use server::{AuthSettings, LogFormat, ServerConfig, SourceKind};
+pub use publish::{PublishSettings, PublishVia};
+pub use server::{AuthSettings, LogFormat, ServerConfig, SourceKind, TlsFiles};
 pub use settings::{ConfigError, Settings, parse_duration};

@@ -135,3 +135,87 @@ pub fn committed_offset(brokers: &str, group: &str, topic: &str) -> Option<i64> 
         _ => None,
     }
 }
+
+/// The API key of [`start_publishing_server`].
+pub const API_KEY: &str = "kafka-publish-key";
+
+/// A server with `POST /api/publish` on, publishing through Kafka at
+/// `brokers` (`WS_PUBLISH_VIA=kafka`), its Kafka source configured by `pairs`
+/// (which may also set `WS_PUBLISH_*`).
+pub async fn start_publishing_server(brokers: &str, pairs: &[(&str, &str)]) -> ServerHandle {
+    use ws_realtime::config::{PublishSettings, SourceKind};
+    let mut all = vec![("WS_KAFKA_BROKERS", brokers), ("WS_PUBLISH_VIA", "kafka")];
+    all.extend_from_slice(pairs);
+    let settings = Settings::from_pairs(all);
+    let publish =
+        PublishSettings::from_settings(&settings, &[SourceKind::Kafka, SourceKind::Http], true)
+            .expect("valid publish settings");
+    let kafka = KafkaConfig::from_settings(&settings).expect("valid config");
+    let timings = KafkaTimings {
+        health_interval: Duration::from_millis(200),
+        ..KafkaTimings::default()
+    };
+    // Each server its own id (the static group member id in group mode),
+    // unless the test sets WS_SERVER_ID.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let server_id = format!(
+        "tester-{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let sources = ws_realtime::source::kafka::kafka_sources(kafka, &publish, &server_id, timings)
+        .expect("valid Kafka sources");
+    let mut config = ServerConfig::for_testing(SECRET);
+    config.api_key = Some(API_KEY.to_owned());
+    config.publish = publish;
+    let sources: Vec<Box<dyn ws_realtime::source::Source>> = sources
+        .into_iter()
+        .map(|s| Box::new(s) as Box<dyn ws_realtime::source::Source>)
+        .collect();
+    ws_realtime::shell::start(config, sources)
+        .await
+        .expect("a loopback server starts")
+}
+
+/// `POST path` with a JSON `body` and the API key: the status and the JSON
+/// answer.
+pub async fn post_json(address: SocketAddr, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut stream = timeout(WAIT, TcpStream::connect(address))
+        .await
+        .unwrap()
+        .unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nX-API-Key: {API_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text}"));
+    let (_, json) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no body: {text}"));
+    let json = serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {json}"));
+    (status, json)
+}
+
+/// Whether a `message` frame's `pos` is the position a publish answer gave:
+/// the same `topic:partition:offset`, or (before positions named their
+/// topic) the same `partition:offset`.
+pub fn same_position(frame_pos: &serde_json::Value, answered: &serde_json::Value) -> bool {
+    let (Some(frame), Some(answered)) = (frame_pos.as_str(), answered.as_str()) else {
+        return false;
+    };
+    frame == answered
+        || answered
+            .split_once(':')
+            .is_some_and(|(_, rest)| rest == frame)
+}
