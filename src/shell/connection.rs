@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::core::Transmit;
 use crate::proto::client_frames::{FrameReader, Inbound};
+use crate::shell::admission::Admitted;
 use crate::shell::batch::{Batch, WriteStart, Written};
 use crate::shell::driver::{Command, ConnKey};
 use crate::shell::socket::{Buffered, Socket, lock};
@@ -66,6 +67,9 @@ pub(crate) struct Link<S: ?Sized = dyn Socket> {
     key: ConnKey,
     /// The handover between driver and task, locked briefly by either.
     state: Mutex<Handover>,
+    /// This socket's share of the connection limits counted from accept,
+    /// released when the last holder of the link drops it.
+    _admitted: Option<Arc<Admitted>>,
     /// The socket; last, so a `Link` of any socket type can be shared as a
     /// `Link<dyn Socket>`.
     socket: S,
@@ -85,10 +89,11 @@ struct Handover {
 }
 
 impl<S: Socket> Link<S> {
-    fn new(key: ConnKey, socket: S) -> Link<S> {
+    fn new(key: ConnKey, socket: S, admitted: Option<Arc<Admitted>>) -> Link<S> {
         Link {
             key,
             state: Mutex::new(Handover::default()),
+            _admitted: admitted,
             socket,
         }
     }
@@ -185,14 +190,16 @@ pub(crate) async fn start(
     key: ConnKey,
     commands: mpsc::Sender<Command>,
     max_message_bytes: usize,
+    admitted: Arc<Admitted>,
 ) {
+    let admitted = Some(admitted);
     match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
         Ok(parts) => {
-            let link = Link::new(key, parts.io.into_inner());
+            let link = Link::new(key, parts.io.into_inner(), admitted);
             attach(link, parts.read_buf, commands, max_message_bytes).await;
         }
         Err(upgraded) => {
-            let link = Link::new(key, Buffered::new(TokioIo::new(upgraded)));
+            let link = Link::new(key, Buffered::new(TokioIo::new(upgraded)), admitted);
             attach(link, Bytes::new(), commands, max_message_bytes).await;
         }
     }
@@ -432,7 +439,7 @@ mod tests {
             conn: crate::core::ConnId(0),
             serial: 1,
         };
-        let link = Arc::new(Link::new(key, server));
+        let link = Arc::new(Link::new(key, server, None));
         let (commands, _rx) = mpsc::channel(1);
         let serving = serve(link, Bytes::new(), commands, 1024);
         let size = std::mem::size_of_val(&serving);

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::auth::Verifier;
 use crate::core::Open;
 use crate::metrics::Metrics;
+use crate::shell::admission::Admitted;
 use crate::shell::connection;
 use crate::shell::driver::Command;
 use crate::shell::upgrade::{self, UpgradeHeaders, UpgradePolicy, UpgradeRefusal};
@@ -48,10 +49,11 @@ pub(crate) async fn route(
     request: Request<Incoming>,
     state: Arc<AppState>,
     remote: SocketAddr,
+    admitted: Arc<Admitted>,
 ) -> Response<Body> {
     let path = request.uri().path();
     match (request.method(), path) {
-        (&Method::GET, "/ws") => upgrade(request, state, remote).await,
+        (&Method::GET, "/ws") => upgrade(request, state, remote, admitted).await,
         (&Method::GET, "/health") => json(StatusCode::OK, r#"{"status":"alive"}"#.to_owned()),
         (&Method::GET, "/healthz") => match state.readiness.status() {
             Ok(()) => json(StatusCode::OK, r#"{"status":"ok"}"#.to_owned()),
@@ -103,6 +105,7 @@ async fn upgrade(
     mut request: Request<Incoming>,
     state: Arc<AppState>,
     remote: SocketAddr,
+    admitted: Arc<Admitted>,
 ) -> Response<Body> {
     if state.readiness.is_draining() {
         return refuse(&UpgradeRefusal::from_core(
@@ -175,7 +178,7 @@ async fn upgrade(
             Ok(ws) => {
                 let stream: TokioIo<hyper::upgrade::Upgraded> = ws.into_inner();
                 let (commands, max) = (state.commands.clone(), state.max_message_bytes);
-                connection::start(stream.into_inner(), key, commands, max).await;
+                connection::start(stream.into_inner(), key, commands, max, admitted).await;
             }
             Err(error) => {
                 tracing::debug!(%remote, %error, "upgrade did not complete");

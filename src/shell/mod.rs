@@ -1,6 +1,7 @@
 //! The thin I/O shell around the core: tokio, hyper 1 and fastwebsockets.
 //!
 //! * [`server`]: [`run`] over any [`Accept`], and [`start`] for tests.
+//! * `admission`: connection limits counted from accept.
 //! * `driver`: the one task that owns the core.
 //! * `batch`: writing one transmit, resumable where the socket filled up.
 //! * `connection`: the link the driver writes through and the task that
@@ -11,6 +12,7 @@
 //! * [`upgrade`]: the pure upgrade decision (token, origin, query).
 //! * [`shutdown`]: the broadcast shutdown signal.
 
+mod admission;
 mod batch;
 mod conn_log;
 mod connection;
@@ -22,5 +24,6 @@ mod socket;
 pub mod upgrade;
 
 pub use server::{
-    Accept, Observers, ServerError, ServerHandle, TcpAccept, run, run_observed, start,
+    Accept, ListenOptions, Observers, ServerError, ServerHandle, TcpAccept, run, run_observed,
+    start,
 };

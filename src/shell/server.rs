@@ -20,6 +20,7 @@ use crate::auth::{AuthConfig, Verifier};
 use crate::config::ServerConfig;
 use crate::core::Core;
 use crate::metrics::Metrics;
+use crate::shell::admission::{self, Admission};
 use crate::shell::driver::{Command, Driver};
 use crate::shell::http::{self, AppState};
 use crate::shell::shutdown::{self, Shutdown, ShutdownTrigger};
@@ -32,6 +33,9 @@ const COMMAND_QUEUE: usize = 4096;
 
 /// Messages that may wait between the sources and the core.
 const INGEST_QUEUE: usize = 4096;
+
+/// hyper's smallest read buffer limit (it panics below it): one read chunk.
+const HYPER_MIN_BUF: usize = 8192;
 
 /// A listener: yields connected byte streams and their peer addresses.
 pub trait Accept: Send + 'static {
@@ -54,11 +58,59 @@ pub struct TcpAccept {
     listener: TcpListener,
 }
 
+/// How the listening socket is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenOptions {
+    /// The listen backlog (`WS_LISTEN_BACKLOG`).
+    pub backlog: u32,
+    /// `SO_SNDBUF` (`WS_SOCKET_SEND_BUFFER`), inherited by every accepted
+    /// socket; 0 keeps the kernel's autotuning.
+    pub send_buffer: usize,
+}
+
+impl Default for ListenOptions {
+    fn default() -> ListenOptions {
+        ListenOptions {
+            backlog: crate::config::server::system_somaxconn(),
+            send_buffer: crate::config::server::DEFAULT_SOCKET_SEND_BUFFER,
+        }
+    }
+}
+
+impl From<&ServerConfig> for ListenOptions {
+    fn from(config: &ServerConfig) -> ListenOptions {
+        ListenOptions {
+            backlog: config.listen_backlog,
+            send_buffer: config.socket_send_buffer,
+        }
+    }
+}
+
 impl TcpAccept {
-    /// Binds `address`.
+    /// Binds `address` with the default [`ListenOptions`].
     pub async fn bind(address: SocketAddr) -> std::io::Result<TcpAccept> {
+        TcpAccept::listen(address, &ListenOptions::default()).await
+    }
+
+    /// Binds `address` and listens with `options`. The send buffer is set on
+    /// the listening socket, so accepted sockets inherit it (and the lock
+    /// that keeps the kernel from autotuning it) at no cost per accept.
+    pub async fn listen(
+        address: SocketAddr,
+        options: &ListenOptions,
+    ) -> std::io::Result<TcpAccept> {
+        let socket = if address.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        if options.send_buffer > 0 {
+            socket.set_send_buffer_size(u32::try_from(options.send_buffer).unwrap_or(u32::MAX))?;
+        }
+        socket.bind(address)?;
         Ok(TcpAccept {
-            listener: TcpListener::bind(address).await?,
+            listener: socket.listen(options.backlog)?,
         })
     }
 }
@@ -177,6 +229,10 @@ pub async fn run_observed<A: Accept>(
     if let Ok(address) = accept.local_addr() {
         tracing::info!(%address, server_id = %config.core.server_id, "listening");
     }
+    let admission = Admission::new(
+        config.core.max_connections,
+        config.core.max_connections_per_ip,
+    );
     let mut http_connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -184,16 +240,29 @@ pub async fn run_observed<A: Accept>(
             () = shutdown.wait() => break,
             accepted = accept.accept() => match accepted {
                 Ok((stream, remote)) => {
+                    let admitted = match admission.admit(remote.ip()) {
+                        Ok(admitted) => admitted,
+                        Err(refusal) => {
+                            tracing::info!(%remote, %refusal, "connection refused at accept");
+                            http_connections.spawn(admission::refuse(stream, refusal));
+                            continue;
+                        }
+                    };
                     let state = state.clone();
                     let timeout = config.handshake_timeout;
+                    let head_limit = config.max_request_head_bytes;
                     http_connections.spawn(async move {
                         let service = service_fn(move |request| {
-                            let state = state.clone();
-                            async move { Ok::<_, std::convert::Infallible>(http::route(request, state, remote).await) }
+                            let (state, admitted) = (state.clone(), admitted.clone());
+                            async move { Ok::<_, std::convert::Infallible>(http::route(request, state, remote, admitted).await) }
                         });
                         let served = hyper::server::conn::http1::Builder::new()
                             .timer(TokioTimer::new())
                             .header_read_timeout(timeout)
+                            // 431 and close above the limit; the read buffer
+                            // stops growing there too.
+                            .max_header_size(head_limit)
+                            .max_buf_size(head_limit.max(HYPER_MIN_BUF) + HYPER_MIN_BUF)
                             .serve_connection(TokioIo::new(stream), service)
                             .with_upgrades()
                             .await;
@@ -265,7 +334,7 @@ pub async fn start(
     config: ServerConfig,
     sources: Vec<Box<dyn Source>>,
 ) -> Result<ServerHandle, ServerError> {
-    let accept = TcpAccept::bind(config.bind_address)
+    let accept = TcpAccept::listen(config.bind_address, &ListenOptions::from(&config))
         .await
         .map_err(|source| ServerError::Bind {
             address: config.bind_address,
