@@ -12,52 +12,15 @@ use server_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A WebSocket upgrade request head for `/ws?token=…` with `extra` header
-/// lines (each ending in CRLF), complete.
 fn upgrade_head(address: SocketAddr, extra: &str) -> String {
-    format!(
-        "GET /ws?token={} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n",
-        token("alice", &[])
-    )
-}
-
-/// Writes `request` while reading the answer (the server may answer before
-/// the client finished writing) and returns what was read until EOF, reset
-/// or `STEP`.
-async fn exchange(address: SocketAddr, request: Vec<u8>) -> String {
-    let stream = within(TcpStream::connect(address)).await.unwrap();
-    let (mut reader, mut writer) = stream.into_split();
-    let writing = tokio::spawn(async move {
-        let _ = writer.write_all(&request).await;
-        // Held open: the server, not the client, must end the exchange.
-        tokio::time::sleep(STEP).await;
-        drop(writer);
-    });
-    let mut answer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let reading = async {
-        loop {
-            match reader.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => answer.extend_from_slice(&chunk[..n]),
-            }
-            // A 101 keeps the socket open; its head is all we need.
-            if answer.starts_with(b"HTTP/1.1 101") && answer.windows(4).any(|w| w == b"\r\n\r\n") {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(STEP, reading).await;
-    writing.abort();
-    String::from_utf8_lossy(&answer).into_owned()
+    raw_upgrade_head(address, &format!("token={}", token("alice", &[])), extra)
 }
 
 #[tokio::test]
 async fn a_100_kb_header_line_is_431_and_the_connection_closes() {
     let server = start(config()).await;
     let big = format!("X-Padding: {}\r\n", "a".repeat(100 * 1024));
-    let answer = exchange(
+    let answer = raw_exchange(
         server.address,
         upgrade_head(server.address, &big).into_bytes(),
     )
@@ -70,7 +33,7 @@ async fn a_100_kb_header_line_is_431_and_the_connection_closes() {
 async fn a_100_kb_cookie_is_431() {
     let server = start(config()).await;
     let cookie = format!("Cookie: session={}\r\n", "c".repeat(100 * 1024));
-    let answer = exchange(
+    let answer = raw_exchange(
         server.address,
         upgrade_head(server.address, &cookie).into_bytes(),
     )
@@ -89,7 +52,7 @@ async fn a_publish_request_with_a_100_kb_header_is_431() {
         "p".repeat(100 * 1024),
         body.len()
     );
-    let answer = exchange(server.address, request.into_bytes()).await;
+    let answer = raw_exchange(server.address, request.into_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "got {answer:?}");
     within(server.shutdown()).await.unwrap();
 }
@@ -100,14 +63,14 @@ async fn a_head_just_under_the_limit_still_upgrades_and_the_limit_is_configurabl
     config.max_request_head_bytes = 4096;
     let server = start(config).await;
     let fits = format!("X-Padding: {}\r\n", "a".repeat(2048));
-    let answer = exchange(
+    let answer = raw_exchange(
         server.address,
         upgrade_head(server.address, &fits).into_bytes(),
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 101"), "got {answer:?}");
     let over = format!("X-Padding: {}\r\n", "a".repeat(5000));
-    let answer = exchange(
+    let answer = raw_exchange(
         server.address,
         upgrade_head(server.address, &over).into_bytes(),
     )

@@ -22,21 +22,37 @@ pub struct UpgradePolicy {
 /// The headers the decision reads.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UpgradeHeaders<'a> {
-    /// `Authorization`, if present.
+    /// `Authorization`, if present (the first, when repeated).
     pub authorization: Option<&'a [u8]>,
-    /// `Origin`, if present.
+    /// `Origin`, if present (the first, when repeated).
     pub origin: Option<&'a [u8]>,
+    /// `Authorization` came more than once: which one counts is ambiguous,
+    /// so the request is refused rather than one picked.
+    pub repeated_authorization: bool,
+    /// `Origin` came more than once (no browser does that): refused.
+    pub repeated_origin: bool,
 }
 
 impl<'a> UpgradeHeaders<'a> {
     /// Picks the relevant headers from an HTTP header map.
     pub fn from_map(headers: &'a hyper::HeaderMap) -> UpgradeHeaders<'a> {
+        let mut authorization = headers.get_all(hyper::header::AUTHORIZATION).iter();
+        let mut origin = headers.get_all(hyper::header::ORIGIN).iter();
         UpgradeHeaders {
-            authorization: headers
-                .get(hyper::header::AUTHORIZATION)
-                .map(|v| v.as_bytes()),
-            origin: headers.get(hyper::header::ORIGIN).map(|v| v.as_bytes()),
+            authorization: authorization.next().map(|v| v.as_bytes()),
+            origin: origin.next().map(|v| v.as_bytes()),
+            repeated_authorization: authorization.next().is_some(),
+            repeated_origin: origin.next().is_some(),
         }
+    }
+}
+
+/// The 401 for a request carrying more than one credential.
+fn ambiguous_credentials(what: &str) -> UpgradeRefusal {
+    UpgradeRefusal {
+        status: 401,
+        error: Cow::Borrowed("ambiguous_credentials"),
+        message: format!("{what}: send exactly one token, in Authorization: Bearer or in ?token="),
     }
 }
 
@@ -92,6 +108,13 @@ pub fn decide(
     now_unix_secs: u64,
 ) -> Result<UpgradeRequest, UpgradeRefusal> {
     let query = path_and_query.split_once('?').map_or("", |(_, q)| q);
+    if headers.repeated_origin {
+        return Err(UpgradeRefusal {
+            status: 403,
+            error: Cow::Borrowed("ambiguous_origin"),
+            message: "more than one Origin header".to_owned(),
+        });
+    }
     if let (Some(allowed), Some(origin)) = (&policy.allowed_origins, headers.origin) {
         let origin = String::from_utf8_lossy(origin);
         if !allowed
@@ -107,6 +130,7 @@ pub fn decide(
     }
 
     let mut token_from_query = None;
+    let mut query_tokens = 0usize;
     let mut channels: Vec<String> = Vec::new();
     let add_channel = |channel: String, channels: &mut Vec<String>| {
         if !channel.is_empty() && !channels.contains(&channel) {
@@ -115,7 +139,10 @@ pub fn decide(
     };
     for (key, value) in query_pairs(query) {
         match key.as_ref() {
-            "token" => token_from_query = Some(value.into_owned()),
+            "token" => {
+                query_tokens += 1;
+                token_from_query = Some(value.into_owned());
+            }
             "channels" => {
                 for channel in value.split(',') {
                     add_channel(channel.trim().to_owned(), &mut channels);
@@ -131,7 +158,22 @@ pub fn decide(
         }
     }
 
-    let token = match headers.authorization.and_then(bearer_token) {
+    // Fail closed: a forged token next to a valid one must not connect as
+    // either. Only a Bearer header is a credential here; a Basic header
+    // (a site behind HTTP authentication) is not ours to read.
+    if headers.repeated_authorization {
+        return Err(ambiguous_credentials("more than one Authorization header"));
+    }
+    let header_token = headers.authorization.and_then(bearer_token);
+    if query_tokens > 1 {
+        return Err(ambiguous_credentials("more than one token parameter"));
+    }
+    if header_token.is_some() && query_tokens > 0 {
+        return Err(ambiguous_credentials(
+            "a token in both the Authorization header and the query",
+        ));
+    }
+    let token = match header_token {
         Some(token) => token.to_owned(),
         None => token_from_query.filter(|t| !t.is_empty()).ok_or_else(|| {
             let missing = crate::auth::AuthError::TokenMissing;
@@ -263,21 +305,90 @@ mod tests {
     }
 
     #[test]
-    fn bearer_header_wins_over_the_query() {
+    fn a_bearer_header_is_read() {
         let header = format!("Bearer {}", token(60));
         let headers = UpgradeHeaders {
             authorization: Some(header.as_bytes()),
-            origin: None,
+            ..UpgradeHeaders::default()
         };
-        let request = decide(
-            "/ws?token=garbage",
-            headers,
-            &verifier(),
-            &policy(None),
-            NOW,
-        )
-        .unwrap();
+        let request = decide("/ws", headers, &verifier(), &policy(None), NOW).unwrap();
         assert_eq!(request.identity.user_id, "alice");
+    }
+
+    #[test]
+    fn a_header_token_next_to_a_query_token_is_refused_as_ambiguous() {
+        let header = format!("Bearer {}", token(60));
+        let headers = UpgradeHeaders {
+            authorization: Some(header.as_bytes()),
+            ..UpgradeHeaders::default()
+        };
+        for target in [
+            "/ws?token=forged".to_owned(),
+            format!("/ws?token={}", token(60)),
+        ] {
+            let refused = decide(&target, headers, &verifier(), &policy(None), NOW).unwrap_err();
+            assert_eq!(
+                (refused.status, refused.error.as_ref()),
+                (401, "ambiguous_credentials")
+            );
+        }
+    }
+
+    #[test]
+    fn two_query_tokens_or_two_authorization_headers_are_ambiguous() {
+        let valid = token(60);
+        for target in [
+            format!("/ws?token=forged&token={valid}"),
+            format!("/ws?token={valid}&token={valid}"),
+        ] {
+            let refused = decide(
+                &target,
+                UpgradeHeaders::default(),
+                &verifier(),
+                &policy(None),
+                NOW,
+            )
+            .unwrap_err();
+            assert_eq!(refused.error, "ambiguous_credentials", "{target}");
+        }
+        let header = format!("Bearer {valid}");
+        let headers = UpgradeHeaders {
+            authorization: Some(header.as_bytes()),
+            repeated_authorization: true,
+            ..UpgradeHeaders::default()
+        };
+        let refused = decide("/ws", headers, &verifier(), &policy(None), NOW).unwrap_err();
+        assert_eq!(
+            (refused.status, refused.error.as_ref()),
+            (401, "ambiguous_credentials")
+        );
+    }
+
+    #[test]
+    fn a_basic_header_does_not_count_as_a_second_credential() {
+        let headers = UpgradeHeaders {
+            authorization: Some(b"Basic dXNlcjpwYXNz"),
+            ..UpgradeHeaders::default()
+        };
+        let target = format!("/ws?token={}", token(60));
+        assert!(decide(&target, headers, &verifier(), &policy(None), NOW).is_ok());
+    }
+
+    #[test]
+    fn two_origin_headers_are_403_even_when_the_first_is_allowed() {
+        let path = format!("/ws?token={}", token(60));
+        let headers = UpgradeHeaders {
+            origin: Some(b"https://app.example"),
+            repeated_origin: true,
+            ..UpgradeHeaders::default()
+        };
+        for origins in [Some(&["https://app.example"][..]), None] {
+            let refused = decide(&path, headers, &verifier(), &policy(origins), NOW).unwrap_err();
+            assert_eq!(
+                (refused.status, refused.error.as_ref()),
+                (403, "ambiguous_origin")
+            );
+        }
     }
 
     #[test]
@@ -308,13 +419,13 @@ mod tests {
         let p = policy(Some(&["https://app.example"]));
         let path = format!("/ws?token={}", token(60));
         let foreign = UpgradeHeaders {
-            authorization: None,
             origin: Some(b"https://evil.example"),
+            ..UpgradeHeaders::default()
         };
         assert_eq!(decide(&path, foreign, &v, &p, NOW).unwrap_err().status, 403);
         let listed = UpgradeHeaders {
-            authorization: None,
             origin: Some(b"https://app.example"),
+            ..UpgradeHeaders::default()
         };
         assert!(decide(&path, listed, &v, &p, NOW).is_ok());
         assert!(decide(&path, UpgradeHeaders::default(), &v, &p, NOW).is_ok());
