@@ -23,6 +23,8 @@ impl CloseReason {
             CloseReason::RateLimitExceeded => "rate limit exceeded",
             CloseReason::FrameTooBig => "frame too big",
             CloseReason::Shutdown => "server shutting down",
+            CloseReason::ProtocolError => "protocol error",
+            CloseReason::InvalidUtf8 => "invalid UTF-8",
         }
     }
 }

@@ -156,6 +156,10 @@ pub enum CloseCode {
     Normal,
     /// 1001: server shutting down.
     GoingAway,
+    /// 1002: the client broke the WebSocket protocol (RFC 6455 §7.4.1).
+    ProtocolError,
+    /// 1007: a text message that is not UTF-8 (RFC 6455 §8.1).
+    InvalidPayload,
     /// 1008: policy violation (slow consumer, rate limit, token expired).
     Policy,
     /// 1009: inbound frame too big.
@@ -170,6 +174,8 @@ impl CloseCode {
         match self {
             CloseCode::Normal => 1000,
             CloseCode::GoingAway => 1001,
+            CloseCode::ProtocolError => 1002,
+            CloseCode::InvalidPayload => 1007,
             CloseCode::Policy => 1008,
             CloseCode::TooBig => 1009,
             CloseCode::Internal => 1011,
@@ -197,6 +203,11 @@ pub enum CloseReason {
     FrameTooBig,
     /// The server is draining.
     Shutdown,
+    /// A frame no client may send (unmasked, reserved bits, unknown opcode,
+    /// bad control frame, invalid close code…): closed with 1002.
+    ProtocolError,
+    /// A text message that is not UTF-8: closed with 1007.
+    InvalidUtf8,
 }
 
 impl CloseReason {
@@ -211,6 +222,8 @@ impl CloseReason {
             CloseReason::RateLimitExceeded => "rate_limit_exceeded",
             CloseReason::FrameTooBig => "frame_too_big",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::InvalidUtf8 => "invalid_utf8",
         }
     }
 }
@@ -471,6 +484,20 @@ impl Core {
     pub fn handle_frame_too_big(&mut self, now: Instant, conn: ConnId) {
         if self.touch(now, conn) {
             self.begin_close(now, conn, CloseCode::TooBig, CloseReason::FrameTooBig);
+        }
+    }
+
+    /// The client broke the WebSocket protocol (the frame reader said so):
+    /// close 1002, then the socket is dropped once the close is written or
+    /// `slow_close_grace` passes. Nothing else it sent is processed.
+    pub fn handle_protocol_violation(&mut self, now: Instant, conn: ConnId) {
+        if self.touch(now, conn) {
+            self.begin_close(
+                now,
+                conn,
+                CloseCode::ProtocolError,
+                CloseReason::ProtocolError,
+            );
         }
     }
 

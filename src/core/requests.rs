@@ -77,7 +77,20 @@ impl Core {
     }
 
     pub(super) fn text(&mut self, now: Instant, conn: ConnId, payload: &[u8]) {
-        if !self.touch(now, conn) || !self.admit(now, conn) {
+        if !self.touch(now, conn) {
+            return;
+        }
+        if std::str::from_utf8(payload).is_err() {
+            // RFC 6455 §8.1: an endpoint MUST fail the connection.
+            self.begin_close(
+                now,
+                conn,
+                CloseCode::InvalidPayload,
+                CloseReason::InvalidUtf8,
+            );
+            return;
+        }
+        if !self.admit(now, conn) {
             return;
         }
         match client::decode(payload) {

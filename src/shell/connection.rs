@@ -388,13 +388,12 @@ fn command_for(inbound: Inbound, key: ConnKey) -> (Command, bool) {
         // The core answers with 1009; the task stays to write the close
         // and drain the rest of the frame, so the client gets it.
         Inbound::TooBig => (Command::TooBig { key }, true),
+        // The core answers with 1002 (RFC 6455 §7.4.1) and drops the socket
+        // once that is written or its grace passes; the reader discards
+        // everything after the violation meanwhile.
         Inbound::Invalid(why) => {
-            let error = io::Error::new(io::ErrorKind::InvalidData, why);
-            let closed = Command::Closed {
-                key,
-                error: Some(error),
-            };
-            (closed, false)
+            tracing::debug!(why, "client broke the protocol");
+            (Command::ProtocolError { key }, true)
         }
     }
 }

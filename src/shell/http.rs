@@ -141,6 +141,27 @@ async fn upgrade(
             "GET /ws must be a WebSocket upgrade request",
         );
     }
+    let headers = request.headers();
+    let handshake = upgrade::check_handshake(
+        request.version() >= hyper::Version::HTTP_11,
+        headers
+            .get(hyper::header::SEC_WEBSOCKET_KEY)
+            .map(|v| v.as_bytes()),
+        headers
+            .get(hyper::header::SEC_WEBSOCKET_VERSION)
+            .map(|v| v.as_bytes()),
+    );
+    if let Err(invalid) = handshake {
+        tracing::info!(%remote, error = ?invalid, "malformed upgrade refused");
+        let mut response = refuse(&invalid.refusal());
+        if invalid == upgrade::HandshakeError::UnsupportedVersion {
+            response.headers_mut().insert(
+                hyper::header::SEC_WEBSOCKET_VERSION,
+                hyper::header::HeaderValue::from_static(upgrade::WEBSOCKET_VERSION),
+            );
+        }
+        return response;
+    }
     let (response, upgrade_future) = match fastwebsockets::upgrade::upgrade(&mut request) {
         Ok(pair) => pair,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_upgrade", &e.to_string()),

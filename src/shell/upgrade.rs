@@ -98,6 +98,75 @@ impl UpgradeRefusal {
     }
 }
 
+/// The WebSocket version this server speaks (RFC 6455 §4.4).
+pub const WEBSOCKET_VERSION: &str = "13";
+
+/// Why a request that asks for an upgrade is not a valid RFC 6455 opening
+/// handshake; answered 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeError {
+    /// Not HTTP/1.1 or later (§4.1: "The method of the request MUST be GET,
+    /// and the HTTP version MUST be at least 1.1").
+    OldHttp,
+    /// `Sec-WebSocket-Key` missing or not 16 bytes of base64 (§4.1, §4.2.1).
+    BadKey,
+    /// `Sec-WebSocket-Version` is not 13; the answer carries
+    /// `Sec-WebSocket-Version: 13` (§4.4).
+    UnsupportedVersion,
+}
+
+impl HandshakeError {
+    /// The refusal: 400 with a stable code.
+    pub fn refusal(self) -> UpgradeRefusal {
+        let (error, message) = match self {
+            HandshakeError::OldHttp => (
+                "bad_upgrade",
+                "a WebSocket upgrade needs HTTP/1.1 (RFC 6455 §4.1)",
+            ),
+            HandshakeError::BadKey => (
+                "bad_upgrade",
+                "Sec-WebSocket-Key must be 16 bytes in base64 (RFC 6455 §4.1)",
+            ),
+            HandshakeError::UnsupportedVersion => (
+                "unsupported_websocket_version",
+                "this server speaks Sec-WebSocket-Version 13 only",
+            ),
+        };
+        UpgradeRefusal {
+            status: 400,
+            error: Cow::Borrowed(error),
+            message: message.to_owned(),
+        }
+    }
+}
+
+/// Checks the parts of an opening handshake the upgrade library does not:
+/// the HTTP version, the key's form, and the version (whose refusal must
+/// name the supported one). `http_1_1` is whether the request is HTTP/1.1
+/// or later.
+pub fn check_handshake(
+    http_1_1: bool,
+    key: Option<&[u8]>,
+    version: Option<&[u8]>,
+) -> Result<(), HandshakeError> {
+    use base64::Engine as _;
+    if !http_1_1 {
+        return Err(HandshakeError::OldHttp);
+    }
+    let decoded = key.and_then(|key| {
+        base64::engine::general_purpose::STANDARD
+            .decode(key.trim_ascii())
+            .ok()
+    });
+    if decoded.is_none_or(|nonce| nonce.len() != 16) {
+        return Err(HandshakeError::BadKey);
+    }
+    if version.map(<[u8]>::trim_ascii) != Some(WEBSOCKET_VERSION.as_bytes()) {
+        return Err(HandshakeError::UnsupportedVersion);
+    }
+    Ok(())
+}
+
 /// Decides a `GET /ws` request. `path_and_query` is the request target
 /// (`/ws?token=…&channels=a,b`).
 pub fn decide(
@@ -429,6 +498,38 @@ mod tests {
         };
         assert!(decide(&path, listed, &v, &p, NOW).is_ok());
         assert!(decide(&path, UpgradeHeaders::default(), &v, &p, NOW).is_ok());
+    }
+
+    #[test]
+    fn opening_handshakes_are_checked_against_rfc_6455() {
+        let key = Some(&b"dGhlIHNhbXBsZSBub25jZQ=="[..]);
+        let v13 = Some(&b"13"[..]);
+        assert_eq!(check_handshake(true, key, v13), Ok(()));
+        assert_eq!(
+            check_handshake(false, key, v13),
+            Err(HandshakeError::OldHttp)
+        );
+        for bad in [
+            &b"not base64!"[..],
+            b"c2hvcnQ=",
+            b"",
+            b"dGhlIHNhbXBsZSBub25jZQ==AA==",
+        ] {
+            assert_eq!(
+                check_handshake(true, Some(bad), v13),
+                Err(HandshakeError::BadKey)
+            );
+        }
+        assert_eq!(
+            check_handshake(true, None, v13),
+            Err(HandshakeError::BadKey)
+        );
+        for version in [Some(&b"8"[..]), Some(b"14"), None] {
+            assert_eq!(
+                check_handshake(true, key, version),
+                Err(HandshakeError::UnsupportedVersion)
+            );
+        }
     }
 
     #[test]
