@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
-use ws_realtime::core::{ConnId, Core, CoreConfig, Identity, Open, Position, Publish};
-use ws_realtime::proto::server::{self, MessagePos};
+use ws_realtime::core::{ConnId, Core, CoreConfig, Identity, Open, Publish};
+use ws_realtime::proto::position::Position;
+use ws_realtime::proto::server;
 
 const PAYLOAD: &[u8] = br#"{"symbol":"AAPL","bid":187.25,"ask":187.27,"last":187.26,"volume":1234567,"timestamp":1705238400000}"#;
 
@@ -59,10 +60,10 @@ fn publish(core: &mut Core, now: Instant, offset: i64) {
         now,
         Publish {
             channel: "lines".into(),
-            pos: Position::Offset {
+            pos: Some(Position::Offset {
                 partition: 0,
                 offset,
-            },
+            }),
             payload: Bytes::from_static(PAYLOAD),
         },
     );
@@ -114,7 +115,7 @@ fn encoding(c: &mut Criterion) {
         b.iter(|| {
             server::message(
                 "lines",
-                MessagePos::Offset {
+                Position::Offset {
                     partition: 0,
                     offset: 1234,
                 },
@@ -123,10 +124,10 @@ fn encoding(c: &mut Criterion) {
         })
     });
     group.bench_function("text", |b| {
-        b.iter(|| server::message("lines", MessagePos::Sequence(17), black_box(text)))
+        b.iter(|| server::message("lines", Position::Sequence(17), black_box(text)))
     });
     group.bench_function("binary_256", |b| {
-        b.iter(|| server::message("lines", MessagePos::Sequence(17), black_box(&binary)))
+        b.iter(|| server::message("lines", Position::Sequence(17), black_box(&binary)))
     });
     group.finish();
 }

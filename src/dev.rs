@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::auth::{TokenSpec, mint};
 use crate::config::{ConfigError, ServerConfig, Settings};
 use crate::shell::server::{Observers, ServerError, TcpAccept, run_observed};
-use crate::shell::shutdown::Shutdown;
+use crate::shutdown::Shutdown;
 use crate::source::Source;
 use crate::source::dev_feed::{FEED_TOPICS, MarketFeed, TICK};
 use crate::source::embedded::{EmbeddedKafka, EmbeddedKafkaError};

@@ -7,6 +7,7 @@
 //! * [`shell`]: tokio + hyper + fastwebsockets around the core.
 //! * [`source`]: Kafka, Redis, HTTP publish and the dev feed.
 //! * [`config`]: `WS_*` variables and the TOML file.
+//! * [`shutdown`]: the one broadcast shutdown signal sources and shell share.
 //! * [`load`]: the `ws-realtime-load` load tool.
 #![warn(missing_docs, unreachable_pub)]
 
@@ -20,4 +21,5 @@ pub mod load;
 pub mod metrics;
 pub mod proto;
 pub mod shell;
+pub mod shutdown;
 pub mod source;

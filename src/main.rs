@@ -10,9 +10,10 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use cli::{Cli, Command};
-use ws_realtime::config::{LogFormat, ServerConfig, Settings, build_sources};
-use ws_realtime::shell::shutdown::{self, ShutdownTrigger};
+use ws_realtime::config::{LogFormat, ServerConfig, Settings};
 use ws_realtime::shell::{ListenOptions, TcpAccept, run};
+use ws_realtime::shutdown::{self, ShutdownTrigger};
+use ws_realtime::source::build_sources;
 
 /// Exit status for an invalid configuration.
 const EXIT_CONFIG: u8 = 2;

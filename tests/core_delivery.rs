@@ -44,7 +44,7 @@ fn a_batch_carries_its_oldest_ingest_instant_for_the_latency_metric() {
     subscribe(&mut h, a, &["lines"]);
     let message = |payload: &'static [u8]| Publish {
         channel: "lines".into(),
-        pos: Position::Assigned,
+        pos: None,
         payload: Bytes::from_static(payload),
     };
     let older = h.now;
@@ -80,10 +80,10 @@ fn assigned_positions_count_per_channel_from_one_and_offsets_show_partition() {
         h.now,
         Publish {
             channel: "a".into(),
-            pos: Position::Offset {
+            pos: Some(Position::Offset {
                 partition: 3,
                 offset: 1234,
-            },
+            }),
             payload: Bytes::from_static(b"x"),
         },
     );

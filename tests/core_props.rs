@@ -14,6 +14,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use ws_realtime::core::*;
+use ws_realtime::proto::position::Position;
 use ws_realtime::proto::ws_frame::{self, Opcode};
 
 const CHANNELS: [&str; 5] = ["a", "b", "c", "admin-x", "bad name"];
@@ -389,10 +390,10 @@ impl World {
             self.now,
             Publish {
                 channel: channel.into(),
-                pos: Position::Offset {
+                pos: Some(Position::Offset {
                     partition: 0,
                     offset: n as i64,
-                },
+                }),
                 payload: Bytes::from(payload),
             },
         );

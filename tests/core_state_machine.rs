@@ -23,9 +23,9 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
 use ws_realtime::core::{
-    CloseReason, ConnId, Core, CoreConfig, Event, Identity, Open, Position, Publish,
-    SlowClientPolicy,
+    CloseReason, ConnId, Core, CoreConfig, Event, Identity, Open, Publish, SlowClientPolicy,
 };
+use ws_realtime::proto::position::Position;
 
 /// The few channels the model plays with, so subscriptions overlap.
 const CHANNELS: [&str; 3] = ["lines", "books", "trades"];
@@ -494,10 +494,10 @@ impl StateMachineTest for CoreModel {
                     sut.now,
                     Publish {
                         channel: channel.to_owned(),
-                        pos: Position::Offset {
+                        pos: Some(Position::Offset {
                             partition: 0,
                             offset: i64::try_from(seq).expect("fits"),
-                        },
+                        }),
                         payload: Bytes::from(format!(r#"{{"seq":{seq}}}"#)),
                     },
                 );

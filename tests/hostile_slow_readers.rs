@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use server_support::*;
 use tokio_tungstenite::tungstenite::Message;
 use ws_realtime::config::ServerConfig;
-use ws_realtime::core::{Position, Publish};
+use ws_realtime::core::Publish;
 
 const SILENT_CLIENTS: usize = 8;
 const PAYLOAD_BYTES: usize = 4 * 1024;
@@ -58,7 +58,7 @@ async fn bytes_until_every_silent_client_is_closed(config: ServerConfig) -> (usi
         published += payload.len();
         let publish = Publish {
             channel: "lines".to_owned(),
-            pos: Position::Assigned,
+            pos: None,
             payload: Bytes::from(payload),
         };
         within(sink.publish(publish)).await.unwrap();

@@ -11,10 +11,11 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 use ws_realtime::config::Settings;
 use ws_realtime::metrics::Metrics;
-use ws_realtime::shell::shutdown::{self, ShutdownTrigger};
+use ws_realtime::proto::position::Position;
+use ws_realtime::shutdown::{self, ShutdownTrigger};
 use ws_realtime::source::embedded::EmbeddedKafka;
 use ws_realtime::source::kafka::{KafkaConfig, KafkaSource, KafkaTimings};
-use ws_realtime::source::{Ingest, Position, PublishSink, Readiness, Source, SourceContext};
+use ws_realtime::source::{Ingest, PublishSink, Readiness, Source, SourceContext};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -105,8 +106,8 @@ impl Running {
 
 fn offset_of(ingest: &Ingest) -> (i32, i64) {
     match ingest.publish.pos {
-        Position::Offset { partition, offset } => (partition, offset),
-        Position::Assigned => panic!("Kafka messages carry their offset"),
+        Some(Position::Offset { partition, offset }) => (partition, offset),
+        _ => panic!("Kafka messages carry their offset"),
     }
 }
 

@@ -6,9 +6,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use ws_realtime::config::{ServerConfig, Settings, build_sources};
+use ws_realtime::config::{ServerConfig, Settings};
 use ws_realtime::load::{self, LoadArgs, LoadError};
 use ws_realtime::shell::ServerHandle;
+use ws_realtime::source::build_sources;
 
 const SECRET: &str = "load-tool-test-secret-0123456789abcdef";
 const API_KEY: &str = "load-tool-test-key";

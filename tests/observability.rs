@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full};
 use prometheus_parse::{Scrape, Value};
 use server_support::*;
 use tokio_tungstenite::tungstenite::Message;
-use ws_realtime::core::{Position, Publish};
+use ws_realtime::core::Publish;
 use ws_realtime::source::{Source, SourceContext, SourceFuture};
 
 /// One HTTP/1.1 connection kept open across requests, so requests can be
@@ -200,7 +200,7 @@ async fn tiny_buffer_client(address: SocketAddr, sub: &str, channels: &str) -> C
 fn bulk_message(channel: &str, bytes: usize) -> Publish {
     Publish {
         channel: channel.to_owned(),
-        pos: Position::Assigned,
+        pos: None,
         payload: Bytes::from(format!(r#"{{"filler":"{}"}}"#, "x".repeat(bytes))),
     }
 }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use ws_realtime::core::*;
+use ws_realtime::proto::position::Position;
 
 /// A server frame as a client sees it: opcode and payload.
 #[derive(Debug)]
@@ -108,10 +109,10 @@ impl Client {
     fn publish(&mut self, channel: &str, payload: &[u8]) {
         let publish = Publish {
             channel: channel.into(),
-            pos: Position::Offset {
+            pos: Some(Position::Offset {
                 partition: 0,
                 offset: 1234,
-            },
+            }),
             payload: Bytes::copy_from_slice(payload),
         };
         self.core.handle_publish(self.now, publish);

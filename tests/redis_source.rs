@@ -14,7 +14,6 @@ use std::time::Duration;
 use redis_support::*;
 use ws_realtime::config::Settings;
 use ws_realtime::metrics::SourceKindLabel;
-use ws_realtime::source::Position;
 
 #[tokio::test]
 #[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
@@ -27,7 +26,7 @@ async fn redis_trade_published_to_channel_trade_aapl_arrives_on_trade_aapl() {
     assert_eq!(cli_publish(redis.port, "channel:trade:AAPL", trade), 1);
     let got = source.next().await;
     assert_eq!(got.channel, "trade:AAPL");
-    assert_eq!(got.pos, Position::Assigned);
+    assert_eq!(got.pos, None);
     assert_eq!(&got.payload[..], trade.as_bytes());
 
     // Another symbol through the client crate: same pattern, own channel.
@@ -237,7 +236,8 @@ async fn redis_trade_reaches_a_websocket_client_subscribed_by_symbol() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     use ws_realtime::auth::{TokenSpec, mint};
-    use ws_realtime::config::{ServerConfig, build_sources};
+    use ws_realtime::config::ServerConfig;
+    use ws_realtime::source::build_sources;
 
     const SECRET: &str = "an-end-to-end-secret-of-32-bytes!";
     let redis = RedisServer::start();

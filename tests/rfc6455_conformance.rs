@@ -55,15 +55,12 @@ async fn close_after(address: SocketAddr, bytes: &[u8]) -> (Option<u16>, bool) {
     within(stream.write_all(bytes)).await.unwrap();
     let mut input = Vec::new();
     let mut chunk = [0u8; 4096];
-    let mut code = None;
-    loop {
+    let code = loop {
         match ws_frame::decode(&input) {
             Ok(frame) => {
                 let len = frame.len;
                 if frame.opcode == Opcode::Close {
-                    code = frame.close_code_and_reason().map(|(code, _)| code);
-                    input.drain(..len);
-                    break;
+                    break frame.close_code_and_reason().map(|(code, _)| code);
                 }
                 input.drain(..len);
                 continue;
@@ -75,7 +72,7 @@ async fn close_after(address: SocketAddr, bytes: &[u8]) -> (Option<u16>, bool) {
             Ok(0) | Err(_) => return (None, true),
             Ok(n) => input.extend_from_slice(&chunk[..n]),
         }
-    }
+    };
     // After the close frame the server ends the connection (bounded by
     // its close grace), whether or not the client answers.
     let ended = matches!(within(stream.read(&mut chunk)).await, Ok(0) | Err(_));

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use server_support::*;
 use tokio_tungstenite::tungstenite::Message;
-use ws_realtime::core::{Position, Publish};
+use ws_realtime::core::Publish;
 
 /// Messages published; big enough to overflow the kernel buffers of a client
 /// that stops reading.
@@ -49,7 +49,7 @@ async fn slow_consumer_is_closed_with_1008_while_a_fast_one_gets_everything() {
         let payload = format!(r#"{{"seq":{seq},"filler":"{filler}"}}"#);
         let publish = Publish {
             channel: "lines".to_owned(),
-            pos: Position::Assigned,
+            pos: None,
             payload: Bytes::from(payload),
         };
         within(sink.publish(publish)).await.unwrap();
@@ -95,7 +95,7 @@ async fn a_burst_larger_than_the_client_queue_reaches_a_reading_subscriber() {
     for seq in 0..BURST {
         let publish = Publish {
             channel: "lines".to_owned(),
-            pos: Position::Assigned,
+            pos: None,
             payload: Bytes::from(format!(r#"{{"seq":{seq}}}"#)),
         };
         within(sink.publish(publish)).await.unwrap();

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use server_support::*;
 use tokio_tungstenite::tungstenite::Message;
-use ws_realtime::core::{Position, Publish};
+use ws_realtime::core::Publish;
 
 #[tokio::test]
 async fn connected_frame_names_the_user_and_server() {
@@ -188,7 +188,7 @@ async fn a_silent_client_is_closed_while_publishes_never_stop() {
         while tokio::time::Instant::now() < until {
             let publish = Publish {
                 channel: "nobody-listens".to_owned(),
-                pos: Position::Assigned,
+                pos: None,
                 payload: Bytes::from_static(b"{}"),
             };
             if sink.publish(publish).await.is_err() {

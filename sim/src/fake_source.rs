@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use ws_realtime::core::{Position, Publish};
+use ws_realtime::core::Publish;
+use ws_realtime::proto::position::Position;
 use ws_realtime::source::{Source, SourceContext, SourceFuture};
 
 use crate::recorder::{Happening, MsgId, Recorder};
@@ -127,10 +128,10 @@ impl Source for FakeSource {
                         );
                         let publish = Publish {
                             channel: channel.clone(),
-                            pos: Position::Offset {
+                            pos: Some(Position::Offset {
                                 partition,
                                 offset: msg.offset,
-                            },
+                            }),
                             payload: Bytes::from(payload),
                         };
                         recorder.record(Happening::Publishing { msg, channel });

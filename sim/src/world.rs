@@ -11,8 +11,8 @@ use rand::rngs::SmallRng;
 use ws_realtime::config::ServerConfig;
 use ws_realtime::core::SlowClientPolicy;
 use ws_realtime::metrics::{Metrics, ReasonLabel};
-use ws_realtime::shell::shutdown::{self, Shutdown, ShutdownTrigger};
 use ws_realtime::shell::{Observers, run_observed};
+use ws_realtime::shutdown::{self, Shutdown, ShutdownTrigger};
 use ws_realtime::source::{Readiness, Source};
 
 use crate::accept::TurmoilAccept;

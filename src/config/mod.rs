@@ -2,8 +2,6 @@
 
 pub mod server;
 pub mod settings;
-pub mod sources;
 
 pub use server::{AuthSettings, LogFormat, ServerConfig, SourceKind};
 pub use settings::{ConfigError, Settings, parse_duration};
-pub use sources::build_sources;

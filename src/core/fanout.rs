@@ -9,8 +9,9 @@ use bytes::Bytes;
 use super::connection::BatchedMessage;
 use super::outbound::FrameKind;
 use super::timers::Timer;
-use super::{ConnId, Core, Position, Publish, PublishOutcome};
-use crate::proto::server::{self, MessagePos};
+use super::{ConnId, Core, Publish, PublishOutcome};
+use crate::proto::position::Position;
+use crate::proto::server;
 
 impl Core {
     pub(super) fn publish(
@@ -20,8 +21,8 @@ impl Core {
         ingested: Instant,
     ) -> PublishOutcome {
         let pos = match publish.pos {
-            Position::Offset { partition, offset } => MessagePos::Offset { partition, offset },
-            Position::Assigned => {
+            Some(pos) => pos,
+            None => {
                 // Look up before inserting so the hot path does not clone
                 // the channel name.
                 let seq = match self.sequences.get_mut(&publish.channel) {
@@ -34,7 +35,7 @@ impl Core {
                         1
                     }
                 };
-                MessagePos::Sequence(seq)
+                Position::Sequence(seq)
             }
         };
         let encoded = server::message(&publish.channel, pos, &publish.payload);

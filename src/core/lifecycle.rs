@@ -9,7 +9,8 @@ use super::connection::Connection;
 use super::outbound::{FrameKind, Outbound, Pushed};
 use super::rate_limit::TokenBucket;
 use super::timers::{Timer, TimerTable};
-use super::{CloseCode, CloseReason, ConnId, Core, DropReason, Event, Open, Refusal};
+use super::{CloseReason, ConnId, Core, DropReason, Event, Open, Refusal};
+use crate::proto::codes::CloseCode;
 use crate::proto::{server, ws_frame};
 
 impl CloseReason {

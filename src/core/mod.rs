@@ -25,6 +25,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use slab::Slab;
 
+use crate::proto;
+use crate::proto::codes::{CloseCode, ErrorCode, PayloadKind};
+use crate::proto::position::Position;
+
 /// Handle of one connection inside the core: a slab key. Stable while the
 /// connection lives; reused after it is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -77,53 +81,17 @@ pub enum Refusal {
     TooManyFromAddress,
 }
 
-/// Where a published message sits in its source's stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Position {
-    /// Kafka `partition:offset`, identical on every replica.
-    Offset {
-        /// Kafka partition.
-        partition: i32,
-        /// Kafka offset within the partition.
-        offset: i64,
-    },
-    /// Sources without offsets (HTTP, Redis): the core assigns the next
-    /// per-channel sequence number.
-    Assigned,
-}
-
 /// A message from a source, to be fanned out to the channel's subscribers.
 #[derive(Debug, Clone)]
 pub struct Publish {
     /// The gateway channel (already routed by the source).
     pub channel: String,
-    /// Its stream position.
-    pub pos: Position,
+    /// Its stream position; `None` when the source has no offsets (HTTP,
+    /// Redis): the core then assigns the channel's next sequence number.
+    pub pos: Option<Position>,
     /// The raw payload: JSON is embedded verbatim, other UTF-8 becomes a JSON
     /// string, other bytes go base64 under `b64data`.
     pub payload: Bytes,
-}
-
-/// How a payload was embedded in the `message` frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PayloadKind {
-    /// Valid JSON, embedded verbatim under `data`.
-    Json,
-    /// UTF-8 that is not JSON, embedded as a JSON string under `data`.
-    Text,
-    /// Other bytes, base64 under `b64data`.
-    Binary,
-}
-
-impl PayloadKind {
-    /// Stable label for metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PayloadKind::Json => "json",
-            PayloadKind::Text => "text",
-            PayloadKind::Binary => "binary",
-        }
-    }
 }
 
 /// What [`Core::handle_publish`] did with a message.
@@ -147,40 +115,6 @@ pub struct Transmit {
     /// [`Core::handle_publish_ingested`]), so the shell can observe ingest →
     /// socket-write latency once per batch; `None` when it holds no message.
     pub oldest_ingest: Option<Instant>,
-}
-
-/// WebSocket close codes the server uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CloseCode {
-    /// 1000: normal closure (the client closed, or said goodbye).
-    Normal,
-    /// 1001: server shutting down.
-    GoingAway,
-    /// 1002: the client broke the WebSocket protocol (RFC 6455 §7.4.1).
-    ProtocolError,
-    /// 1007: a text message that is not UTF-8 (RFC 6455 §8.1).
-    InvalidPayload,
-    /// 1008: policy violation (slow consumer, rate limit, token expired).
-    Policy,
-    /// 1009: inbound frame too big.
-    TooBig,
-    /// 1011: internal error.
-    Internal,
-}
-
-impl CloseCode {
-    /// The numeric code on the wire.
-    pub fn as_u16(self) -> u16 {
-        match self {
-            CloseCode::Normal => 1000,
-            CloseCode::GoingAway => 1001,
-            CloseCode::ProtocolError => 1002,
-            CloseCode::InvalidPayload => 1007,
-            CloseCode::Policy => 1008,
-            CloseCode::TooBig => 1009,
-            CloseCode::Internal => 1011,
-        }
-    }
 }
 
 /// Why a connection ended; also the `reason` label of the closed-connections
@@ -235,40 +169,6 @@ pub enum DropReason {
     DropOldest,
     /// Discarded because the connection was closed as a slow consumer.
     SlowConsumerClosed,
-}
-
-/// Stable `code` of an `error` frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    /// Not JSON, or JSON of the wrong shape.
-    BadFrame,
-    /// A `type` the server does not know.
-    UnknownType,
-    /// A channel name outside 1–128 chars of `A-Z a-z 0-9 _ . : @ # / -`.
-    InvalidChannel,
-    /// Not allowed by the token or the channel rules.
-    Forbidden,
-    /// Over the per-connection channel limit.
-    ChannelLimit,
-    /// Over the inbound rate limit; the frame was not processed.
-    RateLimited,
-    /// Binary frames are not part of protocol v1.
-    BinaryNotSupported,
-}
-
-impl ErrorCode {
-    /// The `code` string on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::BadFrame => "bad_frame",
-            ErrorCode::UnknownType => "unknown_type",
-            ErrorCode::InvalidChannel => "invalid_channel",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::ChannelLimit => "channel_limit",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::BinaryNotSupported => "binary_not_supported",
-        }
-    }
 }
 
 /// Something that happened, for the shell's metrics and logs.
@@ -386,7 +286,7 @@ pub struct Core {
     per_address: HashMap<IpAddr, usize>,
     /// Who is subscribed to what.
     subscriptions: SubscriptionIndex,
-    /// Last sequence assigned per channel for `Position::Assigned`; kept
+    /// Last sequence assigned per channel for a `Publish` without a `pos`; kept
     /// when a channel loses its subscribers so positions never go back.
     sequences: HashMap<String, u64>,
     /// Connections with frames queued and an idle writer, in the order they
@@ -631,5 +531,3 @@ impl Core {
         })
     }
 }
-
-use crate::proto;

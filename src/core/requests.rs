@@ -7,9 +7,10 @@ use std::time::Instant;
 use super::outbound::FrameKind;
 use super::permissions;
 use super::rate_limit::Verdict;
-use super::{CloseCode, CloseReason, ConnId, Core, ErrorCode, Event};
+use super::{CloseReason, ConnId, Core, Event};
 use crate::proto::channel;
 use crate::proto::client::{self, ClientFrame, RequestId};
+use crate::proto::codes::{CloseCode, ErrorCode};
 use crate::proto::server;
 
 /// Longest piece of a client-supplied channel name quoted back in an error.

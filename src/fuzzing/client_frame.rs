@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use super::harness::Harness;
 use super::scenario;
-use crate::core::{CoreConfig, ErrorCode, Position, Publish};
+use crate::core::{CoreConfig, Publish};
+use crate::proto::codes::ErrorCode;
 
 /// Every `code` an `error` frame may carry.
 const ERROR_CODES: &[ErrorCode] = &[
@@ -71,7 +72,7 @@ pub fn client_frame(data: &[u8]) {
     let delivered = harness
         .publish(Publish {
             channel: "lines".to_owned(),
-            pos: Position::Assigned,
+            pos: None,
             payload: Bytes::from_static(br#"{"price":1}"#),
         })
         .delivered;

@@ -11,7 +11,8 @@ use serde_json::json;
 
 use super::harness::Harness;
 use super::scenario::{self, ConfigChoice, PayloadChoice};
-use crate::core::{ConnId, CoreConfig, Position, Publish, SlowClientPolicy};
+use crate::core::{ConnId, CoreConfig, Publish, SlowClientPolicy};
+use crate::proto::position::Position;
 
 /// Operations per input; keeps one run short so the fuzzer explores widely.
 const MAX_OPS: usize = 256;
@@ -370,12 +371,12 @@ fn run(harness: &mut Harness, op: Op, next_offset: &mut [i64; 4]) {
                     let partition = partition % 4;
                     let slot = &mut next_offset[partition as usize];
                     *slot += i64::from(step % 1_000);
-                    Position::Offset {
+                    Some(Position::Offset {
                         partition: i32::from(partition),
                         offset: *slot,
-                    }
+                    })
                 }
-                None => Position::Assigned,
+                None => None,
             };
             harness.publish(Publish {
                 channel: scenario::channel(channel).to_owned(),
@@ -391,7 +392,7 @@ fn run(harness: &mut Harness, op: Op, next_offset: &mut [i64; 4]) {
         } => {
             harness.publish(Publish {
                 channel: scenario::channel(channel).to_owned(),
-                pos: Position::Offset { partition, offset },
+                pos: Some(Position::Offset { partition, offset }),
                 payload: Bytes::from(payload),
             });
         }
@@ -399,7 +400,7 @@ fn run(harness: &mut Harness, op: Op, next_offset: &mut [i64; 4]) {
             for i in 0..(count % 64) {
                 harness.publish(Publish {
                     channel: scenario::channel(channel).to_owned(),
-                    pos: Position::Assigned,
+                    pos: None,
                     payload: Bytes::from(format!(r#"{{"seq":{i}}}"#)),
                 });
             }

@@ -27,9 +27,10 @@ use serde_json::Value;
 
 use super::wire::{self, Opcode};
 use crate::core::{
-    CloseReason, ConnId, Core, CoreConfig, Event, Open, PayloadKind, Position, Publish,
-    PublishOutcome, Refusal,
+    CloseReason, ConnId, Core, CoreConfig, Event, Open, Publish, PublishOutcome, Refusal,
 };
+use crate::proto::codes::PayloadKind;
+use crate::proto::position::Position;
 
 /// Wall-clock anchor of every fuzzed core: 2026-01-01T00:00:00Z.
 pub(crate) const START_UNIX_MS: u64 = 1_767_225_600_000;
@@ -279,7 +280,7 @@ impl Harness {
             .filter(|model| !model.closed_event && model.channels.contains(&publish.channel))
             .count();
         let expected_kind = classify(&publish.payload);
-        if let Position::Offset { partition, offset } = publish.pos {
+        if let Some(Position::Offset { partition, offset }) = publish.pos {
             let key = (publish.channel.clone(), i64::from(partition));
             if let Some(last) = self.last_published.insert(key.clone(), offset)
                 && offset < last

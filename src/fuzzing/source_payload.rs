@@ -15,8 +15,10 @@ use serde_json::Value;
 
 use super::harness::{Harness, classify};
 use super::scenario;
-use crate::core::{CoreConfig, PayloadKind, Position, Publish};
+use crate::core::{CoreConfig, Publish};
 use crate::proto::channel;
+use crate::proto::codes::PayloadKind;
+use crate::proto::position::Position;
 use crate::source::kafka::{Route, Router, Template};
 
 /// Topics the routes below know, plus ones they do not.
@@ -134,10 +136,7 @@ fn check_delivery(channel: String, offset: Option<(i32, i64)>, payload: Vec<u8>)
     harness.take_received();
     let subscribed = harness.channels_of(conn).contains(&channel);
 
-    let pos = match offset {
-        Some((partition, offset)) => Position::Offset { partition, offset },
-        None => Position::Assigned,
-    };
+    let pos = offset.map(|(partition, offset)| Position::Offset { partition, offset });
     let outcome = harness.publish(Publish {
         channel: channel.clone(),
         pos,
@@ -163,10 +162,10 @@ fn check_delivery(channel: String, offset: Option<(i32, i64)>, payload: Vec<u8>)
 }
 
 /// The frame names the channel and position and carries the payload.
-fn check_message(frame: &Value, channel: &str, pos: Position, payload: &[u8]) {
+fn check_message(frame: &Value, channel: &str, pos: Option<Position>, payload: &[u8]) {
     assert_eq!(frame["channel"], channel, "channel of {frame}");
     let shown_pos = frame["pos"].as_str().expect("pos is a string");
-    if let Position::Offset { partition, offset } = pos {
+    if let Some(Position::Offset { partition, offset }) = pos {
         assert_eq!(shown_pos, format!("{partition}:{offset}"));
     }
     match classify(payload) {

@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::core::ErrorCode;
+use super::codes::ErrorCode;
 
 /// A request `id`, echoed in the answer exactly as the client gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,11 +5,15 @@
 //! * [`client_frames`]: reading the masked frames a client sends, holding
 //!   no buffer between frames.
 //! * [`channel`]: which channel names are valid.
+//! * [`codes`]: error codes, close codes and payload kinds.
+//! * [`position`]: the `pos` of a message.
 //! * [`client`]: JSON frames a client sends (`subscribe`, `unsubscribe`, …).
 //! * [`server`]: JSON frames the server sends (`connected`, `message`, …).
 
 pub mod channel;
 pub mod client;
 pub mod client_frames;
+pub mod codes;
+pub mod position;
 pub mod server;
 pub mod ws_frame;

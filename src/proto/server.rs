@@ -10,8 +10,9 @@ use bytes::Bytes;
 use serde::de::IgnoredAny;
 
 use super::client::RequestId;
+use super::codes::{ErrorCode, PayloadKind};
+use super::position::Position;
 use super::ws_frame::{self, MAX_HEADER_LEN, Opcode};
-use crate::core::{ErrorCode, PayloadKind};
 
 /// A JSON text being built behind room reserved for its frame header.
 struct FrameWriter {
@@ -153,20 +154,6 @@ pub fn app_ping(unix_ms: u64) -> Bytes {
     w.frame()
 }
 
-/// The `pos` of a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessagePos {
-    /// Kafka `partition:offset`.
-    Offset {
-        /// Partition.
-        partition: i32,
-        /// Offset.
-        offset: i64,
-    },
-    /// A per-channel sequence assigned by the gateway.
-    Sequence(u64),
-}
-
 /// A `message` frame encoded once for all subscribers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedMessage {
@@ -197,7 +184,7 @@ pub fn classify_payload(payload: &[u8]) -> PayloadKind {
 }
 
 /// `{"type":"message","channel":…,"pos":…,"data":…}` (or `b64data`).
-pub fn message(channel: &str, pos: MessagePos, payload: &[u8]) -> EncodedMessage {
+pub fn message(channel: &str, pos: Position, payload: &[u8]) -> EncodedMessage {
     let kind = classify_payload(payload);
     let payload_room = match kind {
         PayloadKind::Json => payload.len(),
@@ -209,12 +196,12 @@ pub fn message(channel: &str, pos: MessagePos, payload: &[u8]) -> EncodedMessage
         .string(channel)
         .raw(b",\"pos\":\"");
     match pos {
-        MessagePos::Offset { partition, offset } => {
+        Position::Offset { partition, offset } => {
             w.raw(itoa::Buffer::new().format(partition).as_bytes())
                 .raw(b":")
                 .raw(itoa::Buffer::new().format(offset).as_bytes());
         }
-        MessagePos::Sequence(seq) => {
+        Position::Sequence(seq) => {
             w.number(seq);
         }
     }
@@ -311,7 +298,7 @@ mod tests {
     fn json_payload_is_embedded_verbatim() {
         let m = message(
             "lines",
-            MessagePos::Offset {
+            Position::Offset {
                 partition: 0,
                 offset: 1234,
             },
@@ -328,11 +315,11 @@ mod tests {
 
     #[test]
     fn text_payload_becomes_a_json_string_and_bytes_go_base64() {
-        let text = message("lines", MessagePos::Sequence(17), b"hello \"world\"");
+        let text = message("lines", Position::Sequence(17), b"hello \"world\"");
         assert_eq!(text.kind, PayloadKind::Text);
         assert_eq!(json_of(&text.frame)["data"], "hello \"world\"");
         assert_eq!(json_of(&text.frame)["pos"], "17");
-        let binary = message("lines", MessagePos::Sequence(1), &[0xff, 0x00, 0x01]);
+        let binary = message("lines", Position::Sequence(1), &[0xff, 0x00, 0x01]);
         assert_eq!(binary.kind, PayloadKind::Binary);
         assert_eq!(json_of(&binary.frame)["b64data"], "/wAB");
     }

@@ -1,19 +1,15 @@
-//! One upgraded WebSocket: the [`Link`] the driver and the connection's task
-//! share, and the task itself.
+//! One upgraded WebSocket: the task that serves it, reading frames and
+//! finishing the writes the driver hands over through its [`Link`].
 //!
-//! Writes: the driver writes each [`Transmit`] (everything queued for the
-//! socket) straight into the socket, in vectored writes, with no task switch.
-//! Only when the kernel's buffer is full does it hand the rest to the
-//! connection's task, which finishes it when the socket drains and reports
-//! `WriteComplete`. One wake-up per socket per batch, and usually none.
+//! Writes are described in `link.rs`.
 //!
 //! Reads: the task waits for readiness, then reads what is there into a
 //! buffer that lives only while a frame is incomplete, so an idle socket
 //! holds no read buffer at all.
 
 use std::io;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -21,12 +17,11 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 
-use crate::core::Transmit;
 use crate::proto::client_frames::{FrameReader, Inbound};
 use crate::shell::admission::Admitted;
-use crate::shell::batch::{Batch, WriteStart, Written};
-use crate::shell::driver::{Command, ConnKey};
-use crate::shell::socket::{Buffered, Socket, lock};
+use crate::shell::driver::Command;
+use crate::shell::link::{ConnKey, Link, Wake};
+use crate::shell::socket::{Buffered, Socket};
 
 /// How long a closing socket gets to see the client's FIN before it is dropped.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -58,128 +53,6 @@ macro_rules! send {
             Err(()) => false,
         }
     }};
-}
-
-/// What the driver and a connection's task share.
-pub(crate) struct Link<S: ?Sized = dyn Socket> {
-    /// Which connection this is (here, not in the task, whose every byte
-    /// each idle connection pays for).
-    key: ConnKey,
-    /// The handover between driver and task, locked briefly by either.
-    state: Mutex<Handover>,
-    /// This socket's share of the connection limits counted from accept,
-    /// released when the last holder of the link drops it.
-    _admitted: Option<Arc<Admitted>>,
-    /// The socket; last, so a `Link` of any socket type can be shared as a
-    /// `Link<dyn Socket>`.
-    socket: S,
-}
-
-/// What the driver hands the connection's task.
-#[derive(Default)]
-struct Handover {
-    /// A batch the driver could not finish without blocking; the task writes
-    /// the rest when the socket drains. At most one: the core sends the next
-    /// batch only after this one completes.
-    pending: Option<Box<Batch>>,
-    /// Set once the socket must close (the core dropped the connection).
-    closing: bool,
-    /// The task's waker, so a handover wakes it.
-    waker: Option<Waker>,
-}
-
-impl<S: Socket> Link<S> {
-    fn new(key: ConnKey, socket: S, admitted: Option<Arc<Admitted>>) -> Link<S> {
-        Link {
-            key,
-            state: Mutex::new(Handover::default()),
-            _admitted: admitted,
-            socket,
-        }
-    }
-}
-
-impl<S: Socket + ?Sized> Link<S> {
-    /// The driver's write: as much of `transmit` as the kernel takes now,
-    /// and the rest handed to the connection's task.
-    pub(crate) fn start_write(&self, transmit: Transmit) -> WriteStart {
-        let mut batch = Batch::new(transmit);
-        match batch.try_write(&self.socket) {
-            Poll::Ready(Ok(())) => WriteStart::Done(batch.written()),
-            Poll::Ready(Err(error)) => WriteStart::Failed(error),
-            Poll::Pending => {
-                let waker = {
-                    let mut state = lock(&self.state);
-                    state.pending = Some(Box::new(batch));
-                    state.waker.clone()
-                };
-                if let Some(waker) = waker {
-                    waker.wake();
-                }
-                WriteStart::HandedOver
-            }
-        }
-    }
-
-    /// Tells the connection's task to close the socket (it drops any batch
-    /// still pending: the connection is being abandoned).
-    pub(crate) fn close(&self) {
-        let waker = {
-            let mut state = lock(&self.state);
-            state.closing = true;
-            state.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-
-    /// What the task should do next; registers `cx` for all of it.
-    fn poll_wake(&self, cx: &mut Context<'_>) -> Poll<Wake> {
-        let mut state = lock(&self.state);
-        if state.closing {
-            return Poll::Ready(Wake::Close);
-        }
-        if let Some(batch) = state.pending.as_mut() {
-            match batch.poll_write(&self.socket, cx) {
-                Poll::Ready(Ok(())) => {
-                    let written = batch.written();
-                    state.pending = None;
-                    return Poll::Ready(Wake::Written(written));
-                }
-                Poll::Ready(Err(error)) => {
-                    state.pending = None;
-                    return Poll::Ready(Wake::Failed(error));
-                }
-                Poll::Pending => {}
-            }
-        }
-        if !state
-            .waker
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            state.waker = Some(cx.waker().clone());
-        }
-        drop(state);
-        match self.socket.poll_read_ready(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(Wake::Readable),
-            Poll::Ready(Err(error)) => Poll::Ready(Wake::Failed(error)),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-/// Why the connection's task woke.
-enum Wake {
-    /// The driver closed the connection.
-    Close,
-    /// The handed-over batch is with the kernel.
-    Written(Written),
-    /// The socket failed.
-    Failed(io::Error),
-    /// Bytes (or EOF) are waiting.
-    Readable,
 }
 
 /// Takes over an upgraded stream: hands the driver its [`Link`] and starts

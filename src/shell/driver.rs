@@ -16,11 +16,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::core::{ConnId, ConnMap, Core, Event, Open, Refusal, Transmit};
+use crate::core::{ConnMap, Core, Event, Open, Refusal, Transmit};
 use crate::metrics::Metrics;
 use crate::shell::batch::{WriteStart, Written};
 use crate::shell::conn_log::ConnLogs;
-use crate::shell::connection::Link;
+use crate::shell::link::{ConnKey, Link};
 use crate::source::Ingest;
 
 /// Most commands taken per round.
@@ -31,17 +31,6 @@ const MAX_MESSAGE_BATCH: usize = 256;
 
 /// Most rounds of yielding and taking before a drain.
 const TAKE_ROUNDS: usize = 4;
-
-/// Identifies one connection for its whole life: a [`ConnId`] is reused
-/// after the core forgets it, so commands from a dead connection's tasks
-/// carry the serial too and are ignored once it no longer matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ConnKey {
-    /// The core's handle.
-    pub(crate) conn: ConnId,
-    /// Unique per connection for the life of the process.
-    pub(crate) serial: u64,
-}
 
 /// Inputs to the driver.
 pub(crate) enum Command {
@@ -451,7 +440,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::core::{CoreConfig, Identity, Position, Publish};
+    use crate::core::{CoreConfig, Identity, Publish};
 
     /// A backlog that never lets the driver's input empty (a Kafka consumer
     /// catching up) must not hold back the core's deadlines: a silent
@@ -475,7 +464,7 @@ mod tests {
             let ingest = Ingest {
                 publish: Publish {
                     channel: "nobody-listens".to_owned(),
-                    pos: Position::Assigned,
+                    pos: None,
                     payload: Bytes::from_static(b"{}"),
                 },
                 taken: None,

@@ -4,13 +4,13 @@
 //! * `admission`: connection limits counted from accept.
 //! * `driver`: the one task that owns the core.
 //! * `batch`: writing one transmit, resumable where the socket filled up.
-//! * `connection`: the link the driver writes through and the task that
-//!   reads each upgraded socket.
+//! * `link`: what the driver and a connection's task share (the socket and
+//!   a write handed over), and the `ConnKey` naming a connection.
+//! * `connection`: the task that reads each upgraded socket.
 //! * `socket`: the readiness-driven socket both share.
 //! * `conn_log`: log lines about connections, with their identity.
 //! * `http`: routing of the endpoints on the one port.
 //! * [`upgrade`]: the pure upgrade decision (token, origin, query).
-//! * [`shutdown`]: the broadcast shutdown signal.
 
 mod admission;
 mod batch;
@@ -18,8 +18,8 @@ mod conn_log;
 mod connection;
 mod driver;
 mod http;
+mod link;
 pub mod server;
-pub mod shutdown;
 mod socket;
 pub mod upgrade;
 

@@ -23,8 +23,8 @@ use crate::metrics::Metrics;
 use crate::shell::admission::{self, Admission};
 use crate::shell::driver::{Command, Driver};
 use crate::shell::http::{self, AppState};
-use crate::shell::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::shell::upgrade::UpgradePolicy;
+use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::source::http::PublishApi;
 use crate::source::{PublishSink, Readiness, Source, SourceContext};
 

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::core::{Position, Publish};
+use crate::core::Publish;
 use crate::source::{Source, SourceContext, SourceFuture};
 
 /// Channels (and Kafka topics) the feed writes.
@@ -203,7 +203,7 @@ impl Source for DevFeedSource {
                 for message in feed.next_messages(unix_ms()) {
                     let publish = Publish {
                         channel: message.topic.to_owned(),
-                        pos: Position::Assigned,
+                        pos: None,
                         payload: Bytes::from(message.json),
                     };
                     if ctx.sink.publish(publish).await.is_err() {

@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::core::{Position, Publish};
+use crate::core::Publish;
 use crate::source::{PublishSink, SourceContext, SourceFuture};
 
 /// Most channels one publish request may name.
@@ -141,7 +141,7 @@ impl PublishApi {
         for channel in &channels {
             let publish = Publish {
                 channel: channel.clone(),
-                pos: Position::Assigned,
+                pos: None,
                 payload: payload.clone(),
             };
             if self.sink.publish_and_wait(publish).await.is_err() {

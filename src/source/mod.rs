@@ -9,10 +9,11 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-pub use crate::core::{Position, Publish};
+use crate::core::Publish;
 use crate::metrics::Metrics;
-use crate::shell::shutdown::Shutdown;
+use crate::shutdown::Shutdown;
 
+mod build;
 pub mod dev_feed;
 pub mod embedded;
 pub mod health;
@@ -20,6 +21,7 @@ pub mod http;
 pub mod kafka;
 pub mod redis;
 
+pub use build::build_sources;
 pub use health::{Readiness, SourceHealth};
 
 /// A boxed future a source runs as.

@@ -9,6 +9,8 @@ pub(crate) use bytes::Bytes;
 pub(crate) use serde_json::{Value, json};
 
 pub(crate) use ws_realtime::core::*;
+pub(crate) use ws_realtime::proto::codes::*;
+pub(crate) use ws_realtime::proto::position::Position;
 pub(crate) use ws_realtime::proto::ws_frame::{self, Opcode};
 
 /// 2026-01-14T10:00:00.000Z
@@ -155,7 +157,7 @@ impl Harness {
     pub(crate) fn publish(&mut self, channel: &str, payload: &[u8]) -> PublishOutcome {
         let publish = Publish {
             channel: channel.into(),
-            pos: Position::Assigned,
+            pos: None,
             payload: Bytes::copy_from_slice(payload),
         };
         self.core.handle_publish(self.now, publish)

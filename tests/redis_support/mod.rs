@@ -12,10 +12,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use ws_realtime::config::Settings;
+use ws_realtime::core::Publish;
 use ws_realtime::metrics::{Metrics, ReasonLabel};
-use ws_realtime::shell::shutdown::{self, ShutdownTrigger};
+use ws_realtime::shutdown::{self, ShutdownTrigger};
 use ws_realtime::source::redis::{RedisConfig, RedisSource};
-use ws_realtime::source::{Ingest, Publish, PublishSink, Readiness, Source, SourceContext};
+use ws_realtime::source::{Ingest, PublishSink, Readiness, Source, SourceContext};
 
 /// How long any one wait in these tests may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(20);

@@ -19,8 +19,10 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::config::{KafkaConfig, KafkaMode, StartPosition};
 use super::context::{KafkaContext, WarnThrottle};
+use crate::core::Publish;
 use crate::metrics::{Metrics, PartitionLabel, TopicLabel};
-use crate::source::{Position, Publish, PublishSink, SinkClosed, SourceContext, SourceHealth};
+use crate::proto::position::Position;
+use crate::source::{PublishSink, SinkClosed, SourceContext, SourceHealth};
 
 /// Timings of the source, fixed in production and shortened in tests.
 #[derive(Debug, Clone)]
@@ -244,10 +246,10 @@ impl Record {
         }
         Publish {
             channel: routed.channel,
-            pos: Position::Offset {
+            pos: Some(Position::Offset {
                 partition: self.partition,
                 offset: self.offset,
-            },
+            }),
             payload: self.payload.clone(),
         }
     }
@@ -337,7 +339,7 @@ fn commit_stored(consumer: &KafkaConsumer, stored: &HashMap<(String, i32), i64>)
 
 async fn idle_until_shutdown(
     health: &SourceHealth,
-    shutdown: &mut crate::shell::shutdown::Shutdown,
+    shutdown: &mut crate::shutdown::Shutdown,
     reason: String,
 ) {
     tracing::error!("kafka: {reason}");
@@ -356,7 +358,7 @@ async fn monitor_health(
     metrics: Arc<Metrics>,
     topics: Vec<String>,
     interval: Duration,
-    mut shutdown: crate::shell::shutdown::Shutdown,
+    mut shutdown: crate::shutdown::Shutdown,
 ) {
     let patterns: Vec<(String, Option<regex::Regex>)> = topics
         .into_iter()

@@ -1,8 +1,8 @@
 //! The Redis pub/sub source: holds `SUBSCRIBE`/`PSUBSCRIBE` on one Redis
 //! connection and forwards every message to the core, channel name mapped
 //! (`channel:trade:AAPL` → `trade:AAPL`), payload bytes untouched (the core
-//! decides JSON / text / binary), position [`Position::Assigned`] since
-//! pub/sub has no offsets.
+//! decides JSON / text / binary), no position (the core assigns
+//! the channel's next sequence) since pub/sub has no offsets.
 //!
 //! Redis pub/sub is fire-and-forget: what is published while the gateway is
 //! not subscribed is lost. So when the connection drops the source marks
@@ -18,9 +18,10 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::{PubSub, PubSubSink, PubSubStream};
 
+use crate::core::Publish;
 use crate::metrics::{Metrics, ReasonLabel};
-use crate::shell::shutdown::Shutdown;
-use crate::source::{Position, Publish, PublishSink, Source, SourceContext, SourceFuture};
+use crate::shutdown::Shutdown;
+use crate::source::{PublishSink, Source, SourceContext, SourceFuture};
 
 mod config;
 mod outage;
@@ -256,7 +257,7 @@ fn to_publish(config: &RedisConfig, message: &redis::Msg, metrics: &Metrics) -> 
     // The payload kind is counted by the driver once the core has classified it.
     Some(Publish {
         channel: channel.to_owned(),
-        pos: Position::Assigned,
+        pos: None,
         payload: Bytes::copy_from_slice(message.get_payload_bytes()),
     })
 }

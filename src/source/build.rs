@@ -1,5 +1,7 @@
 //! Builds the configured sources (`WS_SOURCES`). Each source reads its own
 //! settings here, so `check-config` validates them without starting them.
+//! It lives with the sources, not in `config`, because it names every
+//! source: configuration sits below the sources in the import order.
 
 use crate::config::{ConfigError, ServerConfig, Settings, SourceKind};
 use crate::source::Source;

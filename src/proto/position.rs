@@ -1,0 +1,20 @@
+//! Where a message sits in its stream: the `pos` of a `message` frame.
+//!
+//! One type for the whole way from a source to the wire. A source that has
+//! offsets (Kafka) sets the position itself; a source without offsets (HTTP,
+//! Redis) leaves it to the core, which assigns the channel's next sequence
+//! number (see `Publish::pos`).
+
+/// The `pos` of one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// Kafka `partition:offset`, identical on every replica.
+    Offset {
+        /// Kafka partition.
+        partition: i32,
+        /// Kafka offset within the partition.
+        offset: i64,
+    },
+    /// A per-channel sequence number assigned by the gateway.
+    Sequence(u64),
+}
