@@ -232,8 +232,9 @@ impl ServerConfig {
         let mut warnings = Vec::new();
         if (self.core.client_buffer_frames as u64) < u64::from(self.core.rate_limit_burst) {
             warnings.push(format!(
-                "WS_CLIENT_BUFFER ({}) is smaller than WS_RATE_BURST ({}): a client's own burst of \
-                 requests may fill its queue; requests past the reply bound are answered rate_limited",
+                "WS_CLIENT_BUFFER ({}) is smaller than WS_RATE_BURST ({}): a client may send more \
+                 requests in one burst than its queue holds messages; its answers have their own \
+                 bound, but a burst of messages published meanwhile closes it as a slow consumer",
                 self.core.client_buffer_frames, self.core.rate_limit_burst
             ));
         }
@@ -579,6 +580,50 @@ mod tests {
         );
         assert_eq!(parse_bind_address("localhost"), None);
         assert_eq!(parse_bind_address(":http"), None);
+    }
+
+    #[test]
+    fn a_client_buffer_smaller_than_the_rate_burst_draws_a_warning() {
+        let small = config(&[("WS_CLIENT_BUFFER", "16"), ("WS_RATE_BURST", "100")]).unwrap();
+        let warnings = small.warnings();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("WS_CLIENT_BUFFER") && w.contains("WS_RATE_BURST")),
+            "{warnings:?}"
+        );
+        assert!(config(&[]).unwrap().warnings().is_empty());
+    }
+
+    #[test]
+    fn hostile_client_limits_are_read_and_checked() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.max_request_head_bytes, 16 * 1024);
+        assert_eq!(c.socket_send_buffer, 256 * 1024);
+        assert_eq!(c.listen_backlog, system_somaxconn());
+        let set = config(&[
+            ("WS_MAX_REQUEST_HEAD_BYTES", "4096"),
+            ("WS_SOCKET_SEND_BUFFER", "0"),
+            ("WS_LISTEN_BACKLOG", "65535"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                set.max_request_head_bytes,
+                set.socket_send_buffer,
+                set.listen_backlog
+            ),
+            (4096, 0, 65535)
+        );
+        for (name, value) in [
+            ("WS_MAX_REQUEST_HEAD_BYTES", "100"),
+            ("WS_MAX_REQUEST_HEAD_BYTES", "lots"),
+            ("WS_SOCKET_SEND_BUFFER", "100"),
+            ("WS_LISTEN_BACKLOG", "0"),
+        ] {
+            let error = config(&[(name, value)]).unwrap_err().to_string();
+            assert!(error.contains(name), "{error}");
+        }
     }
 
     #[test]

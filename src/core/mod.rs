@@ -318,6 +318,11 @@ pub struct ConnInspection {
     pub held_frames: usize,
     /// Bytes held (queued + in flight).
     pub held_bytes: usize,
+    /// Of `held_frames`, the control frames (replies, pings), which have
+    /// their own bound ([`Core::control_bound`]).
+    pub held_control_frames: usize,
+    /// Of `held_bytes`, the control frames' bytes.
+    pub held_control_bytes: usize,
     /// Whether its close frame is queued or sent.
     pub closing: bool,
     /// Messages waiting for a JSON-array batch.
@@ -513,6 +518,15 @@ impl Core {
         self.shutting_down && self.conns.is_empty()
     }
 
+    /// The bound on control frames (replies to a client's own requests,
+    /// pings) one connection may hold, as (frames, bytes): apart from the
+    /// message bound, so the answers to one read of requests never make a
+    /// reading client a slow consumer.
+    pub fn control_bound(&self) -> (usize, usize) {
+        let bound = outbound::control_bound(self.config.rate_limit_burst);
+        (bound.frames, bound.bytes)
+    }
+
     /// One connection's state, for property tests and fuzzing.
     #[doc(hidden)]
     pub fn inspect(&self, conn: ConnId) -> Option<ConnInspection> {
@@ -526,6 +540,8 @@ impl Core {
                 .collect(),
             held_frames: c.outbound.frames(),
             held_bytes: c.outbound.bytes(),
+            held_control_frames: c.outbound.control().frames,
+            held_control_bytes: c.outbound.control().bytes,
             closing: c.closing.is_some(),
             batched: c.batch.len(),
         })

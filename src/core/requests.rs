@@ -48,7 +48,13 @@ impl Core {
                 let message = format!(
                     "Too many frames: the limit is {per_second} per second; this frame was not processed. Slow down and retry."
                 );
-                self.reject(now, conn, None, ErrorCode::RateLimited, &message);
+                let error = server::error(None, ErrorCode::RateLimited, &message);
+                if self.enqueue_if_room(now, conn, error) {
+                    self.events.push_back(Event::FrameRejected {
+                        conn,
+                        code: ErrorCode::RateLimited,
+                    });
+                }
                 false
             }
             Verdict::Abusive => {
