@@ -153,6 +153,70 @@ pub struct Observers {
     pub metrics: Arc<Metrics>,
 }
 
+/// What serving one accepted connection's HTTP needs.
+struct HttpServing {
+    /// Shared by every request handler.
+    state: Arc<AppState>,
+    /// The connection limits, counted from accept.
+    admission: Admission,
+    /// `WS_HANDSHAKE_TIMEOUT`.
+    handshake_timeout: std::time::Duration,
+    /// `WS_MAX_REQUEST_HEAD_BYTES`.
+    head_limit: usize,
+}
+
+impl HttpServing {
+    /// Serves an accepted connection in a task of `set` (or refuses it at
+    /// the limits); backs off briefly after a failed accept.
+    async fn on_accept<S>(&self, set: &mut JoinSet<()>, accepted: std::io::Result<(S, SocketAddr)>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (stream, remote) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Usually EMFILE: back off briefly instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                return;
+            }
+        };
+        let admitted = match self.admission.admit(remote.ip()) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                tracing::info!(%remote, %refusal, "connection refused at accept");
+                set.spawn(admission::refuse(stream, refusal));
+                return;
+            }
+        };
+        let state = self.state.clone();
+        let (timeout, head_limit) = (self.handshake_timeout, self.head_limit);
+        set.spawn(async move {
+            let service = service_fn(move |request| {
+                let (state, admitted) = (state.clone(), admitted.clone());
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        http::route(request, state, remote, admitted).await,
+                    )
+                }
+            });
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout)
+                // 431 and close above the limit; the read buffer stops
+                // growing there too.
+                .max_header_size(head_limit)
+                .max_buf_size(head_limit.max(HYPER_MIN_BUF) + HYPER_MIN_BUF)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+            if let Err(error) = served {
+                tracing::debug!(%remote, %error, "http connection ended with an error");
+            }
+        });
+    }
+}
+
 /// Runs a server until `shutdown` fires and the drain completes.
 pub async fn run<A: Accept>(
     accept: A,
@@ -233,65 +297,48 @@ pub async fn run_observed<A: Accept>(
         config.core.max_connections,
         config.core.max_connections_per_ip,
     );
+    let serving = HttpServing {
+        state,
+        admission,
+        handshake_timeout: config.handshake_timeout,
+        head_limit: config.max_request_head_bytes,
+    };
     let mut http_connections = JoinSet::new();
     loop {
         tokio::select! {
             biased;
             () = shutdown.wait() => break,
-            accepted = accept.accept() => match accepted {
-                Ok((stream, remote)) => {
-                    let admitted = match admission.admit(remote.ip()) {
-                        Ok(admitted) => admitted,
-                        Err(refusal) => {
-                            tracing::info!(%remote, %refusal, "connection refused at accept");
-                            http_connections.spawn(admission::refuse(stream, refusal));
-                            continue;
-                        }
-                    };
-                    let state = state.clone();
-                    let timeout = config.handshake_timeout;
-                    let head_limit = config.max_request_head_bytes;
-                    http_connections.spawn(async move {
-                        let service = service_fn(move |request| {
-                            let (state, admitted) = (state.clone(), admitted.clone());
-                            async move { Ok::<_, std::convert::Infallible>(http::route(request, state, remote, admitted).await) }
-                        });
-                        let served = hyper::server::conn::http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(timeout)
-                            // 431 and close above the limit; the read buffer
-                            // stops growing there too.
-                            .max_header_size(head_limit)
-                            .max_buf_size(head_limit.max(HYPER_MIN_BUF) + HYPER_MIN_BUF)
-                            .serve_connection(TokioIo::new(stream), service)
-                            .with_upgrades()
-                            .await;
-                        if let Err(error) = served {
-                            tracing::debug!(%remote, %error, "http connection ended with an error");
-                        }
-                    });
-                }
-                Err(error) => {
-                    // Usually EMFILE: back off briefly instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            },
+            accepted = accept.accept() => serving.on_accept(&mut http_connections, accepted).await,
             Some(_) = http_connections.join_next(), if !http_connections.is_empty() => {}
         }
     }
 
     tracing::info!("shutting down: draining connections");
     readiness.set_draining();
-    drop(accept);
     let _ = commands.send(Command::Shutdown).await;
-    let drain = drained.wait_for(|done| *done);
-    if tokio::time::timeout(config.shutdown_timeout, drain)
-        .await
-        .is_err()
-    {
-        tracing::warn!(timeout = ?config.shutdown_timeout, "drain timed out; dropping the remaining connections");
+    // Accepting goes on while the connections drain, so a new upgrade gets
+    // 503 shutting_down (and probes their answers) instead of a refused
+    // TCP connection.
+    // Mapped to (), so the watch's read guard never lives across an await.
+    let drain = async {
+        let _ = drained.wait_for(|done| *done).await.map(|_| ());
+    };
+    tokio::pin!(drain);
+    let give_up = tokio::time::sleep(config.shutdown_timeout);
+    tokio::pin!(give_up);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut drain => break,
+            () = &mut give_up => {
+                tracing::warn!(timeout = ?config.shutdown_timeout, "drain timed out; dropping the remaining connections");
+                break;
+            }
+            accepted = accept.accept() => serving.on_accept(&mut http_connections, accepted).await,
+            Some(_) = http_connections.join_next(), if !http_connections.is_empty() => {}
+        }
     }
+    drop(accept);
     source_trigger.trigger();
     let stop_sources = async { while source_tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(config.shutdown_timeout, stop_sources)
