@@ -34,6 +34,12 @@
       packages = forAllSystems (pkgs: {
         default = (buildFor pkgs).package;
         ws-realtime = (buildFor pkgs).package;
+        # The container image (deploy/ documents its use): `nix build .#image`.
+        image = import ./nix/image.nix {
+          inherit pkgs;
+          inherit (buildFor pkgs) package;
+          revision = self.rev or "dirty";
+        };
       });
 
       # `nix run . -- dev` starts the dev server with its synthetic feed;

@@ -162,6 +162,12 @@ pub struct ServerConfig {
     /// The listen backlog (`WS_LISTEN_BACKLOG`), so a reconnect storm after
     /// a failover is queued by the kernel instead of refused.
     pub listen_backlog: u32,
+    /// Serve the live page at `/` (`WS_UI`; always on under `dev`).
+    pub ui: bool,
+    /// The token the live page connects with, written into it. Only `dev`
+    /// sets it (never the environment), so a production page carries no
+    /// credential and asks for one instead.
+    pub ui_token: Option<String>,
 }
 
 impl ServerConfig {
@@ -223,6 +229,8 @@ impl ServerConfig {
             max_request_head_bytes: head_bytes(settings)?,
             socket_send_buffer: send_buffer(settings)?,
             listen_backlog: positive_u32(settings, "WS_LISTEN_BACKLOG", system_somaxconn())?,
+            ui: settings.bool_or("WS_UI", false)?,
+            ui_token: None,
         })
     }
 
@@ -270,6 +278,8 @@ impl ServerConfig {
             max_request_head_bytes: DEFAULT_MAX_REQUEST_HEAD_BYTES,
             socket_send_buffer: DEFAULT_SOCKET_SEND_BUFFER,
             listen_backlog: system_somaxconn(),
+            ui: false,
+            ui_token: None,
         }
     }
 }
@@ -561,6 +571,18 @@ mod tests {
     }
 
     #[test]
+    fn the_live_page_is_off_unless_ws_ui_turns_it_on_and_never_carries_a_token() {
+        let off = config(&[]).unwrap();
+        assert!(!off.ui);
+        let on = config(&[("WS_UI", "true")]).unwrap();
+        assert!(on.ui);
+        assert_eq!(
+            on.ui_token, None,
+            "serve never writes a token into the page"
+        );
+    }
+
+    #[test]
     fn bind_address_accepts_every_documented_form() {
         assert_eq!(
             parse_bind_address(":8080"),
@@ -651,6 +673,7 @@ mod tests {
             ("WS_SLOW_CLIENT_POLICY", "shrug"),
             ("WS_HEARTBEAT_INTERVAL", "2 days"),
             ("WS_APP_PING", "maybe"),
+            ("WS_UI", "sometimes"),
             ("WS_SOURCES", "kafka,carrier-pigeon"),
             ("WS_LOG_FORMAT", "xml"),
             ("WS_RATE_LIMIT", "-3"),

@@ -10,6 +10,7 @@
 //! * `socket`: the readiness-driven socket both share.
 //! * `conn_log`: log lines about connections, with their identity.
 //! * `http`: routing of the endpoints on the one port.
+//! * `ui`: the live page at `/`, embedded.
 //! * [`upgrade`]: the pure upgrade decision (token, origin, query).
 
 mod admission;
@@ -21,6 +22,7 @@ mod http;
 mod link;
 pub mod server;
 mod socket;
+mod ui;
 pub mod upgrade;
 
 pub use server::{

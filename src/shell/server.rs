@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::shell::admission::{self, Admission};
 use crate::shell::driver::{Command, Driver};
 use crate::shell::http::{self, AppState};
+use crate::shell::ui::LivePage;
 use crate::shell::upgrade::UpgradePolicy;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::source::http::PublishApi;
@@ -287,6 +288,7 @@ pub async fn run_observed<A: Accept>(
         readiness: readiness.clone(),
         metrics: metrics.clone(),
         max_message_bytes: config.core.max_message_bytes,
+        ui: config.ui.then(|| LivePage::new(config.ui_token.as_deref())),
     });
     drop(sink);
 
