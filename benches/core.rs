@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
-use ws_realtime::core::{ConnId, Core, CoreConfig, Identity, Open, Publish};
+use ws_realtime::core::{ConnId, Core, CoreConfig, Identity, Open, Output, Publish};
 use ws_realtime::proto::position::Position;
 use ws_realtime::proto::server;
 
@@ -34,11 +34,16 @@ fn open(core: &mut Core, now: Instant, user: usize, channels: Vec<String>) -> Co
 
 /// Writes everything the core has queued, as the shell would.
 fn drain(core: &mut Core, now: Instant) {
-    while let Some(transmit) = core.poll_transmit() {
-        black_box(&transmit.frames);
-        core.handle_write_complete(now, transmit.conn);
+    loop {
+        match core.poll_output() {
+            Some(Output::Transmit(transmit)) => {
+                black_box(&transmit.frames);
+                core.handle_write_complete(now, transmit.conn);
+            }
+            Some(Output::Disconnect(_) | Output::Event(_)) => {}
+            Some(Output::Timeout(_)) | None => break,
+        }
     }
-    while core.poll_event().is_some() {}
 }
 
 fn core_with_subscribers(n: usize, now: Instant) -> Core {
