@@ -5,5 +5,5 @@ pub mod catalog;
 pub mod server;
 pub mod settings;
 
-pub use server::{AuthSettings, LogFormat, ServerConfig, SourceKind};
+pub use server::{AuthSettings, LogFormat, ServerConfig, SourceKind, TlsFiles};
 pub use settings::{ConfigError, Settings, parse_duration};

@@ -121,6 +121,22 @@ pub struct AuthSettings {
     pub leeway: Duration,
 }
 
+/// The certificate and key files of `wss://`/`https://` (`WS_TLS_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first (`WS_TLS_CERT_FILE`).
+    pub cert_file: PathBuf,
+    /// PEM private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC) (`WS_TLS_KEY_FILE`).
+    pub key_file: PathBuf,
+    /// How often the files are checked for a change, so a rotated
+    /// certificate is picked up without a SIGHUP (not a variable: tests
+    /// shorten it).
+    pub watch_interval: Duration,
+}
+
+/// How often the TLS files are checked for a change by default.
+pub const TLS_WATCH_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Everything the shell needs to run a server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -162,6 +178,8 @@ pub struct ServerConfig {
     /// The listen backlog (`WS_LISTEN_BACKLOG`), so a reconnect storm after
     /// a failover is queued by the kernel instead of refused.
     pub listen_backlog: u32,
+    /// Serve TLS on the port with these files; plain TCP when `None`.
+    pub tls: Option<TlsFiles>,
     /// Serve the live page at `/` (`WS_UI`; always on under `dev`).
     pub ui: bool,
     /// The token the live page connects with, written into it. Only `dev`
@@ -229,6 +247,7 @@ impl ServerConfig {
             max_request_head_bytes: head_bytes(settings)?,
             socket_send_buffer: send_buffer(settings)?,
             listen_backlog: positive_u32(settings, "WS_LISTEN_BACKLOG", system_somaxconn())?,
+            tls: tls_files(settings, std::env::var_os("CREDENTIALS_DIRECTORY"))?,
             ui: settings.bool_or("WS_UI", false)?,
             ui_token: None,
         })
@@ -278,6 +297,7 @@ impl ServerConfig {
             max_request_head_bytes: DEFAULT_MAX_REQUEST_HEAD_BYTES,
             socket_send_buffer: DEFAULT_SOCKET_SEND_BUFFER,
             listen_backlog: system_somaxconn(),
+            tls: None,
             ui: false,
             ui_token: None,
         }
@@ -437,6 +457,40 @@ fn read_secret(
         ));
     }
     Ok(secret)
+}
+
+/// `WS_TLS_CERT_FILE` and `WS_TLS_KEY_FILE`: both or neither. Bare names
+/// are systemd credentials, like `WS_AUTH_SECRET_FILE`. Their contents are
+/// checked when the server starts (`shell::tls`), not here: the shell owns
+/// rustls.
+fn tls_files(
+    settings: &Settings,
+    credentials_dir: Option<std::ffi::OsString>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    const CERT: &str = "WS_TLS_CERT_FILE";
+    const KEY: &str = "WS_TLS_KEY_FILE";
+    let resolve = |raw: &str| {
+        resolve_credential(
+            Path::new(raw.trim()),
+            credentials_dir.as_deref().map(Path::new),
+        )
+    };
+    match (settings.get(CERT), settings.get(KEY)) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert_file: resolve(cert),
+            key_file: resolve(key),
+            watch_interval: TLS_WATCH_INTERVAL,
+        })),
+        (Some(_), None) => Err(ConfigError::Missing {
+            variable: KEY.to_owned(),
+            hint: format!("{CERT} is set, so TLS needs the PEM private key of that certificate"),
+        }),
+        (None, Some(_)) => Err(ConfigError::Missing {
+            variable: CERT.to_owned(),
+            hint: format!("{KEY} is set, so TLS needs the PEM certificate chain for that key"),
+        }),
+    }
 }
 
 /// A bare name (no `/`) is a systemd credential when a credentials directory exists.
@@ -715,6 +769,34 @@ mod tests {
         let settings = Settings::from_pairs([("WS_AUTH_SECRET_FILE", "/nonexistent/secret")]);
         let err = read_secret(&settings, None).unwrap_err();
         assert!(err.to_string().contains("WS_AUTH_SECRET_FILE"), "{err}");
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_bare_names_use_the_credentials_directory() {
+        assert_eq!(config(&[]).unwrap().tls, None);
+        let err = config(&[("WS_TLS_CERT_FILE", "/etc/tls/cert.pem")]).unwrap_err();
+        assert!(
+            err.to_string().contains("WS_TLS_KEY_FILE is required"),
+            "{err}"
+        );
+        let err = config(&[("WS_TLS_KEY_FILE", "/etc/tls/key.pem")]).unwrap_err();
+        assert!(
+            err.to_string().contains("WS_TLS_CERT_FILE is required"),
+            "{err}"
+        );
+        let settings = Settings::from_pairs([
+            ("WS_TLS_CERT_FILE", "tls-cert"),
+            ("WS_TLS_KEY_FILE", "/abs/key.pem"),
+        ]);
+        let files = tls_files(&settings, Some("/run/credentials/ws".into()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            files.cert_file,
+            PathBuf::from("/run/credentials/ws/tls-cert")
+        );
+        assert_eq!(files.key_file, PathBuf::from("/abs/key.pem"));
+        assert_eq!(files.watch_interval, TLS_WATCH_INTERVAL);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -20,9 +20,10 @@ use crate::auth::{AuthConfig, Verifier};
 use crate::config::ServerConfig;
 use crate::core::Core;
 use crate::metrics::Metrics;
-use crate::shell::admission::{self, Admission};
+use crate::shell::admission::{self, Admission, Admitted};
 use crate::shell::driver::{Command, Driver};
 use crate::shell::http::{self, AppState};
+use crate::shell::tls::{Tls, TlsError};
 use crate::shell::ui::LivePage;
 use crate::shell::upgrade::UpgradePolicy;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
@@ -143,6 +144,9 @@ pub enum ServerError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Shared state a caller may want to observe while the server runs.
@@ -158,6 +162,8 @@ pub struct Observers {
 struct HttpServing {
     /// Shared by every request handler.
     state: Arc<AppState>,
+    /// The TLS configuration, when `WS_TLS_*` asks for one.
+    tls: Option<Arc<Tls>>,
     /// The connection limits, counted from accept.
     admission: Admission,
     /// `WS_HANDSHAKE_TIMEOUT`.
@@ -192,29 +198,23 @@ impl HttpServing {
         };
         let state = self.state.clone();
         let (timeout, head_limit) = (self.handshake_timeout, self.head_limit);
-        set.spawn(async move {
-            let service = service_fn(move |request| {
-                let (state, admitted) = (state.clone(), admitted.clone());
-                async move {
-                    Ok::<_, std::convert::Infallible>(
-                        http::route(request, state, remote, admitted).await,
-                    )
-                }
-            });
-            let served = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(timeout)
-                // 431 and close above the limit; the read buffer stops
-                // growing there too.
-                .max_header_size(head_limit)
-                .max_buf_size(head_limit.max(HYPER_MIN_BUF) + HYPER_MIN_BUF)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades()
-                .await;
-            if let Err(error) = served {
-                tracing::debug!(%remote, %error, "http connection ended with an error");
+        // Two spawn sites, so a plain connection's task is no bigger for
+        // TLS being possible.
+        match &self.tls {
+            None => {
+                set.spawn(serve_http(
+                    stream, state, remote, timeout, head_limit, admitted,
+                ));
             }
-        });
+            Some(tls) => {
+                let tls = tls.clone();
+                set.spawn(async move {
+                    if let Some(stream) = tls.handshake(stream, remote, timeout).await {
+                        serve_http(stream, state, remote, timeout, head_limit, admitted).await;
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -230,12 +230,34 @@ pub async fn run<A: Accept>(
 
 /// [`run`], reporting readiness and metrics into `observers`.
 pub async fn run_observed<A: Accept>(
+    accept: A,
+    config: ServerConfig,
+    sources: Vec<Box<dyn Source>>,
+    shutdown: Shutdown,
+    observers: Observers,
+) -> Result<(), ServerError> {
+    let tls = load_tls(&config)?;
+    serve(accept, config, tls, sources, shutdown, observers).await;
+    Ok(())
+}
+
+/// The TLS configuration, when `WS_TLS_*` asks for one.
+fn load_tls(config: &ServerConfig) -> Result<Option<Arc<Tls>>, ServerError> {
+    Ok(match &config.tls {
+        Some(files) => Some(Arc::new(Tls::load(files)?)),
+        None => None,
+    })
+}
+
+/// Runs the server until `shutdown` fires and the drain completes.
+async fn serve<A: Accept>(
     mut accept: A,
     config: ServerConfig,
+    tls: Option<Arc<Tls>>,
     sources: Vec<Box<dyn Source>>,
     mut shutdown: Shutdown,
     observers: Observers,
-) -> Result<(), ServerError> {
+) {
     let Observers { readiness, metrics } = observers;
     let start = tokio::time::Instant::now().into_std();
     let unix_ms = SystemTime::now()
@@ -292,8 +314,12 @@ pub async fn run_observed<A: Accept>(
     });
     drop(sink);
 
+    if let Some(tls) = &tls {
+        tls.spawn_watcher(source_shutdown.clone());
+    }
     if let Ok(address) = accept.local_addr() {
-        tracing::info!(%address, server_id = %config.core.server_id, "listening");
+        let tls = tls.is_some();
+        tracing::info!(%address, tls, server_id = %config.core.server_id, "listening");
     }
     let admission = Admission::new(
         config.core.max_connections,
@@ -301,6 +327,7 @@ pub async fn run_observed<A: Accept>(
     );
     let serving = HttpServing {
         state,
+        tls,
         admission,
         handshake_timeout: config.handshake_timeout,
         head_limit: config.max_request_head_bytes,
@@ -354,7 +381,39 @@ pub async fn run_observed<A: Accept>(
     driver.abort();
     let _ = driver.await;
     tracing::info!("shut down");
-    Ok(())
+}
+
+/// Serves HTTP/1.1 on one connection (plain or after its TLS handshake):
+/// the endpoints, and the WebSocket upgrade.
+async fn serve_http<S>(
+    stream: S,
+    state: Arc<AppState>,
+    remote: SocketAddr,
+    timeout: Duration,
+    head_limit: usize,
+    admitted: Arc<Admitted>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let (state, admitted) = (state.clone(), admitted.clone());
+        async move {
+            Ok::<_, std::convert::Infallible>(http::route(request, state, remote, admitted).await)
+        }
+    });
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        // 431 and close above the limit; the read buffer stops growing
+        // there too.
+        .max_header_size(head_limit)
+        .max_buf_size(head_limit.max(HYPER_MIN_BUF) + HYPER_MIN_BUF)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
+        .await;
+    if let Err(error) = served {
+        tracing::debug!(%remote, %error, "http connection ended with an error");
+    }
 }
 
 /// A server running in the background, for tests and the dev command.
@@ -378,11 +437,13 @@ impl ServerHandle {
     }
 }
 
-/// Binds `config.bind_address` over TCP and runs the server in a task.
+/// Binds `config.bind_address` over TCP and runs the server in a task. A
+/// TLS certificate that cannot be used is an error here, not in the task.
 pub async fn start(
     config: ServerConfig,
     sources: Vec<Box<dyn Source>>,
 ) -> Result<ServerHandle, ServerError> {
+    let tls = load_tls(&config)?;
     let accept = TcpAccept::listen(config.bind_address, &ListenOptions::from(&config))
         .await
         .map_err(|source| ServerError::Bind {
@@ -395,13 +456,11 @@ pub async fn start(
     })?;
     let (trigger, shutdown) = shutdown::channel();
     let observers = Observers::default();
-    let task = tokio::spawn(run_observed(
-        accept,
-        config,
-        sources,
-        shutdown,
-        observers.clone(),
-    ));
+    let serving = serve(accept, config, tls, sources, shutdown, observers.clone());
+    let task = tokio::spawn(async move {
+        serving.await;
+        Ok(())
+    });
     Ok(ServerHandle {
         address,
         observers,
