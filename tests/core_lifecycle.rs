@@ -360,7 +360,7 @@ fn batching_sends_waiting_messages_as_one_array_frame() {
     h.advance(Duration::from_millis(50));
     assert_eq!(
         h.json(conn),
-        [json!({"type":"message","channel":"a","pos":"4","data":3})],
+        [json!({"type":"message","channel":"a","pos":"~0:4","data":3})],
         "a lone message goes as is"
     );
 }
@@ -377,7 +377,8 @@ fn stats_count_connections_subscriptions_and_channels() {
         Stats {
             connections: 2,
             subscriptions: 3,
-            channels: 2
+            channels: 2,
+            history: Default::default(),
         }
     );
 }
@@ -391,7 +392,7 @@ fn empty_connect_time_channel_names_are_ignored() {
     let frames = h.json(conn);
     assert_eq!(
         frames[1],
-        json!({"type":"subscribed","channels":["lines"],"current":["lines"]})
+        json!({"type":"subscribed","channels":["lines"],"current":["lines"],"positions":{"lines":"~0:0"}})
     );
 }
 
@@ -411,5 +412,5 @@ fn assigned_positions_keep_counting_when_a_channel_loses_its_subscribers() {
         .filter(|f| f["type"] == "message")
         .map(|m| m["pos"].clone())
         .collect();
-    assert_eq!(pos, [json!("1"), json!("3")]);
+    assert_eq!(pos, [json!("~0:1"), json!("~0:3")]);
 }

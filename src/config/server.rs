@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, PublishSettings, Settings, history};
 use crate::core::{Access, ChannelRule, CoreConfig, SlowClientPolicy};
 
 /// Default channel an `?assessmentId=X` query subscribes to.
@@ -158,6 +158,8 @@ pub struct ServerConfig {
     pub api_key: Option<String>,
     /// Largest accepted `/api/publish` body (`WS_MAX_PUBLISH_BYTES`).
     pub max_publish_bytes: usize,
+    /// Where publishes go and how long they wait for it (`WS_PUBLISH_*`).
+    pub publish: PublishSettings,
     /// Template deriving the channel of `?assessmentId=X`
     /// (`WS_ASSESSMENT_CHANNEL`).
     pub assessment_channel: String,
@@ -209,6 +211,7 @@ impl ServerConfig {
         };
         let api_key = settings.get("WS_API_KEY").map(str::to_owned);
         let sources = parse_sources(settings, api_key.is_some())?;
+        let publish = PublishSettings::from_settings(settings, &sources, api_key.is_some())?;
         let assessment_channel =
             settings.string_or("WS_ASSESSMENT_CHANNEL", DEFAULT_ASSESSMENT_CHANNEL);
         if !assessment_channel.contains("{assessmentId}") {
@@ -240,6 +243,7 @@ impl ServerConfig {
             sources,
             api_key,
             max_publish_bytes: positive(settings, "WS_MAX_PUBLISH_BYTES", 1024 * 1024)? as usize,
+            publish,
             assessment_channel,
             handshake_timeout: settings
                 .duration_or("WS_HANDSHAKE_TIMEOUT", Duration::from_secs(10))?,
@@ -286,11 +290,19 @@ impl ServerConfig {
                 leeway: Duration::from_secs(5),
             },
             allowed_origins: None,
-            core: CoreConfig::default(),
+            core: CoreConfig {
+                // Each test server is its own process as far as recovery goes.
+                history: crate::core::HistoryConfig {
+                    epoch: history::random_epoch(),
+                    ..Default::default()
+                },
+                ..CoreConfig::default()
+            },
             shutdown_timeout: Duration::from_secs(10),
             sources: Vec::new(),
             api_key: None,
             max_publish_bytes: 1024 * 1024,
+            publish: PublishSettings::default(),
             assessment_channel: DEFAULT_ASSESSMENT_CHANNEL.to_owned(),
             handshake_timeout: Duration::from_secs(10),
             log_format: LogFormat::Text,
@@ -369,6 +381,7 @@ fn core_config(settings: &Settings) -> Result<CoreConfig, ConfigError> {
         batch_max: positive(settings, "WS_BATCH_MAX", defaults.batch_max as u64)? as usize,
         batch_delay: settings.duration_or("WS_BATCH_DELAY", defaults.batch_delay)?,
         channel_rules: channel_rules(settings)?,
+        history: history::history(settings)?,
     })
 }
 

@@ -27,24 +27,32 @@ mod config;
 mod conn_map;
 mod connection;
 mod fanout;
+mod history;
 mod inputs;
 mod lifecycle;
 mod outbound;
 mod outputs;
 mod permissions;
 mod rate_limit;
+mod recovery;
 mod requests;
+mod store;
 mod subscriptions;
 mod timers;
 
-pub use config::{Access, ChannelRule, CoreConfig, SlowClientPolicy};
+pub use config::{
+    Access, ChannelRule, CoreConfig, HistoryConfig, HistoryLimits, HistoryRule, SlowClientPolicy,
+};
 pub(crate) use conn_map::ConnMap;
 pub use inputs::{ConnId, Identity, Open, Publish, PublishOutcome, Refusal};
 #[doc(hidden)]
 pub use outputs::ConnInspection;
 pub use outputs::{CloseReason, DropReason, Event, Output, Stats, Transmit};
+pub use store::HistoryStats;
 
 use connection::Connection;
+use recovery::Replay;
+use store::Store;
 use subscriptions::SubscriptionIndex;
 
 /// The state machine.
@@ -123,9 +131,12 @@ pub struct Core {
     per_address: HashMap<IpAddr, usize>,
     /// Who is subscribed to what.
     subscriptions: SubscriptionIndex,
-    /// Last sequence assigned per channel for a `Publish` without a `pos`; kept
-    /// when a channel loses its subscribers so positions never go back.
-    sequences: HashMap<String, u64>,
+    /// Stream state per channel: positions (including the sequences of
+    /// publishes without a `pos`), history rings and snapshot maps.
+    store: Store,
+    /// Replays in progress per connection (see `recovery`); fan-out leaves
+    /// those (connection, channel) pairs to them.
+    replays: ConnMap<Vec<Replay>>,
     /// Connections with frames queued and an idle writer, in the order they
     /// became ready.
     ready: VecDeque<ConnId>,
@@ -151,13 +162,14 @@ impl Core {
     /// clock itself.
     pub fn new(config: CoreConfig, now: Instant, unix_ms: u64) -> Core {
         Core {
+            store: Store::new(config.history.clone()),
+            replays: ConnMap::default(),
             config,
             anchor: now,
             anchor_unix_ms: unix_ms,
             conns: Slab::new(),
             per_address: HashMap::new(),
             subscriptions: SubscriptionIndex::default(),
-            sequences: HashMap::new(),
             ready: VecDeque::new(),
             disconnects: VecDeque::new(),
             events: VecDeque::new(),
@@ -250,6 +262,7 @@ impl Core {
             self.disconnects.push_back(conn);
             self.forget(now, conn, reason);
         } else {
+            self.pump_replays(now, conn);
             self.mark_ready(conn);
         }
     }
@@ -325,6 +338,7 @@ impl Core {
             connections: self.conns.len(),
             subscriptions: self.subscriptions.pair_count(),
             channels: self.subscriptions.channel_count(),
+            history: self.store.stats(),
         }
     }
 

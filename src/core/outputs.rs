@@ -172,6 +172,8 @@ pub struct Stats {
     pub subscriptions: usize,
     /// Channels with at least one subscriber.
     pub channels: usize,
+    /// What history and snapshots hold.
+    pub history: super::HistoryStats,
 }
 
 /// What [`Core::inspect`](crate::core::Core::inspect) shows of one connection (tests and fuzzing).

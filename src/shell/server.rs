@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::auth::{AuthConfig, Verifier};
-use crate::config::ServerConfig;
+use crate::config::{PublishVia, ServerConfig};
 use crate::core::Core;
 use crate::metrics::Metrics;
 use crate::shell::admission::{self, Admission, Admitted};
@@ -27,6 +27,7 @@ use crate::shell::tls::{Tls, TlsError};
 use crate::shell::ui::LivePage;
 use crate::shell::upgrade::UpgradePolicy;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
+use crate::source::bus::Bus;
 use crate::source::http::PublishApi;
 use crate::source::{PublishSink, Readiness, Source, SourceContext};
 
@@ -276,6 +277,9 @@ async fn serve<A: Accept>(
     );
     let driver = tokio::spawn(driver.run(command_rx, ingest_rx));
 
+    // The bus of POST /api/publish, before the sources move into their tasks.
+    let bus = publish_bus(&config, &sources, &sink);
+
     // Sources stop after the drain, so what they send meanwhile still flows.
     let (source_trigger, source_shutdown) = shutdown::channel();
     let mut source_tasks = JoinSet::new();
@@ -306,7 +310,7 @@ async fn serve<A: Accept>(
         publish: config
             .api_key
             .clone()
-            .map(|key| PublishApi::new(key, sink.clone(), config.max_publish_bytes)),
+            .map(|key| PublishApi::new(key, bus, config.max_publish_bytes, &config.publish)),
         readiness: readiness.clone(),
         metrics: metrics.clone(),
         max_message_bytes: config.core.max_message_bytes,
@@ -413,6 +417,30 @@ async fn serve_http<S>(
         .await;
     if let Err(error) = served {
         tracing::debug!(%remote, %error, "http connection ended with an error");
+    }
+}
+
+/// The bus `WS_PUBLISH_VIA` names, from the source that carries it; this
+/// replica's core for `local`.
+fn publish_bus(config: &ServerConfig, sources: &[Box<dyn Source>], sink: &PublishSink) -> Bus {
+    let local = || Bus::Local(sink.for_source("http"));
+    if config.publish.via == PublishVia::Local {
+        return local();
+    }
+    match sources.iter().find_map(|s| s.bus()) {
+        Some(bus) => {
+            tracing::info!(via = bus.name(), "publishing through the bus");
+            bus
+        }
+        None => {
+            // build_sources always gives the bus to its source; only a
+            // hand-built source list can miss it.
+            tracing::error!(
+                via = config.publish.via.as_str(),
+                "WS_PUBLISH_VIA names a bus no source carries; publishing locally"
+            );
+            local()
+        }
     }
 }
 
