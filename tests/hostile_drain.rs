@@ -37,6 +37,7 @@ async fn a_new_upgrade_during_the_drain_gets_503_shutting_down() {
         let publish = Publish {
             channel: "lines".to_owned(),
             pos: None,
+            key: None,
             payload: Bytes::from(format!(r#"{{"seq":{seq},"f":"{filler}"}}"#)),
         };
         within(sink.publish(publish)).await.unwrap();

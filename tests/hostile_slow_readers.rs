@@ -59,6 +59,7 @@ async fn bytes_until_every_silent_client_is_closed(config: ServerConfig) -> (usi
         let publish = Publish {
             channel: "lines".to_owned(),
             pos: None,
+            key: None,
             payload: Bytes::from(payload),
         };
         within(sink.publish(publish)).await.unwrap();
