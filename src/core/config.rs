@@ -161,6 +161,9 @@ pub struct CoreConfig {
     /// Highest `maxRate` a subscribe may ask for, in messages per second per
     /// (channel, key) (`WS_SUBSCRIPTION_MAX_RATE`); asking more gets this.
     pub subscription_max_rate: u32,
+    /// How long before a token's `exp` the server sends `refresh_required`
+    /// (`WS_AUTH_REFRESH_LEAD`); zero never asks.
+    pub refresh_lead: Duration,
 }
 
 impl Default for CoreConfig {
@@ -185,6 +188,7 @@ impl Default for CoreConfig {
             channel_rules: Vec::new(),
             history: HistoryConfig::default(),
             subscription_max_rate: 100,
+            refresh_lead: Duration::from_secs(60),
         }
     }
 }

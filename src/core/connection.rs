@@ -55,4 +55,7 @@ pub(crate) struct Connection {
     pub(crate) throttles: Vec<Throttle>,
     /// Messages offered to its rate limits so far, to order held values.
     pub(crate) throttle_seq: u64,
+    /// Whether a `refresh` token is with the shell for verification: one at
+    /// a time, so a flood of refreshes cannot queue unbounded work.
+    pub(crate) refresh_pending: bool,
 }

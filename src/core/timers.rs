@@ -19,18 +19,22 @@ pub(crate) enum Timer {
     BatchFlush = 4,
     /// Send the values `maxRate` held back whose interval is over.
     Throttle = 5,
+    /// Ask the client for a fresh token (`refresh_required`), a lead time
+    /// before the token's `exp`.
+    RefreshDue = 6,
 }
 
 impl Timer {
     /// Every timer, in the order expired ones are handled (a close first, so
     /// nothing is sent on a connection that is going away).
-    pub(crate) const ALL: [Timer; 6] = [
+    pub(crate) const ALL: [Timer; 7] = [
         Timer::CloseGrace,
         Timer::TokenExpiry,
         Timer::Idle,
         Timer::Heartbeat,
         Timer::Throttle,
         Timer::BatchFlush,
+        Timer::RefreshDue,
     ];
 }
 
@@ -38,7 +42,7 @@ impl Timer {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TimerTable {
     /// Indexed by `Timer as usize`; `None` = not armed.
-    deadlines: [Option<Instant>; 6],
+    deadlines: [Option<Instant>; 7],
 }
 
 impl TimerTable {
