@@ -166,13 +166,9 @@ async fn a_backfilling_replica_is_ready_only_once_its_history_holds_the_last_n_o
     for _ in 0..expected {
         let m = next_message(&mut client).await;
         let pos = m["pos"].as_str().expect("pos");
-        let partition = pos
-            .rsplitn(2, ':')
-            .nth(1)
-            .expect("topic:partition")
-            .to_owned();
+        let (partition, _offset) = pos.rsplit_once(':').expect("topic:partition:offset");
         per_partition
-            .entry(partition)
+            .entry(partition.to_owned())
             .or_default()
             .push(m["data"]["i"].as_u64().expect("numbered"));
     }
