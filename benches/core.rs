@@ -40,7 +40,7 @@ fn drain(core: &mut Core, now: Instant) {
                 black_box(&transmit.frames);
                 core.handle_write_complete(now, transmit.conn);
             }
-            Some(Output::Disconnect(_) | Output::Event(_)) => {}
+            Some(Output::Disconnect(_) | Output::Event(_) | Output::Verify(_)) => {}
             Some(Output::Timeout(_)) | None => break,
         }
     }

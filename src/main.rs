@@ -86,7 +86,9 @@ fn serve(file: Option<&Path>) -> ExitCode {
         Err(error) => return config_error(&error),
     };
     init_logging(config.log_format);
-    if config.auth.secret.len() < ws_realtime::config::server::MIN_SECRET_BYTES {
+    if !config.auth.secret.is_empty()
+        && config.auth.secret.len() < ws_realtime::config::server::MIN_SECRET_BYTES
+    {
         tracing::warn!(
             bytes = config.auth.secret.len(),
             "WS_AUTH_SECRET is shorter than 32 bytes; use a longer random secret"

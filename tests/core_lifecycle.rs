@@ -80,9 +80,13 @@ fn expired_token_closes_with_1008() {
     h.advance(Duration::from_secs(4));
     assert!(!h.core.inspect(conn).expect("open").closing);
     h.advance(Duration::from_secs(1));
+    // A token shorter-lived than the refresh lead is asked for at once.
     assert_eq!(
         h.drain(conn),
-        [Received::Close(1008, "token expired".into())]
+        [
+            Received::Json(json!({"type":"refresh_required","expiresAt":ANCHOR_UNIX_MS + 5_000})),
+            Received::Close(1008, "token expired".into())
+        ]
     );
     assert!(h.events().iter().any(|e| matches!(
         e,

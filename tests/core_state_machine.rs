@@ -312,6 +312,8 @@ impl Harness {
                     self.conns[index].id = None;
                 }
                 Some(Output::Event(event)) => self.on_event(event),
+                // The model sends no `refresh` frames.
+                Some(Output::Verify(_)) => {}
                 Some(Output::Timeout(at)) => {
                     self.deadline = Some(at);
                     return;

@@ -89,6 +89,10 @@ pub struct ClientState {
     /// Every `message` read, in order, for building cursors and comparing
     /// streams exactly.
     pub log: Vec<Delivery>,
+    /// `refresh_required` frames read.
+    pub refresh_asked: usize,
+    /// `refreshed` answers read.
+    pub refreshed: usize,
 }
 
 /// One `message` frame as read.
@@ -542,6 +546,8 @@ fn on_text(name: &str, payload: &[u8], state: &Mutex<ClientState>, recorder: &Re
                     code,
                 });
             }
+            "refresh_required" => lock(state).refresh_asked += 1,
+            "refreshed" => lock(state).refreshed += 1,
             "ping" | "pong" => {}
             _ => unexpected(format!("unknown frame {frame}")),
         }

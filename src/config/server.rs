@@ -7,6 +7,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::auth::JwksConfig;
+use crate::config::auth::asymmetric_keys;
+use crate::config::settings::{nonzero_duration, resolve_credential};
 use crate::config::{ConfigError, PublishSettings, Settings, history};
 use crate::core::{Access, ChannelRule, CoreConfig, SlowClientPolicy};
 
@@ -51,8 +54,17 @@ pub enum LogFormat {
 /// JWT verification settings (`WS_AUTH_*`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthSettings {
-    /// The HS256 secret.
+    /// The HS256 secret; empty when only asymmetric keys are configured.
     pub secret: Vec<u8>,
+    /// Former HS256 secrets, accepted for verification only
+    /// (`WS_AUTH_SECRET_PREVIOUS`), so a secret rotates without cutting
+    /// anyone off.
+    pub previous_secrets: Vec<Vec<u8>>,
+    /// The PEM public key read from `WS_AUTH_PUBLIC_KEY_FILE` (checked at
+    /// start-up).
+    pub public_key_pem: Option<Vec<u8>>,
+    /// The JWKS to fetch (`WS_AUTH_JWKS_URL`) or read (`WS_AUTH_JWKS_FILE`).
+    pub jwks: Option<JwksConfig>,
     /// Required `aud`, when set.
     pub audience: Option<String>,
     /// Required `iss`, when set.
@@ -131,8 +143,26 @@ impl ServerConfig {
                 )
             })?,
         };
+        let credentials_dir = std::env::var_os("CREDENTIALS_DIRECTORY");
+        let keys = asymmetric_keys(settings, credentials_dir.as_deref().map(Path::new))?;
+        let secret = if keys.public_key_pem.is_some() || keys.jwks.is_some() {
+            read_secret(settings, credentials_dir.clone()).or_else(|err| match err {
+                ConfigError::Missing { .. } => Ok(Vec::new()),
+                other => Err(other),
+            })?
+        } else {
+            read_secret(settings, credentials_dir)?
+        };
         let auth = AuthSettings {
-            secret: read_secret(settings, std::env::var_os("CREDENTIALS_DIRECTORY"))?,
+            secret,
+            previous_secrets: settings
+                .list("WS_AUTH_SECRET_PREVIOUS")
+                .unwrap_or_default()
+                .into_iter()
+                .map(String::into_bytes)
+                .collect(),
+            public_key_pem: keys.public_key_pem,
+            jwks: keys.jwks,
             audience: settings.get("WS_AUTH_AUDIENCE").map(str::to_owned),
             issuer: settings.get("WS_AUTH_ISSUER").map(str::to_owned),
             leeway: settings.duration_or("WS_AUTH_LEEWAY", Duration::from_secs(5))?,
@@ -189,6 +219,9 @@ impl ServerConfig {
             bind_address: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             auth: AuthSettings {
                 secret: secret.to_vec(),
+                previous_secrets: Vec::new(),
+                public_key_pem: None,
+                jwks: None,
                 audience: None,
                 issuer: None,
                 leeway: Duration::from_secs(5),
@@ -283,6 +316,7 @@ fn core_config(settings: &Settings) -> Result<CoreConfig, ConfigError> {
         batch_delay: settings.duration_or("WS_BATCH_DELAY", defaults.batch_delay)?,
         channel_rules: channel_rules(settings)?,
         history: history::history(settings)?,
+        refresh_lead: settings.duration_or("WS_AUTH_REFRESH_LEAD", defaults.refresh_lead)?,
     })
 }
 
@@ -344,7 +378,7 @@ fn read_secret(
     let Some(file) = settings.get("WS_AUTH_SECRET_FILE") else {
         return Err(ConfigError::Missing {
             variable: "WS_AUTH_SECRET".to_owned(),
-            hint: "set WS_AUTH_SECRET to the HS256 secret, or WS_AUTH_SECRET_FILE to a file holding it".to_owned(),
+            hint: "set WS_AUTH_SECRET to the HS256 secret, or WS_AUTH_SECRET_FILE to a file holding it (or configure WS_AUTH_PUBLIC_KEY_FILE, WS_AUTH_JWKS_URL or WS_AUTH_JWKS_FILE for asymmetric tokens)".to_owned(),
         });
     };
     let path = resolve_credential(
@@ -404,15 +438,6 @@ fn tls_files(
             variable: CERT.to_owned(),
             hint: format!("{KEY} is set, so TLS needs the PEM certificate chain for that key"),
         }),
-    }
-}
-
-/// A bare name (no `/`) is a systemd credential when a credentials directory exists.
-fn resolve_credential(file: &Path, credentials_dir: Option<&Path>) -> PathBuf {
-    let bare = file.components().count() == 1 && !file.is_absolute();
-    match credentials_dir {
-        Some(dir) if bare => dir.join(file),
-        _ => file.to_path_buf(),
     }
 }
 
@@ -496,22 +521,6 @@ fn positive_u32(settings: &Settings, name: &str, default: u32) -> Result<u32, Co
     u32::try_from(value).map_err(|_| {
         ConfigError::invalid(name, &value.to_string(), "a whole number below 4294967296")
     })
-}
-
-fn nonzero_duration(
-    settings: &Settings,
-    name: &str,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    let value = settings.duration_or(name, default)?;
-    if value.is_zero() {
-        return Err(ConfigError::invalid(
-            name,
-            "0",
-            "a duration above zero, such as 500ms or 30s",
-        ));
-    }
-    Ok(value)
 }
 
 /// The machine's host name, the default server id.

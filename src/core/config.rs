@@ -154,6 +154,9 @@ pub struct CoreConfig {
     pub channel_rules: Vec<ChannelRule>,
     /// History, snapshots and recovery.
     pub history: HistoryConfig,
+    /// How long before a token's `exp` the server sends `refresh_required`
+    /// (`WS_AUTH_REFRESH_LEAD`); zero never asks.
+    pub refresh_lead: Duration,
 }
 
 impl Default for CoreConfig {
@@ -177,6 +180,7 @@ impl Default for CoreConfig {
             batch_delay: Duration::ZERO,
             channel_rules: Vec::new(),
             history: HistoryConfig::default(),
+            refresh_lead: Duration::from_secs(60),
         }
     }
 }

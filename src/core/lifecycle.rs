@@ -37,7 +37,7 @@ impl Core {
     }
 
     /// The instant at which Unix time reaches `unix_ms` (`now` if it already has).
-    fn instant_of_unix_ms(&self, now: Instant, unix_ms: u64) -> Instant {
+    pub(super) fn instant_of_unix_ms(&self, now: Instant, unix_ms: u64) -> Instant {
         let ahead = unix_ms.saturating_sub(self.unix_ms(now));
         now.checked_add(Duration::from_millis(ahead))
             .unwrap_or(now + Duration::from_secs(86_400 * 365 * 100))
@@ -67,9 +67,7 @@ impl Core {
         if !self.config.connection_timeout.is_zero() {
             timers.set(Timer::Idle, now + self.config.connection_timeout);
         }
-        if let Some(exp) = open.identity.expires_at_unix_ms {
-            timers.set(Timer::TokenExpiry, self.instant_of_unix_ms(now, exp));
-        }
+        self.arm_token_timers(now, &mut timers, open.identity.expires_at_unix_ms);
         let connected = server::connected(
             &connection_id,
             &open.identity.user_id,
@@ -95,6 +93,7 @@ impl Core {
             batch: Vec::new(),
             scheduled: None,
             in_ready: false,
+            refresh_pending: false,
         });
         let conn = ConnId(key);
         self.events.push_back(Event::Opened {
@@ -339,6 +338,7 @@ impl Core {
                     }
                 }
                 Timer::BatchFlush => self.flush_batch(now, conn),
+                Timer::RefreshDue => self.refresh_due(now, conn),
             }
         }
     }

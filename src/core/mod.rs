@@ -35,6 +35,7 @@ mod outputs;
 mod permissions;
 mod rate_limit;
 mod recovery;
+mod refresh;
 mod requests;
 mod store;
 mod subscriptions;
@@ -47,7 +48,7 @@ pub(crate) use conn_map::ConnMap;
 pub use inputs::{ConnId, Identity, Open, Publish, PublishOutcome, Refusal};
 #[doc(hidden)]
 pub use outputs::ConnInspection;
-pub use outputs::{CloseReason, DropReason, Event, Output, Stats, Transmit};
+pub use outputs::{CloseReason, DropReason, Event, Output, Stats, Transmit, VerifyRequest};
 pub use store::HistoryStats;
 
 use connection::Connection;
@@ -154,6 +155,8 @@ pub struct Core {
     /// Reused buffer of a channel's subscribers during fan-out (the index
     /// cannot be borrowed while queues change).
     fanout_scratch: Vec<ConnId>,
+    /// `refresh` tokens waiting for the shell to verify them.
+    refresh: refresh::RefreshQueue,
 }
 
 impl Core {
@@ -177,6 +180,7 @@ impl Core {
             shutting_down: false,
             opened_total: 0,
             fanout_scratch: Vec::new(),
+            refresh: refresh::RefreshQueue::default(),
         }
     }
 
@@ -295,6 +299,9 @@ impl Core {
         }
         if let Some(event) = self.events.pop_front() {
             return Some(Output::Event(event));
+        }
+        if let Some(request) = self.refresh.pop() {
+            return Some(Output::Verify(request));
         }
         self.deadlines.first().map(|(at, _)| Output::Timeout(*at))
     }

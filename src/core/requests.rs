@@ -60,7 +60,7 @@ impl Core {
     }
 
     /// Answers with an `error` frame.
-    fn reject(
+    pub(super) fn reject(
         &mut self,
         now: Instant,
         conn: ConnId,
@@ -95,6 +95,7 @@ impl Core {
                 self.enqueue(now, conn, pong, FrameKind::Control);
             }
             Ok(ClientFrame::Pong) => {}
+            Ok(ClientFrame::Refresh { id, token }) => self.refresh_requested(now, conn, id, token),
             Err(err) => self.reject(now, conn, err.id.as_ref(), err.code(), &err.to_string()),
         }
     }

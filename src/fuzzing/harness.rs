@@ -54,6 +54,8 @@ const SERVER_FRAME_TYPES: &[&str] = &[
     "error",
     "pong",
     "ping",
+    "refresh_required",
+    "refreshed",
 ];
 
 /// What the harness knows about one connection the shell holds.
@@ -383,7 +385,8 @@ impl Harness {
                     Some(Output::Transmit(_)) => 0,
                     Some(Output::Disconnect(_)) => 1,
                     Some(Output::Event(_)) => 2,
-                    Some(Output::Timeout(_)) | None => 3,
+                    Some(Output::Verify(_)) => 3,
+                    Some(Output::Timeout(_)) | None => 4,
                 };
                 assert!(this_rank >= rank, "outputs out of order: {output:?}");
                 rank = this_rank;
@@ -406,6 +409,9 @@ impl Harness {
                         produced = true;
                         self.on_event(event);
                     }
+                    // This shell verifies nothing: the refresh stays pending
+                    // and the connection closes at its token's `exp`.
+                    Some(Output::Verify(_)) => produced = true,
                     Some(Output::Timeout(at)) => {
                         self.deadline = Some(at);
                         break;

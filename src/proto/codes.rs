@@ -21,6 +21,9 @@ pub enum ErrorCode {
     BinaryNotSupported,
     /// A malformed `since` cursor; the message names the channel.
     BadPosition,
+    /// A `refresh` was refused; the code says why (`token_expired`,
+    /// `invalid_token`, `unknown_key`, `sub_mismatch`, …).
+    TokenRefused(&'static str),
 }
 
 impl ErrorCode {
@@ -35,6 +38,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::BinaryNotSupported => "binary_not_supported",
             ErrorCode::BadPosition => "bad_position",
+            ErrorCode::TokenRefused(code) => code,
         }
     }
 }

@@ -17,10 +17,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::auth::Verifier;
 use crate::core::Open;
 use crate::metrics::Metrics;
-use crate::shell::connection;
 use crate::shell::driver::Command;
 use crate::shell::ui::LivePage;
 use crate::shell::upgrade::{self, UpgradeHeaders, UpgradePolicy, UpgradeRefusal};
+use crate::shell::{connection, offload};
 use crate::source::Readiness;
 use crate::source::http::{PublishApi, PublishKind};
 
@@ -31,8 +31,8 @@ pub(crate) type Body = Full<Bytes>;
 pub(crate) struct AppState {
     /// Into the driver.
     pub(crate) commands: mpsc::Sender<Command>,
-    /// Checks tokens.
-    pub(crate) verifier: Verifier,
+    /// Checks tokens (shared with the driver, which checks `refresh` ones).
+    pub(crate) verifier: Arc<Verifier>,
     /// Origin and assessment-channel settings.
     pub(crate) policy: UpgradePolicy,
     /// `POST /api/publish`, when an API key is configured.
@@ -133,13 +133,36 @@ async fn upgrade(
     let now_unix_secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let decided = upgrade::decide(
-        &path_and_query,
-        UpgradeHeaders::from_map(request.headers()),
-        &state.verifier,
-        &state.policy,
-        now_unix_secs,
-    );
+    // Owned copies, so the decision (signature work) can run off the
+    // runtime's workers.
+    let header = |name| request.headers().get(name).map(|v| v.as_bytes().to_vec());
+    let authorization = header(hyper::header::AUTHORIZATION);
+    let origin = header(hyper::header::ORIGIN);
+    let decide = || {
+        let (state, path_and_query) = (state.clone(), path_and_query.clone());
+        let (authorization, origin) = (authorization.clone(), origin.clone());
+        offload::off_the_workers(move || {
+            let headers = UpgradeHeaders {
+                authorization: authorization.as_deref(),
+                origin: origin.as_deref(),
+            };
+            upgrade::decide(
+                &path_and_query,
+                headers,
+                &state.verifier,
+                &state.policy,
+                now_unix_secs,
+            )
+        })
+    };
+    let mut decided = decide().await;
+    // A key the JWKS does not hold yet: the issuer may have rotated. Fetch
+    // again (rate-limited inside) and decide once more.
+    if matches!(&decided, Err(refusal) if refusal.error == "unknown_key")
+        && state.verifier.refetch_for_unknown_kid().await
+    {
+        decided = decide().await;
+    }
     let accepted = match decided {
         Ok(accepted) => accepted,
         Err(refusal) => {

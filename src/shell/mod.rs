@@ -20,6 +20,7 @@ mod connection;
 mod driver;
 mod http;
 mod link;
+mod offload;
 mod rewind;
 pub mod server;
 mod socket;

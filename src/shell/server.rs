@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::auth::{AuthConfig, Verifier};
+use crate::auth::{AuthConfig, AuthKeys, JwksHandle, Verifier};
 use crate::config::{PublishVia, ServerConfig};
 use crate::core::Core;
 use crate::metrics::Metrics;
@@ -157,12 +157,14 @@ async fn serve<A: Accept>(
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (sink, ingest_rx) = PublishSink::channel(INGEST_QUEUE);
     let (drained_tx, mut drained) = watch::channel(false);
+    let verifier = Arc::new(verifier(&config, &readiness));
     let driver = Driver::new(
         core,
         metrics.clone(),
         drained_tx,
         config.core.client_buffer_frames,
-    );
+    )
+    .with_verifier(verifier.clone());
     let driver = tokio::spawn(driver.run(command_rx, ingest_rx));
 
     // The bus of POST /api/publish, before the sources move into their tasks.
@@ -185,12 +187,7 @@ async fn serve<A: Accept>(
 
     let state = Arc::new(AppState {
         commands: commands.clone(),
-        verifier: Verifier::new(AuthConfig {
-            secret: config.auth.secret.clone(),
-            audience: config.auth.audience.clone(),
-            issuer: config.auth.issuer.clone(),
-            leeway_secs: config.auth.leeway.as_secs(),
-        }),
+        verifier,
         policy: UpgradePolicy {
             allowed_origins: config.allowed_origins.clone(),
             assessment_channel: config.assessment_channel.clone(),
@@ -370,4 +367,39 @@ pub async fn start(
         trigger,
         task,
     })
+}
+
+/// The token verifier for `config`: secrets, the PEM key, and the JWKS,
+/// whose refresher starts here and reports to `/ready` as `jwks`.
+fn verifier(config: &ServerConfig, readiness: &Readiness) -> Verifier {
+    let auth = &config.auth;
+    let public_key = auth.public_key_pem.as_deref().map(|pem| {
+        crate::auth::parse_public_key_pem(pem)
+            .expect("the configuration checked WS_AUTH_PUBLIC_KEY_FILE at start-up")
+    });
+    let jwks = auth.jwks.clone().map(|jwks_config| {
+        let health = readiness.register("jwks");
+        let handle = JwksHandle::new(
+            jwks_config,
+            Box::new(move |state: Option<String>| match state {
+                None => health.ready(),
+                Some(why) => health.not_ready(why),
+            }),
+        );
+        tokio::spawn(handle.clone().run());
+        handle
+    });
+    Verifier::with_keys(
+        AuthConfig {
+            secret: auth.secret.clone(),
+            audience: auth.audience.clone(),
+            issuer: auth.issuer.clone(),
+            leeway_secs: auth.leeway.as_secs(),
+        },
+        AuthKeys {
+            previous_secrets: auth.previous_secrets.clone(),
+            public_key,
+            jwks,
+        },
+    )
 }

@@ -15,6 +15,7 @@ mod recovery;
 mod shutdown;
 mod slow_consumer;
 mod source_stall;
+mod token_refresh;
 
 /// This test binary's name, for replay commands.
 const TEST: &str = "scenarios";
