@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 use crate::core::{CloseReason, DropReason, Event, Stats};
 
 /// Every `reason` of `websocket_connections_closed_total`, exposed at zero.
-const CLOSE_REASONS: [CloseReason; 8] = [
+const CLOSE_REASONS: [CloseReason; 10] = [
     CloseReason::ClientClosed,
     CloseReason::ConnectionLost,
     CloseReason::SlowConsumer,
@@ -23,6 +23,8 @@ const CLOSE_REASONS: [CloseReason; 8] = [
     CloseReason::RateLimitExceeded,
     CloseReason::FrameTooBig,
     CloseReason::Shutdown,
+    CloseReason::ProtocolError,
+    CloseReason::InvalidUtf8,
 ];
 
 /// Every `reason` of `websocket_messages_dropped_total`, exposed at zero.

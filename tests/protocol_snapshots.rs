@@ -368,6 +368,20 @@ fn close_codes_and_reasons() {
         })
     );
     snapshot!(
+        "close_1002_protocol_error",
+        close_after(d(), None, |c| c
+            .core
+            .handle_protocol_violation(c.now, c.conn))
+    );
+    snapshot!(
+        "close_1007_invalid_utf8",
+        close_after(d(), None, |c| c.core.handle_text(
+            c.now,
+            c.conn,
+            b"\xc3\x28"
+        ))
+    );
+    snapshot!(
         "close_1009_frame_too_big",
         close_after(d(), None, |c| c.core.handle_frame_too_big(c.now, c.conn))
     );

@@ -19,6 +19,66 @@ pub const DEFAULT_ASSESSMENT_CHANNEL: &str = "assessment:{assessmentId}";
 /// Secrets shorter than this draw a warning (HS256 wants 256 bits).
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// Default `WS_MAX_REQUEST_HEAD_BYTES`: a browser's upgrade with a JWT in
+/// the query and a few cookies is 2–6 KiB.
+pub const DEFAULT_MAX_REQUEST_HEAD_BYTES: usize = 16 * 1024;
+
+/// Smallest and largest `WS_MAX_REQUEST_HEAD_BYTES` accepted.
+const REQUEST_HEAD_RANGE: std::ops::RangeInclusive<usize> = 1024..=1024 * 1024;
+
+/// Default `WS_SOCKET_SEND_BUFFER`; see BENCHMARKS.md for the measurement.
+pub const DEFAULT_SOCKET_SEND_BUFFER: usize = 256 * 1024;
+
+/// Listen backlog when `/proc/sys/net/core/somaxconn` cannot be read.
+const FALLBACK_BACKLOG: u32 = 4096;
+
+/// The system's cap on listen backlogs (Linux `net.core.somaxconn`): the
+/// kernel silently truncates a larger backlog to it, so it is the largest
+/// useful default.
+pub fn system_somaxconn() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|raw| raw.trim().parse().ok())
+        .filter(|&n: &u32| n > 0)
+        .unwrap_or(FALLBACK_BACKLOG)
+}
+
+/// `WS_SOCKET_SEND_BUFFER`: 0 (kernel autotuning) or 4 KiB to 64 MiB.
+fn send_buffer(settings: &Settings) -> Result<usize, ConfigError> {
+    let value = whole(
+        settings,
+        "WS_SOCKET_SEND_BUFFER",
+        DEFAULT_SOCKET_SEND_BUFFER as u64,
+    )?;
+    if value != 0 && !(4096..=64 << 20).contains(&value) {
+        return Err(ConfigError::invalid(
+            "WS_SOCKET_SEND_BUFFER",
+            &value.to_string(),
+            "0 (kernel autotuning) or a byte count from 4096 to 67108864",
+        ));
+    }
+    Ok(value as usize)
+}
+
+/// `WS_MAX_REQUEST_HEAD_BYTES`, within [`REQUEST_HEAD_RANGE`].
+fn head_bytes(settings: &Settings) -> Result<usize, ConfigError> {
+    let value = whole(
+        settings,
+        "WS_MAX_REQUEST_HEAD_BYTES",
+        DEFAULT_MAX_REQUEST_HEAD_BYTES as u64,
+    )?;
+    usize::try_from(value)
+        .ok()
+        .filter(|v| REQUEST_HEAD_RANGE.contains(v))
+        .ok_or_else(|| {
+            ConfigError::invalid(
+                "WS_MAX_REQUEST_HEAD_BYTES",
+                &value.to_string(),
+                "a byte count from 1024 to 1048576",
+            )
+        })
+}
+
 /// A message source named in `WS_SOURCES`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SourceKind {
@@ -120,6 +180,18 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// Log line format (`WS_LOG_FORMAT`).
     pub log_format: LogFormat,
+    /// Largest request head (request line + headers) accepted before the
+    /// upgrade (`WS_MAX_REQUEST_HEAD_BYTES`); above it the answer is 431 and
+    /// the connection closes. Bounds what an unauthenticated client can pin.
+    pub max_request_head_bytes: usize,
+    /// `SO_SNDBUF` of every accepted socket (`WS_SOCKET_SEND_BUFFER`); 0
+    /// leaves the kernel's autotuning on. Explicit, because an autotuned
+    /// buffer of a client that never reads grows to several MiB of host
+    /// memory that the per-client queue bound does not see.
+    pub socket_send_buffer: usize,
+    /// The listen backlog (`WS_LISTEN_BACKLOG`), so a reconnect storm after
+    /// a failover is queued by the kernel instead of refused.
+    pub listen_backlog: u32,
     /// Serve TLS on the port with these files; plain TCP when `None`.
     pub tls: Option<TlsFiles>,
     /// Serve the live page at `/` (`WS_UI`; always on under `dev`).
@@ -206,10 +278,34 @@ impl ServerConfig {
             handshake_timeout: settings
                 .duration_or("WS_HANDSHAKE_TIMEOUT", Duration::from_secs(10))?,
             log_format,
+            max_request_head_bytes: head_bytes(settings)?,
+            socket_send_buffer: send_buffer(settings)?,
+            listen_backlog: positive_u32(settings, "WS_LISTEN_BACKLOG", system_somaxconn())?,
             tls: tls_files(settings, std::env::var_os("CREDENTIALS_DIRECTORY"))?,
             ui: settings.bool_or("WS_UI", false)?,
             ui_token: None,
         })
+    }
+
+    /// Settings that are valid one by one but work against each other:
+    /// `check-config` prints them and `serve` logs them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if (self.core.client_buffer_frames as u64) < u64::from(self.core.rate_limit_burst) {
+            warnings.push(format!(
+                "WS_CLIENT_BUFFER ({}) is smaller than WS_RATE_BURST ({}): a client may send more \
+                 requests in one burst than its queue holds messages; its answers have their own \
+                 bound, but a burst of messages published meanwhile closes it as a slow consumer",
+                self.core.client_buffer_frames, self.core.rate_limit_burst
+            ));
+        }
+        if !self.auth.secret.is_empty() && self.auth.secret.len() < MIN_SECRET_BYTES {
+            warnings.push(format!(
+                "WS_AUTH_SECRET is {} bytes, shorter than {MIN_SECRET_BYTES}; use a longer random secret",
+                self.auth.secret.len()
+            ));
+        }
+        warnings
     }
 
     /// A configuration for tests and the dev server: `secret`, everything
@@ -243,6 +339,9 @@ impl ServerConfig {
             assessment_channel: DEFAULT_ASSESSMENT_CHANNEL.to_owned(),
             handshake_timeout: Duration::from_secs(10),
             log_format: LogFormat::Text,
+            max_request_head_bytes: DEFAULT_MAX_REQUEST_HEAD_BYTES,
+            socket_send_buffer: DEFAULT_SOCKET_SEND_BUFFER,
+            listen_backlog: system_somaxconn(),
             tls: None,
             ui: false,
             ui_token: None,
@@ -579,6 +678,50 @@ mod tests {
         );
         assert_eq!(parse_bind_address("localhost"), None);
         assert_eq!(parse_bind_address(":http"), None);
+    }
+
+    #[test]
+    fn a_client_buffer_smaller_than_the_rate_burst_draws_a_warning() {
+        let small = config(&[("WS_CLIENT_BUFFER", "16"), ("WS_RATE_BURST", "100")]).unwrap();
+        let warnings = small.warnings();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("WS_CLIENT_BUFFER") && w.contains("WS_RATE_BURST")),
+            "{warnings:?}"
+        );
+        assert!(config(&[]).unwrap().warnings().is_empty());
+    }
+
+    #[test]
+    fn hostile_client_limits_are_read_and_checked() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.max_request_head_bytes, 16 * 1024);
+        assert_eq!(c.socket_send_buffer, 256 * 1024);
+        assert_eq!(c.listen_backlog, system_somaxconn());
+        let set = config(&[
+            ("WS_MAX_REQUEST_HEAD_BYTES", "4096"),
+            ("WS_SOCKET_SEND_BUFFER", "0"),
+            ("WS_LISTEN_BACKLOG", "65535"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                set.max_request_head_bytes,
+                set.socket_send_buffer,
+                set.listen_backlog
+            ),
+            (4096, 0, 65535)
+        );
+        for (name, value) in [
+            ("WS_MAX_REQUEST_HEAD_BYTES", "100"),
+            ("WS_MAX_REQUEST_HEAD_BYTES", "lots"),
+            ("WS_SOCKET_SEND_BUFFER", "100"),
+            ("WS_LISTEN_BACKLOG", "0"),
+        ] {
+            let error = config(&[(name, value)]).unwrap_err().to_string();
+            assert!(error.contains(name), "{error}");
+        }
     }
 
     #[test]

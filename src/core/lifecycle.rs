@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::connection::Connection;
-use super::outbound::{FrameKind, Outbound, Pushed};
+use super::outbound::{self, FrameKind, Outbound, Pushed};
 use super::rate_limit::TokenBucket;
 use super::timers::{Timer, TimerTable};
 use super::{CloseReason, ConnId, Core, DropReason, Event, Open, Refusal};
@@ -24,6 +24,8 @@ impl CloseReason {
             CloseReason::RateLimitExceeded => "rate limit exceeded",
             CloseReason::FrameTooBig => "frame too big",
             CloseReason::Shutdown => "server shutting down",
+            CloseReason::ProtocolError => "protocol error",
+            CloseReason::InvalidUtf8 => "invalid UTF-8",
         }
     }
 }
@@ -83,6 +85,7 @@ impl Core {
             outbound: Outbound::new(
                 self.config.client_buffer_frames,
                 self.config.client_buffer_bytes,
+                outbound::control_bound(self.config.rate_limit_burst),
             ),
             rate: TokenBucket::new(
                 now,
@@ -176,6 +179,18 @@ impl Core {
         };
         self.mark_ready(conn);
         queued
+    }
+
+    /// Queues a control frame only if it fits its bound; false if it was
+    /// left out. For answers that are a courtesy (a `rate_limited` error
+    /// to a client that floods): their overflow must not close the
+    /// connection as a slow consumer when the rate limit is the truth.
+    pub(super) fn enqueue_if_room(&mut self, now: Instant, conn: ConnId, frame: Bytes) -> bool {
+        let fits = self
+            .conns
+            .get(conn.0)
+            .is_some_and(|c| c.closing.is_none() && c.outbound.control_fits(frame.len()));
+        fits && self.enqueue(now, conn, frame, FrameKind::Control)
     }
 
     fn count_drops(&mut self, conn: ConnId, count: u64, reason: DropReason) {

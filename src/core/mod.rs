@@ -224,6 +224,20 @@ impl Core {
         }
     }
 
+    /// The client broke the WebSocket protocol (the frame reader said so):
+    /// close 1002, then the socket is dropped once the close is written or
+    /// `slow_close_grace` passes. Nothing else it sent is processed.
+    pub fn handle_protocol_violation(&mut self, now: Instant, conn: ConnId) {
+        if self.touch(now, conn) {
+            self.begin_close(
+                now,
+                conn,
+                CloseCode::ProtocolError,
+                CloseReason::ProtocolError,
+            );
+        }
+    }
+
     /// The client sent a close frame: the core answers it and disconnects.
     pub fn handle_peer_close(&mut self, now: Instant, conn: ConnId) {
         if self.touch(now, conn) {
@@ -340,6 +354,15 @@ impl Core {
         self.shutting_down && self.conns.is_empty()
     }
 
+    /// The bound on control frames (replies to a client's own requests,
+    /// pings) one connection may hold, as (frames, bytes): apart from the
+    /// message bound, so the answers to one read of requests never make a
+    /// reading client a slow consumer.
+    pub fn control_bound(&self) -> (usize, usize) {
+        let bound = outbound::control_bound(self.config.rate_limit_burst);
+        (bound.frames, bound.bytes)
+    }
+
     /// One connection's state, for property tests and fuzzing.
     #[doc(hidden)]
     pub fn inspect(&self, conn: ConnId) -> Option<ConnInspection> {
@@ -353,6 +376,8 @@ impl Core {
                 .collect(),
             held_frames: c.outbound.frames(),
             held_bytes: c.outbound.bytes(),
+            held_control_frames: c.outbound.control().frames,
+            held_control_bytes: c.outbound.control().bytes,
             closing: c.closing.is_some(),
             batched: c.batch.len(),
         })

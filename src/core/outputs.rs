@@ -64,6 +64,11 @@ pub enum CloseReason {
     FrameTooBig,
     /// The server is draining.
     Shutdown,
+    /// A frame no client may send (unmasked, reserved bits, unknown opcode,
+    /// bad control frame, invalid close code…): closed with 1002.
+    ProtocolError,
+    /// A text message that is not UTF-8: closed with 1007.
+    InvalidUtf8,
 }
 
 impl CloseReason {
@@ -78,6 +83,8 @@ impl CloseReason {
             CloseReason::RateLimitExceeded => "rate_limit_exceeded",
             CloseReason::FrameTooBig => "frame_too_big",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::InvalidUtf8 => "invalid_utf8",
         }
     }
 }
@@ -184,6 +191,11 @@ pub struct ConnInspection {
     pub held_frames: usize,
     /// Bytes held (queued + in flight).
     pub held_bytes: usize,
+    /// Of `held_frames`, the control frames (replies, pings), which have
+    /// their own bound (`Core::control_bound`).
+    pub held_control_frames: usize,
+    /// Of `held_bytes`, the control frames' bytes.
+    pub held_control_bytes: usize,
     /// Whether its close frame is queued or sent.
     pub closing: bool,
     /// Messages waiting for a JSON-array batch.

@@ -488,17 +488,27 @@ impl Harness {
             subscriptions += model.channels.len();
             channels.extend(model.channels.iter().cloned());
             let close_room = usize::from(seen.closing);
+            let (messages, message_bytes) = (
+                seen.held_frames - seen.held_control_frames,
+                seen.held_bytes - seen.held_control_bytes,
+            );
             assert!(
-                seen.held_frames <= config.client_buffer_frames + close_room,
-                "{conn} holds {} frames, bound {}",
-                seen.held_frames,
+                messages <= config.client_buffer_frames + close_room,
+                "{conn} holds {messages} message frames, bound {}",
                 config.client_buffer_frames
             );
             assert!(
-                seen.held_bytes <= config.client_buffer_bytes + close_room * MAX_CLOSE_FRAME,
-                "{conn} holds {} bytes, bound {}",
-                seen.held_bytes,
+                message_bytes <= config.client_buffer_bytes + close_room * MAX_CLOSE_FRAME,
+                "{conn} holds {message_bytes} message bytes, bound {}",
                 config.client_buffer_bytes
+            );
+            let (control_frames, control_bytes) = self.core.control_bound();
+            assert!(
+                seen.held_control_frames <= control_frames
+                    && seen.held_control_bytes <= control_bytes,
+                "{conn} holds {} control frames / {} bytes, bound {control_frames} / {control_bytes}",
+                seen.held_control_frames,
+                seen.held_control_bytes
             );
             assert!(
                 seen.batched < config.batch_max.max(2),
@@ -707,6 +717,8 @@ fn check_close_code(conn: ConnId, model: &ConnModel) {
     let expected = match reason {
         CloseReason::Shutdown => 1001,
         CloseReason::FrameTooBig => 1009,
+        CloseReason::ProtocolError => 1002,
+        CloseReason::InvalidUtf8 => 1007,
         CloseReason::SlowConsumer | CloseReason::TokenExpired | CloseReason::RateLimitExceeded => {
             1008
         }

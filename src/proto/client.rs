@@ -445,6 +445,11 @@ mod tests {
             subscribe_channels(r#"{"type":"subscribe","symbols":"aapl"}"#),
             ["trade:AAPL"]
         );
+        // Documented: one name, never split on commas.
+        assert_eq!(
+            subscribe_channels(r#"{"type":"subscribe","channels":"a,b"}"#),
+            ["a,b"]
+        );
     }
 
     #[test]

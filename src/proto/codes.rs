@@ -50,6 +50,10 @@ pub enum CloseCode {
     Normal,
     /// 1001: server shutting down.
     GoingAway,
+    /// 1002: the client broke the WebSocket protocol (RFC 6455 §7.4.1).
+    ProtocolError,
+    /// 1007: a text message that is not UTF-8 (RFC 6455 §8.1).
+    InvalidPayload,
     /// 1008: policy violation (slow consumer, rate limit, token expired).
     Policy,
     /// 1009: inbound frame too big.
@@ -64,6 +68,8 @@ impl CloseCode {
         match self {
             CloseCode::Normal => 1000,
             CloseCode::GoingAway => 1001,
+            CloseCode::ProtocolError => 1002,
+            CloseCode::InvalidPayload => 1007,
             CloseCode::Policy => 1008,
             CloseCode::TooBig => 1009,
             CloseCode::Internal => 1011,

@@ -56,6 +56,8 @@ pub(crate) enum Command {
     Pong { key: ConnKey },
     /// A message over the inbound size limit.
     TooBig { key: ConnKey },
+    /// A frame no client may send: close 1002.
+    ProtocolError { key: ConnKey },
     /// The client sent a close frame.
     PeerClose { key: ConnKey },
     /// The socket failed (`error`), hit EOF, or never finished upgrading.
@@ -330,6 +332,11 @@ impl Driver {
             Command::TooBig { key } => {
                 if self.is_live(key) {
                     self.core.handle_frame_too_big(now, key.conn);
+                }
+            }
+            Command::ProtocolError { key } => {
+                if self.is_live(key) {
+                    self.core.handle_protocol_violation(now, key.conn);
                 }
             }
             Command::PeerClose { key } => {
