@@ -76,7 +76,8 @@ use subscriptions::SubscriptionIndex;
 /// ([`Output::Transmit`]; the connection gets no further transmit until
 /// [`Core::handle_write_complete`]), sockets to drop ([`Output::Disconnect`];
 /// the core has already forgotten them), events for metrics and logs
-/// ([`Output::Event`]), and last the instant at which the core wants
+/// ([`Output::Event`]), `refresh` tokens to verify off the core's thread
+/// ([`Output::Verify`]), and last the instant at which the core wants
 /// [`Core::handle_timeout`] ([`Output::Timeout`]; `None` when it has no
 /// deadline). One stream, so no shell can forget a kind or take them out of
 /// order.
@@ -105,6 +106,10 @@ use subscriptions::SubscriptionIndex;
 ///             }
 ///             Some(Output::Disconnect(_conn)) => { /* drop the socket */ }
 ///             Some(Output::Event(_event)) => { /* metrics and logs */ }
+///             Some(Output::Verify(_request)) => {
+///                 // Verify request.token off this thread, then answer with
+///                 // core.handle_refresh_verified(…) or handle_refresh_rejected(…).
+///             }
 ///             Some(Output::Timeout(at)) => {
 ///                 deadline = Some(at);
 ///                 break;
