@@ -27,6 +27,7 @@ fn open(core: &mut Core, now: Instant, user: usize, channels: Vec<String>) -> Co
             identity,
             remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
             channels,
+            deflate: None,
         },
     )
     .expect("no limits configured")

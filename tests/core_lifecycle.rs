@@ -353,7 +353,8 @@ fn stats_count_connections_subscriptions_and_channels() {
         Stats {
             connections: 2,
             subscriptions: 3,
-            channels: 2
+            channels: 2,
+            ..Stats::default()
         }
     );
 }

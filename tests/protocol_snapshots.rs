@@ -73,6 +73,7 @@ impl Client {
                     identity,
                     remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
                     channels: vec![],
+                    deflate: None,
                 },
             )
             .expect("admitted");

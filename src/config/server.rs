@@ -90,6 +90,9 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// Log line format (`WS_LOG_FORMAT`).
     pub log_format: LogFormat,
+    /// Whether permessage-deflate is negotiated with clients that offer it
+    /// (`WS_COMPRESSION`, on by default).
+    pub compression: bool,
 }
 
 impl ServerConfig {
@@ -148,6 +151,7 @@ impl ServerConfig {
             handshake_timeout: settings
                 .duration_or("WS_HANDSHAKE_TIMEOUT", Duration::from_secs(10))?,
             log_format,
+            compression: settings.bool_or("WS_COMPRESSION", true)?,
         })
     }
 
@@ -171,6 +175,7 @@ impl ServerConfig {
             assessment_channel: DEFAULT_ASSESSMENT_CHANNEL.to_owned(),
             handshake_timeout: Duration::from_secs(10),
             log_format: LogFormat::Text,
+            compression: true,
         }
     }
 }
@@ -240,6 +245,11 @@ fn core_config(settings: &Settings) -> Result<CoreConfig, ConfigError> {
         batch_max: positive(settings, "WS_BATCH_MAX", defaults.batch_max as u64)? as usize,
         batch_delay: settings.duration_or("WS_BATCH_DELAY", defaults.batch_delay)?,
         channel_rules: channel_rules(settings)?,
+        compression_min_bytes: whole(
+            settings,
+            "WS_COMPRESSION_MIN_BYTES",
+            defaults.compression_min_bytes as u64,
+        )? as usize,
     })
 }
 

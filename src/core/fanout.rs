@@ -63,6 +63,7 @@ impl Core {
             delivered += usize::from(queued);
         }
         self.fanout_scratch = subscribers;
+        self.compression.forget_last();
         PublishOutcome {
             delivered,
             kind: encoded.kind,
@@ -121,6 +122,12 @@ impl Core {
         frame: Bytes,
         ingested: Instant,
     ) -> bool {
+        // A connection with deflate gets the message's one shared
+        // compressed frame (built by the first such subscriber).
+        let frame = match self.conns.get(conn.0).and_then(|c| c.deflate) {
+            Some(deflate) => self.compression.frame_for(deflate, frame),
+            None => frame,
+        };
         let queued = self.enqueue(now, conn, frame, FrameKind::Message);
         if queued && let Some(c) = self.conns.get_mut(conn.0) {
             c.outbound.note_ingest(ingested);

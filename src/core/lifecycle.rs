@@ -24,6 +24,7 @@ impl CloseReason {
             CloseReason::RateLimitExceeded => "rate limit exceeded",
             CloseReason::FrameTooBig => "frame too big",
             CloseReason::Shutdown => "server shutting down",
+            CloseReason::BadCompressedData => "corrupt compressed data",
         }
     }
 }
@@ -95,7 +96,9 @@ impl Core {
             batch: Vec::new(),
             scheduled: None,
             in_ready: false,
+            deflate: open.deflate,
         });
+        self.deflate_connections += usize::from(open.deflate.is_some());
         let conn = ConnId(key);
         self.events.push_back(Event::Opened {
             conn,
@@ -259,6 +262,7 @@ impl Core {
             }
         }
         self.subscriptions.remove_conn(conn);
+        self.deflate_connections -= usize::from(c.deflate.is_some());
         self.events.push_back(Event::Closed {
             conn,
             user_id: c.identity.user_id,

@@ -65,6 +65,9 @@ pub struct Open {
     /// Channels asked for at connect (`?channels=`, `?assessmentId=`); they go
     /// through the same checks as a `subscribe` frame.
     pub channels: Vec<String>,
+    /// permessage-deflate as negotiated in the upgrade; `None` when the
+    /// client did not offer it (or compression is off).
+    pub deflate: Option<proto::deflate_offer::Deflate>,
 }
 
 /// Why the core refused to open a connection (answered before the upgrade).
@@ -137,6 +140,8 @@ pub enum CloseReason {
     FrameTooBig,
     /// The server is draining.
     Shutdown,
+    /// A compressed message that is not valid DEFLATE: closed with 1007.
+    BadCompressedData,
 }
 
 impl CloseReason {
@@ -151,6 +156,7 @@ impl CloseReason {
             CloseReason::RateLimitExceeded => "rate_limit_exceeded",
             CloseReason::FrameTooBig => "frame_too_big",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::BadCompressedData => "bad_compressed_data",
         }
     }
 }
@@ -243,8 +249,14 @@ pub struct Stats {
     pub subscriptions: usize,
     /// Channels with at least one subscriber.
     pub channels: usize,
+    /// Open connections that negotiated permessage-deflate.
+    pub deflate_connections: usize,
+    /// Bytes permessage-deflate kept off the wire since start (plain minus
+    /// compressed length, per delivery): monotonic.
+    pub compression_saved_bytes: u64,
 }
 
+mod compression;
 mod config;
 mod conn_map;
 mod connection;
@@ -299,6 +311,11 @@ pub struct Core {
     /// Reused buffer of a channel's subscribers during fan-out (the index
     /// cannot be borrowed while queues change).
     fanout_scratch: Vec<ConnId>,
+    /// The compressor and the frame compressed last, shared by every
+    /// connection that negotiated permessage-deflate.
+    compression: compression::Compression,
+    /// Open connections that negotiated permessage-deflate, for the gauge.
+    deflate_connections: usize,
 }
 
 /// What [`Core::inspect`] shows of one connection (tests and fuzzing).
@@ -323,7 +340,6 @@ impl Core {
     /// clock itself.
     pub fn new(config: CoreConfig, now: Instant, unix_ms: u64) -> Core {
         Core {
-            config,
             anchor: now,
             anchor_unix_ms: unix_ms,
             conns: Slab::new(),
@@ -337,6 +353,9 @@ impl Core {
             shutting_down: false,
             opened_total: 0,
             fanout_scratch: Vec::new(),
+            compression: compression::Compression::new(config.compression_min_bytes),
+            deflate_connections: 0,
+            config,
         }
     }
 
@@ -377,6 +396,19 @@ impl Core {
     pub fn handle_frame_too_big(&mut self, now: Instant, conn: ConnId) {
         if self.touch(now, conn) {
             self.begin_close(now, conn, CloseCode::TooBig, CloseReason::FrameTooBig);
+        }
+    }
+
+    /// The client sent a compressed message that is not valid DEFLATE:
+    /// close 1007 (RFC 7692 §8.1 fails the connection).
+    pub fn handle_bad_compressed_data(&mut self, now: Instant, conn: ConnId) {
+        if self.touch(now, conn) {
+            self.begin_close(
+                now,
+                conn,
+                CloseCode::InvalidPayload,
+                CloseReason::BadCompressedData,
+            );
         }
     }
 
@@ -484,6 +516,8 @@ impl Core {
             connections: self.conns.len(),
             subscriptions: self.subscriptions.pair_count(),
             channels: self.subscriptions.channel_count(),
+            deflate_connections: self.deflate_connections,
+            compression_saved_bytes: self.compression.saved_bytes(),
         }
     }
 

@@ -43,6 +43,9 @@ pub enum CloseCode {
     Normal,
     /// 1001: server shutting down.
     GoingAway,
+    /// 1007: a message whose data is not what it claims (RFC 6455 §7.4.1);
+    /// the server sends it for corrupt compressed data.
+    InvalidPayload,
     /// 1008: policy violation (slow consumer, rate limit, token expired).
     Policy,
     /// 1009: inbound frame too big.
@@ -57,6 +60,7 @@ impl CloseCode {
         match self {
             CloseCode::Normal => 1000,
             CloseCode::GoingAway => 1001,
+            CloseCode::InvalidPayload => 1007,
             CloseCode::Policy => 1008,
             CloseCode::TooBig => 1009,
             CloseCode::Internal => 1011,

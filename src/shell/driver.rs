@@ -53,6 +53,8 @@ pub(crate) enum Command {
     Pong { key: ConnKey },
     /// A message over the inbound size limit.
     TooBig { key: ConnKey },
+    /// A compressed message that is not valid DEFLATE.
+    BadCompressedData { key: ConnKey },
     /// The client sent a close frame.
     PeerClose { key: ConnKey },
     /// The socket failed (`error`), hit EOF, or never finished upgrading.
@@ -293,6 +295,11 @@ impl Driver {
                     self.core.handle_frame_too_big(now, key.conn);
                 }
             }
+            Command::BadCompressedData { key } => {
+                if self.is_live(key) {
+                    self.core.handle_bad_compressed_data(now, key.conn);
+                }
+            }
             Command::PeerClose { key } => {
                 if self.is_live(key) {
                     self.metrics.messages_received.inc();
@@ -476,6 +483,7 @@ mod tests {
             },
             remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
             channels: Vec::new(),
+            deflate: None,
         };
         let open = Command::Open {
             open: Box::new(open),

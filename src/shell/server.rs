@@ -171,6 +171,7 @@ pub async fn run_observed<A: Accept>(
         readiness: readiness.clone(),
         metrics: metrics.clone(),
         max_message_bytes: config.core.max_message_bytes,
+        compression: config.compression,
     });
     drop(sink);
 
