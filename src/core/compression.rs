@@ -55,31 +55,33 @@ impl Compression {
     /// the message is too short, too long for the client's window, or does
     /// not shrink.
     pub(crate) fn frame_for(&mut self, deflate: Deflate, plain: Bytes) -> Bytes {
+        // The hot path: every subscriber after the first of a message. One
+        // address comparison, no header parsing.
+        if let Some((key, compressed)) = &self.last
+            && key.as_ptr() == plain.as_ptr()
+            && key.len() == plain.len()
+        {
+            let payload_len = plain.len() - ws_frame::header_len(plain.len());
+            if payload_len <= deflate.max_compressed_payload() {
+                self.saved_bytes += (plain.len() - compressed.len()) as u64;
+                return compressed.clone();
+            }
+            return plain;
+        }
         let Ok(decoded) = ws_frame::decode(&plain) else {
             return plain;
         };
-        let payload_len = decoded.payload.len();
-        if decoded.compressed
-            || payload_len < self.min_bytes
-            || payload_len > deflate.max_compressed_payload()
-        {
+        if decoded.compressed || decoded.payload.len() < self.min_bytes {
             return plain;
         }
-        let cached = self
-            .last
-            .as_ref()
-            .filter(|(key, _)| key.as_ptr() == plain.as_ptr() && key.len() == plain.len());
-        let compressed = match cached {
-            Some((_, compressed)) => compressed.clone(),
-            None => {
-                let mut compressed = self.deflater.text_frame(decoded.payload);
-                if compressed.len() >= plain.len() {
-                    compressed = plain.clone();
-                }
-                self.last = Some((plain.clone(), compressed.clone()));
-                compressed
-            }
-        };
+        let mut compressed = self.deflater.text_frame(decoded.payload);
+        if compressed.len() >= plain.len() {
+            compressed = plain.clone();
+        }
+        self.last = Some((plain.clone(), compressed.clone()));
+        if decoded.payload.len() > deflate.max_compressed_payload() {
+            return plain;
+        }
         self.saved_bytes += (plain.len() - compressed.len()) as u64;
         compressed
     }

@@ -81,6 +81,16 @@ pub fn write_header_right_aligned(
     }
 }
 
+/// The header length of an unmasked frame of `frame_len` bytes in all
+/// (header included), as [`write_header_right_aligned`] writes it.
+pub fn header_len(frame_len: usize) -> usize {
+    match frame_len {
+        0..=127 => 2,
+        128..=65_539 => 4,
+        _ => 10,
+    }
+}
+
 /// A complete frame (header followed by `payload`).
 pub fn encode(opcode: Opcode, payload: &[u8]) -> Bytes {
     let mut header = [0u8; MAX_HEADER_LEN];
@@ -244,6 +254,7 @@ mod tests {
             assert_eq!(decoded.opcode, Opcode::Text);
             assert_eq!(decoded.payload.len(), len);
             assert_eq!(decoded.len, frame.len());
+            assert_eq!(header_len(frame.len()), frame.len() - len);
         }
     }
 
