@@ -136,6 +136,24 @@ fn corrupt_compressed_data_closes_1007_and_others_go_on() {
     assert_eq!(written(&mut h, &[b])[0].len(), 1);
 }
 
+/// The compressed form of a `message` frame: FIN, RSV1 and the text opcode
+/// in the first byte, and once inflated the very JSON of the plain frame.
+#[test]
+fn compressed_message_frame_snapshot() {
+    let mut h = Harness::default();
+    let d = open_on_book(&mut h, "d", Some(FULL_WINDOW));
+    publish(&mut h, &order_book(8));
+    let frame = written(&mut h, &[d])[0][0].clone();
+    let decoded = ws_frame::decode(&frame).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&inflate(decoded.payload, 1 << 20).unwrap()).unwrap();
+    insta::assert_json_snapshot!(json!({
+        "first_byte": format!("{:#04x}", frame[0]),
+        "compressed_payload_bytes": decoded.payload.len(),
+        "inflated": json,
+    }));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 

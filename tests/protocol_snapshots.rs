@@ -289,4 +289,10 @@ fn close_codes_and_reasons() {
         "close_1009_frame_too_big",
         close_after(d(), None, |c| c.core.handle_frame_too_big(c.now, c.conn))
     );
+    snapshot!(
+        "close_1007_bad_compressed_data",
+        close_after(d(), None, |c| c
+            .core
+            .handle_bad_compressed_data(c.now, c.conn))
+    );
 }
