@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
-use ws_realtime::core::{ConnId, Core, CoreConfig, Identity, Open, Publish};
+use ws_realtime::core::{ConnId, Core, CoreConfig, Identity, Open, Output, Publish};
 use ws_realtime::proto::deflate::Deflater;
 use ws_realtime::proto::deflate_offer::Deflate;
 use ws_realtime::proto::position::Position;
@@ -40,11 +40,16 @@ fn open(core: &mut Core, now: Instant, user: usize, channels: Vec<String>) -> Co
 
 /// Writes everything the core has queued, as the shell would.
 fn drain(core: &mut Core, now: Instant) {
-    while let Some(transmit) = core.poll_transmit() {
-        black_box(&transmit.frames);
-        core.handle_write_complete(now, transmit.conn);
+    loop {
+        match core.poll_output() {
+            Some(Output::Transmit(transmit)) => {
+                black_box(&transmit.frames);
+                core.handle_write_complete(now, transmit.conn);
+            }
+            Some(Output::Disconnect(_) | Output::Event(_)) => {}
+            Some(Output::Timeout(_)) | None => break,
+        }
     }
-    while core.poll_event().is_some() {}
 }
 
 fn core_with_subscribers(n: usize, now: Instant) -> Core {
@@ -306,17 +311,23 @@ fn deflate_fan_out(c: &mut Criterion) {
                             payload: books[i % books.len()].clone(),
                         },
                     );
-                    while let Some(transmit) = core.poll_transmit() {
-                        if let Mode::PerConnection = mode {
-                            for frame in &transmit.frames {
-                                let payload = ws_frame::decode(frame).expect("a frame").payload;
-                                black_box(deflater.text_frame(payload));
+                    loop {
+                        match core.poll_output() {
+                            Some(Output::Transmit(transmit)) => {
+                                if let Mode::PerConnection = mode {
+                                    for frame in &transmit.frames {
+                                        let payload =
+                                            ws_frame::decode(frame).expect("a frame").payload;
+                                        black_box(deflater.text_frame(payload));
+                                    }
+                                }
+                                black_box(&transmit.frames);
+                                core.handle_write_complete(now, transmit.conn);
                             }
+                            Some(Output::Disconnect(_) | Output::Event(_)) => {}
+                            Some(Output::Timeout(_)) | None => break,
                         }
-                        black_box(&transmit.frames);
-                        core.handle_write_complete(now, transmit.conn);
                     }
-                    while core.poll_event().is_some() {}
                 })
             });
         }

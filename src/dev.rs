@@ -57,6 +57,8 @@ pub fn dev_config(
         ("WS_BIND_ADDRESS", DEV_BIND_ADDRESS),
         ("WS_AUTH_SECRET", DEV_SECRET),
         ("WS_API_KEY", DEV_API_KEY),
+        // The live page is what a newcomer opens first.
+        ("WS_UI", "true"),
     ] {
         if !pairs.iter().any(|(k, v)| k == name && !v.trim().is_empty()) {
             pairs.push((name.to_owned(), default.to_owned()));
@@ -132,7 +134,7 @@ fn unix_ms() -> u64 {
 }
 
 /// Runs the dev server until `shutdown` fires, printing how to connect.
-pub async fn run_dev(config: ServerConfig, shutdown: Shutdown) -> Result<(), DevError> {
+pub async fn run_dev(mut config: ServerConfig, shutdown: Shutdown) -> Result<(), DevError> {
     let kafka = Arc::new(start_embedded_kafka()?);
     let kafka_config = dev_kafka_config(std::env::vars(), kafka.bootstrap_servers())?;
     let accept = TcpAccept::bind(config.bind_address)
@@ -158,7 +160,9 @@ pub async fn run_dev(config: ServerConfig, shutdown: Shutdown) -> Result<(), Dev
         now,
     );
     let api_key = config.api_key.clone().unwrap_or_default();
-    println!("{}", instructions(address, &token, &api_key));
+    // The page at `/` connects with the same token (the dev secret is public).
+    config.ui_token = Some(token.clone());
+    println!("{}", instructions(address, &token, &api_key, config.ui));
     println!("{}", kafka_instructions(kafka.bootstrap_servers()));
     let feed = tokio::spawn(produce_feed(
         kafka.clone(),
@@ -192,16 +196,22 @@ Produce your own message (one per line):
 }
 
 /// What `dev` prints: the token and commands to connect and publish.
-pub fn instructions(address: SocketAddr, token: &str, api_key: &str) -> String {
+pub fn instructions(address: SocketAddr, token: &str, api_key: &str, ui: bool) -> String {
     let reachable = if address.ip().is_unspecified() {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), address.port())
     } else {
         address
     };
+    let page = if ui {
+        format!("Live page (open in a browser): http://{reachable}/\n")
+    } else {
+        String::new()
+    };
     format!(
         r#"ws-realtime dev server on http://{reachable}
 (dev secret and API key are public: never use them in production)
 
+{page}
 Token (user dev-user, role admin, valid 24h):
   {token}
 
@@ -232,6 +242,8 @@ mod tests {
         assert_eq!(config.bind_address, DEV_BIND_ADDRESS.parse().unwrap());
         assert_eq!(config.auth.secret, DEV_SECRET.as_bytes());
         assert_eq!(config.api_key.as_deref(), Some(DEV_API_KEY));
+        assert!(config.ui, "dev serves the live page");
+        assert_eq!(config.ui_token, None, "only run_dev fills in the token");
 
         let config = dev_config(vec![(
             "WS_BIND_ADDRESS".to_owned(),
@@ -260,7 +272,13 @@ mod tests {
 
     #[test]
     fn instructions_name_a_reachable_address_and_the_token() {
-        let text = instructions("0.0.0.0:8080".parse().unwrap(), "TOKEN", "KEY");
+        let text = instructions("0.0.0.0:8080".parse().unwrap(), "TOKEN", "KEY", true);
+        assert!(
+            text.contains("Live page (open in a browser): http://127.0.0.1:8080/"),
+            "{text}"
+        );
+        let quiet = instructions("0.0.0.0:8080".parse().unwrap(), "TOKEN", "KEY", false);
+        assert!(!quiet.contains("Live page"), "{quiet}");
         assert!(
             text.contains("websocat 'ws://127.0.0.1:8080/ws?token=TOKEN&channels=lines'"),
             "{text}"

@@ -26,11 +26,17 @@ fn open_on_book(h: &mut Harness, user: &str, deflate: Option<Deflate>) -> ConnId
 /// The message frames written to each connection, in `conns` order.
 fn written(h: &mut Harness, conns: &[ConnId]) -> Vec<Vec<Bytes>> {
     let mut out = vec![Vec::new(); conns.len()];
-    while let Some(transmit) = h.core.poll_transmit() {
-        if let Some(i) = conns.iter().position(|c| *c == transmit.conn) {
-            out[i].extend(transmit.frames);
+    loop {
+        match h.core.poll_output() {
+            Some(Output::Transmit(transmit)) => {
+                if let Some(i) = conns.iter().position(|c| *c == transmit.conn) {
+                    out[i].extend(transmit.frames);
+                }
+                h.core.handle_write_complete(h.now, transmit.conn);
+            }
+            Some(Output::Disconnect(_) | Output::Event(_)) => {}
+            Some(Output::Timeout(_)) | None => break,
         }
-        h.core.handle_write_complete(h.now, transmit.conn);
     }
     out
 }

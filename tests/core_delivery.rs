@@ -21,7 +21,7 @@ fn publish_reaches_only_subscribers_and_shares_one_buffer() {
             kind: PayloadKind::Json
         }
     );
-    let mut transmits: Vec<Transmit> = std::iter::from_fn(|| h.core.poll_transmit()).collect();
+    let mut transmits: Vec<Transmit> = std::iter::from_fn(|| h.next_transmit()).collect();
     transmits.sort_by_key(|t| t.conn);
     assert_eq!(transmits.iter().map(|t| t.conn).collect::<Vec<_>>(), [a, b]);
     assert_eq!(
@@ -52,13 +52,13 @@ fn a_batch_carries_its_oldest_ingest_instant_for_the_latency_metric() {
     // Both are queued before the shell polls, so they leave in one batch.
     h.core.handle_publish_ingested(h.now, message(b"1"), newer);
     h.core.handle_publish_ingested(h.now, message(b"2"), older);
-    let batch = h.core.poll_transmit().expect("both messages in one batch");
+    let batch = h.next_transmit().expect("both messages in one batch");
     assert_eq!(batch.frames.len(), 2);
     assert_eq!(batch.oldest_ingest, Some(older));
     h.core.handle_write_complete(h.now, a);
 
     h.core.handle_publish_ingested(h.now, message(b"3"), newer);
-    let next = h.core.poll_transmit().expect("the next message");
+    let next = h.next_transmit().expect("the next message");
     assert_eq!(
         next.oldest_ingest,
         Some(newer),
@@ -110,16 +110,16 @@ fn only_one_batch_is_in_flight_until_the_write_completes() {
     subscribe(&mut h, conn, &["a"]);
     h.publish("a", b"1");
     h.publish("a", b"2");
-    let first = h.core.poll_transmit().expect("queued frames go out");
+    let first = h.next_transmit().expect("queued frames go out");
     assert_eq!(first.frames.len(), 2, "everything queued leaves together");
     h.publish("a", b"3");
     assert_eq!(
-        h.core.poll_transmit(),
+        h.next_transmit(),
         None,
         "nothing more until the write completes"
     );
     h.core.handle_write_complete(h.now, conn);
-    assert_eq!(h.core.poll_transmit().map(|t| t.frames.len()), Some(1));
+    assert_eq!(h.next_transmit().map(|t| t.frames.len()), Some(1));
 }
 
 #[test]
@@ -135,7 +135,7 @@ fn slow_client_is_closed_with_1008_and_told_why() {
     subscribe(&mut h, fast, &["a"]);
     h.publish("a", b"1");
     let mut stuck = None;
-    while let Some(t) = h.core.poll_transmit() {
+    while let Some(t) = h.next_transmit() {
         if t.conn == slow {
             stuck = Some(t);
         } else {
@@ -184,7 +184,7 @@ fn slow_client_is_dropped_after_grace_if_the_close_frame_is_never_written() {
     let conn = h.open("u");
     subscribe(&mut h, conn, &["a"]);
     h.publish("a", b"1");
-    let _stuck = h.core.poll_transmit().expect("a batch");
+    let _stuck = h.next_transmit().expect("a batch");
     h.publish("a", b"2");
     h.publish("a", b"3");
     assert!(h.core.inspect(conn).expect("still known").closing);

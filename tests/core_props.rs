@@ -13,6 +13,10 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
+#[path = "core_support/outputs.rs"]
+mod outputs;
+
+use outputs::Outputs;
 use ws_realtime::core::*;
 use ws_realtime::proto::position::Position;
 use ws_realtime::proto::ws_frame::{self, Opcode};
@@ -154,6 +158,8 @@ struct Model {
 
 struct World {
     core: Core,
+    /// What the core has output and the test has not yet looked at.
+    outputs: Outputs,
     config: CoreConfig,
     now: Instant,
     open: Vec<ConnId>,
@@ -307,19 +313,7 @@ impl World {
                 size,
                 binary,
             } => self.publish(CHANNELS[usize::from(channel)], size, binary)?,
-            Op::Transmit => {
-                while let Some(transmit) = self.core.poll_transmit() {
-                    let model = self.models.get_mut(&transmit.conn);
-                    prop_assert!(model.is_some(), "transmit for a connection the core forgot");
-                    let model = model.expect("checked");
-                    prop_assert!(
-                        model.in_flight.is_none(),
-                        "a second batch while one is in flight"
-                    );
-                    prop_assert!(!transmit.frames.is_empty());
-                    model.in_flight = Some(transmit.frames);
-                }
-            }
+            Op::Transmit => self.take_outputs()?,
             Op::WriteComplete { conn } => {
                 let Some(conn) = self.pick(conn) else {
                     return Ok(());
@@ -334,7 +328,8 @@ impl World {
             Op::Advance { millis } => {
                 let target = self.now + Duration::from_millis(u64::from(millis));
                 for _ in 0..10_000 {
-                    match self.core.poll_timeout() {
+                    self.take_outputs()?;
+                    match self.outputs.deadline {
                         Some(at) if at <= target => {
                             self.now = self.now.max(at);
                             self.core.handle_timeout(self.now);
@@ -485,8 +480,28 @@ impl World {
         Ok(())
     }
 
+    /// Takes the core's outputs. Transmits come first in the core's one
+    /// output stream, so they are started (put in flight) as they are taken,
+    /// as a shell would; events and disconnects wait for `drain_events`.
+    fn take_outputs(&mut self) -> Result<(), TestCaseError> {
+        self.outputs.take_from(&mut self.core);
+        while let Some(transmit) = self.outputs.transmits.pop_front() {
+            let model = self.models.get_mut(&transmit.conn);
+            prop_assert!(model.is_some(), "transmit for a connection the core forgot");
+            let model = model.expect("checked");
+            prop_assert!(
+                model.in_flight.is_none(),
+                "a second batch while one is in flight"
+            );
+            prop_assert!(!transmit.frames.is_empty());
+            model.in_flight = Some(transmit.frames);
+        }
+        Ok(())
+    }
+
     fn drain_events(&mut self) -> Result<(), TestCaseError> {
-        while let Some(event) = self.core.poll_event() {
+        self.take_outputs()?;
+        for event in std::mem::take(&mut self.outputs.events) {
             if let Event::Closed { conn, .. } = event {
                 prop_assert!(
                     self.models.remove(&conn).is_some(),
@@ -495,7 +510,7 @@ impl World {
                 self.open.retain(|c| *c != conn);
             }
         }
-        while let Some(conn) = self.core.poll_disconnect() {
+        for conn in std::mem::take(&mut self.outputs.disconnects) {
             prop_assert!(
                 !self.models.contains_key(&conn),
                 "disconnect for a connection still in the core"
@@ -561,6 +576,7 @@ proptest! {
         let start = Instant::now();
         let mut world = World {
             core: Core::new(config.clone(), start, 1_768_384_800_000),
+            outputs: Outputs::default(),
             config,
             now: start,
             open: Vec::new(),

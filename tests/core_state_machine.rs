@@ -23,7 +23,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
 use ws_realtime::core::{
-    CloseReason, ConnId, Core, CoreConfig, Event, Identity, Open, Publish, SlowClientPolicy,
+    CloseReason, ConnId, Core, CoreConfig, Event, Identity, Open, Output, Publish,
+    SlowClientPolicy, Transmit,
 };
 use ws_realtime::proto::position::Position;
 
@@ -205,6 +206,8 @@ struct Sut {
 /// The system under test: the real core plus what the test has observed.
 struct Harness {
     core: Core,
+    /// The core's next deadline, from the last drain.
+    deadline: Option<Instant>,
     now: Instant,
     conns: Vec<Sut>,
     /// Publish sequence: the payload carries it, so frames can be matched.
@@ -280,6 +283,7 @@ impl Harness {
         let now = Instant::now();
         Harness {
             core: Core::new(config(policy), now, 1_700_000_000_000),
+            deadline: None,
             now,
             conns: Vec::new(),
             next_message: 0,
@@ -300,75 +304,93 @@ impl Harness {
 
     /// Drains the core like the shell: transmits, disconnects, events.
     fn drain(&mut self) {
-        while let Some(transmit) = self.core.poll_transmit() {
-            if std::env::var_os("MODEL_DEBUG").is_some() {
-                eprintln!("transmit {} {:?}", transmit.conn, decode(&transmit.frames));
-            }
-            let index = self.index_of(transmit.conn);
-            let conn = &mut self.conns[index];
-            assert!(
-                conn.in_flight.is_none(),
-                "a second transmit for {} before the first was written",
-                transmit.conn
-            );
-            assert!(
-                transmit.frames.len() <= BUFFER + 1,
-                "one transmit held {} frames, over the bound {BUFFER}",
-                transmit.frames.len()
-            );
-            let mut messages = 0;
-            for wire in decode(&transmit.frames) {
-                if let Wire::Text(frame) = &wire
-                    && frame["type"] == "message"
-                {
-                    messages += 1;
+        loop {
+            match self.core.poll_output() {
+                Some(Output::Transmit(transmit)) => self.on_transmit(transmit),
+                Some(Output::Disconnect(id)) => {
+                    let index = self.index_of(id);
+                    self.conns[index].id = None;
+                }
+                Some(Output::Event(event)) => self.on_event(event),
+                Some(Output::Timeout(at)) => {
+                    self.deadline = Some(at);
+                    return;
+                }
+                None => {
+                    self.deadline = None;
+                    return;
                 }
             }
-            conn.untransmitted = conn.untransmitted.saturating_sub(messages);
-            conn.requests_since_transmit = 0;
-            conn.in_flight = Some(transmit.frames);
         }
-        while let Some(id) = self.core.poll_disconnect() {
-            let index = self.index_of(id);
-            self.conns[index].id = None;
+    }
+
+    /// A transmit is started: its frames are in flight until `flush`.
+    fn on_transmit(&mut self, transmit: Transmit) {
+        if std::env::var_os("MODEL_DEBUG").is_some() {
+            eprintln!("transmit {} {:?}", transmit.conn, decode(&transmit.frames));
         }
-        while let Some(event) = self.core.poll_event() {
-            if std::env::var_os("MODEL_DEBUG").is_some() {
-                eprintln!("event {event:?}");
+        let index = self.index_of(transmit.conn);
+        let conn = &mut self.conns[index];
+        assert!(
+            conn.in_flight.is_none(),
+            "a second transmit for {} before the first was written",
+            transmit.conn
+        );
+        assert!(
+            transmit.frames.len() <= BUFFER + 1,
+            "one transmit held {} frames, over the bound {BUFFER}",
+            transmit.frames.len()
+        );
+        let mut messages = 0;
+        for wire in decode(&transmit.frames) {
+            if let Wire::Text(frame) = &wire
+                && frame["type"] == "message"
+            {
+                messages += 1;
             }
-            match event {
-                Event::SlowConsumer { conn } => {
-                    let index = self.index_of(conn);
-                    let sut = &mut self.conns[index];
-                    // The bound counts the batch in flight plus the queue;
-                    // the frame that overflowed is among the owed messages or
-                    // the answers to requests since the last transmit.
-                    // (Under `drop_oldest` too: control frames are never
-                    // dropped, so a queue of them can still overflow.)
-                    let in_flight = sut.in_flight.as_ref().map_or(0, Vec::len);
-                    assert!(
-                        in_flight + sut.untransmitted + sut.requests_since_transmit > BUFFER,
-                        "{conn} closed as slow with {in_flight} frames in flight, {} messages and {} answers queued",
-                        sut.untransmitted,
-                        sut.requests_since_transmit
-                    );
-                    sut.slow = true;
-                    sut.closing = true;
-                }
-                Event::MessagesDropped { conn, count, .. } => {
-                    *self.dropped.entry(conn).or_default() += count;
-                }
-                Event::Closed {
-                    conn,
-                    reason: CloseReason::SlowConsumer,
-                    ..
-                } => {
-                    let index = self.index_of(conn);
-                    self.conns[index].slow = true;
-                    self.conns[index].closing = true;
-                }
-                _ => {}
+        }
+        conn.untransmitted = conn.untransmitted.saturating_sub(messages);
+        conn.requests_since_transmit = 0;
+        conn.in_flight = Some(transmit.frames);
+    }
+
+    /// An event, checked against what the test has seen.
+    fn on_event(&mut self, event: Event) {
+        if std::env::var_os("MODEL_DEBUG").is_some() {
+            eprintln!("event {event:?}");
+        }
+        match event {
+            Event::SlowConsumer { conn } => {
+                let index = self.index_of(conn);
+                let sut = &mut self.conns[index];
+                // The bound counts the batch in flight plus the queue;
+                // the frame that overflowed is among the owed messages or
+                // the answers to requests since the last transmit.
+                // (Under `drop_oldest` too: control frames are never
+                // dropped, so a queue of them can still overflow.)
+                let in_flight = sut.in_flight.as_ref().map_or(0, Vec::len);
+                assert!(
+                    in_flight + sut.untransmitted + sut.requests_since_transmit > BUFFER,
+                    "{conn} closed as slow with {in_flight} frames in flight, {} messages and {} answers queued",
+                    sut.untransmitted,
+                    sut.requests_since_transmit
+                );
+                sut.slow = true;
+                sut.closing = true;
             }
+            Event::MessagesDropped { conn, count, .. } => {
+                *self.dropped.entry(conn).or_default() += count;
+            }
+            Event::Closed {
+                conn,
+                reason: CloseReason::SlowConsumer,
+                ..
+            } => {
+                let index = self.index_of(conn);
+                self.conns[index].slow = true;
+                self.conns[index].closing = true;
+            }
+            _ => {}
         }
     }
 
@@ -525,7 +547,7 @@ impl StateMachineTest for CoreModel {
             }
             Step::Tick(ms) => {
                 sut.now += Duration::from_millis(ms);
-                if sut.core.poll_timeout().is_some_and(|at| at <= sut.now) {
+                if sut.deadline.is_some_and(|at| at <= sut.now) {
                     sut.core.handle_timeout(sut.now);
                 }
             }
@@ -622,7 +644,7 @@ impl StateMachineTest for CoreModel {
             }
             sut.drain();
             sut.now += Duration::from_secs(1);
-            if sut.core.poll_timeout().is_some_and(|at| at <= sut.now) {
+            if sut.deadline.is_some_and(|at| at <= sut.now) {
                 sut.core.handle_timeout(sut.now);
             }
             sut.drain();

@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+#[path = "core_support/outputs.rs"]
+mod outputs;
+
+use outputs::Outputs;
 use ws_realtime::core::*;
 use ws_realtime::proto::position::Position;
 
@@ -54,6 +58,8 @@ struct Client {
     core: Core,
     now: Instant,
     conn: ConnId,
+    /// Outputs taken from the core and not yet looked at.
+    outputs: Outputs,
 }
 
 impl Client {
@@ -77,18 +83,37 @@ impl Client {
                 },
             )
             .expect("admitted");
-        Client { core, now, conn }
+        Client {
+            core,
+            now,
+            conn,
+            outputs: Outputs::default(),
+        }
     }
 
     fn new() -> Client {
         Client::with(CoreConfig::default(), None)
     }
 
+    /// The next transmit, as the shell's drain would see it.
+    fn next_transmit(&mut self) -> Option<Transmit> {
+        if self.outputs.transmits.is_empty() {
+            self.outputs.take_from(&mut self.core);
+        }
+        self.outputs.transmits.pop_front()
+    }
+
+    /// The core's next deadline.
+    fn deadline(&mut self) -> Option<Instant> {
+        self.outputs.take_from(&mut self.core);
+        self.outputs.deadline
+    }
+
     /// Every frame written to the client since the last call.
     fn frames(&mut self) -> Vec<ServerFrame> {
         let mut frames = Vec::new();
         for _ in 0..100 {
-            let Some(transmit) = self.core.poll_transmit() else {
+            let Some(transmit) = self.next_transmit() else {
                 break;
             };
             frames.extend(transmit.frames.iter().map(|f| parse_server_frame(f)));
@@ -121,7 +146,7 @@ impl Client {
 
     fn advance(&mut self, by: Duration) {
         let target = self.now + by;
-        while let Some(at) = self.core.poll_timeout().filter(|at| *at <= target) {
+        while let Some(at) = self.deadline().filter(|at| *at <= target) {
             self.now = self.now.max(at);
             self.core.handle_timeout(self.now);
         }
@@ -257,7 +282,7 @@ fn close_codes_and_reasons() {
         close_after(slow, None, |c| {
             c.send(json!({"type":"subscribe","channels":["lines"]}));
             c.publish("lines", b"1");
-            let stuck = c.core.poll_transmit();
+            let stuck = c.next_transmit();
             assert!(stuck.is_some(), "the first message is in flight");
             c.publish("lines", b"2");
             c.core.handle_write_complete(c.now, c.conn);

@@ -31,6 +31,41 @@ async fn health_ready_and_healthz_answer_json() {
 }
 
 #[tokio::test]
+async fn the_live_page_is_served_at_root_only_when_ui_is_on() {
+    let server = start(config()).await;
+    let (status, body) = get(server.address, "/").await;
+    assert_eq!(status, 404, "WS_UI is off by default: {body}");
+    within(server.shutdown()).await.unwrap();
+
+    let mut with_ui = config();
+    with_ui.ui = true;
+    let server = start(with_ui).await;
+    let (status, body) = get(server.address, "/").await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("<!doctype html>"), "{}", &body[..80]);
+    assert!(body.contains("ws-realtime"));
+    // Under `serve` the page carries no token: it asks for one.
+    assert!(
+        body.contains(r#"<script id="ws-realtime-config" type="application/json">{}</script>"#)
+    );
+    within(server.shutdown()).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_dev_page_carries_the_token_it_connects_with() {
+    let mut dev = config();
+    dev.ui = true;
+    dev.ui_token = Some("header.payload.signature".to_owned());
+    let server = start(dev).await;
+    let (status, body) = get(server.address, "/").await;
+    assert_eq!(status, 200);
+    assert!(body.contains(
+        r#"<script id="ws-realtime-config" type="application/json">{"token":"header.payload.signature"}</script>"#
+    ));
+    within(server.shutdown()).await.unwrap();
+}
+
+#[tokio::test]
 async fn ready_is_503_with_reasons_while_a_source_is_not_ready() {
     let server = ws_realtime::shell::start(config(), vec![Box::new(NeverReady)])
         .await

@@ -1,5 +1,7 @@
-//! Configuration: `WS_*` environment variables over an optional TOML file.
+//! Configuration: `WS_*` environment variables over an optional TOML file,
+//! and the catalog that documents every one of them (`catalog.rs`).
 
+pub mod catalog;
 pub mod server;
 pub mod settings;
 

@@ -93,6 +93,12 @@ pub struct ServerConfig {
     /// Whether permessage-deflate is negotiated with clients that offer it
     /// (`WS_COMPRESSION`, on by default).
     pub compression: bool,
+    /// Serve the live page at `/` (`WS_UI`; always on under `dev`).
+    pub ui: bool,
+    /// The token the live page connects with, written into it. Only `dev`
+    /// sets it (never the environment), so a production page carries no
+    /// credential and asks for one instead.
+    pub ui_token: Option<String>,
 }
 
 impl ServerConfig {
@@ -152,6 +158,8 @@ impl ServerConfig {
                 .duration_or("WS_HANDSHAKE_TIMEOUT", Duration::from_secs(10))?,
             log_format,
             compression: settings.bool_or("WS_COMPRESSION", true)?,
+            ui: settings.bool_or("WS_UI", false)?,
+            ui_token: None,
         })
     }
 
@@ -176,6 +184,8 @@ impl ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             log_format: LogFormat::Text,
             compression: true,
+            ui: false,
+            ui_token: None,
         }
     }
 }
@@ -472,6 +482,18 @@ mod tests {
     }
 
     #[test]
+    fn the_live_page_is_off_unless_ws_ui_turns_it_on_and_never_carries_a_token() {
+        let off = config(&[]).unwrap();
+        assert!(!off.ui);
+        let on = config(&[("WS_UI", "true")]).unwrap();
+        assert!(on.ui);
+        assert_eq!(
+            on.ui_token, None,
+            "serve never writes a token into the page"
+        );
+    }
+
+    #[test]
     fn bind_address_accepts_every_documented_form() {
         assert_eq!(
             parse_bind_address(":8080"),
@@ -518,6 +540,7 @@ mod tests {
             ("WS_SLOW_CLIENT_POLICY", "shrug"),
             ("WS_HEARTBEAT_INTERVAL", "2 days"),
             ("WS_APP_PING", "maybe"),
+            ("WS_UI", "sometimes"),
             ("WS_SOURCES", "kafka,carrier-pigeon"),
             ("WS_LOG_FORMAT", "xml"),
             ("WS_RATE_LIMIT", "-3"),

@@ -136,7 +136,7 @@ impl Core {
         true
     }
 
-    /// Lists `conn` for [`Core::poll_transmit`] if its writer is idle and
+    /// Lists `conn` for [`Core::poll_output`] if its writer is idle and
     /// something is queued.
     pub(super) fn mark_ready(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.get_mut(conn.0)

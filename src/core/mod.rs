@@ -3,266 +3,35 @@
 //! rate limits, shutdown) without touching a socket, a clock or a thread.
 //!
 //! The shell (production: hyper + fastwebsockets; tests: turmoil, proptest,
-//! fuzz) feeds it inputs, each carrying `now`, and drains its outputs.
+//! fuzz) feeds it inputs (`handle_*`, each carrying `now`) and drains its
+//! outputs with [`Core::poll_output`]; see [`Core`] for the contract.
 //!
-//! # Drain order
-//! After every `handle_*` call the driver drains, in this order, until each
-//! returns `None`:
-//! 1. [`Core::poll_transmit`]: pre-encoded WebSocket frames for one
-//!    connection, to be written in one vectored write. The connection gets no
-//!    further transmit until the shell reports [`Core::handle_write_complete`].
-//! 2. [`Core::poll_disconnect`]: connections whose socket the shell must drop
-//!    now (their close frame has been written, or its grace period ran out).
-//!    The core has already forgotten them.
-//! 3. [`Core::poll_event`]: things that happened, for metrics and logs.
-//! 4. [`Core::poll_timeout`]: the next instant at which the shell must call
-//!    [`Core::handle_timeout`].
+//! * `inputs.rs`: what goes in ([`ConnId`], [`Open`], [`Publish`], …);
+//!   `outputs.rs`: what comes out ([`Output`] and the types inside it).
+//! * `lifecycle.rs`, `requests.rs`, `fanout.rs`: the `impl Core` blocks for
+//!   a connection's life, client frames and publishing.
+//! * `subscriptions.rs`, `outbound.rs`, `permissions.rs`, `rate_limit.rs`,
+//!   `timers.rs`, `connection.rs`, `conn_map.rs`, `config.rs`: one policy or
+//!   table each.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bytes::Bytes;
 use slab::Slab;
 
 use crate::proto;
-use crate::proto::codes::{CloseCode, ErrorCode, PayloadKind};
-use crate::proto::position::Position;
-
-/// Handle of one connection inside the core: a slab key. Stable while the
-/// connection lives; reused after it is gone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub usize);
-
-impl std::fmt::Display for ConnId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// Who a connection is, as established by the shell from the JWT.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// The token's `sub`: the user id shown in `connected` and in logs.
-    pub user_id: String,
-    /// Roles from the token's `role` / `roles` claims.
-    pub roles: Vec<String>,
-    /// Channel patterns from the token's `channels` claim (`trade:*`); `None`
-    /// means the token does not restrict channels.
-    pub channel_patterns: Option<Vec<String>>,
-    /// The token's `exp` in Unix milliseconds; the connection is closed with
-    /// 1008 "token expired" when it passes.
-    pub expires_at_unix_ms: Option<u64>,
-}
-
-/// A connection the shell has authenticated and wants to open.
-#[derive(Debug, Clone)]
-pub struct Open {
-    /// The authenticated identity.
-    pub identity: Identity,
-    /// The peer address, for the per-address connection limit and logs.
-    pub remote: IpAddr,
-    /// Channels asked for at connect (`?channels=`, `?assessmentId=`); they go
-    /// through the same checks as a `subscribe` frame.
-    pub channels: Vec<String>,
-    /// permessage-deflate as negotiated in the upgrade; `None` when the
-    /// client did not offer it (or compression is off).
-    pub deflate: Option<proto::deflate_offer::Deflate>,
-}
-
-/// Why the core refused to open a connection (answered before the upgrade).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    /// The server is draining (HTTP 503).
-    #[error("server is shutting down")]
-    ShuttingDown,
-    /// `max_connections` reached (HTTP 429).
-    #[error("connection limit reached")]
-    TooManyConnections,
-    /// `max_connections_per_ip` reached for this address (HTTP 429).
-    #[error("connection limit for this address reached")]
-    TooManyFromAddress,
-}
-
-/// A message from a source, to be fanned out to the channel's subscribers.
-#[derive(Debug, Clone)]
-pub struct Publish {
-    /// The gateway channel (already routed by the source).
-    pub channel: String,
-    /// Its stream position; `None` when the source has no offsets (HTTP,
-    /// Redis): the core then assigns the channel's next sequence number.
-    pub pos: Option<Position>,
-    /// The raw payload: JSON is embedded verbatim, other UTF-8 becomes a JSON
-    /// string, other bytes go base64 under `b64data`.
-    pub payload: Bytes,
-}
-
-/// What [`Core::handle_publish`] did with a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PublishOutcome {
-    /// How many connections it was queued for.
-    pub delivered: usize,
-    /// How its payload was embedded.
-    pub kind: PayloadKind,
-}
-
-/// Pre-encoded WebSocket frames for one connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    /// The connection to write to.
-    pub conn: ConnId,
-    /// Complete frames (header + payload), in order. Write them in one
-    /// vectored write, then call [`Core::handle_write_complete`].
-    pub frames: Vec<Bytes>,
-    /// When the oldest message in `frames` was ingested (see
-    /// [`Core::handle_publish_ingested`]), so the shell can observe ingest →
-    /// socket-write latency once per batch; `None` when it holds no message.
-    pub oldest_ingest: Option<Instant>,
-}
-
-/// Why a connection ended; also the `reason` label of the closed-connections
-/// metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CloseReason {
-    /// The client sent a close frame.
-    ClientClosed,
-    /// The socket failed or reached EOF without a close frame.
-    ConnectionLost,
-    /// Outbound queue overflowed under the `disconnect` policy.
-    SlowConsumer,
-    /// No inbound frame within the connection timeout.
-    HeartbeatTimeout,
-    /// The token's `exp` passed.
-    TokenExpired,
-    /// Sustained inbound flooding.
-    RateLimitExceeded,
-    /// An inbound frame over the size limit.
-    FrameTooBig,
-    /// The server is draining.
-    Shutdown,
-    /// A compressed message that is not valid DEFLATE: closed with 1007.
-    BadCompressedData,
-}
-
-impl CloseReason {
-    /// Stable snake_case label for metrics and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::ClientClosed => "client_closed",
-            CloseReason::ConnectionLost => "connection_lost",
-            CloseReason::SlowConsumer => "slow_consumer",
-            CloseReason::HeartbeatTimeout => "heartbeat_timeout",
-            CloseReason::TokenExpired => "token_expired",
-            CloseReason::RateLimitExceeded => "rate_limit_exceeded",
-            CloseReason::FrameTooBig => "frame_too_big",
-            CloseReason::Shutdown => "shutdown",
-            CloseReason::BadCompressedData => "bad_compressed_data",
-        }
-    }
-}
-
-/// Why a message did not reach a subscriber.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DropReason {
-    /// Dropped to make room under the `drop_oldest` policy.
-    DropOldest,
-    /// Discarded because the connection was closed as a slow consumer.
-    SlowConsumerClosed,
-}
-
-/// Something that happened, for the shell's metrics and logs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// A connection was opened.
-    Opened {
-        /// The connection.
-        conn: ConnId,
-        /// Its `connectionId` as sent in the `connected` frame.
-        connection_id: String,
-        /// Its user.
-        user_id: String,
-    },
-    /// A connection is gone from the core.
-    Closed {
-        /// The connection.
-        conn: ConnId,
-        /// Its user.
-        user_id: String,
-        /// Why.
-        reason: CloseReason,
-        /// How long it was open.
-        duration: Duration,
-    },
-    /// Channels were added to a connection.
-    Subscribed {
-        /// The connection.
-        conn: ConnId,
-        /// The channels newly added.
-        channels: Vec<String>,
-    },
-    /// Channels were removed from a connection.
-    Unsubscribed {
-        /// The connection.
-        conn: ConnId,
-        /// The channels removed.
-        channels: Vec<String>,
-    },
-    /// Messages did not reach a connection.
-    MessagesDropped {
-        /// The connection.
-        conn: ConnId,
-        /// How many.
-        count: u64,
-        /// Why.
-        reason: DropReason,
-    },
-    /// A connection was closed as a slow consumer.
-    SlowConsumer {
-        /// The connection.
-        conn: ConnId,
-    },
-    /// A connection was silent past the connection timeout.
-    HeartbeatFailure {
-        /// The connection.
-        conn: ConnId,
-    },
-    /// A frame was rejected by the inbound rate limit.
-    RateLimited {
-        /// The connection.
-        conn: ConnId,
-    },
-    /// A client frame was answered with an `error` frame.
-    FrameRejected {
-        /// The connection.
-        conn: ConnId,
-        /// The error code sent.
-        code: ErrorCode,
-    },
-}
-
-/// Counts of what the core holds, for gauges.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Open connections.
-    pub connections: usize,
-    /// (connection, channel) pairs.
-    pub subscriptions: usize,
-    /// Channels with at least one subscriber.
-    pub channels: usize,
-    /// Open connections that negotiated permessage-deflate.
-    pub deflate_connections: usize,
-    /// Bytes permessage-deflate kept off the wire since start (plain minus
-    /// compressed length, per delivery): monotonic.
-    pub compression_saved_bytes: u64,
-}
+use crate::proto::codes::CloseCode;
 
 mod compression;
 mod config;
 mod conn_map;
 mod connection;
 mod fanout;
+mod inputs;
 mod lifecycle;
 mod outbound;
+mod outputs;
 mod permissions;
 mod rate_limit;
 mod requests;
@@ -271,11 +40,75 @@ mod timers;
 
 pub use config::{Access, ChannelRule, CoreConfig, SlowClientPolicy};
 pub(crate) use conn_map::ConnMap;
+pub use inputs::{ConnId, Identity, Open, Publish, PublishOutcome, Refusal};
+#[doc(hidden)]
+pub use outputs::ConnInspection;
+pub use outputs::{CloseReason, DropReason, Event, Output, Stats, Transmit};
 
 use connection::Connection;
 use subscriptions::SubscriptionIndex;
 
-/// The state machine. See the module docs for the drain order.
+/// The state machine.
+///
+/// # Time
+///
+/// The core never reads a clock. Every input carries `now`, a monotonic
+/// [`Instant`] the shell reads; `now` never goes back between calls. Wall
+/// time exists only through the anchor given to [`Core::new`]: `now` there
+/// is Unix milliseconds `unix_ms`, so a frame stamped at `t` says
+/// `unix_ms + (t - now)` and a token's `exp` becomes an instant the same way.
+/// A message may also carry the instant a source received it
+/// ([`Core::handle_publish_ingested`]); the core only hands it back in
+/// [`Transmit::oldest_ingest`], for latency metrics.
+///
+/// # Outputs
+///
+/// After every input, drain [`Core::poll_output`] until it returns
+/// [`Output::Timeout`] or `None`. It yields, in this order: frames to write
+/// ([`Output::Transmit`]; the connection gets no further transmit until
+/// [`Core::handle_write_complete`]), sockets to drop ([`Output::Disconnect`];
+/// the core has already forgotten them), events for metrics and logs
+/// ([`Output::Event`]), and last the instant at which the core wants
+/// [`Core::handle_timeout`] ([`Output::Timeout`]; `None` when it has no
+/// deadline). One stream, so no shell can forget a kind or take them out of
+/// order.
+///
+/// ```no_run
+/// use std::time::{Instant, SystemTime, UNIX_EPOCH};
+/// use ws_realtime::core::{Core, CoreConfig, Output};
+///
+/// let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+/// let mut core = Core::new(CoreConfig::default(), Instant::now(), unix_ms);
+/// let mut deadline: Option<Instant> = None;
+/// loop {
+///     // 1. Wait for an input or the deadline, and hand it over with the
+///     //    time it happened: core.handle_open(now, open),
+///     //    core.handle_text(now, conn, &payload), core.handle_publish(now, publish), …
+///     let now = Instant::now();
+///     if deadline.is_some_and(|at| at <= now) {
+///         core.handle_timeout(now);
+///     }
+///     // 2. Drain every output.
+///     loop {
+///         match core.poll_output() {
+///             Some(Output::Transmit(transmit)) => {
+///                 // Write transmit.frames to transmit.conn's socket, then:
+///                 core.handle_write_complete(Instant::now(), transmit.conn);
+///             }
+///             Some(Output::Disconnect(_conn)) => { /* drop the socket */ }
+///             Some(Output::Event(_event)) => { /* metrics and logs */ }
+///             Some(Output::Timeout(at)) => {
+///                 deadline = Some(at);
+///                 break;
+///             }
+///             None => {
+///                 deadline = None;
+///                 break;
+///             }
+///         }
+///     }
+/// }
+/// ```
 #[derive(Debug)]
 pub struct Core {
     /// The policies.
@@ -316,22 +149,6 @@ pub struct Core {
     compression: compression::Compression,
     /// Open connections that negotiated permessage-deflate, for the gauge.
     deflate_connections: usize,
-}
-
-/// What [`Core::inspect`] shows of one connection (tests and fuzzing).
-#[doc(hidden)]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnInspection {
-    /// Its channels, sorted.
-    pub channels: Vec<String>,
-    /// Frames held (queued + in flight).
-    pub held_frames: usize,
-    /// Bytes held (queued + in flight).
-    pub held_bytes: usize,
-    /// Whether its close frame is queued or sent.
-    pub closing: bool,
-    /// Messages waiting for a JSON-array batch.
-    pub batched: usize,
 }
 
 impl Core {
@@ -461,7 +278,7 @@ impl Core {
         self.publish(now, publish, ingested)
     }
 
-    /// The deadline from [`Core::poll_timeout`] has passed.
+    /// The instant of an [`Output::Timeout`] has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.timeout(now);
     }
@@ -476,8 +293,22 @@ impl Core {
         }
     }
 
-    /// Next frames to write (see drain order).
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    /// The next output; see [`Core`] for the order and the drain loop.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some(transmit) = self.next_transmit() {
+            return Some(Output::Transmit(transmit));
+        }
+        if let Some(conn) = self.disconnects.pop_front() {
+            return Some(Output::Disconnect(conn));
+        }
+        if let Some(event) = self.events.pop_front() {
+            return Some(Output::Event(event));
+        }
+        self.deadlines.first().map(|(at, _)| Output::Timeout(*at))
+    }
+
+    /// Frames of the first ready connection that has any.
+    fn next_transmit(&mut self) -> Option<Transmit> {
         while let Some(conn) = self.ready.pop_front() {
             let Some(c) = self.conns.get_mut(conn.0) else {
                 continue;
@@ -493,21 +324,6 @@ impl Core {
             }
         }
         None
-    }
-
-    /// Next socket to drop (see drain order).
-    pub fn poll_disconnect(&mut self) -> Option<ConnId> {
-        self.disconnects.pop_front()
-    }
-
-    /// Next event (see drain order).
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
-    }
-
-    /// When the core next needs [`Core::handle_timeout`].
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadlines.first().map(|(at, _)| *at)
     }
 
     /// What the core holds now.

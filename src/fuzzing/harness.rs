@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use super::wire::{self, Opcode};
 use crate::core::{
-    CloseReason, ConnId, Core, CoreConfig, Event, Open, Publish, PublishOutcome, Refusal,
+    CloseReason, ConnId, Core, CoreConfig, Event, Open, Output, Publish, PublishOutcome, Refusal,
 };
 use crate::proto::codes::PayloadKind;
 use crate::proto::position::Position;
@@ -113,6 +113,8 @@ pub(crate) struct Harness {
     /// (channel, partition) pairs the source itself published out of order
     /// (scripts may): their delivery order is not checked.
     source_disordered: BTreeSet<(String, i64)>,
+    /// The core's next deadline, from the last drain's `Output::Timeout`.
+    deadline: Option<Instant>,
 }
 
 impl Harness {
@@ -129,6 +131,7 @@ impl Harness {
             closed_total: 0,
             last_published: BTreeMap::new(),
             source_disordered: BTreeSet::new(),
+            deadline: None,
         }
     }
 
@@ -310,12 +313,12 @@ impl Harness {
     pub(crate) fn advance(&mut self, by: Duration) {
         let target = self.now + by;
         for _ in 0..MAX_WAKEUPS_PER_ADVANCE {
-            match self.core.poll_timeout() {
+            match self.deadline {
                 Some(deadline) if deadline <= target => {
                     self.now = self.now.max(deadline);
                     self.core.handle_timeout(self.now);
                     self.drain();
-                    if let Some(next) = self.core.poll_timeout() {
+                    if let Some(next) = self.deadline {
                         assert!(
                             next > self.now,
                             "deadline {:?} not after the timeout just handled",
@@ -360,23 +363,47 @@ impl Harness {
         for _ in 0..MAX_DRAIN_PASSES {
             let mut produced = false;
             let mut messages = Vec::new();
-            while let Some(transmit) = self.core.poll_transmit() {
-                produced = true;
-                self.on_transmit(transmit.conn, &transmit.frames, &mut messages);
-            }
-            while let Some(conn) = self.core.poll_disconnect() {
-                produced = true;
-                let model = self.conns.get_mut(&conn).unwrap_or_else(|| {
-                    panic!("disconnect of {conn}, which the shell does not hold")
-                });
-                assert!(!model.disconnected, "{conn} disconnected twice");
-                model.disconnected = true;
-                // The shell drops the socket: a write in flight dies with it.
-                model.write_in_flight = false;
-            }
-            while let Some(event) = self.core.poll_event() {
-                produced = true;
-                self.on_event(event);
+            // The core's order: transmits, disconnects, events, then the
+            // deadline, which ends the pass.
+            let mut rank = 0;
+            loop {
+                let output = self.core.poll_output();
+                let this_rank = match &output {
+                    Some(Output::Transmit(_)) => 0,
+                    Some(Output::Disconnect(_)) => 1,
+                    Some(Output::Event(_)) => 2,
+                    Some(Output::Timeout(_)) | None => 3,
+                };
+                assert!(this_rank >= rank, "outputs out of order: {output:?}");
+                rank = this_rank;
+                match output {
+                    Some(Output::Transmit(transmit)) => {
+                        produced = true;
+                        self.on_transmit(transmit.conn, &transmit.frames, &mut messages);
+                    }
+                    Some(Output::Disconnect(conn)) => {
+                        produced = true;
+                        let model = self.conns.get_mut(&conn).unwrap_or_else(|| {
+                            panic!("disconnect of {conn}, which the shell does not hold")
+                        });
+                        assert!(!model.disconnected, "{conn} disconnected twice");
+                        model.disconnected = true;
+                        // The shell drops the socket: a write in flight dies with it.
+                        model.write_in_flight = false;
+                    }
+                    Some(Output::Event(event)) => {
+                        produced = true;
+                        self.on_event(event);
+                    }
+                    Some(Output::Timeout(at)) => {
+                        self.deadline = Some(at);
+                        break;
+                    }
+                    None => {
+                        self.deadline = None;
+                        break;
+                    }
+                }
             }
             for (conn, channel) in messages {
                 let subscribed = self.conns[&conn].ever_subscribed.contains(&channel);

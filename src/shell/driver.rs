@@ -16,7 +16,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::core::{ConnMap, Core, Event, Open, Refusal, Transmit};
+use crate::core::{ConnMap, Core, Event, Open, Output, Refusal, Transmit};
 use crate::metrics::Metrics;
 use crate::shell::batch::{WriteStart, Written};
 use crate::shell::conn_log::ConnLogs;
@@ -109,6 +109,9 @@ pub(crate) struct Driver {
     /// Most source messages taken before a drain: half a client's queue, so
     /// one batch can never overflow a healthy client's queue by itself.
     message_batch: usize,
+    /// The core's next deadline, as the last drain reported it
+    /// ([`Output::Timeout`]); `None` when it has none, or once served.
+    deadline: Option<Instant>,
 }
 
 /// How often the driver logs a stats line.
@@ -133,6 +136,7 @@ impl Driver {
             drained,
             shutting_down: false,
             dropped: 0,
+            deadline: None,
         }
     }
 
@@ -146,7 +150,7 @@ impl Driver {
         let mut stats_timer =
             tokio::time::interval_at(tokio::time::Instant::now() + STATS_INTERVAL, STATS_INTERVAL);
         loop {
-            let deadline = self.core.poll_timeout().map(tokio::time::Instant::from_std);
+            let deadline = self.deadline.map(tokio::time::Instant::from_std);
             let sleep = async move {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -170,8 +174,7 @@ impl Driver {
                     None => ingest_open = false,
                 },
                 () = sleep => {
-                    let now = now();
-                    self.core.handle_timeout(now);
+                    self.serve_deadline(now());
                 }
                 _ = stats_timer.tick() => {
                     self.log_stats();
@@ -182,8 +185,8 @@ impl Driver {
             // timer branch is never reached: due deadlines (heartbeats,
             // silence, token expiry, batch flushes) are served here too.
             let now = now();
-            if self.core.poll_timeout().is_some_and(|at| at <= now) {
-                self.core.handle_timeout(now);
+            if self.deadline.is_some_and(|at| at <= now) {
+                self.serve_deadline(now);
             }
             self.drain();
         }
@@ -381,31 +384,59 @@ impl Driver {
         }
     }
 
-    /// Drains every output of the core, in the documented order.
+    /// Tells the core its deadline has passed. The next deadline is known
+    /// again after the drain that follows.
+    fn serve_deadline(&mut self, now: Instant) {
+        self.deadline = None;
+        self.core.handle_timeout(now);
+    }
+
+    /// Drains every output of the core, in the order it gives them: frames
+    /// to write, sockets to drop, events, and last its next deadline.
     fn drain(&mut self) {
         let now = now();
-        while let Some(transmit) = self.core.poll_transmit() {
-            let Some(slot) = self.slots.get_mut(&transmit.conn) else {
-                // The core queued for a connection whose socket is gone
-                // (the slot was dropped without the core being told).
-                self.core.handle_closed(now, transmit.conn);
-                continue;
-            };
-            match slot.link.clone() {
-                Some(link) => self.write(now, &link, transmit),
-                None => slot.parked = Some(Box::new(transmit)),
+        // A deadline the inputs of this turn made due already (a batch
+        // flush with no delay) is served at once, but only once per drain,
+        // so a timer that keeps coming due cannot hold the driver here.
+        let mut served_due = false;
+        loop {
+            match self.core.poll_output() {
+                Some(Output::Transmit(transmit)) => {
+                    let Some(slot) = self.slots.get_mut(&transmit.conn) else {
+                        // The core queued for a connection whose socket is gone
+                        // (the slot was dropped without the core being told).
+                        self.core.handle_closed(now, transmit.conn);
+                        continue;
+                    };
+                    match slot.link.clone() {
+                        Some(link) => self.write(now, &link, transmit),
+                        None => slot.parked = Some(Box::new(transmit)),
+                    }
+                }
+                Some(Output::Disconnect(conn)) => {
+                    // Dropping the slot tells the connection's task to close the socket.
+                    self.slots.remove(&conn);
+                }
+                Some(Output::Event(event)) => {
+                    self.metrics.record_event(&event);
+                    if let Event::MessagesDropped { count, .. } = &event {
+                        self.dropped += count;
+                    }
+                    self.logs.record(&event, now);
+                }
+                Some(Output::Timeout(at)) if at <= now && !served_due => {
+                    served_due = true;
+                    self.serve_deadline(now);
+                }
+                Some(Output::Timeout(at)) => {
+                    self.deadline = Some(at);
+                    break;
+                }
+                None => {
+                    self.deadline = None;
+                    break;
+                }
             }
-        }
-        while let Some(conn) = self.core.poll_disconnect() {
-            // Dropping the slot tells the connection's task to close the socket.
-            self.slots.remove(&conn);
-        }
-        while let Some(event) = self.core.poll_event() {
-            self.metrics.record_event(&event);
-            if let Event::MessagesDropped { count, .. } = &event {
-                self.dropped += count;
-            }
-            self.logs.record(&event, now);
         }
         self.metrics.record_stats(self.core.stats());
         if self.shutting_down && self.core.is_drained() {

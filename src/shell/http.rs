@@ -1,6 +1,6 @@
 //! HTTP routing on the one port: `/ws` (the upgrade), `/health`, `/healthz`,
-//! `/ready`, `/metrics` and `POST /api/publish`. Every answer other than the
-//! upgrade is a small JSON (or Prometheus text) body.
+//! `/ready`, `/metrics`, `POST /api/publish`, and the live page at `/` when
+//! it is on. Every other answer is a small JSON (or Prometheus text) body.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use crate::proto::client_frames::FrameReader;
 use crate::proto::deflate_offer;
 use crate::shell::connection;
 use crate::shell::driver::Command;
+use crate::shell::ui::LivePage;
 use crate::shell::upgrade::{self, UpgradeHeaders, UpgradePolicy, UpgradeRefusal};
 use crate::source::Readiness;
 use crate::source::http::PublishApi;
@@ -46,6 +47,8 @@ pub(crate) struct AppState {
     pub(crate) max_message_bytes: usize,
     /// Negotiate permessage-deflate with clients that offer it.
     pub(crate) compression: bool,
+    /// The live page at `/`, when `WS_UI` (or `dev`) turned it on.
+    pub(crate) ui: Option<LivePage>,
 }
 
 /// Answers one request from `remote`.
@@ -57,6 +60,9 @@ pub(crate) async fn route(
     let path = request.uri().path();
     match (request.method(), path) {
         (&Method::GET, "/ws") => upgrade(request, state, remote).await,
+        (&Method::GET, "/") if state.ui.is_some() => {
+            state.ui.as_ref().expect("checked by the guard").response()
+        }
         (&Method::GET, "/health") => json(StatusCode::OK, r#"{"status":"alive"}"#.to_owned()),
         (&Method::GET, "/healthz") => match state.readiness.status() {
             Ok(()) => json(StatusCode::OK, r#"{"status":"ok"}"#.to_owned()),

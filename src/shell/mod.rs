@@ -9,6 +9,7 @@
 //! * `socket`: the readiness-driven socket both share.
 //! * `conn_log`: log lines about connections, with their identity.
 //! * `http`: routing of the endpoints on the one port.
+//! * `ui`: the live page at `/`, embedded.
 //! * [`upgrade`]: the pure upgrade decision (token, origin, query).
 
 mod batch;
@@ -19,6 +20,7 @@ mod http;
 mod link;
 pub mod server;
 mod socket;
+mod ui;
 pub mod upgrade;
 
 pub use server::{

@@ -22,6 +22,7 @@ use crate::core::Core;
 use crate::metrics::Metrics;
 use crate::shell::driver::{Command, Driver};
 use crate::shell::http::{self, AppState};
+use crate::shell::ui::LivePage;
 use crate::shell::upgrade::UpgradePolicy;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::source::http::PublishApi;
@@ -172,6 +173,7 @@ pub async fn run_observed<A: Accept>(
         metrics: metrics.clone(),
         max_message_bytes: config.core.max_message_bytes,
         compression: config.compression,
+        ui: config.ui.then(|| LivePage::new(config.ui_token.as_deref())),
     });
     drop(sink);
 

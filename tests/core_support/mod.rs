@@ -14,6 +14,9 @@ pub(crate) use ws_realtime::proto::position::Position;
 pub(crate) use ws_realtime::proto::ws_frame::{self, Opcode};
 
 /// 2026-01-14T10:00:00.000Z
+mod outputs;
+pub(crate) use outputs::Outputs;
+
 pub(crate) const ANCHOR_UNIX_MS: u64 = 1_768_384_800_000;
 
 /// A frame the client received, decoded.
@@ -28,6 +31,9 @@ pub(crate) enum Received {
 pub(crate) struct Harness {
     pub(crate) core: Core,
     pub(crate) now: Instant,
+    /// Outputs taken from `Core::poll_output` and not yet looked at, so a
+    /// test can read one kind (events, say) and the others later.
+    pub(crate) outputs: Outputs,
 }
 
 pub(crate) fn identity(user: &str) -> Identity {
@@ -78,7 +84,22 @@ impl Harness {
         Harness {
             core: Core::new(config, start, ANCHOR_UNIX_MS),
             now: start,
+            outputs: Outputs::default(),
         }
+    }
+
+    /// The next transmit, as the shell's drain would see it.
+    pub(crate) fn next_transmit(&mut self) -> Option<Transmit> {
+        if self.outputs.transmits.is_empty() {
+            self.outputs.take_from(&mut self.core);
+        }
+        self.outputs.transmits.pop_front()
+    }
+
+    /// The core's next deadline.
+    pub(crate) fn deadline(&mut self) -> Option<Instant> {
+        self.outputs.take_from(&mut self.core);
+        self.outputs.deadline
     }
 
     pub(crate) fn default() -> Harness {
@@ -106,7 +127,7 @@ impl Harness {
         let mut received = Vec::new();
         let mut others = Vec::new();
         for _ in 0..1000 {
-            let Some(transmit) = self.core.poll_transmit() else {
+            let Some(transmit) = self.next_transmit() else {
                 break;
             };
             if transmit.conn == conn {
@@ -133,18 +154,20 @@ impl Harness {
     }
 
     pub(crate) fn events(&mut self) -> Vec<Event> {
-        std::iter::from_fn(|| self.core.poll_event()).collect()
+        self.outputs.take_from(&mut self.core);
+        std::mem::take(&mut self.outputs.events)
     }
 
     pub(crate) fn disconnects(&mut self) -> Vec<ConnId> {
-        std::iter::from_fn(|| self.core.poll_disconnect()).collect()
+        self.outputs.take_from(&mut self.core);
+        std::mem::take(&mut self.outputs.disconnects)
     }
 
     /// Moves time on, firing every deadline on the way as the shell would.
     pub(crate) fn advance(&mut self, by: Duration) {
         let target = self.now + by;
         for _ in 0..10_000 {
-            match self.core.poll_timeout() {
+            match self.deadline() {
                 Some(at) if at <= target => {
                     self.now = self.now.max(at);
                     self.core.handle_timeout(self.now);

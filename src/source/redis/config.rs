@@ -97,7 +97,7 @@ impl RedisConfig {
 
         // The prefix is not trimmed: an operator may mean a trailing space.
         // An empty value counts as unset, so "no prefix" is spelled by a
-        // prefix no channel has; say so in the README.
+        // prefix no channel has; say so in docs/redis.md.
         let channel_prefix = settings.string_or("WS_REDIS_CHANNEL_PREFIX", DEFAULT_CHANNEL_PREFIX);
 
         Ok(RedisConfig {

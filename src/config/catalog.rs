@@ -1,0 +1,223 @@
+//! The catalog of every setting: its `WS_*` name, default, meaning and
+//! section. `docs/configuration.md` is generated from it
+//! (`UPDATE_DOCS=1 cargo test --test configuration_docs`), and tests fail
+//! when the two differ or when code reads a `WS_*` name missing here.
+//!
+//! Adding a variable is one entry in [`SETTINGS`] (then regenerate the doc):
+//! the parsing stays where the setting is used (`server.rs`, a source's
+//! `config.rs`), this table is what a reader sees.
+
+/// Where a setting belongs, which is the table it is listed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    /// How the binary finds its configuration.
+    Startup,
+    /// The server: listening, authentication, limits, clients.
+    Server,
+    /// The Kafka source (`WS_SOURCES=kafka`).
+    Kafka,
+    /// The Redis pub/sub source (`WS_SOURCES=redis`).
+    Redis,
+}
+
+impl Section {
+    /// Every section, in the order of the document.
+    pub const ALL: [Section; 4] = [
+        Section::Startup,
+        Section::Server,
+        Section::Kafka,
+        Section::Redis,
+    ];
+
+    /// The heading of its table.
+    pub fn title(self) -> &'static str {
+        match self {
+            Section::Startup => "Start-up",
+            Section::Server => "Server",
+            Section::Kafka => "Kafka source",
+            Section::Redis => "Redis source",
+        }
+    }
+
+    /// A line under the heading, pointing at the guide where there is one.
+    pub fn note(self) -> &'static str {
+        match self {
+            Section::Startup => "",
+            Section::Server => "",
+            Section::Kafka => {
+                "On with `WS_SOURCES=kafka` (the default). Modes, routing and recipes: [kafka.md](kafka.md)."
+            }
+            Section::Redis => {
+                "On with `redis` in `WS_SOURCES`. Behaviour and the recipe reproducing the old Node gateway: [redis.md](redis.md)."
+            }
+        }
+    }
+}
+
+/// One setting as the documentation shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// The environment variable (`<NAME>` marks a family of names).
+    pub name: &'static str,
+    /// Its table.
+    pub section: Section,
+    /// The default, as shown (`required`, `unset`, `` `256` ``).
+    pub default: &'static str,
+    /// What it does and the accepted forms (Markdown, one line).
+    pub meaning: &'static str,
+}
+
+/// Shorthand for the table below.
+const fn s(
+    name: &'static str,
+    section: Section,
+    default: &'static str,
+    meaning: &'static str,
+) -> Setting {
+    Setting {
+        name,
+        section,
+        default,
+        meaning,
+    }
+}
+
+use Section::{Kafka, Redis, Server, Startup};
+
+/// Every setting. Keep each section's entries together; order is the
+/// order of the document. One line each, so concurrent additions merge.
+#[rustfmt::skip]
+pub const SETTINGS: &[Setting] = &[
+    s("WS_CONFIG", Startup, "unset", "the TOML file to read (same as `--config FILE`)"),
+    s("RUST_LOG", Startup, "`info`", "log filter, e.g. `ws_realtime=debug`"),
+    s("WS_BIND_ADDRESS", Server, "`:8080`", "listen address: `:8080`, `0.0.0.0:8080`, `127.0.0.1:9000`, `[::]:8080`"),
+    s("WS_AUTH_SECRET", Server, "required", "HS256 secret (a warning is logged under 32 bytes)"),
+    s("WS_AUTH_SECRET_FILE", Server, "unset", "file holding the secret instead; a bare name is looked up in systemd's `$CREDENTIALS_DIRECTORY` (e.g. `auth-secret`)"),
+    s("WS_AUTH_AUDIENCE", Server, "unset", "required `aud`, when set"),
+    s("WS_AUTH_ISSUER", Server, "unset", "required `iss`, when set"),
+    s("WS_AUTH_LEEWAY", Server, "`5s`", "clock skew tolerated on `exp` / `nbf`"),
+    s("WS_ALLOWED_ORIGINS", Server, "all", "comma list of allowed `Origin` values (requests without `Origin` are allowed)"),
+    s("WS_CLIENT_BUFFER", Server, "`256`", "per-connection outbound queue, in frames"),
+    s("WS_CLIENT_BUFFER_BYTES", Server, "`1048576`", "per-connection outbound queue, in bytes"),
+    s("WS_SLOW_CLIENT_POLICY", Server, "`disconnect`", "`disconnect` (close 1008) or `drop_oldest`"),
+    s("WS_HEARTBEAT_INTERVAL", Server, "`30s`", "WebSocket Ping period"),
+    s("WS_CONNECTION_TIMEOUT", Server, "`60s`", "silence after which a connection is closed"),
+    s("WS_APP_PING", Server, "`false`", "also send JSON `ping` frames"),
+    s("WS_SHUTDOWN_TIMEOUT_SECONDS", Server, "`10`", "upper bound on a graceful shutdown"),
+    s("WS_MAX_MESSAGE_BYTES", Server, "`65536`", "largest inbound frame (close 1009 above)"),
+    s("WS_MAX_CHANNELS_PER_CONNECTION", Server, "`100`", "channels one connection may hold"),
+    s("WS_MAX_CONNECTIONS", Server, "`0` (no limit)", "open connections in all"),
+    s("WS_MAX_CONNECTIONS_PER_IP", Server, "`0` (no limit)", "open connections per remote address"),
+    s("WS_RATE_LIMIT", Server, "`50`", "inbound frames per second per connection"),
+    s("WS_RATE_BURST", Server, "`100`", "inbound burst per connection"),
+    s("WS_BATCH_MAX", Server, "`1` (off)", "JSON-array batching: most messages per frame"),
+    s("WS_BATCH_DELAY", Server, "`0ms`", "JSON-array batching: how long to wait for more"),
+    s("WS_COMPRESSION", Server, "`on`", "`on` / `off`: negotiate permessage-deflate with clients that offer it ([protocol.md](protocol.md#compression-permessage-deflate))"),
+    s("WS_COMPRESSION_MIN_BYTES", Server, "`256`", "messages with a shorter frame payload go uncompressed"),
+    s("WS_SOURCES", Server, "`kafka`", "comma list of `kafka`, `redis`, `http`; `http` is also on whenever `WS_API_KEY` is set"),
+    s("WS_API_KEY", Server, "unset", "enables `POST /api/publish`"),
+    s("WS_MAX_PUBLISH_BYTES", Server, "`1048576`", "largest `/api/publish` body (413 above)"),
+    s("WS_ASSESSMENT_CHANNEL", Server, "`assessment:{assessmentId}`", "channel `?assessmentId=X` subscribes to"),
+    s("WS_HANDSHAKE_TIMEOUT", Server, "`10s`", "time a client has to send its request headers"),
+    s("WS_LOG_FORMAT", Server, "`text`", "`text` or `json` (one object per line)"),
+    s("WS_UI", Server, "`false` (`true` under `dev`)", "serve the live page at `GET /`; under `serve` it carries no token and asks for one (or reads it from `/#token=<jwt>`, which never leaves the browser)"),
+    s("WS_SERVER_ID", Server, "host name", "shown in `connected` frames and logs"),
+    s("WS_KAFKA_BROKERS", Kafka, "`localhost:9092`", "bootstrap servers"),
+    s("WS_KAFKA_TOPICS", Kafka, "`lines,order_book,analytics`", "comma list of topics; an entry starting with `^` is a regex, e.g. `^market-data\\..*`"),
+    s("WS_KAFKA_GROUP_ID", Kafka, "`ws-realtime`", "consumer group id (suffixed per process in `broadcast` mode)"),
+    s("WS_KAFKA_MODE", Kafka, "`broadcast`", "`broadcast` (every replica reads everything) or `group` (one shared group, commits after delivery)"),
+    s("WS_KAFKA_START", Kafka, "`latest`", "`latest`, `earliest` or `backfill:N` (the last N records of every partition, then live)"),
+    s("WS_KAFKA_ROUTES", Kafka, "none", "`topic-pattern=channel-template` entries separated by `;` (templates: `{topic}`, `{key}`, `{topic}:{key}`, a JSON field such as `assessment:{assessmentId}`)"),
+    s("WS_KAFKA_FALLBACK_CHANNEL", Kafka, "`{topic}`", "template for records no route can place"),
+    s("WS_KAFKA_PROPERTY_<NAME>", Kafka, "none", "any librdkafka property: `WS_KAFKA_PROPERTY_SASL_MECHANISMS=PLAIN` sets `sasl.mechanisms` (lower-cased, `_` becomes `.`); also a `[kafka.properties]` table"),
+    s("WS_REDIS_URL", Redis, "`redis://127.0.0.1:6379`", "`redis://[user:password@]host[:port][/db]`; `rediss://…` for TLS. The password never appears in logs or `/ready`."),
+    s("WS_REDIS_PATTERNS", Redis, "`channel:trade:*`", "Comma list. Names containing `*`, `?` or `[` are glob patterns (`PSUBSCRIBE`); other names are exact channels (`SUBSCRIBE`)."),
+    s("WS_REDIS_CHANNEL_PREFIX", Redis, "`channel:`", "Stripped from the Redis channel name to form the gateway channel (`channel:trade:AAPL` → `trade:AAPL`). A name without the prefix is used as is (`alerts` → `alerts`); a message on the bare prefix (`channel:`) is dropped and counted as `websocket_source_messages_total{source=\"redis\",kind=\"unroutable\"}`."),
+];
+
+/// The prose before the tables.
+const INTRO: &str = "\
+Settings come from `WS_*` environment variables and an optional TOML file
+(`--config FILE` or `WS_CONFIG`); the environment wins. A TOML key maps onto
+its variable by table path: `bind_address` is `WS_BIND_ADDRESS`, `[kafka]
+brokers` is `WS_KAFKA_BROKERS`; arrays become comma lists. An invalid value
+stops start-up with exit status 2 and a message naming the variable and the
+accepted form; `ws-realtime check-config` runs the same validation without
+starting. Durations take units (`500ms`, `2s`, `1m`, `1h`); a bare number is
+milliseconds.
+";
+
+/// The prose after the tables: the TOML file and the channel rules, which
+/// have no variable.
+const TOML_FILE: &str = r#"## TOML file and channel rules
+
+```toml
+bind_address = "0.0.0.0:8080"
+sources = ["kafka", "http"]
+client_buffer = 512
+slow_client_policy = "drop_oldest"
+heartbeat_interval = "20s"
+
+[kafka]
+brokers = "kafka-1:9092,kafka-2:9092"
+topics = ["lines", "order_book", "^market-data\\..*"]
+
+[kafka.properties]
+"security.protocol" = "SASL_SSL"
+
+# Channel rules: the first matching pattern wins; channels no rule matches
+# are open to every authenticated client. `*` is a trailing wildcard.
+[[channels.rules]]
+pattern = "admin-*"
+roles = ["admin"]          # only tokens holding one of these roles
+
+[[channels.rules]]
+pattern = "user:{sub}"
+owner = true               # only the user the channel names: alice → user:alice
+
+[[channels.rules]]
+pattern = "positions:{sub}"
+owner = true
+```
+
+A token's own `channels` claim narrows further: it may subscribe only to
+channels matching one of its patterns.
+"#;
+
+/// `docs/configuration.md`, generated from [`SETTINGS`].
+pub fn markdown() -> String {
+    let mut out = String::from(
+        "# Configuration\n\n\
+         <!-- Generated from src/config/catalog.rs: edit there, then run\n     \
+         UPDATE_DOCS=1 cargo test --test configuration_docs -->\n\n",
+    );
+    out.push_str(INTRO);
+    for section in Section::ALL {
+        out.push_str(&format!("\n## {}\n\n", section.title()));
+        if !section.note().is_empty() {
+            out.push_str(section.note());
+            out.push_str("\n\n");
+        }
+        out.push_str("| variable | default | meaning |\n|---|---|---|\n");
+        for setting in SETTINGS.iter().filter(|s| s.section == section) {
+            out.push_str(&format!(
+                "| `{}` | {} | {} |\n",
+                setting.name, setting.default, setting.meaning
+            ));
+        }
+    }
+    out.push('\n');
+    out.push_str(TOML_FILE);
+    out
+}
+
+/// Whether `name` (a `WS_*` name as code spells it; a trailing `_` marks a
+/// prefix) is in the catalog.
+pub fn knows(name: &str) -> bool {
+    SETTINGS
+        .iter()
+        .any(|setting| match setting.name.strip_suffix("<NAME>") {
+            Some(family) => name.starts_with(family) || family.starts_with(name),
+            None => setting.name == name || (name.ends_with('_') && setting.name.starts_with(name)),
+        })
+}

@@ -1,0 +1,86 @@
+//! What goes into the core: who a connection is, the connection to open,
+//! the message to publish, and the answers to those calls.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+
+use crate::proto::codes::PayloadKind;
+use crate::proto::position::Position;
+
+/// Handle of one connection inside the core: a slab key. Stable while the
+/// connection lives; reused after it is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub usize);
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Who a connection is, as established by the shell from the JWT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The token's `sub`: the user id shown in `connected` and in logs.
+    pub user_id: String,
+    /// Roles from the token's `role` / `roles` claims.
+    pub roles: Vec<String>,
+    /// Channel patterns from the token's `channels` claim (`trade:*`); `None`
+    /// means the token does not restrict channels.
+    pub channel_patterns: Option<Vec<String>>,
+    /// The token's `exp` in Unix milliseconds; the connection is closed with
+    /// 1008 "token expired" when it passes.
+    pub expires_at_unix_ms: Option<u64>,
+}
+
+/// A connection the shell has authenticated and wants to open.
+#[derive(Debug, Clone)]
+pub struct Open {
+    /// The authenticated identity.
+    pub identity: Identity,
+    /// The peer address, for the per-address connection limit and logs.
+    pub remote: IpAddr,
+    /// Channels asked for at connect (`?channels=`, `?assessmentId=`); they go
+    /// through the same checks as a `subscribe` frame.
+    pub channels: Vec<String>,
+    /// permessage-deflate as negotiated in the upgrade; `None` when the
+    /// client did not offer it (or compression is off).
+    pub deflate: Option<crate::proto::deflate_offer::Deflate>,
+}
+
+/// Why the core refused to open a connection (answered before the upgrade).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The server is draining (HTTP 503).
+    #[error("server is shutting down")]
+    ShuttingDown,
+    /// `max_connections` reached (HTTP 429).
+    #[error("connection limit reached")]
+    TooManyConnections,
+    /// `max_connections_per_ip` reached for this address (HTTP 429).
+    #[error("connection limit for this address reached")]
+    TooManyFromAddress,
+}
+
+/// A message from a source, to be fanned out to the channel's subscribers.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    /// The gateway channel (already routed by the source).
+    pub channel: String,
+    /// Its stream position; `None` when the source has no offsets (HTTP,
+    /// Redis): the core then assigns the channel's next sequence number.
+    pub pos: Option<Position>,
+    /// The raw payload: JSON is embedded verbatim, other UTF-8 becomes a JSON
+    /// string, other bytes go base64 under `b64data`.
+    pub payload: Bytes,
+}
+
+/// What [`Core::handle_publish`](crate::core::Core::handle_publish) did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishOutcome {
+    /// How many connections it was queued for.
+    pub delivered: usize,
+    /// How its payload was embedded.
+    pub kind: PayloadKind,
+}
