@@ -51,39 +51,50 @@ impl Compression {
     }
 
     /// The frame a connection that agreed `deflate` gets instead of the
-    /// message frame `plain`: the shared compressed frame, or `plain` when
-    /// the message is too short, too long for the client's window, or does
-    /// not shrink.
-    pub(crate) fn frame_for(&mut self, deflate: Deflate, plain: Bytes) -> Bytes {
-        // The hot path: every subscriber after the first of a message. One
-        // address comparison, no header parsing.
-        if let Some((key, compressed)) = &self.last
-            && key.as_ptr() == plain.as_ptr()
-            && key.len() == plain.len()
-        {
-            let payload_len = plain.len() - ws_frame::header_len(plain.len());
-            if payload_len <= deflate.max_compressed_payload() {
-                self.saved_bytes += (plain.len() - compressed.len()) as u64;
-                return compressed.clone();
+    /// message frame `plain`: the shared compressed frame, or `None` when
+    /// `plain` itself goes (too short, too long for the client's window, or
+    /// it does not shrink). Returning `None` rather than a clone of `plain`
+    /// keeps a refcount change off the path of every such delivery.
+    pub(crate) fn compressed_for(&mut self, deflate: Deflate, plain: &Bytes) -> Option<Bytes> {
+        let payload_len = plain.len() - ws_frame::header_len(plain.len());
+        if payload_len < self.min_bytes || payload_len > deflate.max_compressed_payload() {
+            return None;
+        }
+        // The hot path: every subscriber after the first of a message, one
+        // address comparison.
+        let cached = match &self.last {
+            Some((key, compressed))
+                if key.as_ptr() == plain.as_ptr() && key.len() == plain.len() =>
+            {
+                compressed
             }
-            return plain;
-        }
-        let Ok(decoded) = ws_frame::decode(&plain) else {
-            return plain;
+            _ => {
+                let decoded = ws_frame::decode(plain).ok()?;
+                if decoded.compressed {
+                    return None;
+                }
+                let mut compressed = self.deflater.text_frame(decoded.payload);
+                if compressed.len() >= plain.len() {
+                    compressed = plain.clone();
+                }
+                &self.last.insert((plain.clone(), compressed)).1
+            }
         };
-        if decoded.compressed || decoded.payload.len() < self.min_bytes {
-            return plain;
+        if cached.len() >= plain.len() {
+            return None;
         }
-        let mut compressed = self.deflater.text_frame(decoded.payload);
-        if compressed.len() >= plain.len() {
-            compressed = plain.clone();
-        }
-        self.last = Some((plain.clone(), compressed.clone()));
-        if decoded.payload.len() > deflate.max_compressed_payload() {
-            return plain;
-        }
-        self.saved_bytes += (plain.len() - compressed.len()) as u64;
-        compressed
+        self.saved_bytes += (plain.len() - cached.len()) as u64;
+        Some(cached.clone())
+    }
+
+    /// Whether `frame` is the shared compressed frame already (chosen
+    /// before it was queued), so it is not looked at twice.
+    pub(crate) fn is_shared_compressed(&self, frame: &Bytes) -> bool {
+        self.last.as_ref().is_some_and(|(key, compressed)| {
+            compressed.as_ptr() == frame.as_ptr()
+                && compressed.len() == frame.len()
+                && key.as_ptr() != frame.as_ptr()
+        })
     }
 
     /// Lets go of the last frame, so a large message's memory is not held
@@ -114,8 +125,10 @@ mod tests {
     fn the_same_frame_is_compressed_once_and_shared() {
         let mut compression = Compression::new(256);
         let plain = order_book();
-        let a = compression.frame_for(FULL, plain.clone());
-        let b = compression.frame_for(FULL, plain.clone());
+        let a = compression.compressed_for(FULL, &plain).unwrap();
+        let b = compression.compressed_for(FULL, &plain).unwrap();
+        assert!(compression.is_shared_compressed(&a));
+        assert!(!compression.is_shared_compressed(&plain));
         assert_eq!(a.as_ptr(), b.as_ptr(), "one compressed allocation");
         assert!(a.len() < plain.len() / 3);
         let decoded = ws_frame::decode(&a).unwrap();
@@ -132,12 +145,12 @@ mod tests {
     fn short_and_over_window_messages_stay_plain() {
         let mut compression = Compression::new(256);
         let short = ws_frame::encode(ws_frame::Opcode::Text, &[b'a'; 255]);
-        assert_eq!(compression.frame_for(FULL, short.clone()), short);
+        assert_eq!(compression.compressed_for(FULL, &short), None);
         let small_window = Deflate {
             server_max_window_bits: 9,
         };
         let long = order_book();
-        assert_eq!(compression.frame_for(small_window, long.clone()), long);
+        assert_eq!(compression.compressed_for(small_window, &long), None);
         assert_eq!(compression.saved_bytes(), 0);
     }
 
@@ -154,6 +167,7 @@ mod tests {
             })
             .collect();
         let plain = ws_frame::encode(ws_frame::Opcode::Text, &noise);
-        assert_eq!(compression.frame_for(FULL, plain.clone()), plain);
+        assert_eq!(compression.compressed_for(FULL, &plain), None);
+        assert_eq!(compression.compressed_for(FULL, &plain), None, "cached");
     }
 }
