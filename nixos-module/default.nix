@@ -10,7 +10,9 @@
 #
 # The HS256 secret (`authSecretFile`) is passed with systemd's LoadCredential
 # and the server is told its absolute path, WS_AUTH_SECRET_FILE=%d/auth-secret
-# (%d is the unit's credentials directory). The module relies on that
+# (%d is the unit's credentials directory); the TLS certificate and key
+# (`tls.certFile`, `tls.keyFile`) travel the same way, as WS_TLS_CERT_FILE
+# and WS_TLS_KEY_FILE. The module relies on that
 # absolute-path form only, not on the server's lookup of bare names in
 # $CREDENTIALS_DIRECTORY, so the secret never enters the Nix store and is
 # readable by the service alone.
@@ -46,6 +48,8 @@ let
   # The server's duration syntax: `500ms`, `2s`, `1.5s`, `1m`, `1h`, or a
   # bare number of milliseconds.
   duration = types.strMatching "[0-9]+(\\.[0-9]+)?(ms|s|m|h)?";
+
+  tlsEnabled = cfg.tls.certFile != null && cfg.tls.keyFile != null;
 
   # A file read at run time; never a store path, which would be world-readable.
   secretPath = types.pathWith {
@@ -221,6 +225,34 @@ in
       '';
     };
 
+    tls = {
+      certFile = mkOption {
+        type = types.nullOr secretPath;
+        default = null;
+        example = "/var/lib/acme/ws.example.com/fullchain.pem";
+        description = ''
+          PEM certificate chain (leaf first) for `wss://` and `https://` on
+          the listening port (`WS_TLS_CERT_FILE`). Set together with
+          {option}`tls.keyFile`; both `null` serves plain `ws://`. Passed with
+          `LoadCredential`, so it may be readable by root only.
+        '';
+      };
+
+      keyFile = mkOption {
+        type = types.nullOr secretPath;
+        default = null;
+        example = "/var/lib/acme/ws.example.com/key.pem";
+        description = ''
+          PEM private key of {option}`tls.certFile` (`WS_TLS_KEY_FILE`):
+          PKCS#8, RSA or EC. Passed with `LoadCredential`, never through the
+          Nix store. After renewing the files, `systemctl reload
+          ws-realtime` swaps the certificate without dropping connections
+          (the unit asks systemd to copy the credentials again on reload,
+          then sends SIGHUP).
+        '';
+      };
+    };
+
     environmentFile = mkOption {
       type = types.nullOr secretPath;
       default = null;
@@ -277,6 +309,13 @@ in
         '';
       }
       {
+        assertion = (cfg.tls.certFile == null) == (cfg.tls.keyFile == null);
+        message = ''
+          services.ws-realtime.tls.certFile and services.ws-realtime.tls.keyFile
+          must be set together (or both left null for plain ws://).
+        '';
+      }
+      {
         assertion = !(cfg.extraEnvironment ? WS_AUTH_SECRET || cfg.extraEnvironment ? WS_API_KEY);
         message = ''
           services.ws-realtime.extraEnvironment would put WS_AUTH_SECRET or
@@ -306,8 +345,25 @@ in
         Restart = "on-failure";
         RestartSec = "2s";
 
-        LoadCredential = lib.optional (cfg.authSecretFile != null) "auth-secret:${cfg.authSecretFile}";
-        Environment = lib.optional (cfg.authSecretFile != null) "WS_AUTH_SECRET_FILE=%d/auth-secret";
+        LoadCredential =
+          lib.optional (cfg.authSecretFile != null) "auth-secret:${cfg.authSecretFile}"
+          ++ lib.optionals tlsEnabled [
+            "tls-cert:${cfg.tls.certFile}"
+            "tls-key:${cfg.tls.keyFile}"
+          ];
+        Environment =
+          lib.optional (cfg.authSecretFile != null) "WS_AUTH_SECRET_FILE=%d/auth-secret"
+          ++ lib.optionals tlsEnabled [
+            "WS_TLS_CERT_FILE=%d/tls-cert"
+            "WS_TLS_KEY_FILE=%d/tls-key"
+          ];
+        # With TLS, reload = copy the credentials again (systemd 260's
+        # RefreshOnReload=; older versions ignore the key with a warning and
+        # keep the copies made at start) and SIGHUP, which the server
+        # answers by reloading its certificate. Without TLS the server does
+        # not handle SIGHUP, so there is no reload.
+        ExecReload = lib.mkIf tlsEnabled "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
+        RefreshOnReload = lib.mkIf tlsEnabled "credentials";
         EnvironmentFile = lib.optional (cfg.environmentFile != null) cfg.environmentFile;
 
         LimitNOFILE = cfg.maxOpenFiles;

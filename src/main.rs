@@ -64,9 +64,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(file: Option<&Path>) -> Result<(ServerConfig, Settings), ws_realtime::config::ConfigError> {
+fn load(file: Option<&Path>) -> Result<(ServerConfig, Settings), Box<dyn std::error::Error>> {
     let settings = Settings::load(std::env::vars(), file)?;
     let config = ServerConfig::from_settings(&settings)?;
+    // The certificate and key are checked here too, so `check-config` (and
+    // a start with a bad file) fails with the variable's name at once.
+    if let Some(files) = &config.tls {
+        ws_realtime::shell::tls::Tls::load(files)?;
+    }
     Ok((config, settings))
 }
 

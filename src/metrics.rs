@@ -112,6 +112,14 @@ pub struct Metrics {
     pub subscriptions: Gauge,
     /// Channels with at least one subscriber.
     pub channels: Gauge,
+    /// Messages held in history rings.
+    pub history_messages: Gauge,
+    /// Keys held in snapshot maps.
+    pub history_snapshot_keys: Gauge,
+    /// Bytes stream state accounts (bounded by `WS_HISTORY_MAX_BYTES`).
+    pub history_bytes: Gauge,
+    /// Stored messages and snapshot entries evicted by any bound.
+    pub history_evictions: Counter,
     /// Time from a message's ingest to its frame being written.
     pub publish_to_send: Histogram,
     /// Messages by source and payload kind / routing outcome.
@@ -148,6 +156,10 @@ impl Metrics {
             rate_limited: Counter::default(),
             subscriptions: Gauge::default(),
             channels: Gauge::default(),
+            history_messages: Gauge::default(),
+            history_snapshot_keys: Gauge::default(),
+            history_bytes: Gauge::default(),
+            history_evictions: Counter::default(),
             publish_to_send: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
             source_messages: Family::default(),
             source_gaps: Family::default(),
@@ -255,6 +267,26 @@ impl Metrics {
             metrics.channels.clone(),
         );
         registry.register(
+            "websocket_history_messages",
+            "Messages held in per-channel history rings",
+            metrics.history_messages.clone(),
+        );
+        registry.register(
+            "websocket_history_snapshot_keys",
+            "Keys held in per-channel snapshot maps",
+            metrics.history_snapshot_keys.clone(),
+        );
+        registry.register(
+            "websocket_history_bytes",
+            "Bytes held by history and snapshots (frames plus bookkeeping), capped by WS_HISTORY_MAX_BYTES",
+            metrics.history_bytes.clone(),
+        );
+        registry.register(
+            "websocket_history_evictions",
+            "Stored messages and snapshot entries evicted by the count, byte or age bounds",
+            metrics.history_evictions.clone(),
+        );
+        registry.register(
             "websocket_publish_to_send_seconds",
             "Time from a message's ingest to its frame being written to a socket",
             metrics.publish_to_send.clone(),
@@ -337,6 +369,13 @@ impl Metrics {
             .swap(stats.compression_saved_bytes, Ordering::Relaxed);
         self.bytes_uncompressed
             .inc_by(stats.compression_saved_bytes.saturating_sub(seen));
+        self.history_messages.set(stats.history.messages as i64);
+        self.history_snapshot_keys
+            .set(stats.history.snapshot_keys as i64);
+        self.history_bytes.set(stats.history.bytes as i64);
+        let evicted = stats.history.evictions;
+        self.history_evictions
+            .inc_by(evicted.saturating_sub(self.history_evictions.get()));
     }
 
     /// Counts one write of `frames` frames and `bytes` bytes to a socket.

@@ -48,6 +48,7 @@ fn publish(h: &mut Harness, payload: &[u8]) {
             channel: "book".to_owned(),
             pos: None,
             payload: Bytes::copy_from_slice(payload),
+            key: None,
         },
     );
 }

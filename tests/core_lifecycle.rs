@@ -336,7 +336,7 @@ fn batching_sends_waiting_messages_as_one_array_frame() {
     h.advance(Duration::from_millis(50));
     assert_eq!(
         h.json(conn),
-        [json!({"type":"message","channel":"a","pos":"4","data":3})],
+        [json!({"type":"message","channel":"a","pos":"~0:4","data":3})],
         "a lone message goes as is"
     );
 }
@@ -354,6 +354,7 @@ fn stats_count_connections_subscriptions_and_channels() {
             connections: 2,
             subscriptions: 3,
             channels: 2,
+            history: Default::default(),
             ..Stats::default()
         }
     );
@@ -368,7 +369,7 @@ fn empty_connect_time_channel_names_are_ignored() {
     let frames = h.json(conn);
     assert_eq!(
         frames[1],
-        json!({"type":"subscribed","channels":["lines"],"current":["lines"]})
+        json!({"type":"subscribed","channels":["lines"],"current":["lines"],"positions":{"lines":"~0:0"}})
     );
 }
 
@@ -388,5 +389,5 @@ fn assigned_positions_keep_counting_when_a_channel_loses_its_subscribers() {
         .filter(|f| f["type"] == "message")
         .map(|m| m["pos"].clone())
         .collect();
-    assert_eq!(pos, [json!("1"), json!("3")]);
+    assert_eq!(pos, [json!("~0:1"), json!("~0:3")]);
 }

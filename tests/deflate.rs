@@ -138,6 +138,7 @@ async fn publish(sink: &PublishSink, payload: &str) {
         channel: "book".to_owned(),
         pos: None,
         payload: bytes::Bytes::copy_from_slice(payload.as_bytes()),
+        key: None,
     })
     .await
     .unwrap();

@@ -137,6 +137,7 @@ async fn python_websockets_and_node_ws_receive_compressed_and_plain_messages() {
             channel: "book".to_owned(),
             pos: None,
             payload: bytes::Bytes::from(payload.to_string()),
+            key: None,
         })
         .await
         .unwrap();

@@ -136,10 +136,26 @@ impl Client {
         let publish = Publish {
             channel: channel.into(),
             pos: Some(Position::Offset {
+                topic: "lines".to_owned(),
                 partition: 0,
                 offset: 1234,
             }),
             payload: Bytes::copy_from_slice(payload),
+            key: None,
+        };
+        self.core.handle_publish(self.now, publish);
+    }
+
+    fn publish_at(&mut self, channel: &str, offset: i64, payload: &[u8]) {
+        let publish = Publish {
+            channel: channel.into(),
+            pos: Some(Position::Offset {
+                topic: "quotes".to_owned(),
+                partition: 0,
+                offset,
+            }),
+            payload: Bytes::copy_from_slice(payload),
+            key: Some(Bytes::from_static(b"AAPL")),
         };
         self.core.handle_publish(self.now, publish);
     }
@@ -177,6 +193,48 @@ fn subscribed_and_unsubscribed_frames() {
     snapshot!(
         "unsubscribed",
         json_of(&client.send(json!({"type":"unsubscribe","channels":["lines"],"id":2})))
+    );
+}
+
+#[test]
+fn stream_state_frames() {
+    let mut client = Client::new();
+    client.frames();
+    for offset in 10..13 {
+        client.publish_at("quotes", offset, format!(r#"{{"px":{offset}}}"#).as_bytes());
+    }
+    snapshot!(
+        "subscribed_with_positions",
+        json_of(&client.send(json!({"type":"subscribe","channels":["quotes"],"id":1})))
+    );
+    client.send(json!({"type":"unsubscribe","channels":["quotes"]}));
+    client
+        .core
+        .handle_text(client.now, client.conn, json!({"type":"subscribe","channels":["quotes"],"since":{"quotes":"~0:0,quotes:0:10"},"id":2}).to_string().as_bytes());
+    let frames: Vec<Value> = client.frames().iter().map(json_of).collect();
+    assert_eq!(frames.len(), 3, "{frames:?}");
+    snapshot!("subscribed_recovered", frames[0]);
+    client.send(json!({"type":"unsubscribe","channels":["quotes"]}));
+    snapshot!(
+        "subscribed_not_recovered",
+        json_of(&client.send(
+            json!({"type":"subscribe","channels":["quotes"],"since":{"quotes":"~ffff:3"},"id":3})
+        ))
+    );
+    client.send(json!({"type":"unsubscribe","channels":["quotes"]}));
+    snapshot!(
+        "message_snapshot",
+        json_of(
+            &client.send(json!({"type":"subscribe","channels":["quotes"],"snapshot":true,"id":4}))
+        )
+    );
+    snapshot!(
+        "error_bad_position",
+        json_of(
+            &client.send(
+                json!({"type":"subscribe","channels":["lines"],"since":{"lines":"17"},"id":5})
+            )
+        )
     );
 }
 

@@ -8,6 +8,8 @@
 //! installs it and runs them with `--ignored`.
 
 mod redis_support;
+// Its WebSocket client and HTTP helpers are not Kafka-specific.
+mod kafka_support;
 
 use std::time::Duration;
 
@@ -414,4 +416,88 @@ async fn redis_trade_reaches_a_websocket_client_subscribed_by_symbol() {
 
     let _ = ws.close(None).await;
     server.shutdown().await.expect("clean shutdown");
+}
+
+/// `WS_PUBLISH_VIA=redis`: a publish to one server is `PUBLISH`ed to Redis
+/// and reaches the clients of both servers, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
+async fn redis_publish_via_redis_reaches_the_clients_of_every_server() {
+    use ws_realtime::config::ServerConfig;
+    use ws_realtime::source::build_sources;
+
+    let redis = RedisServer::start();
+    let secret = String::from_utf8(kafka_support::SECRET.to_vec()).unwrap();
+    let url = redis.url();
+    let settings = Settings::from_pairs([
+        ("WS_BIND_ADDRESS", "127.0.0.1:0"),
+        ("WS_AUTH_SECRET", secret.as_str()),
+        ("WS_SOURCES", "redis"),
+        ("WS_API_KEY", kafka_support::API_KEY),
+        ("WS_PUBLISH_VIA", "redis"),
+        ("WS_REDIS_URL", url.as_str()),
+        ("WS_REDIS_PATTERNS", "channel:*"),
+    ]);
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let config = ServerConfig::from_settings(&settings).expect("valid server settings");
+        let sources = build_sources(&config, &settings).expect("the redis source builds");
+        servers.push(
+            ws_realtime::shell::start(config, sources)
+                .await
+                .expect("server starts"),
+        );
+    }
+    // PUBLISH answers how many subscribers got it: both servers, once both
+    // hold their PSUBSCRIBE (nobody subscribes to the probe channel).
+    let mut receivers = 0;
+    for _ in 0..(PATIENCE.as_millis() / STEP.as_millis()) {
+        receivers = cli_publish(redis.port, "channel:probe", "{}");
+        if receivers == 2 {
+            break;
+        }
+        tokio::time::sleep(STEP).await;
+    }
+    assert_eq!(receivers, 2, "both servers hold PSUBSCRIBE");
+    let mut on_a = kafka_support::connect(servers[0].address, "channels=prices").await;
+    let mut on_b = kafka_support::connect(servers[1].address, "channels=prices").await;
+
+    for n in 0..10 {
+        let (status, answer) = kafka_support::post_json(
+            servers[0].address,
+            "/api/publish",
+            &format!(r#"{{"channel":"prices","data":{{"n":{n}}}}}"#),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["channels"], serde_json::json!(["prices"]));
+    }
+    let (status, answer) = kafka_support::post_json(
+        servers[0].address,
+        "/api/publish/batch",
+        r#"[{"channel":"prices","data":{"n":10}},{"channel":"prices","data":{"n":11}}]"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    for client in [&mut on_b, &mut on_a] {
+        for n in 0..12 {
+            let frame = kafka_support::next_message(client).await;
+            assert_eq!(frame["channel"], "prices");
+            assert_eq!(frame["data"]["n"], n, "in publish order");
+        }
+    }
+
+    // Redis gone: the publish is 503 within the timeout, never 200.
+    drop(redis);
+    let (status, answer) = kafka_support::post_json(
+        servers[0].address,
+        "/api/publish",
+        r#"{"channel":"prices","data":{"n":12}}"#,
+    )
+    .await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"], "publish_unavailable");
+    for server in servers {
+        server.shutdown().await.unwrap();
+    }
 }

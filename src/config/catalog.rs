@@ -18,13 +18,16 @@ pub enum Section {
     Kafka,
     /// The Redis pub/sub source (`WS_SOURCES=redis`).
     Redis,
+    /// History, snapshots and recovery (stream state).
+    History,
 }
 
 impl Section {
     /// Every section, in the order of the document.
-    pub const ALL: [Section; 4] = [
+    pub const ALL: [Section; 5] = [
         Section::Startup,
         Section::Server,
+        Section::History,
         Section::Kafka,
         Section::Redis,
     ];
@@ -36,6 +39,7 @@ impl Section {
             Section::Server => "Server",
             Section::Kafka => "Kafka source",
             Section::Redis => "Redis source",
+            Section::History => "History, snapshots and recovery",
         }
     }
 
@@ -49,6 +53,9 @@ impl Section {
             }
             Section::Redis => {
                 "On with `redis` in `WS_SOURCES`. Behaviour and the recipe reproducing the old Node gateway: [redis.md](redis.md)."
+            }
+            Section::History => {
+                "On by default. These set every channel's limits; `[[history.rules]]` in the TOML file overrides them per channel pattern (below). Protocol and memory per stored message: [protocol.md](protocol.md#stream-state-positions-recovery-snapshots)."
             }
         }
     }
@@ -82,7 +89,7 @@ const fn s(
     }
 }
 
-use Section::{Kafka, Redis, Server, Startup};
+use Section::{History, Kafka, Redis, Server, Startup};
 
 /// Every setting. Keep each section's entries together; order is the
 /// order of the document. One line each, so concurrent additions merge.
@@ -116,12 +123,24 @@ pub const SETTINGS: &[Setting] = &[
     s("WS_COMPRESSION_MIN_BYTES", Server, "`256`", "messages with a shorter frame payload go uncompressed"),
     s("WS_SOURCES", Server, "`kafka`", "comma list of `kafka`, `redis`, `http`; `http` is also on whenever `WS_API_KEY` is set"),
     s("WS_API_KEY", Server, "unset", "enables `POST /api/publish`"),
-    s("WS_MAX_PUBLISH_BYTES", Server, "`1048576`", "largest `/api/publish` body (413 above)"),
+    s("WS_MAX_PUBLISH_BYTES", Server, "`1048576`", "largest `/api/publish` (and `/api/publish/batch`) body (413 above)"),
+    s("WS_PUBLISH_VIA", Server, "`kafka` when `WS_API_KEY` is set and the Kafka source runs, else `redis` when the Redis source runs, else `local`", "where a publish goes: `local` (this replica only), `kafka` or `redis` (every replica); see [kafka.md](kafka.md#publishing-to-every-replica)"),
+    s("WS_PUBLISH_TOPIC", Server, "`ws-realtime-publish`", "the Kafka topic of `WS_PUBLISH_VIA=kafka` (created at start when missing)"),
+    s("WS_PUBLISH_TIMEOUT", Server, "`5s`", "longest a publish waits for the bus to store it before answering 503 `publish_unavailable`"),
+    s("WS_MAX_PUBLISH_BATCH", Server, "`1000`", "most messages in one `POST /api/publish/batch`"),
     s("WS_ASSESSMENT_CHANNEL", Server, "`assessment:{assessmentId}`", "channel `?assessmentId=X` subscribes to"),
-    s("WS_HANDSHAKE_TIMEOUT", Server, "`10s`", "time a client has to send its request headers"),
+    s("WS_HANDSHAKE_TIMEOUT", Server, "`10s`", "time a client has to send its request headers (and, with TLS, to finish the TLS handshake)"),
+    s("WS_TLS_CERT_FILE", Server, "unset", "PEM certificate chain, leaf first: the port serves `wss://` and `https://` instead of `ws://` and `http://` ([operations.md](operations.md#tls)); a bare name is looked up in `$CREDENTIALS_DIRECTORY`"),
+    s("WS_TLS_KEY_FILE", Server, "unset", "PEM private key of that certificate (PKCS#8, RSA or EC); set with `WS_TLS_CERT_FILE`, a bare name as above"),
     s("WS_LOG_FORMAT", Server, "`text`", "`text` or `json` (one object per line)"),
     s("WS_UI", Server, "`false` (`true` under `dev`)", "serve the live page at `GET /`; under `serve` it carries no token and asks for one (or reads it from `/#token=<jwt>`, which never leaves the browser)"),
-    s("WS_SERVER_ID", Server, "host name", "shown in `connected` frames and logs"),
+    s("WS_SERVER_ID", Server, "host name", "shown in `connected` frames and logs; in Kafka `group` mode also the static member id (`group.instance.id`), so it must differ per replica"),
+    s("WS_HISTORY_SIZE", History, "`1000`", "messages kept per channel; `0` turns history and snapshots off (nothing stored, nothing replayed)"),
+    s("WS_HISTORY_TTL", History, "`5m`", "age after which a stored message is dropped; `0` = no age bound"),
+    s("WS_HISTORY_CHANNEL_BYTES", History, "`4194304`", "bytes kept per channel (stored frames plus bookkeeping); a single larger message empties the channel's history"),
+    s("WS_HISTORY_SNAPSHOT_KEYS", History, "`10000`", "keys kept per channel for snapshots (oldest key evicted first); `0` turns snapshots off"),
+    s("WS_HISTORY_SNAPSHOT_FIELD", History, "unset", "top-level JSON field that keys snapshots (e.g. `symbol`); unset: the Kafka record key, else the channel's last message"),
+    s("WS_HISTORY_MAX_BYTES", History, "`268435456`", "cap on everything stored across all channels; the oldest entries go first (`websocket_history_bytes`)"),
     s("WS_KAFKA_BROKERS", Kafka, "`localhost:9092`", "bootstrap servers"),
     s("WS_KAFKA_TOPICS", Kafka, "`lines,order_book,analytics`", "comma list of topics; an entry starting with `^` is a regex, e.g. `^market-data\\..*`"),
     s("WS_KAFKA_GROUP_ID", Kafka, "`ws-realtime`", "consumer group id (suffixed per process in `broadcast` mode)"),
@@ -178,6 +197,18 @@ owner = true               # only the user the channel names: alice → user:ali
 [[channels.rules]]
 pattern = "positions:{sub}"
 owner = true
+
+# History per channel pattern (first match wins); unset fields take the
+# WS_HISTORY_* values: size, channel_bytes, ttl, snapshot_keys, snapshot_field.
+[[history.rules]]
+pattern = "quotes:*"
+size = 5000
+ttl = "1m"
+snapshot_field = "symbol"
+
+[[history.rules]]
+pattern = "ticks:*"
+size = 0                   # history off: nothing stored or replayed
 ```
 
 A token's own `channels` claim narrows further: it may subscribe only to

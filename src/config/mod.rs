@@ -2,8 +2,11 @@
 //! and the catalog that documents every one of them (`catalog.rs`).
 
 pub mod catalog;
+pub(crate) mod history;
+pub mod publish;
 pub mod server;
 pub mod settings;
 
-pub use server::{AuthSettings, LogFormat, ServerConfig, SourceKind};
+pub use publish::{PublishSettings, PublishVia};
+pub use server::{AuthSettings, LogFormat, ServerConfig, SourceKind, TlsFiles};
 pub use settings::{ConfigError, Settings, parse_duration};

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, PublishSettings, Settings, history};
 use crate::core::{Access, ChannelRule, CoreConfig, SlowClientPolicy};
 
 /// Default channel an `?assessmentId=X` query subscribes to.
@@ -61,6 +61,22 @@ pub struct AuthSettings {
     pub leeway: Duration,
 }
 
+/// The certificate and key files of `wss://`/`https://` (`WS_TLS_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first (`WS_TLS_CERT_FILE`).
+    pub cert_file: PathBuf,
+    /// PEM private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC) (`WS_TLS_KEY_FILE`).
+    pub key_file: PathBuf,
+    /// How often the files are checked for a change, so a rotated
+    /// certificate is picked up without a SIGHUP (not a variable: tests
+    /// shorten it).
+    pub watch_interval: Duration,
+}
+
+/// How often the TLS files are checked for a change by default.
+pub const TLS_WATCH_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Everything the shell needs to run a server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -82,6 +98,8 @@ pub struct ServerConfig {
     pub api_key: Option<String>,
     /// Largest accepted `/api/publish` body (`WS_MAX_PUBLISH_BYTES`).
     pub max_publish_bytes: usize,
+    /// Where publishes go and how long they wait for it (`WS_PUBLISH_*`).
+    pub publish: PublishSettings,
     /// Template deriving the channel of `?assessmentId=X`
     /// (`WS_ASSESSMENT_CHANNEL`).
     pub assessment_channel: String,
@@ -93,6 +111,8 @@ pub struct ServerConfig {
     /// Whether permessage-deflate is negotiated with clients that offer it
     /// (`WS_COMPRESSION`, on by default).
     pub compression: bool,
+    /// Serve TLS on the port with these files; plain TCP when `None`.
+    pub tls: Option<TlsFiles>,
     /// Serve the live page at `/` (`WS_UI`; always on under `dev`).
     pub ui: bool,
     /// The token the live page connects with, written into it. Only `dev`
@@ -122,6 +142,7 @@ impl ServerConfig {
         };
         let api_key = settings.get("WS_API_KEY").map(str::to_owned);
         let sources = parse_sources(settings, api_key.is_some())?;
+        let publish = PublishSettings::from_settings(settings, &sources, api_key.is_some())?;
         let assessment_channel =
             settings.string_or("WS_ASSESSMENT_CHANNEL", DEFAULT_ASSESSMENT_CHANNEL);
         if !assessment_channel.contains("{assessmentId}") {
@@ -153,11 +174,13 @@ impl ServerConfig {
             sources,
             api_key,
             max_publish_bytes: positive(settings, "WS_MAX_PUBLISH_BYTES", 1024 * 1024)? as usize,
+            publish,
             assessment_channel,
             handshake_timeout: settings
                 .duration_or("WS_HANDSHAKE_TIMEOUT", Duration::from_secs(10))?,
             log_format,
             compression: settings.bool_or("WS_COMPRESSION", true)?,
+            tls: tls_files(settings, std::env::var_os("CREDENTIALS_DIRECTORY"))?,
             ui: settings.bool_or("WS_UI", false)?,
             ui_token: None,
         })
@@ -175,15 +198,24 @@ impl ServerConfig {
                 leeway: Duration::from_secs(5),
             },
             allowed_origins: None,
-            core: CoreConfig::default(),
+            core: CoreConfig {
+                // Each test server is its own process as far as recovery goes.
+                history: crate::core::HistoryConfig {
+                    epoch: history::random_epoch(),
+                    ..Default::default()
+                },
+                ..CoreConfig::default()
+            },
             shutdown_timeout: Duration::from_secs(10),
             sources: Vec::new(),
             api_key: None,
             max_publish_bytes: 1024 * 1024,
+            publish: PublishSettings::default(),
             assessment_channel: DEFAULT_ASSESSMENT_CHANNEL.to_owned(),
             handshake_timeout: Duration::from_secs(10),
             log_format: LogFormat::Text,
             compression: true,
+            tls: None,
             ui: false,
             ui_token: None,
         }
@@ -260,6 +292,7 @@ fn core_config(settings: &Settings) -> Result<CoreConfig, ConfigError> {
             "WS_COMPRESSION_MIN_BYTES",
             defaults.compression_min_bytes as u64,
         )? as usize,
+        history: history::history(settings)?,
     })
 }
 
@@ -348,6 +381,40 @@ fn read_secret(
         ));
     }
     Ok(secret)
+}
+
+/// `WS_TLS_CERT_FILE` and `WS_TLS_KEY_FILE`: both or neither. Bare names
+/// are systemd credentials, like `WS_AUTH_SECRET_FILE`. Their contents are
+/// checked when the server starts (`shell::tls`), not here: the shell owns
+/// rustls.
+fn tls_files(
+    settings: &Settings,
+    credentials_dir: Option<std::ffi::OsString>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    const CERT: &str = "WS_TLS_CERT_FILE";
+    const KEY: &str = "WS_TLS_KEY_FILE";
+    let resolve = |raw: &str| {
+        resolve_credential(
+            Path::new(raw.trim()),
+            credentials_dir.as_deref().map(Path::new),
+        )
+    };
+    match (settings.get(CERT), settings.get(KEY)) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert_file: resolve(cert),
+            key_file: resolve(key),
+            watch_interval: TLS_WATCH_INTERVAL,
+        })),
+        (Some(_), None) => Err(ConfigError::Missing {
+            variable: KEY.to_owned(),
+            hint: format!("{CERT} is set, so TLS needs the PEM private key of that certificate"),
+        }),
+        (None, Some(_)) => Err(ConfigError::Missing {
+            variable: CERT.to_owned(),
+            hint: format!("{KEY} is set, so TLS needs the PEM certificate chain for that key"),
+        }),
+    }
 }
 
 /// A bare name (no `/`) is a systemd credential when a credentials directory exists.
@@ -582,6 +649,34 @@ mod tests {
         let settings = Settings::from_pairs([("WS_AUTH_SECRET_FILE", "/nonexistent/secret")]);
         let err = read_secret(&settings, None).unwrap_err();
         assert!(err.to_string().contains("WS_AUTH_SECRET_FILE"), "{err}");
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_bare_names_use_the_credentials_directory() {
+        assert_eq!(config(&[]).unwrap().tls, None);
+        let err = config(&[("WS_TLS_CERT_FILE", "/etc/tls/cert.pem")]).unwrap_err();
+        assert!(
+            err.to_string().contains("WS_TLS_KEY_FILE is required"),
+            "{err}"
+        );
+        let err = config(&[("WS_TLS_KEY_FILE", "/etc/tls/key.pem")]).unwrap_err();
+        assert!(
+            err.to_string().contains("WS_TLS_CERT_FILE is required"),
+            "{err}"
+        );
+        let settings = Settings::from_pairs([
+            ("WS_TLS_CERT_FILE", "tls-cert"),
+            ("WS_TLS_KEY_FILE", "/abs/key.pem"),
+        ]);
+        let files = tls_files(&settings, Some("/run/credentials/ws".into()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            files.cert_file,
+            PathBuf::from("/run/credentials/ws/tls-cert")
+        );
+        assert_eq!(files.key_file, PathBuf::from("/abs/key.pem"));
+        assert_eq!(files.watch_interval, TLS_WATCH_INTERVAL);
     }
 
     #[test]

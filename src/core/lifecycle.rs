@@ -113,7 +113,7 @@ impl Core {
             .filter(|c| !c.is_empty())
             .collect();
         if !channels.is_empty() {
-            self.subscribe(now, conn, None, channels);
+            self.subscribe(now, conn, None, channels, &Default::default());
         }
         self.reschedule(conn);
         Ok(conn)
@@ -195,7 +195,7 @@ impl Core {
     /// The queue overflowed under `disconnect`: discard what is unsent
     /// (`also_dropped` counts a message that never got in), and tell the
     /// client why ahead of anything else.
-    fn close_slow_consumer(&mut self, now: Instant, conn: ConnId, also_dropped: u64) {
+    pub(super) fn close_slow_consumer(&mut self, now: Instant, conn: ConnId, also_dropped: u64) {
         let Some(c) = self.conns.get_mut(conn.0) else {
             return;
         };
@@ -243,6 +243,7 @@ impl Core {
             FrameKind::Close,
         );
         self.subscriptions.remove_conn(conn);
+        self.drop_replays(conn, None);
         self.mark_ready(conn);
         self.reschedule(conn);
     }
@@ -263,6 +264,7 @@ impl Core {
         }
         self.subscriptions.remove_conn(conn);
         self.deflate_connections -= usize::from(c.deflate.is_some());
+        self.drop_replays(conn, None);
         self.events.push_back(Event::Closed {
             conn,
             user_id: c.identity.user_id,

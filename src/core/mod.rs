@@ -28,24 +28,32 @@ mod config;
 mod conn_map;
 mod connection;
 mod fanout;
+mod history;
 mod inputs;
 mod lifecycle;
 mod outbound;
 mod outputs;
 mod permissions;
 mod rate_limit;
+mod recovery;
 mod requests;
+mod store;
 mod subscriptions;
 mod timers;
 
-pub use config::{Access, ChannelRule, CoreConfig, SlowClientPolicy};
+pub use config::{
+    Access, ChannelRule, CoreConfig, HistoryConfig, HistoryLimits, HistoryRule, SlowClientPolicy,
+};
 pub(crate) use conn_map::ConnMap;
 pub use inputs::{ConnId, Identity, Open, Publish, PublishOutcome, Refusal};
 #[doc(hidden)]
 pub use outputs::ConnInspection;
 pub use outputs::{CloseReason, DropReason, Event, Output, Stats, Transmit};
+pub use store::HistoryStats;
 
 use connection::Connection;
+use recovery::Replay;
+use store::Store;
 use subscriptions::SubscriptionIndex;
 
 /// The state machine.
@@ -124,9 +132,12 @@ pub struct Core {
     per_address: HashMap<IpAddr, usize>,
     /// Who is subscribed to what.
     subscriptions: SubscriptionIndex,
-    /// Last sequence assigned per channel for a `Publish` without a `pos`; kept
-    /// when a channel loses its subscribers so positions never go back.
-    sequences: HashMap<String, u64>,
+    /// Stream state per channel: positions (including the sequences of
+    /// publishes without a `pos`), history rings and snapshot maps.
+    store: Store,
+    /// Replays in progress per connection (see `recovery`); fan-out leaves
+    /// those (connection, channel) pairs to them.
+    replays: ConnMap<Vec<Replay>>,
     /// Connections with frames queued and an idle writer, in the order they
     /// became ready.
     ready: VecDeque<ConnId>,
@@ -157,12 +168,15 @@ impl Core {
     /// clock itself.
     pub fn new(config: CoreConfig, now: Instant, unix_ms: u64) -> Core {
         Core {
+            compression: compression::Compression::new(config.compression_min_bytes),
+            store: Store::new(config.history.clone()),
+            replays: ConnMap::default(),
+            config,
             anchor: now,
             anchor_unix_ms: unix_ms,
             conns: Slab::new(),
             per_address: HashMap::new(),
             subscriptions: SubscriptionIndex::default(),
-            sequences: HashMap::new(),
             ready: VecDeque::new(),
             disconnects: VecDeque::new(),
             events: VecDeque::new(),
@@ -170,9 +184,7 @@ impl Core {
             shutting_down: false,
             opened_total: 0,
             fanout_scratch: Vec::new(),
-            compression: compression::Compression::new(config.compression_min_bytes),
             deflate_connections: 0,
-            config,
         }
     }
 
@@ -257,6 +269,7 @@ impl Core {
             self.disconnects.push_back(conn);
             self.forget(now, conn, reason);
         } else {
+            self.pump_replays(now, conn);
             self.mark_ready(conn);
         }
     }
@@ -334,6 +347,7 @@ impl Core {
             channels: self.subscriptions.channel_count(),
             deflate_connections: self.deflate_connections,
             compression_saved_bytes: self.compression.saved_bytes(),
+            history: self.store.stats(),
         }
     }
 

@@ -173,6 +173,8 @@ pub struct Stats {
     /// Bytes permessage-deflate kept off the wire since start (plain minus
     /// compressed length, per delivery): monotonic.
     pub compression_saved_bytes: u64,
+    /// What history and snapshots hold.
+    pub history: super::HistoryStats,
 }
 
 /// What [`Core::inspect`](crate::core::Core::inspect) shows of one connection (tests and fuzzing).

@@ -9,7 +9,7 @@ use super::permissions;
 use super::rate_limit::Verdict;
 use super::{CloseReason, ConnId, Core, Event};
 use crate::proto::channel;
-use crate::proto::client::{self, ClientFrame, RequestId};
+use crate::proto::client::{self, ClientFrame, RequestId, SubscribeOptions};
 use crate::proto::codes::{CloseCode, ErrorCode};
 use crate::proto::server;
 
@@ -82,9 +82,11 @@ impl Core {
             return;
         }
         match client::decode(payload) {
-            Ok(ClientFrame::Subscribe { id, channels }) => {
-                self.subscribe(now, conn, id.as_ref(), channels)
-            }
+            Ok(ClientFrame::Subscribe {
+                id,
+                channels,
+                options,
+            }) => self.subscribe(now, conn, id.as_ref(), channels, &options),
             Ok(ClientFrame::Unsubscribe { id, channels }) => {
                 self.unsubscribe(now, conn, id.as_ref(), channels)
             }
@@ -141,6 +143,7 @@ impl Core {
         conn: ConnId,
         id: Option<&RequestId>,
         channels: Vec<String>,
+        options: &SubscribeOptions,
     ) {
         let channels = deduplicated(channels);
         let mut new_so_far = 0;
@@ -158,8 +161,17 @@ impl Core {
             .filter(|name| self.subscriptions.subscribe(conn, name))
             .cloned()
             .collect();
-        let ack = server::subscribed(id, &channels, self.subscriptions.channels_of(conn));
+        let state = self.stream_state(now, conn, &channels, &added, options);
+        let ack = server::subscribed(
+            id,
+            &channels,
+            self.subscriptions.channels_of(conn),
+            &state.positions,
+            &state.recovered,
+        );
         self.enqueue(now, conn, ack, FrameKind::Control);
+        // Replayed messages follow the ack that reported their cursor.
+        self.pump_replays(now, conn);
         if !added.is_empty() {
             self.events.push_back(Event::Subscribed {
                 conn,
@@ -182,6 +194,7 @@ impl Core {
             .filter(|name| self.subscriptions.unsubscribe(conn, name))
             .cloned()
             .collect();
+        self.drop_replays(conn, Some(&removed));
         let ack = server::unsubscribed(id, &channels, self.subscriptions.channels_of(conn));
         self.enqueue(now, conn, ack, FrameKind::Control);
         if !removed.is_empty() {

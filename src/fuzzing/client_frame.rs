@@ -20,6 +20,7 @@ const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode::ChannelLimit,
     ErrorCode::RateLimited,
     ErrorCode::BinaryNotSupported,
+    ErrorCode::BadPosition,
 ];
 
 /// Fuzz target body: `data` is the payload of one text frame from an
@@ -67,6 +68,7 @@ pub fn client_frame(data: &[u8]) {
             channel: "lines".to_owned(),
             pos: None,
             payload: Bytes::from_static(br#"{"price":1}"#),
+            key: None,
         })
         .delivered;
     assert_eq!(delivered, usize::from(subscribed.contains("lines")));

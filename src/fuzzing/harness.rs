@@ -283,7 +283,10 @@ impl Harness {
             .filter(|model| !model.closed_event && model.channels.contains(&publish.channel))
             .count();
         let expected_kind = classify(&publish.payload);
-        if let Some(Position::Offset { partition, offset }) = publish.pos {
+        if let Some(Position::Offset {
+            partition, offset, ..
+        }) = publish.pos
+        {
             let key = (publish.channel.clone(), i64::from(partition));
             if let Some(last) = self.last_published.insert(key.clone(), offset)
                 && offset < last
@@ -354,7 +357,15 @@ impl Harness {
             self.conns.keys().collect::<Vec<_>>()
         );
         assert_eq!(self.opened_total, self.closed_total, "opened vs closed");
-        assert_eq!(self.core.stats(), crate::core::Stats::default());
+        // Stream state outlives connections; the rest is gone.
+        let stats = self.core.stats();
+        assert_eq!(
+            stats,
+            crate::core::Stats {
+                history: stats.history,
+                ..Default::default()
+            }
+        );
     }
 
     /// Drains the outputs in the documented order until all are empty, then
@@ -494,6 +505,12 @@ impl Harness {
         assert_eq!(stats.connections, connections, "stats.connections");
         assert_eq!(stats.subscriptions, subscriptions, "stats.subscriptions");
         assert_eq!(stats.channels, channels.len(), "stats.channels");
+        assert!(
+            stats.history.bytes <= config.history.max_bytes,
+            "history holds {} bytes, cap {}",
+            stats.history.bytes,
+            config.history.max_bytes
+        );
     }
 
     /// Checks one `Transmit` and records what the client receives; message
@@ -611,6 +628,9 @@ impl Harness {
                         model.channels.remove(&channel),
                         "{conn} unsubscribed from {channel:?}, which it did not hold"
                     );
+                    // A later subscribe may replay history from before what
+                    // it saw: order is checked per subscription.
+                    model.last_pos.retain(|(c, _), _| *c != channel);
                 }
             }
             Event::MessagesDropped { conn, .. }
@@ -642,13 +662,22 @@ fn check_order(
     let pos = message["pos"]
         .as_str()
         .unwrap_or_else(|| panic!("message without a string pos: {message}"));
-    let (partition, position, strictly) = match pos.split_once(':') {
-        Some((partition, offset)) => (
-            Some(partition.parse::<i64>().expect("numeric partition")),
-            offset.parse::<i128>().expect("numeric offset"),
-            false,
+    // `<topic>:<partition>:<offset>` (Kafka) or `~<epoch>:<seq>` (assigned).
+    let (stream, offset) = pos.rsplit_once(':').expect("pos is <stream>:<offset>");
+    let (partition, position, strictly) = match stream.strip_prefix('~') {
+        Some(_) => (
+            None,
+            offset.parse::<i128>().expect("numeric sequence"),
+            true,
         ),
-        None => (None, pos.parse::<i128>().expect("numeric sequence"), true),
+        None => {
+            let (_, partition) = stream.rsplit_once(':').expect("<topic>:<partition>");
+            (
+                Some(partition.parse::<i64>().expect("numeric partition")),
+                offset.parse::<i128>().expect("numeric offset"),
+                false,
+            )
+        }
     };
     if partition.is_some_and(|p| source_disordered.contains(&(channel.to_owned(), p))) {
         return;

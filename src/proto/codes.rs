@@ -19,6 +19,8 @@ pub enum ErrorCode {
     RateLimited,
     /// Binary frames are not part of protocol v1.
     BinaryNotSupported,
+    /// A malformed `since` cursor; the message names the channel.
+    BadPosition,
 }
 
 impl ErrorCode {
@@ -32,6 +34,7 @@ impl ErrorCode {
             ErrorCode::ChannelLimit => "channel_limit",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::BinaryNotSupported => "binary_not_supported",
+            ErrorCode::BadPosition => "bad_position",
         }
     }
 }

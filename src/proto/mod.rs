@@ -9,6 +9,7 @@
 //!   with a bounded output.
 //! * [`channel`]: which channel names are valid.
 //! * [`codes`]: error codes, close codes and payload kinds.
+//! * [`cursor`]: stream positions and the cursors built from them.
 //! * [`position`]: the `pos` of a message.
 //! * [`client`]: JSON frames a client sends (`subscribe`, `unsubscribe`, …).
 //! * [`server`]: JSON frames the server sends (`connected`, `message`, …).
@@ -17,6 +18,7 @@ pub mod channel;
 pub mod client;
 pub mod client_frames;
 pub mod codes;
+pub mod cursor;
 pub mod deflate;
 pub mod deflate_offer;
 pub mod position;

@@ -85,19 +85,28 @@ impl Batch {
         socket: &S,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
-        self.write_with(|slices| socket.poll_write_vectored(cx, slices))
+        self.write_with(|slices| match slices {
+            [] => socket.poll_flush(cx).map_ok(|()| 0),
+            _ => socket.poll_write_vectored(cx, slices),
+        })
     }
 
     /// Writes until every byte is with the kernel (`Ready(Ok)`), the socket
     /// is full (`Pending`, nobody to wake), or it fails; never yields.
     pub(crate) fn try_write<S: Socket + ?Sized>(&mut self, socket: &S) -> Poll<io::Result<()>> {
-        self.write_with(|slices| match socket.try_write_vectored(slices) {
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
-            other => Poll::Ready(other),
+        self.write_with(|slices| match slices {
+            [] => socket
+                .poll_flush(&mut Context::from_waker(std::task::Waker::noop()))
+                .map_ok(|()| 0),
+            _ => match socket.try_write_vectored(slices) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+                other => Poll::Ready(other),
+            },
         })
     }
 
-    /// The write loop over `write`, one vectored write per call.
+    /// The write loop over `write`, one vectored write per call; once every
+    /// byte is written, `write(&[])` flushes what the socket kept.
     fn write_with(
         &mut self,
         mut write: impl FnMut(&[IoSlice<'_>]) -> Poll<io::Result<usize>>,
@@ -109,7 +118,7 @@ impl Batch {
                 self.offset = 0;
             }
             if self.index == self.frames.len() {
-                return Poll::Ready(Ok(()));
+                return write(&[]).map_ok(|_| ());
             }
             let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
             let first = &self.frames[self.index][self.offset..];

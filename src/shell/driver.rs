@@ -497,6 +497,7 @@ mod tests {
                     channel: "nobody-listens".to_owned(),
                     pos: None,
                     payload: Bytes::from_static(b"{}"),
+                    key: None,
                 },
                 taken: None,
                 received_at: now(),

@@ -1,6 +1,7 @@
 //! HTTP routing on the one port: `/ws` (the upgrade), `/health`, `/healthz`,
-//! `/ready`, `/metrics`, `POST /api/publish`, and the live page at `/` when
-//! it is on. Every other answer is a small JSON (or Prometheus text) body.
+//! `/ready`, `/metrics`, `POST /api/publish`, `POST /api/publish/batch`, and
+//! the live page at `/` when it is on. Every other answer is a small JSON (or
+//! Prometheus text) body.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use crate::shell::driver::Command;
 use crate::shell::ui::LivePage;
 use crate::shell::upgrade::{self, UpgradeHeaders, UpgradePolicy, UpgradeRefusal};
 use crate::source::Readiness;
-use crate::source::http::PublishApi;
+use crate::source::http::{PublishApi, PublishKind};
 
 /// The body type of every response.
 pub(crate) type Body = Full<Bytes>;
@@ -85,9 +86,14 @@ pub(crate) async fn route(
             )
             .body(Full::new(Bytes::from(state.metrics.encode())))
             .expect("static headers are valid"),
-        (&Method::POST, "/api/publish") => match &state.publish {
+        (&Method::POST, "/api/publish" | "/api/publish/batch") => match &state.publish {
             Some(api) => {
-                let answer = api.handle(request).await;
+                let kind = if path == "/api/publish" {
+                    PublishKind::Single
+                } else {
+                    PublishKind::Batch
+                };
+                let answer = api.handle(request, kind).await;
                 json(
                     StatusCode::from_u16(answer.status)
                         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -100,7 +106,11 @@ pub(crate) async fn route(
                 "POST /api/publish is off: set WS_API_KEY to enable it",
             ),
         },
-        (_, "/ws" | "/health" | "/healthz" | "/ready" | "/metrics" | "/api/publish") => error(
+        (
+            _,
+            "/ws" | "/health" | "/healthz" | "/ready" | "/metrics" | "/api/publish"
+            | "/api/publish/batch",
+        ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "method not allowed here",

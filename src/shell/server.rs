@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -17,14 +17,16 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::auth::{AuthConfig, Verifier};
-use crate::config::ServerConfig;
+use crate::config::{PublishVia, ServerConfig};
 use crate::core::Core;
 use crate::metrics::Metrics;
 use crate::shell::driver::{Command, Driver};
 use crate::shell::http::{self, AppState};
+use crate::shell::tls::{Tls, TlsError};
 use crate::shell::ui::LivePage;
 use crate::shell::upgrade::UpgradePolicy;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
+use crate::source::bus::Bus;
 use crate::source::http::PublishApi;
 use crate::source::{PublishSink, Readiness, Source, SourceContext};
 
@@ -91,6 +93,9 @@ pub enum ServerError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Shared state a caller may want to observe while the server runs.
@@ -114,12 +119,34 @@ pub async fn run<A: Accept>(
 
 /// [`run`], reporting readiness and metrics into `observers`.
 pub async fn run_observed<A: Accept>(
+    accept: A,
+    config: ServerConfig,
+    sources: Vec<Box<dyn Source>>,
+    shutdown: Shutdown,
+    observers: Observers,
+) -> Result<(), ServerError> {
+    let tls = load_tls(&config)?;
+    serve(accept, config, tls, sources, shutdown, observers).await;
+    Ok(())
+}
+
+/// The TLS configuration, when `WS_TLS_*` asks for one.
+fn load_tls(config: &ServerConfig) -> Result<Option<Arc<Tls>>, ServerError> {
+    Ok(match &config.tls {
+        Some(files) => Some(Arc::new(Tls::load(files)?)),
+        None => None,
+    })
+}
+
+/// Runs the server until `shutdown` fires and the drain completes.
+async fn serve<A: Accept>(
     mut accept: A,
     config: ServerConfig,
+    tls: Option<Arc<Tls>>,
     sources: Vec<Box<dyn Source>>,
     mut shutdown: Shutdown,
     observers: Observers,
-) -> Result<(), ServerError> {
+) {
     let Observers { readiness, metrics } = observers;
     let start = tokio::time::Instant::now().into_std();
     let unix_ms = SystemTime::now()
@@ -137,6 +164,9 @@ pub async fn run_observed<A: Accept>(
         config.core.client_buffer_frames,
     );
     let driver = tokio::spawn(driver.run(command_rx, ingest_rx));
+
+    // The bus of POST /api/publish, before the sources move into their tasks.
+    let bus = publish_bus(&config, &sources, &sink);
 
     // Sources stop after the drain, so what they send meanwhile still flows.
     let (source_trigger, source_shutdown) = shutdown::channel();
@@ -168,7 +198,7 @@ pub async fn run_observed<A: Accept>(
         publish: config
             .api_key
             .clone()
-            .map(|key| PublishApi::new(key, sink.clone(), config.max_publish_bytes)),
+            .map(|key| PublishApi::new(key, bus, config.max_publish_bytes, &config.publish)),
         readiness: readiness.clone(),
         metrics: metrics.clone(),
         max_message_bytes: config.core.max_message_bytes,
@@ -177,8 +207,12 @@ pub async fn run_observed<A: Accept>(
     });
     drop(sink);
 
+    if let Some(tls) = &tls {
+        tls.spawn_watcher(source_shutdown.clone());
+    }
     if let Ok(address) = accept.local_addr() {
-        tracing::info!(%address, server_id = %config.core.server_id, "listening");
+        let tls = tls.is_some();
+        tracing::info!(%address, tls, server_id = %config.core.server_id, "listening");
     }
     let mut http_connections = JoinSet::new();
     loop {
@@ -189,21 +223,21 @@ pub async fn run_observed<A: Accept>(
                 Ok((stream, remote)) => {
                     let state = state.clone();
                     let timeout = config.handshake_timeout;
-                    http_connections.spawn(async move {
-                        let service = service_fn(move |request| {
-                            let state = state.clone();
-                            async move { Ok::<_, std::convert::Infallible>(http::route(request, state, remote).await) }
-                        });
-                        let served = hyper::server::conn::http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(timeout)
-                            .serve_connection(TokioIo::new(stream), service)
-                            .with_upgrades()
-                            .await;
-                        if let Err(error) = served {
-                            tracing::debug!(%remote, %error, "http connection ended with an error");
+                    // Two spawn sites, so a plain connection's task is no
+                    // bigger for TLS being possible.
+                    match &tls {
+                        None => {
+                            http_connections.spawn(serve_http(stream, state, remote, timeout));
                         }
-                    });
+                        Some(tls) => {
+                            let tls = tls.clone();
+                            http_connections.spawn(async move {
+                                if let Some(stream) = tls.handshake(stream, remote, timeout).await {
+                                    serve_http(stream, state, remote, timeout).await;
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(error) => {
                     // Usually EMFILE: back off briefly instead of spinning.
@@ -239,7 +273,51 @@ pub async fn run_observed<A: Accept>(
     driver.abort();
     let _ = driver.await;
     tracing::info!("shut down");
-    Ok(())
+}
+
+/// Serves HTTP/1.1 on one connection (plain or after its TLS handshake):
+/// the endpoints, and the WebSocket upgrade.
+async fn serve_http<S>(stream: S, state: Arc<AppState>, remote: SocketAddr, timeout: Duration)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let state = state.clone();
+        async move { Ok::<_, std::convert::Infallible>(http::route(request, state, remote).await) }
+    });
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
+        .await;
+    if let Err(error) = served {
+        tracing::debug!(%remote, %error, "http connection ended with an error");
+    }
+}
+
+/// The bus `WS_PUBLISH_VIA` names, from the source that carries it; this
+/// replica's core for `local`.
+fn publish_bus(config: &ServerConfig, sources: &[Box<dyn Source>], sink: &PublishSink) -> Bus {
+    let local = || Bus::Local(sink.for_source("http"));
+    if config.publish.via == PublishVia::Local {
+        return local();
+    }
+    match sources.iter().find_map(|s| s.bus()) {
+        Some(bus) => {
+            tracing::info!(via = bus.name(), "publishing through the bus");
+            bus
+        }
+        None => {
+            // build_sources always gives the bus to its source; only a
+            // hand-built source list can miss it.
+            tracing::error!(
+                via = config.publish.via.as_str(),
+                "WS_PUBLISH_VIA names a bus no source carries; publishing locally"
+            );
+            local()
+        }
+    }
 }
 
 /// A server running in the background, for tests and the dev command.
@@ -263,11 +341,13 @@ impl ServerHandle {
     }
 }
 
-/// Binds `config.bind_address` over TCP and runs the server in a task.
+/// Binds `config.bind_address` over TCP and runs the server in a task. A
+/// TLS certificate that cannot be used is an error here, not in the task.
 pub async fn start(
     config: ServerConfig,
     sources: Vec<Box<dyn Source>>,
 ) -> Result<ServerHandle, ServerError> {
+    let tls = load_tls(&config)?;
     let accept = TcpAccept::bind(config.bind_address)
         .await
         .map_err(|source| ServerError::Bind {
@@ -280,13 +360,11 @@ pub async fn start(
     })?;
     let (trigger, shutdown) = shutdown::channel();
     let observers = Observers::default();
-    let task = tokio::spawn(run_observed(
-        accept,
-        config,
-        sources,
-        shutdown,
-        observers.clone(),
-    ));
+    let serving = serve(accept, config, tls, sources, shutdown, observers.clone());
+    let task = tokio::spawn(async move {
+        serving.await;
+        Ok(())
+    });
     Ok(ServerHandle {
         address,
         observers,

@@ -36,6 +36,14 @@ pub(crate) trait Socket: Send + Sync + 'static {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>>;
 
+    /// Pushes out bytes a write accepted but kept (a TLS stream encrypts
+    /// into its own buffer and returns before the kernel took it all):
+    /// `Ready` once all are with the kernel, `Pending` (with `cx`
+    /// registered) while they are not. A plain socket keeps nothing.
+    fn poll_flush(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
     /// Sends FIN: no more bytes will be written.
     fn shutdown_write(&self);
 }
@@ -83,8 +91,10 @@ impl Socket for TcpStream {
 }
 
 /// [`Socket`] over any tokio stream, for streams that are not a tokio
-/// `TcpStream` (the simulation's). It keeps a small read-ahead buffer per
-/// socket, so it is for correctness, not for memory.
+/// `TcpStream`: the simulation's, and TLS streams (whose decrypted bytes can
+/// be waiting in rustls while the kernel has none). It reads ahead to learn
+/// that bytes are there; the read-ahead buffer is freed once taken, so an
+/// idle socket holds none.
 pub(crate) struct Buffered<S> {
     /// The read half and what it read ahead to learn that bytes were there.
     reader: Mutex<ReadAhead<S>>,
@@ -157,6 +167,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Socket for Buffered<S> {
                 let n = buf.len().min(reader.ahead.len());
                 buf[..n].copy_from_slice(&reader.ahead[..n]);
                 reader.ahead.advance(n);
+                if reader.ahead.is_empty() {
+                    reader.ahead = BytesMut::new();
+                }
                 Ok(n)
             }
             Poll::Ready(Err(error)) => Err(error),
@@ -178,6 +191,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Socket for Buffered<S> {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut *lock(&self.writer)).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *lock(&self.writer)).poll_flush(cx)
     }
 
     fn shutdown_write(&self) {

@@ -65,7 +65,8 @@ impl EmbeddedKafka {
         let producer: FutureProducer = ClientConfig::new()
             .set("test.mock.num.brokers", "1")
             .set("client.id", "ws-realtime-embedded")
-            .set("linger.ms", "5")
+            // The dev feed's records leave at once: `dev` shows live data.
+            .set("linger.ms", "0")
             .create()
             .map_err(|e| EmbeddedKafkaError::Start(e.to_string()))?;
         let bootstrap = {
@@ -166,6 +167,55 @@ impl EmbeddedKafka {
                 message: e.to_string(),
             })?;
         Ok(delivery.offset)
+    }
+
+    /// Starts recording the requests the broker receives, for
+    /// measurements such as the idle fetch rate.
+    pub fn track_requests(&self) -> Result<(), EmbeddedKafkaError> {
+        let handle = self.native_cluster()?;
+        // SAFETY: the handle is owned by `self.producer`, alive for the call.
+        unsafe { rdkafka::bindings::rd_kafka_mock_start_request_tracking(handle) };
+        Ok(())
+    }
+
+    /// How many requests with `api_key` (1 = Fetch, 0 = Produce) the broker
+    /// received since tracking started or since the last call, which clears
+    /// the record.
+    pub fn take_request_count(&self, api_key: i16) -> Result<usize, EmbeddedKafkaError> {
+        let handle = self.native_cluster()?;
+        // SAFETY: the handle is alive for the call; the array librdkafka
+        // returns holds `count` valid requests and is freed exactly once.
+        unsafe {
+            let mut count = 0_usize;
+            let requests = rdkafka::bindings::rd_kafka_mock_get_requests(handle, &mut count);
+            let mut matching = 0;
+            if !requests.is_null() {
+                for i in 0..count {
+                    if rdkafka::bindings::rd_kafka_mock_request_api_key(*requests.add(i)) == api_key
+                    {
+                        matching += 1;
+                    }
+                }
+                rdkafka::bindings::rd_kafka_mock_request_destroy_array(requests, count);
+            }
+            rdkafka::bindings::rd_kafka_mock_clear_requests(handle);
+            Ok(matching)
+        }
+    }
+
+    fn native_cluster(
+        &self,
+    ) -> Result<*mut rdkafka::bindings::rd_kafka_mock_cluster_t, EmbeddedKafkaError> {
+        // SAFETY: reads the mock cluster pointer of the client `self` owns.
+        let handle = unsafe {
+            rdkafka::bindings::rd_kafka_handle_mock_cluster(self.producer.client().native_ptr())
+        };
+        if handle.is_null() {
+            return Err(EmbeddedKafkaError::Start(
+                "no mock cluster on the client".into(),
+            ));
+        }
+        Ok(handle)
     }
 
     /// Waits (bounded) until everything queued has been acknowledged.

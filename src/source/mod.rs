@@ -14,11 +14,13 @@ use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
 mod build;
+pub mod bus;
 pub mod dev_feed;
 pub mod embedded;
 pub mod health;
 pub mod http;
 pub mod kafka;
+pub mod outcome;
 pub mod redis;
 
 pub use build::build_sources;
@@ -37,6 +39,12 @@ pub trait Source: Send + 'static {
     /// through `ctx.health`, never panics on bad input and never returns
     /// early because a broker is down (it retries and says so).
     fn run(self: Box<Self>, ctx: SourceContext) -> SourceFuture;
+
+    /// The bus `POST /api/publish` goes through when this source is the one
+    /// `WS_PUBLISH_VIA` names (Kafka, Redis); the shell asks before `run`.
+    fn bus(&self) -> Option<bus::Bus> {
+        None
+    }
 }
 
 /// What a running source is given.

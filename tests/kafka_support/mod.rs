@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use ws_realtime::auth::{TokenSpec, mint};
 use ws_realtime::config::{ServerConfig, Settings};
+use ws_realtime::proto::cursor;
 use ws_realtime::shell::ServerHandle;
 use ws_realtime::source::kafka::{KafkaConfig, KafkaSource, KafkaTimings};
 
@@ -134,4 +135,131 @@ pub fn committed_offset(brokers: &str, group: &str, topic: &str) -> Option<i64> 
         rdkafka::Offset::Offset(offset) => Some(offset),
         _ => None,
     }
+}
+
+/// The client rule: the ack's cursor, then each message's pos.
+pub fn apply_pos(cursor_text: &mut String, pos: &str) {
+    let mut c = cursor::parse(cursor_text).expect("valid cursor");
+    let p = cursor::parse(pos).expect("pos parses");
+    c.set(&p.entries[0].0, p.entries[0].1);
+    *cursor_text = c.to_string();
+}
+
+pub async fn subscribe(client: &mut Client, frame: serde_json::Value) -> serde_json::Value {
+    client
+        .send(Message::text(frame.to_string()))
+        .await
+        .expect("sent");
+    for _ in 0..10 {
+        let reply = next_json(client).await;
+        if reply["type"] == "subscribed" || reply["type"] == "error" {
+            return reply;
+        }
+    }
+    panic!("no answer to the subscribe");
+}
+
+/// Connects without channels (so without waiting for an ack).
+pub async fn connect_bare(address: std::net::SocketAddr) -> Client {
+    let url = format!("ws://{address}/ws?token={}", token());
+    let (mut client, _) = timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("connects in time")
+        .expect("the upgrade succeeds");
+    assert_eq!(next_json(&mut client).await["type"], "connected");
+    client
+}
+
+/// Reads `n` messages and returns their `i` fields.
+pub async fn read_is(client: &mut Client, n: usize) -> Vec<u64> {
+    let mut got = Vec::new();
+    for _ in 0..n {
+        let m = next_message(client).await;
+        got.push(m["data"]["i"].as_u64().expect("numbered"));
+    }
+    got
+}
+
+/// The API key of [`start_publishing_server`].
+pub const API_KEY: &str = "kafka-publish-key";
+
+/// A server with `POST /api/publish` on, publishing through Kafka at
+/// `brokers` (`WS_PUBLISH_VIA=kafka`), its Kafka source configured by `pairs`
+/// (which may also set `WS_PUBLISH_*`).
+pub async fn start_publishing_server(brokers: &str, pairs: &[(&str, &str)]) -> ServerHandle {
+    use ws_realtime::config::{PublishSettings, SourceKind};
+    let mut all = vec![("WS_KAFKA_BROKERS", brokers), ("WS_PUBLISH_VIA", "kafka")];
+    all.extend_from_slice(pairs);
+    let settings = Settings::from_pairs(all);
+    let publish =
+        PublishSettings::from_settings(&settings, &[SourceKind::Kafka, SourceKind::Http], true)
+            .expect("valid publish settings");
+    let kafka = KafkaConfig::from_settings(&settings).expect("valid config");
+    let timings = KafkaTimings {
+        health_interval: Duration::from_millis(200),
+        ..KafkaTimings::default()
+    };
+    // Each server its own id (the static group member id in group mode),
+    // unless the test sets WS_SERVER_ID.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let server_id = format!(
+        "tester-{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let sources = ws_realtime::source::kafka::kafka_sources(kafka, &publish, &server_id, timings)
+        .expect("valid Kafka sources");
+    let mut config = ServerConfig::for_testing(SECRET);
+    config.api_key = Some(API_KEY.to_owned());
+    config.publish = publish;
+    let sources: Vec<Box<dyn ws_realtime::source::Source>> = sources
+        .into_iter()
+        .map(|s| Box::new(s) as Box<dyn ws_realtime::source::Source>)
+        .collect();
+    ws_realtime::shell::start(config, sources)
+        .await
+        .expect("a loopback server starts")
+}
+
+/// `POST path` with a JSON `body` and the API key: the status and the JSON
+/// answer.
+pub async fn post_json(address: SocketAddr, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut stream = timeout(WAIT, TcpStream::connect(address))
+        .await
+        .unwrap()
+        .unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nX-API-Key: {API_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text}"));
+    let (_, json) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no body: {text}"));
+    let json = serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {json}"));
+    (status, json)
+}
+
+/// Whether a `message` frame's `pos` is the position a publish answer gave:
+/// the same `topic:partition:offset`, or (before positions named their
+/// topic) the same `partition:offset`.
+pub fn same_position(frame_pos: &serde_json::Value, answered: &serde_json::Value) -> bool {
+    let (Some(frame), Some(answered)) = (frame_pos.as_str(), answered.as_str()) else {
+        return false;
+    };
+    frame == answered
+        || answered
+            .split_once(':')
+            .is_some_and(|(_, rest)| rest == frame)
 }

@@ -49,6 +49,14 @@ pub struct KafkaConfig {
     pub properties: BTreeMap<String, String>,
     /// Turns (topic, key, payload) into a channel.
     pub router: Router,
+    /// The topic `POST /api/publish` produces to (`WS_PUBLISH_VIA=kafka`),
+    /// consumed by this source and routed by its key (the channel); set by
+    /// [`KafkaConfig::with_publish_topic`].
+    pub publish_topic: Option<String>,
+    /// `group.instance.id` in `group` mode (`WS_SERVER_ID`): static
+    /// membership lets a restarted replica take its partitions back at once
+    /// instead of waiting out the session timeout of its dead predecessor.
+    pub static_member: Option<String>,
 }
 
 const TOPICS_VAR: &str = "WS_KAFKA_TOPICS";
@@ -97,7 +105,69 @@ impl KafkaConfig {
             start,
             properties,
             router,
+            publish_topic: None,
+            static_member: settings.get("WS_SERVER_ID").map(|id| id.trim().to_owned()),
         })
+    }
+
+    /// This configuration also consuming the publish topic `topic`, each
+    /// record routed to the channel in its key. Refuses a configured route
+    /// for that topic (it would send publishes to the wrong channel), and in
+    /// `group` mode a topic entry naming or matching it (the group would
+    /// share what every replica must read: see [`KafkaConfig::publish_companion`]).
+    pub fn with_publish_topic(mut self, topic: &str) -> Result<KafkaConfig, ConfigError> {
+        if self.router.has_route_for(topic) {
+            return Err(ConfigError::invalid(
+                ROUTES_VAR,
+                topic,
+                &format!(
+                    "no route for the publish topic {topic:?} (WS_PUBLISH_TOPIC): its records \
+                     go to the channel in their key; remove the route or change WS_PUBLISH_TOPIC"
+                ),
+            ));
+        }
+        let listed = self.topics.iter().any(|t| names_topic(t, topic));
+        if self.mode == KafkaMode::Group && listed {
+            return Err(ConfigError::invalid(
+                TOPICS_VAR,
+                &self.topics.join(","),
+                &format!(
+                    "topics without the publish topic {topic:?} (WS_PUBLISH_TOPIC) in group mode: \
+                     every replica reads it in broadcast mode by itself"
+                ),
+            ));
+        }
+        let route = Route::new(topic, Template::parse("{key}").expect("a valid template"))
+            .expect("a topic name is not a regex");
+        self.router.prepend(route);
+        if self.mode == KafkaMode::Broadcast && !self.topics.iter().any(|t| t == topic) {
+            self.topics.push(topic.to_owned());
+        }
+        self.publish_topic = Some(topic.to_owned());
+        Ok(self)
+    }
+
+    /// In `group` mode, the second consumer every replica runs for the
+    /// publish topic: broadcast mode (its own group), only that topic.
+    /// `None` in broadcast mode, where the one consumer reads it already.
+    pub fn publish_companion(&self) -> Option<KafkaConfig> {
+        let topic = self.publish_topic.as_ref()?;
+        (self.mode == KafkaMode::Group).then(|| KafkaConfig {
+            topics: vec![topic.clone()],
+            mode: KafkaMode::Broadcast,
+            static_member: None,
+            ..self.clone()
+        })
+    }
+}
+
+/// Whether the `WS_KAFKA_TOPICS` entry `entry` (a name or a `^regex`)
+/// covers `topic`.
+fn names_topic(entry: &str, topic: &str) -> bool {
+    if entry.starts_with('^') {
+        regex::Regex::new(entry).is_ok_and(|r| r.is_match(topic))
+    } else {
+        entry == topic
     }
 }
 
@@ -278,6 +348,70 @@ mod tests {
             let err = KafkaConfig::from_settings(&s).unwrap_err();
             assert!(err.to_string().contains("WS_KAFKA_ROUTES"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn the_publish_topic_is_consumed_and_routed_by_key() {
+        let config = KafkaConfig::from_settings(&Settings::from_pairs([(
+            "WS_KAFKA_ROUTES",
+            r"^market\..*=market",
+        )]))
+        .unwrap()
+        .with_publish_topic("ws-realtime-publish")
+        .unwrap();
+        assert_eq!(
+            config.topics,
+            ["lines", "order_book", "analytics", "ws-realtime-publish"]
+        );
+        let routed = config
+            .router
+            .route("ws-realtime-publish", Some(b"trade:AAPL"), b"{}");
+        assert_eq!(routed.channel, "trade:AAPL");
+        assert!(
+            config.publish_companion().is_none(),
+            "one consumer reads both"
+        );
+    }
+
+    #[test]
+    fn a_route_for_the_publish_topic_is_refused_naming_the_variable() {
+        for routes in ["ws-realtime-publish=x", r"^ws-.*=x", r"^.*=other"] {
+            let err =
+                KafkaConfig::from_settings(&Settings::from_pairs([("WS_KAFKA_ROUTES", routes)]))
+                    .unwrap()
+                    .with_publish_topic("ws-realtime-publish")
+                    .unwrap_err();
+            assert!(
+                err.to_string().contains("WS_KAFKA_ROUTES"),
+                "{routes}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn group_mode_reads_the_publish_topic_in_a_broadcast_companion() {
+        let config = KafkaConfig::from_settings(&Settings::from_pairs([
+            ("WS_KAFKA_MODE", "group"),
+            ("WS_KAFKA_TOPICS", "orders"),
+            ("WS_SERVER_ID", "replica-1"),
+        ]))
+        .unwrap()
+        .with_publish_topic("pub")
+        .unwrap();
+        assert_eq!(config.topics, ["orders"], "the group does not share it");
+        assert_eq!(config.static_member.as_deref(), Some("replica-1"));
+        let companion = config.publish_companion().unwrap();
+        assert_eq!(companion.topics, ["pub"]);
+        assert_eq!(companion.mode, KafkaMode::Broadcast);
+        assert_eq!(companion.static_member, None);
+        let err = KafkaConfig::from_settings(&Settings::from_pairs([
+            ("WS_KAFKA_MODE", "group"),
+            ("WS_KAFKA_TOPICS", "orders,^pu.*"),
+        ]))
+        .unwrap()
+        .with_publish_topic("pub")
+        .unwrap_err();
+        assert!(err.to_string().contains("WS_KAFKA_TOPICS"), "{err}");
     }
 
     #[test]

@@ -63,6 +63,7 @@ pub(crate) fn client_config(config: &KafkaConfig, instance_id: Option<&str>) -> 
         // noticed within this interval.
         .set("topic.metadata.refresh.interval.ms", "10000")
         .set("allow.auto.create.topics", "false");
+    latency_defaults(&mut client);
     let reset = match config.start {
         StartPosition::Latest => "latest",
         // A tail longer than the partition is out of range; it then starts
@@ -83,13 +84,42 @@ pub(crate) fn client_config(config: &KafkaConfig, instance_id: Option<&str>) -> 
                 .set("enable.auto.commit", "true")
                 .set("auto.commit.interval.ms", "1000")
                 // Offsets are stored by hand once the core has the message.
-                .set("enable.auto.offset.store", "false");
+                .set("enable.auto.offset.store", "false")
+                // A member that dies for good holds its partitions this
+                // long (librdkafka's default is 45 s).
+                .set("session.timeout.ms", GROUP_SESSION_TIMEOUT_MS);
+            if let Some(member) = &config.static_member {
+                // Static membership: a restarted replica with the same id
+                // takes its partitions back at once, without a rebalance.
+                client.set("group.instance.id", member);
+            }
         }
     }
     for (name, value) in &config.properties {
         client.set(name, value);
     }
     client
+}
+
+/// The `group` mode session timeout: how long the partitions of a replica
+/// that died without leaving stay unread (a static member does not leave the
+/// group on shutdown either, so this also bounds the stall of a scale-down).
+pub(crate) const GROUP_SESSION_TIMEOUT_MS: &str = "10000";
+
+/// Longest a fetch waits on an idle partition. librdkafka's default (500 ms)
+/// is invisible on a broker that answers as soon as data arrives, but some
+/// Kafka-protocol brokers (tansu, librdkafka's mock cluster) hold every fetch
+/// for the full wait, and a record landing meanwhile waits with it. 5 ms
+/// bounds that added latency; the cost is up to 200 empty fetch requests
+/// per second per broker connection while idle.
+pub(crate) const FETCH_WAIT_MAX_MS: &str = "5";
+
+/// Low-latency settings shared by the consumer and the publish producer.
+pub(crate) fn latency_defaults(client: &mut ClientConfig) {
+    client
+        .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS)
+        // Small requests must not wait for the peer's delayed ACK.
+        .set("socket.nagle.disable", "true");
 }
 
 /// A suffix unique to this consumer so every replica (and every source in
@@ -247,10 +277,12 @@ impl Record {
         Publish {
             channel: routed.channel,
             pos: Some(Position::Offset {
+                topic: self.topic.clone(),
                 partition: self.partition,
                 offset: self.offset,
             }),
             payload: self.payload.clone(),
+            key: self.key.clone().map(Bytes::from),
         }
     }
 }
@@ -502,6 +534,36 @@ mod tests {
         assert_eq!(client.get("group.id"), Some("gw"));
         assert_eq!(client.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(client.get("enable.auto.commit"), Some("true"));
+        assert_eq!(client.get("session.timeout.ms"), Some("10000"));
+        assert_eq!(client.get("group.instance.id"), None);
+        let mut config = config;
+        config.static_member = Some("replica-2".into());
+        let client = client_config(&config, None);
+        assert_eq!(client.get("group.instance.id"), Some("replica-2"));
+        let broadcast = client_config(
+            &super::super::KafkaConfig {
+                mode: KafkaMode::Broadcast,
+                ..config
+            },
+            None,
+        );
+        assert_eq!(
+            broadcast.get("group.instance.id"),
+            None,
+            "broadcast groups have one member"
+        );
+    }
+
+    #[test]
+    fn fetches_wait_briefly_so_records_are_not_held_by_the_broker() {
+        let client = client_config(&config(&[]), None);
+        assert_eq!(client.get("fetch.wait.max.ms"), Some("5"));
+        assert_eq!(client.get("socket.nagle.disable"), Some("true"));
+        let overridden = client_config(
+            &config(&[("WS_KAFKA_PROPERTY_FETCH_WAIT_MAX_MS", "100")]),
+            None,
+        );
+        assert_eq!(overridden.get("fetch.wait.max.ms"), Some("100"));
     }
 
     #[test]

@@ -118,6 +118,23 @@ impl ClientContext for KafkaContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if error
+            .rdkafka_error_code()
+            .is_some_and(|code| matches!(code, RDKafkaErrorCode::FencedInstanceId))
+            || reason.contains("FENCED_INSTANCE_ID")
+        {
+            // Static membership: another consumer joined the group with this
+            // replica's group.instance.id, and the broker fenced this one.
+            tracing::error!(
+                reason,
+                "kafka: another replica joined the consumer group with the same WS_SERVER_ID; \
+                 this one no longer consumes: every replica needs its own WS_SERVER_ID in group mode"
+            );
+            self.health.not_ready(
+                "fenced: another replica uses the same WS_SERVER_ID (group.instance.id)".to_owned(),
+            );
+            return;
+        }
         let connectivity = error
             .rdkafka_error_code()
             .is_some_and(is_connectivity_error);

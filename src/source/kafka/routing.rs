@@ -232,6 +232,16 @@ impl Router {
         Router { routes, fallback }
     }
 
+    /// Whether a configured route applies to `topic` (by name or regex).
+    pub fn has_route_for(&self, topic: &str) -> bool {
+        self.routes.iter().any(|r| r.matches(topic))
+    }
+
+    /// Puts `route` before every configured one, so it wins for its topics.
+    pub fn prepend(&mut self, route: Route) {
+        self.routes.insert(0, route);
+    }
+
     /// The channel for one message. Never panics; always a valid channel.
     pub fn route(&self, topic: &str, key: Option<&[u8]>, payload: &[u8]) -> Routed {
         let mut json = JsonCache {

@@ -25,6 +25,7 @@ use crate::source::{PublishSink, Source, SourceContext, SourceFuture};
 
 mod config;
 mod outage;
+pub mod publisher;
 
 pub use config::{DEFAULT_CHANNEL_PREFIX, DEFAULT_PATTERNS, DEFAULT_URL, RedisConfig};
 use outage::{Backoff, Outage};
@@ -37,12 +38,23 @@ const NAME: &str = "redis";
 pub struct RedisSource {
     /// What to connect to and subscribe to.
     config: RedisConfig,
+    /// `WS_PUBLISH_VIA=redis`: the publisher `POST /api/publish` uses.
+    publisher: Option<Arc<publisher::RedisPublisher>>,
 }
 
 impl RedisSource {
     /// A source that will connect when run.
     pub fn new(config: RedisConfig) -> RedisSource {
-        RedisSource { config }
+        RedisSource {
+            config,
+            publisher: None,
+        }
+    }
+
+    /// The same source, also the bus of `POST /api/publish`.
+    pub fn with_publisher(mut self) -> Result<RedisSource, redis::RedisError> {
+        self.publisher = Some(Arc::new(publisher::RedisPublisher::new(&self.config)?));
+        Ok(self)
     }
 }
 
@@ -53,6 +65,10 @@ impl Source for RedisSource {
 
     fn run(self: Box<Self>, ctx: SourceContext) -> SourceFuture {
         Box::pin(run(self.config, ctx))
+    }
+
+    fn bus(&self) -> Option<crate::source::bus::Bus> {
+        self.publisher.clone().map(crate::source::bus::Bus::Redis)
     }
 }
 
@@ -259,6 +275,7 @@ fn to_publish(config: &RedisConfig, message: &redis::Msg, metrics: &Metrics) -> 
         channel: channel.to_owned(),
         pos: None,
         payload: Bytes::copy_from_slice(message.get_payload_bytes()),
+        key: None,
     })
 }
 
