@@ -47,7 +47,7 @@ fn drain(core: &mut Core, now: Instant) {
                 black_box(&transmit.frames);
                 core.handle_write_complete(now, transmit.conn);
             }
-            Some(Output::Disconnect(_) | Output::Event(_)) => {}
+            Some(Output::Disconnect(_) | Output::Event(_) | Output::Verify(_)) => {}
             Some(Output::Timeout(_)) | None => break,
         }
     }
@@ -407,7 +407,7 @@ fn deflate_fan_out(c: &mut Criterion) {
                                 black_box(&transmit.frames);
                                 core.handle_write_complete(now, transmit.conn);
                             }
-                            Some(Output::Disconnect(_) | Output::Event(_)) => {}
+                            Some(Output::Disconnect(_) | Output::Event(_) | Output::Verify(_)) => {}
                             Some(Output::Timeout(_)) | None => break,
                         }
                     }

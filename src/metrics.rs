@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 use crate::core::{CloseReason, DropReason, Event, Stats};
 
 /// Every `reason` of `websocket_connections_closed_total`, exposed at zero.
-const CLOSE_REASONS: [CloseReason; 9] = [
+const CLOSE_REASONS: [CloseReason; 11] = [
     CloseReason::ClientClosed,
     CloseReason::ConnectionLost,
     CloseReason::SlowConsumer,
@@ -25,6 +25,8 @@ const CLOSE_REASONS: [CloseReason; 9] = [
     CloseReason::FrameTooBig,
     CloseReason::Shutdown,
     CloseReason::BadCompressedData,
+    CloseReason::ProtocolError,
+    CloseReason::InvalidUtf8,
 ];
 
 /// Every `reason` of `websocket_messages_dropped_total`, exposed at zero.

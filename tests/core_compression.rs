@@ -34,7 +34,7 @@ fn written(h: &mut Harness, conns: &[ConnId]) -> Vec<Vec<Bytes>> {
                 }
                 h.core.handle_write_complete(h.now, transmit.conn);
             }
-            Some(Output::Disconnect(_) | Output::Event(_)) => {}
+            Some(Output::Disconnect(_) | Output::Event(_) | Output::Verify(_)) => {}
             Some(Output::Timeout(_)) | None => break,
         }
     }

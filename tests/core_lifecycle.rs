@@ -80,9 +80,13 @@ fn expired_token_closes_with_1008() {
     h.advance(Duration::from_secs(4));
     assert!(!h.core.inspect(conn).expect("open").closing);
     h.advance(Duration::from_secs(1));
+    // A token shorter-lived than the refresh lead is asked for at once.
     assert_eq!(
         h.drain(conn),
-        [Received::Close(1008, "token expired".into())]
+        [
+            Received::Json(json!({"type":"refresh_required","expiresAt":ANCHOR_UNIX_MS + 5_000})),
+            Received::Close(1008, "token expired".into())
+        ]
     );
     assert!(h.events().iter().any(|e| matches!(
         e,
@@ -171,12 +175,36 @@ fn oversized_frame_closes_with_1009() {
 }
 
 #[test]
+fn text_that_is_not_utf8_is_closed_with_1007_not_answered() {
+    let mut h = Harness::default();
+    let conn = h.open("u");
+    h.core.handle_text(h.now, conn, b"\xff\xfe");
+    assert_eq!(
+        h.drain(conn),
+        [Received::Close(1007, "invalid UTF-8".into())]
+    );
+    assert_eq!(h.disconnects(), [conn]);
+}
+
+#[test]
+fn a_protocol_violation_is_closed_with_1002() {
+    let mut h = Harness::default();
+    let conn = h.open("u");
+    h.core.handle_protocol_violation(h.now, conn);
+    assert_eq!(
+        h.drain(conn),
+        [Received::Close(1002, "protocol error".into())]
+    );
+    assert_eq!(h.disconnects(), [conn]);
+}
+
+#[test]
 fn bad_frames_get_error_frames_with_stable_codes() {
     let mut h = Harness::default();
     let conn = h.open("u");
     h.core.handle_binary(h.now, conn);
-    h.core.handle_text(h.now, conn, b"\xff\xfe");
     h.core.handle_text(h.now, conn, b"{not json");
+    h.core.handle_text(h.now, conn, b"[1]");
     h.text(conn, json!({"type":"dance","id":9}));
     let frames = h.json(conn);
     let codes: Vec<&str> = frames

@@ -535,25 +535,41 @@ impl World {
                 self.config.client_buffer_bytes,
             );
             if state.closing {
+                let (control_frames, control_bytes) = self.core.control_bound();
                 prop_assert!(
-                    state.held_frames <= max_frames + 1 && state.held_bytes <= max_bytes + 128
+                    state.held_frames <= max_frames + control_frames + 1
+                        && state.held_bytes <= max_bytes + control_bytes + 128
                 );
                 prop_assert!(
                     state.channels.is_empty(),
                     "a closing connection still subscribed"
                 );
             } else {
+                let (messages, message_bytes) = (
+                    state.held_frames - state.held_control_frames,
+                    state.held_bytes - state.held_control_bytes,
+                );
                 prop_assert!(
-                    state.held_frames <= max_frames,
-                    "{} frames held, bound {}",
-                    state.held_frames,
+                    messages <= max_frames,
+                    "{} message frames held, bound {}",
+                    messages,
                     max_frames
                 );
                 prop_assert!(
-                    state.held_bytes <= max_bytes,
-                    "{} bytes held, bound {}",
-                    state.held_bytes,
+                    message_bytes <= max_bytes,
+                    "{} message bytes held, bound {}",
+                    message_bytes,
                     max_bytes
+                );
+                let (control_frames, control_bytes) = self.core.control_bound();
+                prop_assert!(
+                    state.held_control_frames <= control_frames
+                        && state.held_control_bytes <= control_bytes,
+                    "{} control frames / {} bytes held, bound {} / {}",
+                    state.held_control_frames,
+                    state.held_control_bytes,
+                    control_frames,
+                    control_bytes
                 );
                 if state.held_frames == 0 && model.in_flight.is_none() {
                     let real: Vec<String> = state.channels.clone();

@@ -369,6 +369,20 @@ fn close_codes_and_reasons() {
         })
     );
     snapshot!(
+        "close_1002_protocol_error",
+        close_after(d(), None, |c| c
+            .core
+            .handle_protocol_violation(c.now, c.conn))
+    );
+    snapshot!(
+        "close_1007_invalid_utf8",
+        close_after(d(), None, |c| c.core.handle_text(
+            c.now,
+            c.conn,
+            b"\xc3\x28"
+        ))
+    );
+    snapshot!(
         "close_1009_frame_too_big",
         close_after(d(), None, |c| c.core.handle_frame_too_big(c.now, c.conn))
     );
@@ -378,4 +392,53 @@ fn close_codes_and_reasons() {
             .core
             .handle_bad_compressed_data(c.now, c.conn))
     );
+}
+
+#[test]
+fn refresh_frames() {
+    let exp = 1_768_384_800_000 + 120_000;
+    let quiet = CoreConfig {
+        heartbeat_interval: Duration::from_secs(3600),
+        connection_timeout: Duration::from_secs(7200),
+        ..CoreConfig::default()
+    };
+    let mut client = Client::with(quiet, Some(exp));
+    client.frames();
+    client.advance(Duration::from_secs(60));
+    snapshot!("refresh_required", json_of(&client.last()));
+
+    client.core.handle_text(
+        client.now,
+        client.conn,
+        br#"{"type":"refresh","token":"a.b.c","id":5}"#,
+    );
+    let request = client.core.poll_verify().expect("handed to the shell");
+    let refreshed = Identity {
+        user_id: "tester".into(),
+        roles: vec![],
+        channel_patterns: Some(vec!["lines".into()]),
+        expires_at_unix_ms: Some(exp + 3_600_000),
+    };
+    client.send(json!({"type":"subscribe","channels":["lines","trade:AAPL"],"id":4}));
+    client
+        .core
+        .handle_refresh_verified(client.now, client.conn, request.id, refreshed);
+    let frames = client.frames();
+    snapshot!("refreshed", json_of(&frames[0]));
+    snapshot!("unsubscribed_forbidden", json_of(&frames[1]));
+
+    client.core.handle_text(
+        client.now,
+        client.conn,
+        br#"{"type":"refresh","token":"x.y.z","id":6}"#,
+    );
+    let request = client.core.poll_verify().expect("handed to the shell");
+    client.core.handle_refresh_rejected(
+        client.now,
+        client.conn,
+        request.id,
+        "token_expired",
+        "the token expired at 1768384700 (Unix seconds); request a new token",
+    );
+    snapshot!("error_token_expired_on_refresh", json_of(&client.last()));
 }

@@ -1,6 +1,7 @@
 //! Configuration: `WS_*` environment variables over an optional TOML file,
 //! and the catalog that documents every one of them (`catalog.rs`).
 
+mod auth;
 pub mod catalog;
 pub(crate) mod history;
 pub mod publish;

@@ -158,6 +158,9 @@ pub struct CoreConfig {
     pub compression_min_bytes: usize,
     /// History, snapshots and recovery.
     pub history: HistoryConfig,
+    /// How long before a token's `exp` the server sends `refresh_required`
+    /// (`WS_AUTH_REFRESH_LEAD`); zero never asks.
+    pub refresh_lead: Duration,
 }
 
 impl Default for CoreConfig {
@@ -182,6 +185,7 @@ impl Default for CoreConfig {
             channel_rules: Vec::new(),
             compression_min_bytes: 256,
             history: HistoryConfig::default(),
+            refresh_lead: Duration::from_secs(60),
         }
     }
 }

@@ -50,4 +50,7 @@ pub(crate) struct Connection {
     /// What it agreed for permessage-deflate, if anything: decides whether
     /// it gets a message's shared compressed frame or the plain one.
     pub(crate) deflate: Option<Deflate>,
+    /// Whether a `refresh` token is with the shell for verification: one at
+    /// a time, so a flood of refreshes cannot queue unbounded work.
+    pub(crate) refresh_pending: bool,
 }

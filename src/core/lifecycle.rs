@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::connection::Connection;
-use super::outbound::{FrameKind, Outbound, Pushed};
+use super::outbound::{self, FrameKind, Outbound, Pushed};
 use super::rate_limit::TokenBucket;
 use super::timers::{Timer, TimerTable};
 use super::{CloseReason, ConnId, Core, DropReason, Event, Open, Refusal};
@@ -25,6 +25,8 @@ impl CloseReason {
             CloseReason::FrameTooBig => "frame too big",
             CloseReason::Shutdown => "server shutting down",
             CloseReason::BadCompressedData => "corrupt compressed data",
+            CloseReason::ProtocolError => "protocol error",
+            CloseReason::InvalidUtf8 => "invalid UTF-8",
         }
     }
 }
@@ -38,7 +40,7 @@ impl Core {
     }
 
     /// The instant at which Unix time reaches `unix_ms` (`now` if it already has).
-    fn instant_of_unix_ms(&self, now: Instant, unix_ms: u64) -> Instant {
+    pub(super) fn instant_of_unix_ms(&self, now: Instant, unix_ms: u64) -> Instant {
         let ahead = unix_ms.saturating_sub(self.unix_ms(now));
         now.checked_add(Duration::from_millis(ahead))
             .unwrap_or(now + Duration::from_secs(86_400 * 365 * 100))
@@ -68,9 +70,7 @@ impl Core {
         if !self.config.connection_timeout.is_zero() {
             timers.set(Timer::Idle, now + self.config.connection_timeout);
         }
-        if let Some(exp) = open.identity.expires_at_unix_ms {
-            timers.set(Timer::TokenExpiry, self.instant_of_unix_ms(now, exp));
-        }
+        self.arm_token_timers(now, &mut timers, open.identity.expires_at_unix_ms);
         let connected = server::connected(
             &connection_id,
             &open.identity.user_id,
@@ -86,6 +86,7 @@ impl Core {
             outbound: Outbound::new(
                 self.config.client_buffer_frames,
                 self.config.client_buffer_bytes,
+                outbound::control_bound(self.config.rate_limit_burst),
             ),
             rate: TokenBucket::new(
                 now,
@@ -97,6 +98,7 @@ impl Core {
             scheduled: None,
             in_ready: false,
             deflate: open.deflate,
+            refresh_pending: false,
         });
         self.deflate_connections += usize::from(open.deflate.is_some());
         let conn = ConnId(key);
@@ -180,6 +182,18 @@ impl Core {
         };
         self.mark_ready(conn);
         queued
+    }
+
+    /// Queues a control frame only if it fits its bound; false if it was
+    /// left out. For answers that are a courtesy (a `rate_limited` error
+    /// to a client that floods): their overflow must not close the
+    /// connection as a slow consumer when the rate limit is the truth.
+    pub(super) fn enqueue_if_room(&mut self, now: Instant, conn: ConnId, frame: Bytes) -> bool {
+        let fits = self
+            .conns
+            .get(conn.0)
+            .is_some_and(|c| c.closing.is_none() && c.outbound.control_fits(frame.len()));
+        fits && self.enqueue(now, conn, frame, FrameKind::Control)
     }
 
     fn count_drops(&mut self, conn: ConnId, count: u64, reason: DropReason) {
@@ -343,6 +357,7 @@ impl Core {
                     }
                 }
                 Timer::BatchFlush => self.flush_batch(now, conn),
+                Timer::RefreshDue => self.refresh_due(now, conn),
             }
         }
     }

@@ -36,6 +36,7 @@ mod outputs;
 mod permissions;
 mod rate_limit;
 mod recovery;
+mod refresh;
 mod requests;
 mod store;
 mod subscriptions;
@@ -48,7 +49,7 @@ pub(crate) use conn_map::ConnMap;
 pub use inputs::{ConnId, Identity, Open, Publish, PublishOutcome, Refusal};
 #[doc(hidden)]
 pub use outputs::ConnInspection;
-pub use outputs::{CloseReason, DropReason, Event, Output, Stats, Transmit};
+pub use outputs::{CloseReason, DropReason, Event, Output, Stats, Transmit, VerifyRequest};
 pub use store::HistoryStats;
 
 use connection::Connection;
@@ -160,6 +161,8 @@ pub struct Core {
     compression: compression::Compression,
     /// Open connections that negotiated permessage-deflate, for the gauge.
     deflate_connections: usize,
+    /// `refresh` tokens waiting for the shell to verify them.
+    refresh: refresh::RefreshQueue,
 }
 
 impl Core {
@@ -185,6 +188,7 @@ impl Core {
             opened_total: 0,
             fanout_scratch: Vec::new(),
             deflate_connections: 0,
+            refresh: refresh::RefreshQueue::default(),
         }
     }
 
@@ -237,6 +241,20 @@ impl Core {
                 conn,
                 CloseCode::InvalidPayload,
                 CloseReason::BadCompressedData,
+            );
+        }
+    }
+
+    /// The client broke the WebSocket protocol (the frame reader said so):
+    /// close 1002, then the socket is dropped once the close is written or
+    /// `slow_close_grace` passes. Nothing else it sent is processed.
+    pub fn handle_protocol_violation(&mut self, now: Instant, conn: ConnId) {
+        if self.touch(now, conn) {
+            self.begin_close(
+                now,
+                conn,
+                CloseCode::ProtocolError,
+                CloseReason::ProtocolError,
             );
         }
     }
@@ -317,6 +335,9 @@ impl Core {
         if let Some(event) = self.events.pop_front() {
             return Some(Output::Event(event));
         }
+        if let Some(request) = self.refresh.pop() {
+            return Some(Output::Verify(request));
+        }
         self.deadlines.first().map(|(at, _)| Output::Timeout(*at))
     }
 
@@ -356,6 +377,15 @@ impl Core {
         self.shutting_down && self.conns.is_empty()
     }
 
+    /// The bound on control frames (replies to a client's own requests,
+    /// pings) one connection may hold, as (frames, bytes): apart from the
+    /// message bound, so the answers to one read of requests never make a
+    /// reading client a slow consumer.
+    pub fn control_bound(&self) -> (usize, usize) {
+        let bound = outbound::control_bound(self.config.rate_limit_burst);
+        (bound.frames, bound.bytes)
+    }
+
     /// One connection's state, for property tests and fuzzing.
     #[doc(hidden)]
     pub fn inspect(&self, conn: ConnId) -> Option<ConnInspection> {
@@ -369,6 +399,8 @@ impl Core {
                 .collect(),
             held_frames: c.outbound.frames(),
             held_bytes: c.outbound.bytes(),
+            held_control_frames: c.outbound.control().frames,
+            held_control_bytes: c.outbound.control().bytes,
             closing: c.closing.is_some(),
             batched: c.batch.len(),
         })

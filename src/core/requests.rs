@@ -48,7 +48,13 @@ impl Core {
                 let message = format!(
                     "Too many frames: the limit is {per_second} per second; this frame was not processed. Slow down and retry."
                 );
-                self.reject(now, conn, None, ErrorCode::RateLimited, &message);
+                let error = server::error(None, ErrorCode::RateLimited, &message);
+                if self.enqueue_if_room(now, conn, error) {
+                    self.events.push_back(Event::FrameRejected {
+                        conn,
+                        code: ErrorCode::RateLimited,
+                    });
+                }
                 false
             }
             Verdict::Abusive => {
@@ -60,7 +66,7 @@ impl Core {
     }
 
     /// Answers with an `error` frame.
-    fn reject(
+    pub(super) fn reject(
         &mut self,
         now: Instant,
         conn: ConnId,
@@ -78,7 +84,20 @@ impl Core {
     }
 
     pub(super) fn text(&mut self, now: Instant, conn: ConnId, payload: &[u8]) {
-        if !self.touch(now, conn) || !self.admit(now, conn) {
+        if !self.touch(now, conn) {
+            return;
+        }
+        if std::str::from_utf8(payload).is_err() {
+            // RFC 6455 §8.1: an endpoint MUST fail the connection.
+            self.begin_close(
+                now,
+                conn,
+                CloseCode::InvalidPayload,
+                CloseReason::InvalidUtf8,
+            );
+            return;
+        }
+        if !self.admit(now, conn) {
             return;
         }
         match client::decode(payload) {
@@ -95,6 +114,7 @@ impl Core {
                 self.enqueue(now, conn, pong, FrameKind::Control);
             }
             Ok(ClientFrame::Pong) => {}
+            Ok(ClientFrame::Refresh { id, token }) => self.refresh_requested(now, conn, id, token),
             Err(err) => self.reject(now, conn, err.id.as_ref(), err.code(), &err.to_string()),
         }
     }

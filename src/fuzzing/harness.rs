@@ -54,6 +54,8 @@ const SERVER_FRAME_TYPES: &[&str] = &[
     "error",
     "pong",
     "ping",
+    "refresh_required",
+    "refreshed",
 ];
 
 /// What the harness knows about one connection the shell holds.
@@ -383,7 +385,8 @@ impl Harness {
                     Some(Output::Transmit(_)) => 0,
                     Some(Output::Disconnect(_)) => 1,
                     Some(Output::Event(_)) => 2,
-                    Some(Output::Timeout(_)) | None => 3,
+                    Some(Output::Verify(_)) => 3,
+                    Some(Output::Timeout(_)) | None => 4,
                 };
                 assert!(this_rank >= rank, "outputs out of order: {output:?}");
                 rank = this_rank;
@@ -406,6 +409,9 @@ impl Harness {
                         produced = true;
                         self.on_event(event);
                     }
+                    // This shell verifies nothing: the refresh stays pending
+                    // and the connection closes at its token's `exp`.
+                    Some(Output::Verify(_)) => produced = true,
                     Some(Output::Timeout(at)) => {
                         self.deadline = Some(at);
                         break;
@@ -482,17 +488,27 @@ impl Harness {
             subscriptions += model.channels.len();
             channels.extend(model.channels.iter().cloned());
             let close_room = usize::from(seen.closing);
+            let (messages, message_bytes) = (
+                seen.held_frames - seen.held_control_frames,
+                seen.held_bytes - seen.held_control_bytes,
+            );
             assert!(
-                seen.held_frames <= config.client_buffer_frames + close_room,
-                "{conn} holds {} frames, bound {}",
-                seen.held_frames,
+                messages <= config.client_buffer_frames + close_room,
+                "{conn} holds {messages} message frames, bound {}",
                 config.client_buffer_frames
             );
             assert!(
-                seen.held_bytes <= config.client_buffer_bytes + close_room * MAX_CLOSE_FRAME,
-                "{conn} holds {} bytes, bound {}",
-                seen.held_bytes,
+                message_bytes <= config.client_buffer_bytes + close_room * MAX_CLOSE_FRAME,
+                "{conn} holds {message_bytes} message bytes, bound {}",
                 config.client_buffer_bytes
+            );
+            let (control_frames, control_bytes) = self.core.control_bound();
+            assert!(
+                seen.held_control_frames <= control_frames
+                    && seen.held_control_bytes <= control_bytes,
+                "{conn} holds {} control frames / {} bytes, bound {control_frames} / {control_bytes}",
+                seen.held_control_frames,
+                seen.held_control_bytes
             );
             assert!(
                 seen.batched < config.batch_max.max(2),
@@ -702,6 +718,8 @@ fn check_close_code(conn: ConnId, model: &ConnModel) {
         CloseReason::Shutdown => 1001,
         CloseReason::FrameTooBig => 1009,
         CloseReason::BadCompressedData => 1007,
+        CloseReason::ProtocolError => 1002,
+        CloseReason::InvalidUtf8 => 1007,
         CloseReason::SlowConsumer | CloseReason::TokenExpired | CloseReason::RateLimitExceeded => {
             1008
         }

@@ -140,6 +140,7 @@ impl ConfigChoice {
                 max_bytes: 1024 + usize::from(self.history_bytes % 16_384),
                 epoch: "0".to_owned(),
             },
+            refresh_lead: Duration::from_secs(60),
         }
     }
 }

@@ -60,6 +60,13 @@ pub enum ClientFrame {
     },
     /// An answer to the server's app-level ping: activity only.
     Pong,
+    /// A fresh token for the same user, before the current one expires.
+    Refresh {
+        /// Echoed in `refreshed` or the `error`.
+        id: Option<RequestId>,
+        /// The new JWT (not yet verified).
+        token: String,
+    },
 }
 
 /// The stream-state parts of a `subscribe` (all optional).
@@ -88,10 +95,12 @@ pub enum DecodeErrorKind {
     #[error("The frame must be a JSON object with a \"type\" field.")]
     NotObject,
     /// No string `type` (or `action`).
-    #[error("The frame has no \"type\" field; use one of subscribe, unsubscribe, ping, pong.")]
+    #[error(
+        "The frame has no \"type\" field; use one of subscribe, unsubscribe, ping, pong, refresh."
+    )]
     MissingType,
     /// A `type` the server does not know.
-    #[error("Unknown frame type \"{0}\"; use one of subscribe, unsubscribe, ping, pong.")]
+    #[error("Unknown frame type \"{0}\"; use one of subscribe, unsubscribe, ping, pong, refresh.")]
     UnknownType(String),
     /// `id` is neither a number nor a string.
     #[error("The \"id\" field must be a number or a string.")]
@@ -128,6 +137,9 @@ pub enum DecodeErrorKind {
     /// Both `snapshot` and `history`.
     #[error("Ask for either \"snapshot\" or \"history\", not both.")]
     SnapshotAndHistory,
+    /// A `refresh` without a non-empty string `token`.
+    #[error("A refresh frame needs a \"token\": the new JWT as a string.")]
+    MissingToken,
 }
 
 /// A client frame that could not be decoded.
@@ -189,6 +201,13 @@ pub fn decode(payload: &[u8]) -> Result<ClientFrame, DecodeError> {
         }
         "ping" => Ok(ClientFrame::Ping { id }),
         "pong" => Ok(ClientFrame::Pong),
+        "refresh" => match object.get("token") {
+            Some(Value::String(token)) if !token.is_empty() => Ok(ClientFrame::Refresh {
+                id,
+                token: token.clone(),
+            }),
+            _ => Err(with_id(DecodeErrorKind::MissingToken)),
+        },
         other => {
             let shown: String = other.chars().take(64).collect();
             Err(with_id(DecodeErrorKind::UnknownType(shown)))
@@ -426,6 +445,11 @@ mod tests {
             subscribe_channels(r#"{"type":"subscribe","symbols":"aapl"}"#),
             ["trade:AAPL"]
         );
+        // Documented: one name, never split on commas.
+        assert_eq!(
+            subscribe_channels(r#"{"type":"subscribe","channels":"a,b"}"#),
+            ["a,b"]
+        );
     }
 
     #[test]
@@ -437,5 +461,29 @@ mod tests {
             })
         );
         assert_eq!(decode(br#"{"type":"pong"}"#), Ok(ClientFrame::Pong));
+    }
+
+    #[test]
+    fn refresh_carries_its_token_and_id() {
+        assert_eq!(
+            decode(br#"{"type":"refresh","token":"a.b.c","id":9}"#),
+            Ok(ClientFrame::Refresh {
+                id: Some(RequestId::Number(9.into())),
+                token: "a.b.c".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn refresh_without_a_string_token_is_a_bad_frame_keeping_the_id() {
+        for frame in [
+            &br#"{"type":"refresh","id":4}"#[..],
+            br#"{"type":"refresh","token":"","id":4}"#,
+            br#"{"type":"refresh","token":42,"id":4}"#,
+        ] {
+            let err = decode(frame).expect_err("no token");
+            assert_eq!(err.code(), ErrorCode::BadFrame);
+            assert_eq!(err.id, Some(RequestId::Number(4.into())));
+        }
     }
 }

@@ -21,6 +21,9 @@ pub enum ErrorCode {
     BinaryNotSupported,
     /// A malformed `since` cursor; the message names the channel.
     BadPosition,
+    /// A `refresh` was refused; the code says why (`token_expired`,
+    /// `invalid_token`, `unknown_key`, `sub_mismatch`, …).
+    TokenRefused(&'static str),
 }
 
 impl ErrorCode {
@@ -35,6 +38,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::BinaryNotSupported => "binary_not_supported",
             ErrorCode::BadPosition => "bad_position",
+            ErrorCode::TokenRefused(code) => code,
         }
     }
 }
@@ -46,8 +50,9 @@ pub enum CloseCode {
     Normal,
     /// 1001: server shutting down.
     GoingAway,
-    /// 1007: a message whose data is not what it claims (RFC 6455 §7.4.1);
-    /// the server sends it for corrupt compressed data.
+    /// 1002: the client broke the WebSocket protocol (RFC 6455 §7.4.1).
+    ProtocolError,
+    /// 1007: a text message that is not UTF-8 (RFC 6455 §8.1).
     InvalidPayload,
     /// 1008: policy violation (slow consumer, rate limit, token expired).
     Policy,
@@ -63,6 +68,7 @@ impl CloseCode {
         match self {
             CloseCode::Normal => 1000,
             CloseCode::GoingAway => 1001,
+            CloseCode::ProtocolError => 1002,
             CloseCode::InvalidPayload => 1007,
             CloseCode::Policy => 1008,
             CloseCode::TooBig => 1009,

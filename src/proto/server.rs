@@ -340,6 +340,47 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (year, month, day)
 }
 
+/// `{"type":"refresh_required","expiresAt":…}`: the connection's token
+/// expires at `expires_at_unix_ms`; send a `refresh` before then.
+pub fn refresh_required(expires_at_unix_ms: u64) -> Bytes {
+    let mut w = FrameWriter::with_capacity(56);
+    w.raw(b"{\"type\":\"refresh_required\",\"expiresAt\":")
+        .number(expires_at_unix_ms)
+        .raw(b"}");
+    w.frame()
+}
+
+/// `{"type":"refreshed","id":…,"expiresAt":…}`: the new token is in use;
+/// `expiresAt` is omitted when it has no `exp`.
+pub fn refreshed(id: Option<&RequestId>, expires_at_unix_ms: Option<u64>) -> Bytes {
+    let mut w = FrameWriter::with_capacity(64);
+    w.raw(b"{\"type\":\"refreshed\"").id_field(id);
+    if let Some(at) = expires_at_unix_ms {
+        w.raw(b",\"expiresAt\":").number(at);
+    }
+    w.raw(b"}");
+    w.frame()
+}
+
+/// `{"type":"unsubscribed","channels":…,"current":…,"reason":…}`: channels
+/// the server removed on its own (`reason` `forbidden`: a refreshed token
+/// no longer allows them).
+pub fn unsubscribed_by_server<'a>(
+    channels: &[String],
+    current: impl IntoIterator<Item = &'a str>,
+    reason: &str,
+) -> Bytes {
+    let mut w = FrameWriter::with_capacity(80 + 16 * channels.len());
+    w.raw(b"{\"type\":\"unsubscribed\",\"channels\":")
+        .string_array(channels.iter().map(String::as_str))
+        .raw(b",\"current\":")
+        .string_array(current)
+        .raw(b",\"reason\":")
+        .string(reason)
+        .raw(b"}");
+    w.frame()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
