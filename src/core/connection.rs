@@ -9,6 +9,7 @@ use super::outbound::Outbound;
 use super::rate_limit::TokenBucket;
 use super::timers::TimerTable;
 use super::{CloseReason, Identity};
+use crate::proto::deflate_offer::Deflate;
 
 /// One message waiting in a JSON-array batch.
 #[derive(Debug, Clone)]
@@ -46,6 +47,9 @@ pub(crate) struct Connection {
     pub(crate) scheduled: Option<Instant>,
     /// Whether it is already in the core's ready list, so it is listed once.
     pub(crate) in_ready: bool,
+    /// What it agreed for permessage-deflate, if anything: decides whether
+    /// it gets a message's shared compressed frame or the plain one.
+    pub(crate) deflate: Option<Deflate>,
     /// Whether a `refresh` token is with the shell for verification: one at
     /// a time, so a flood of refreshes cannot queue unbounded work.
     pub(crate) refresh_pending: bool,

@@ -24,6 +24,7 @@ impl CloseReason {
             CloseReason::RateLimitExceeded => "rate limit exceeded",
             CloseReason::FrameTooBig => "frame too big",
             CloseReason::Shutdown => "server shutting down",
+            CloseReason::BadCompressedData => "corrupt compressed data",
             CloseReason::ProtocolError => "protocol error",
             CloseReason::InvalidUtf8 => "invalid UTF-8",
         }
@@ -96,8 +97,10 @@ impl Core {
             batch: Vec::new(),
             scheduled: None,
             in_ready: false,
+            deflate: open.deflate,
             refresh_pending: false,
         });
+        self.deflate_connections += usize::from(open.deflate.is_some());
         let conn = ConnId(key);
         self.events.push_back(Event::Opened {
             conn,
@@ -274,6 +277,7 @@ impl Core {
             }
         }
         self.subscriptions.remove_conn(conn);
+        self.deflate_connections -= usize::from(c.deflate.is_some());
         self.drop_replays(conn, None);
         self.events.push_back(Event::Closed {
             conn,

@@ -23,6 +23,7 @@ use slab::Slab;
 use crate::proto;
 use crate::proto::codes::CloseCode;
 
+mod compression;
 mod config;
 mod conn_map;
 mod connection;
@@ -160,6 +161,11 @@ pub struct Core {
     /// Reused buffer of a channel's subscribers during fan-out (the index
     /// cannot be borrowed while queues change).
     fanout_scratch: Vec<ConnId>,
+    /// The compressor and the frame compressed last, shared by every
+    /// connection that negotiated permessage-deflate.
+    compression: compression::Compression,
+    /// Open connections that negotiated permessage-deflate, for the gauge.
+    deflate_connections: usize,
     /// `refresh` tokens waiting for the shell to verify them.
     refresh: refresh::RefreshQueue,
 }
@@ -170,6 +176,7 @@ impl Core {
     /// clock itself.
     pub fn new(config: CoreConfig, now: Instant, unix_ms: u64) -> Core {
         Core {
+            compression: compression::Compression::new(config.compression_min_bytes),
             store: Store::new(config.history.clone()),
             replays: ConnMap::default(),
             config,
@@ -185,6 +192,7 @@ impl Core {
             shutting_down: false,
             opened_total: 0,
             fanout_scratch: Vec::new(),
+            deflate_connections: 0,
             refresh: refresh::RefreshQueue::default(),
         }
     }
@@ -226,6 +234,19 @@ impl Core {
     pub fn handle_frame_too_big(&mut self, now: Instant, conn: ConnId) {
         if self.touch(now, conn) {
             self.begin_close(now, conn, CloseCode::TooBig, CloseReason::FrameTooBig);
+        }
+    }
+
+    /// The client sent a compressed message that is not valid DEFLATE:
+    /// close 1007 (RFC 7692 §8.1 fails the connection).
+    pub fn handle_bad_compressed_data(&mut self, now: Instant, conn: ConnId) {
+        if self.touch(now, conn) {
+            self.begin_close(
+                now,
+                conn,
+                CloseCode::InvalidPayload,
+                CloseReason::BadCompressedData,
+            );
         }
     }
 
@@ -350,6 +371,8 @@ impl Core {
             connections: self.conns.len(),
             subscriptions: self.subscriptions.pair_count(),
             channels: self.subscriptions.channel_count(),
+            deflate_connections: self.deflate_connections,
+            compression_saved_bytes: self.compression.saved_bytes(),
             history: self.store.stats(),
         }
     }
