@@ -35,6 +35,9 @@ fn drain(core: &mut Core, now: Instant) {
             Some(Output::Event(event)) => {
                 black_box(event);
             }
+            Some(Output::Verify(request)) => {
+                black_box(request);
+            }
             Some(Output::Timeout(at)) => {
                 black_box(at);
                 break;
@@ -82,10 +85,12 @@ fn main() {
             Publish {
                 channel: "lines".into(),
                 pos: Some(Position::Offset {
+                    topic: "lines".to_owned(),
                     partition: 0,
                     offset,
                 }),
                 payload: Bytes::from_static(PAYLOAD),
+                key: None,
             },
         );
         delivered += outcome.delivered;

@@ -10,7 +10,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 
 use ws_realtime::core::{ConnId, Core, CoreConfig, Identity, Open, Output, Publish};
 use ws_realtime::proto::position::Position;
-use ws_realtime::proto::server;
+use ws_realtime::proto::server::{self, MessagePos};
 
 const PAYLOAD: &[u8] = br#"{"symbol":"AAPL","bid":187.25,"ask":187.27,"last":187.26,"volume":1234567,"timestamp":1705238400000}"#;
 
@@ -40,17 +40,22 @@ fn drain(core: &mut Core, now: Instant) {
                 black_box(&transmit.frames);
                 core.handle_write_complete(now, transmit.conn);
             }
-            Some(Output::Disconnect(_) | Output::Event(_)) => {}
+            Some(Output::Disconnect(_) | Output::Event(_) | Output::Verify(_)) => {}
             Some(Output::Timeout(_)) | None => break,
         }
     }
 }
 
 fn core_with_subscribers(n: usize, now: Instant) -> Core {
+    core_with(n, now, CoreConfig::default())
+}
+
+/// `n` subscribers of `lines` on a core built from `config`.
+fn core_with(n: usize, now: Instant, config: CoreConfig) -> Core {
     let config = CoreConfig {
         max_connections: 0,
         rate_limit_per_second: 0,
-        ..CoreConfig::default()
+        ..config
     };
     let mut core = Core::new(config, now, 1_705_238_400_000);
     for user in 0..n {
@@ -66,13 +71,59 @@ fn publish(core: &mut Core, now: Instant, offset: i64) {
         Publish {
             channel: "lines".into(),
             pos: Some(Position::Offset {
+                topic: "lines".to_owned(),
                 partition: 0,
                 offset,
             }),
             payload: Bytes::from_static(PAYLOAD),
+            key: None,
         },
     );
     black_box(outcome);
+}
+
+/// Fan-out with history on (the default, 1 000 per channel) against off:
+/// storing is O(1) per message and shares the frame, so the two should be
+/// within noise of each other.
+fn history(c: &mut Criterion) {
+    let mut group = c.benchmark_group("history");
+    for n in [10usize, 1_000] {
+        let now = Instant::now();
+        group.throughput(Throughput::Elements(n as u64));
+        for (label, messages) in [("on", 1000), ("off", 0)] {
+            let mut config = CoreConfig::default();
+            config.history.defaults.messages = messages;
+            let mut core = core_with(n, now, config);
+            let mut offset = 0;
+            let id = format!("publish_and_write_history_{label}");
+            group.bench_with_input(BenchmarkId::new(id, n), &n, |b, _| {
+                b.iter(|| {
+                    offset += 1;
+                    publish(&mut core, now, offset);
+                    drain(&mut core, now);
+                })
+            });
+        }
+    }
+    // One reconnecting client recovering 500 missed messages: the replay is
+    // the stored frames, fed half a queue at a time as writes complete.
+    let now = Instant::now();
+    let mut core = core_with(0, now, CoreConfig::default());
+    for offset in 1..=500 {
+        publish(&mut core, now, offset);
+    }
+    let subscribe = br#"{"type":"subscribe","channels":["lines"],"since":{"lines":"lines:0:0"}}"#;
+    group.throughput(Throughput::Elements(500));
+    group.bench_function("recover_500", |b| {
+        b.iter(|| {
+            let conn = open(&mut core, now, 1, vec![]);
+            core.handle_text(now, conn, subscribe);
+            drain(&mut core, now);
+            core.handle_closed(now, conn);
+            drain(&mut core, now);
+        })
+    });
+    group.finish();
 }
 
 fn fan_out(c: &mut Criterion) {
@@ -120,7 +171,8 @@ fn encoding(c: &mut Criterion) {
         b.iter(|| {
             server::message(
                 "lines",
-                Position::Offset {
+                MessagePos::Offset {
+                    topic: "lines",
                     partition: 0,
                     offset: 1234,
                 },
@@ -129,10 +181,28 @@ fn encoding(c: &mut Criterion) {
         })
     });
     group.bench_function("text", |b| {
-        b.iter(|| server::message("lines", Position::Sequence(17), black_box(text)))
+        b.iter(|| {
+            server::message(
+                "lines",
+                MessagePos::Sequence {
+                    epoch: "9f3a2c1d",
+                    seq: 17,
+                },
+                black_box(text),
+            )
+        })
     });
     group.bench_function("binary_256", |b| {
-        b.iter(|| server::message("lines", Position::Sequence(17), black_box(&binary)))
+        b.iter(|| {
+            server::message(
+                "lines",
+                MessagePos::Sequence {
+                    epoch: "9f3a2c1d",
+                    seq: 17,
+                },
+                black_box(&binary),
+            )
+        })
     });
     group.finish();
 }
@@ -159,5 +229,5 @@ fn churn(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, fan_out, encoding, churn);
+criterion_group!(benches, fan_out, history, encoding, churn);
 criterion_main!(benches);

@@ -15,7 +15,10 @@
 # and WS_TLS_KEY_FILE. The module relies on that
 # absolute-path form only, not on the server's lookup of bare names in
 # $CREDENTIALS_DIRECTORY, so the secret never enters the Nix store and is
-# readable by the service alone.
+# readable by the service alone. A PEM public key (`authPublicKeyFile`) goes
+# the same way (WS_AUTH_PUBLIC_KEY_FILE=%d/auth-public-key). A JWKS file
+# (`authJwksFile`) is public and is reloaded when it changes, so its path is
+# passed as is (a credential would be a copy taken at start).
 {
   config,
   lib,
@@ -225,6 +228,41 @@ in
       '';
     };
 
+    authPublicKeyFile = mkOption {
+      type = types.nullOr secretPath;
+      default = null;
+      example = "/var/lib/secrets/ws-realtime/idp-public.pem";
+      description = ''
+        A single PEM public key (RSA, P-256, P-384 or Ed25519) that verifies
+        client tokens signed by an identity provider
+        (`WS_AUTH_PUBLIC_KEY_FILE`). Passed with `LoadCredential`.
+      '';
+    };
+
+    authJwksUrl = mkOption {
+      type = types.nullOr (types.strMatching "https?://.+");
+      default = null;
+      example = "https://idp.example.com/realms/trading/protocol/openid-connect/certs";
+      description = ''
+        The identity provider's JWKS (`WS_AUTH_JWKS_URL`), fetched over
+        HTTPS and refreshed periodically and whenever a token names an
+        unknown key id. An unreachable URL at start does not stop the
+        service: `/ready` says why until the keys are loaded.
+      '';
+    };
+
+    authJwksFile = mkOption {
+      type = types.nullOr secretPath;
+      default = null;
+      example = "/etc/ws-realtime/jwks.json";
+      description = ''
+        A JWKS document on disk instead of {option}`authJwksUrl`
+        (`WS_AUTH_JWKS_FILE`), reloaded when it changes. It holds public
+        keys only, so it is read in place and must be readable by the
+        service's dynamic user.
+      '';
+    };
+
     tls = {
       certFile = mkOption {
         type = types.nullOr secretPath;
@@ -300,13 +338,21 @@ in
       {
         assertion =
           cfg.authSecretFile != null
+          || cfg.authPublicKeyFile != null
+          || cfg.authJwksUrl != null
+          || cfg.authJwksFile != null
           || cfg.environmentFile != null
           || cfg.extraEnvironment ? WS_AUTH_SECRET_FILE;
         message = ''
-          services.ws-realtime needs the HS256 token secret: set
-          services.ws-realtime.authSecretFile, or WS_AUTH_SECRET in
+          services.ws-realtime needs a way to verify tokens: set
+          services.ws-realtime.authSecretFile (HS256), authPublicKeyFile,
+          authJwksUrl or authJwksFile, or WS_AUTH_SECRET in
           services.ws-realtime.environmentFile.
         '';
+      }
+      {
+        assertion = !(cfg.authJwksUrl != null && cfg.authJwksFile != null);
+        message = "services.ws-realtime: set authJwksUrl or authJwksFile, not both.";
       }
       {
         assertion = (cfg.tls.certFile == null) == (cfg.tls.keyFile == null);
@@ -347,12 +393,18 @@ in
 
         LoadCredential =
           lib.optional (cfg.authSecretFile != null) "auth-secret:${cfg.authSecretFile}"
+          ++ lib.optional (
+            cfg.authPublicKeyFile != null
+          ) "auth-public-key:${cfg.authPublicKeyFile}"
           ++ lib.optionals tlsEnabled [
             "tls-cert:${cfg.tls.certFile}"
             "tls-key:${cfg.tls.keyFile}"
           ];
         Environment =
           lib.optional (cfg.authSecretFile != null) "WS_AUTH_SECRET_FILE=%d/auth-secret"
+          ++ lib.optional (cfg.authPublicKeyFile != null) "WS_AUTH_PUBLIC_KEY_FILE=%d/auth-public-key"
+          ++ lib.optional (cfg.authJwksUrl != null) "WS_AUTH_JWKS_URL=${cfg.authJwksUrl}"
+          ++ lib.optional (cfg.authJwksFile != null) "WS_AUTH_JWKS_FILE=${cfg.authJwksFile}"
           ++ lib.optionals tlsEnabled [
             "WS_TLS_CERT_FILE=%d/tls-cert"
             "WS_TLS_KEY_FILE=%d/tls-key"

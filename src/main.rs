@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 
 use cli::{Cli, Command};
 use ws_realtime::config::{LogFormat, ServerConfig, Settings};
-use ws_realtime::shell::{TcpAccept, run};
+use ws_realtime::shell::{ListenOptions, TcpAccept, run};
 use ws_realtime::shutdown::{self, ShutdownTrigger};
 use ws_realtime::source::build_sources;
 
@@ -49,6 +49,9 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => match load(config.as_deref()) {
             Ok((config, settings)) => match build_sources(&config, &settings) {
                 Ok(sources) => {
+                    for warning in config.warnings() {
+                        eprintln!("ws-realtime: warning: {warning}");
+                    }
                     let names: Vec<&str> = sources.iter().map(|s| s.name()).collect();
                     println!(
                         "configuration is valid: listening on {}, sources: {}",
@@ -86,11 +89,8 @@ fn serve(file: Option<&Path>) -> ExitCode {
         Err(error) => return config_error(&error),
     };
     init_logging(config.log_format);
-    if config.auth.secret.len() < ws_realtime::config::server::MIN_SECRET_BYTES {
-        tracing::warn!(
-            bytes = config.auth.secret.len(),
-            "WS_AUTH_SECRET is shorter than 32 bytes; use a longer random secret"
-        );
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
     }
     let sources = match build_sources(&config, &settings) {
         Ok(sources) => sources,
@@ -99,13 +99,14 @@ fn serve(file: Option<&Path>) -> ExitCode {
     raise_open_files_limit();
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime can be built");
     runtime.block_on(async move {
-        let accept = match TcpAccept::bind(config.bind_address).await {
-            Ok(accept) => accept,
-            Err(error) => {
-                tracing::error!(address = %config.bind_address, %error, "cannot listen");
-                return ExitCode::FAILURE;
-            }
-        };
+        let accept =
+            match TcpAccept::listen(config.bind_address, &ListenOptions::from(&config)).await {
+                Ok(accept) => accept,
+                Err(error) => {
+                    tracing::error!(address = %config.bind_address, %error, "cannot listen");
+                    return ExitCode::FAILURE;
+                }
+            };
         let (trigger, shutdown) = shutdown::channel();
         tokio::spawn(trigger_on_signal(trigger));
         match run(accept, config, sources, shutdown).await {

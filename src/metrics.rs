@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 use crate::core::{CloseReason, DropReason, Event, Stats};
 
 /// Every `reason` of `websocket_connections_closed_total`, exposed at zero.
-const CLOSE_REASONS: [CloseReason; 8] = [
+const CLOSE_REASONS: [CloseReason; 10] = [
     CloseReason::ClientClosed,
     CloseReason::ConnectionLost,
     CloseReason::SlowConsumer,
@@ -23,6 +23,8 @@ const CLOSE_REASONS: [CloseReason; 8] = [
     CloseReason::RateLimitExceeded,
     CloseReason::FrameTooBig,
     CloseReason::Shutdown,
+    CloseReason::ProtocolError,
+    CloseReason::InvalidUtf8,
 ];
 
 /// Every `reason` of `websocket_messages_dropped_total`, exposed at zero.
@@ -110,6 +112,14 @@ pub struct Metrics {
     pub subscriptions: Gauge,
     /// Channels with at least one subscriber.
     pub channels: Gauge,
+    /// Messages held in history rings.
+    pub history_messages: Gauge,
+    /// Keys held in snapshot maps.
+    pub history_snapshot_keys: Gauge,
+    /// Bytes stream state accounts (bounded by `WS_HISTORY_MAX_BYTES`).
+    pub history_bytes: Gauge,
+    /// Stored messages and snapshot entries evicted by any bound.
+    pub history_evictions: Counter,
     /// Time from a message's ingest to its frame being written.
     pub publish_to_send: Histogram,
     /// Messages by source and payload kind / routing outcome.
@@ -138,6 +148,10 @@ impl Metrics {
             rate_limited: Counter::default(),
             subscriptions: Gauge::default(),
             channels: Gauge::default(),
+            history_messages: Gauge::default(),
+            history_snapshot_keys: Gauge::default(),
+            history_bytes: Gauge::default(),
+            history_evictions: Counter::default(),
             publish_to_send: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
             source_messages: Family::default(),
             source_gaps: Family::default(),
@@ -232,6 +246,26 @@ impl Metrics {
             metrics.channels.clone(),
         );
         registry.register(
+            "websocket_history_messages",
+            "Messages held in per-channel history rings",
+            metrics.history_messages.clone(),
+        );
+        registry.register(
+            "websocket_history_snapshot_keys",
+            "Keys held in per-channel snapshot maps",
+            metrics.history_snapshot_keys.clone(),
+        );
+        registry.register(
+            "websocket_history_bytes",
+            "Bytes held by history and snapshots (frames plus bookkeeping), capped by WS_HISTORY_MAX_BYTES",
+            metrics.history_bytes.clone(),
+        );
+        registry.register(
+            "websocket_history_evictions",
+            "Stored messages and snapshot entries evicted by the count, byte or age bounds",
+            metrics.history_evictions.clone(),
+        );
+        registry.register(
             "websocket_publish_to_send_seconds",
             "Time from a message's ingest to its frame being written to a socket",
             metrics.publish_to_send.clone(),
@@ -307,6 +341,13 @@ impl Metrics {
         self.connections.set(stats.connections as i64);
         self.subscriptions.set(stats.subscriptions as i64);
         self.channels.set(stats.channels as i64);
+        self.history_messages.set(stats.history.messages as i64);
+        self.history_snapshot_keys
+            .set(stats.history.snapshot_keys as i64);
+        self.history_bytes.set(stats.history.bytes as i64);
+        let evicted = stats.history.evictions;
+        self.history_evictions
+            .inc_by(evicted.saturating_sub(self.history_evictions.get()));
     }
 
     /// Counts one write of `frames` frames and `bytes` bytes to a socket.

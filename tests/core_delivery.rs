@@ -32,7 +32,7 @@ fn publish_reaches_only_subscribers_and_shares_one_buffer() {
     assert_eq!(
         decode_all(&transmits[0].frames),
         [Received::Json(
-            json!({"type":"message","channel":"lines","pos":"1","data":{"px":1}})
+            json!({"type":"message","channel":"lines","pos":"~0:1","data":{"px":1}})
         )]
     );
 }
@@ -46,6 +46,7 @@ fn a_batch_carries_its_oldest_ingest_instant_for_the_latency_metric() {
         channel: "lines".into(),
         pos: None,
         payload: Bytes::from_static(payload),
+        key: None,
     };
     let older = h.now;
     let newer = h.now + Duration::from_millis(5);
@@ -67,7 +68,7 @@ fn a_batch_carries_its_oldest_ingest_instant_for_the_latency_metric() {
 }
 
 #[test]
-fn assigned_positions_count_per_channel_from_one_and_offsets_show_partition() {
+fn assigned_positions_count_per_channel_from_one_and_offsets_show_topic_and_partition() {
     let mut h = Harness::default();
     let conn = h.open("u");
     subscribe(&mut h, conn, &["a", "b"]);
@@ -75,19 +76,21 @@ fn assigned_positions_count_per_channel_from_one_and_offsets_show_partition() {
     h.publish("a", b"2");
     h.publish("b", b"3");
     let pos: Vec<Value> = h.json(conn).into_iter().map(|m| m["pos"].clone()).collect();
-    assert_eq!(pos, [json!("1"), json!("2"), json!("1")]);
+    assert_eq!(pos, [json!("~0:1"), json!("~0:2"), json!("~0:1")]);
     h.core.handle_publish(
         h.now,
         Publish {
             channel: "a".into(),
             pos: Some(Position::Offset {
+                topic: "lines".to_owned(),
                 partition: 3,
                 offset: 1234,
             }),
             payload: Bytes::from_static(b"x"),
+            key: None,
         },
     );
-    assert_eq!(h.json(conn)[0]["pos"], "3:1234");
+    assert_eq!(h.json(conn)[0]["pos"], "lines:3:1234");
 }
 
 #[test]

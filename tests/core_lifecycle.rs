@@ -80,9 +80,13 @@ fn expired_token_closes_with_1008() {
     h.advance(Duration::from_secs(4));
     assert!(!h.core.inspect(conn).expect("open").closing);
     h.advance(Duration::from_secs(1));
+    // A token shorter-lived than the refresh lead is asked for at once.
     assert_eq!(
         h.drain(conn),
-        [Received::Close(1008, "token expired".into())]
+        [
+            Received::Json(json!({"type":"refresh_required","expiresAt":ANCHOR_UNIX_MS + 5_000})),
+            Received::Close(1008, "token expired".into())
+        ]
     );
     assert!(h.events().iter().any(|e| matches!(
         e,
@@ -171,12 +175,36 @@ fn oversized_frame_closes_with_1009() {
 }
 
 #[test]
+fn text_that_is_not_utf8_is_closed_with_1007_not_answered() {
+    let mut h = Harness::default();
+    let conn = h.open("u");
+    h.core.handle_text(h.now, conn, b"\xff\xfe");
+    assert_eq!(
+        h.drain(conn),
+        [Received::Close(1007, "invalid UTF-8".into())]
+    );
+    assert_eq!(h.disconnects(), [conn]);
+}
+
+#[test]
+fn a_protocol_violation_is_closed_with_1002() {
+    let mut h = Harness::default();
+    let conn = h.open("u");
+    h.core.handle_protocol_violation(h.now, conn);
+    assert_eq!(
+        h.drain(conn),
+        [Received::Close(1002, "protocol error".into())]
+    );
+    assert_eq!(h.disconnects(), [conn]);
+}
+
+#[test]
 fn bad_frames_get_error_frames_with_stable_codes() {
     let mut h = Harness::default();
     let conn = h.open("u");
     h.core.handle_binary(h.now, conn);
-    h.core.handle_text(h.now, conn, b"\xff\xfe");
     h.core.handle_text(h.now, conn, b"{not json");
+    h.core.handle_text(h.now, conn, b"[1]");
     h.text(conn, json!({"type":"dance","id":9}));
     let frames = h.json(conn);
     let codes: Vec<&str> = frames
@@ -336,7 +364,7 @@ fn batching_sends_waiting_messages_as_one_array_frame() {
     h.advance(Duration::from_millis(50));
     assert_eq!(
         h.json(conn),
-        [json!({"type":"message","channel":"a","pos":"4","data":3})],
+        [json!({"type":"message","channel":"a","pos":"~0:4","data":3})],
         "a lone message goes as is"
     );
 }
@@ -353,7 +381,8 @@ fn stats_count_connections_subscriptions_and_channels() {
         Stats {
             connections: 2,
             subscriptions: 3,
-            channels: 2
+            channels: 2,
+            history: Default::default(),
         }
     );
 }
@@ -367,7 +396,7 @@ fn empty_connect_time_channel_names_are_ignored() {
     let frames = h.json(conn);
     assert_eq!(
         frames[1],
-        json!({"type":"subscribed","channels":["lines"],"current":["lines"]})
+        json!({"type":"subscribed","channels":["lines"],"current":["lines"],"positions":{"lines":"~0:0"}})
     );
 }
 
@@ -387,5 +416,5 @@ fn assigned_positions_keep_counting_when_a_channel_loses_its_subscribers() {
         .filter(|f| f["type"] == "message")
         .map(|m| m["pos"].clone())
         .collect();
-    assert_eq!(pos, [json!("1"), json!("3")]);
+    assert_eq!(pos, [json!("~0:1"), json!("~0:3")]);
 }

@@ -61,11 +61,12 @@ fn subscribe_acks_with_id_requested_channels_and_sorted_current() {
     let conn = h.open("u");
     assert_eq!(
         subscribe(&mut h, conn, &["lines"]),
-        json!({"type":"subscribed","id":1,"channels":["lines"],"current":["lines"]})
+        json!({"type":"subscribed","id":1,"channels":["lines"],"current":["lines"],"positions":{"lines":"~0:0"}})
     );
     assert_eq!(
         subscribe(&mut h, conn, &["analytics", "lines", "analytics"]),
-        json!({"type":"subscribed","id":1,"channels":["analytics","lines"],"current":["analytics","lines"]})
+        json!({"type":"subscribed","id":1,"channels":["analytics","lines"],"current":["analytics","lines"],
+            "positions":{"analytics":"~0:0","lines":"~0:0"}})
     );
     h.text(
         conn,
@@ -126,7 +127,8 @@ fn symbols_alias_subscribes_upper_cased_trade_channels() {
     assert_eq!(
         h.json(conn),
         [
-            json!({"type":"subscribed","channels":["trade:AAPL","trade:MSFT"],"current":["trade:AAPL","trade:MSFT"]})
+            json!({"type":"subscribed","channels":["trade:AAPL","trade:MSFT"],"current":["trade:AAPL","trade:MSFT"],
+                "positions":{"trade:AAPL":"~0:0","trade:MSFT":"~0:0"}})
         ]
     );
 }
@@ -151,7 +153,8 @@ fn connect_time_channels_are_acked_right_after_connected_without_id() {
     assert_eq!(frames[0]["type"], "connected");
     assert_eq!(
         frames[1],
-        json!({"type":"subscribed","channels":["lines","analytics"],"current":["analytics","lines"]})
+        json!({"type":"subscribed","channels":["lines","analytics"],"current":["analytics","lines"],
+            "positions":{"lines":"~0:0","analytics":"~0:0"}})
     );
 }
 

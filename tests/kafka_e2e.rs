@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use ws_realtime::source::embedded::EmbeddedKafka;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn produced_json_arrives_as_a_message_frame_with_partition_offset_pos() {
+async fn produced_json_arrives_as_a_message_frame_with_topic_partition_offset_pos() {
     let kafka = EmbeddedKafka::start(&[("lines", 3)]).unwrap();
     let server = kafka_support::start_server(
         kafka.bootstrap_servers(),
@@ -26,7 +26,7 @@ async fn produced_json_arrives_as_a_message_frame_with_partition_offset_pos() {
         .unwrap();
     let frame = next_message(&mut client).await;
     assert_eq!(frame["channel"], "lines");
-    assert_eq!(frame["pos"], format!("{partition}:{offset}"));
+    assert_eq!(frame["pos"], format!("lines:{partition}:{offset}"));
     assert_eq!(
         frame["data"],
         serde_json::json!({"symbol":"AAPL","bid":189.5})
@@ -147,7 +147,7 @@ async fn group_mode_delivers_over_websocket_and_commits_for_the_next_server() {
     let server = kafka_support::start_server(kafka.bootstrap_servers(), &group).await;
     let mut client = connect(server.address, "channels=orders").await;
     kafka.produce("orders", None, br#"{"n":0}"#).await.unwrap();
-    assert_eq!(next_message(&mut client).await["pos"], "0:0");
+    assert_eq!(next_message(&mut client).await["pos"], "orders:0:0");
     server.shutdown().await.unwrap();
     assert_eq!(
         committed_offset(kafka.bootstrap_servers(), "e2e", "orders"),
@@ -162,6 +162,9 @@ async fn group_mode_delivers_over_websocket_and_commits_for_the_next_server() {
     // The restarted server resumes at 0:1; the client may or may not have
     // subscribed in time for it, but never sees 0:0 again.
     let frame = next_message(&mut client).await;
-    assert!(frame["pos"] == "0:1" || frame["pos"] == "0:2", "{frame}");
+    assert!(
+        frame["pos"] == "orders:0:1" || frame["pos"] == "orders:0:2",
+        "{frame}"
+    );
     server.shutdown().await.unwrap();
 }

@@ -106,7 +106,9 @@ impl Running {
 
 fn offset_of(ingest: &Ingest) -> (i32, i64) {
     match ingest.publish.pos {
-        Some(Position::Offset { partition, offset }) => (partition, offset),
+        Some(Position::Offset {
+            partition, offset, ..
+        }) => (partition, offset),
         _ => panic!("Kafka messages carry their offset"),
     }
 }

@@ -13,8 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use kafka_support::{
-    SECRET, WAIT, committed_offset, connect, next_message, post_json, same_position,
-    start_publishing_server, start_server,
+    SECRET, WAIT, apply_pos, committed_offset, connect, connect_bare, next_message, post_json,
+    read_is, same_position, start_publishing_server, start_server, subscribe,
 };
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -146,7 +146,7 @@ async fn tansu_broadcast_mode_delivers_every_message_to_two_servers() {
             &format!("{{\"i\":{i}}}"),
         )
         .await;
-        produced.insert(format!("{p}:{o}"));
+        produced.insert(format!("lines:{p}:{o}"));
     }
     for client in [&mut first_client, &mut second_client] {
         let mut seen = BTreeSet::new();
@@ -177,7 +177,7 @@ async fn tansu_group_mode_delivers_and_resumes_after_the_committed_offset() {
     let mut client = connect(server.address, "channels=orders").await;
     let (p, o) = produce(&producer, "orders", "a", r#"{"n":0}"#).await;
     let frame = next_message(&mut client).await;
-    assert_eq!(frame["pos"], format!("{p}:{o}"));
+    assert_eq!(frame["pos"], format!("orders:{p}:{o}"));
     assert_eq!(frame["data"], serde_json::json!({"n":0}));
     server.shutdown().await.unwrap();
     assert_eq!(
@@ -192,10 +192,59 @@ async fn tansu_group_mode_delivers_and_resumes_after_the_committed_offset() {
     let frame = next_message(&mut client).await;
     assert_eq!(
         frame["pos"],
-        format!("{p}:{o}"),
+        format!("orders:{p}:{o}"),
         "resumes after the committed offset"
     );
     server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a tansu broker binary: .ci/run installs it"]
+async fn tansu_a_client_recovers_on_the_other_replica_with_nothing_missing() {
+    let tansu = Tansu::start().await;
+    tansu.create_topic("quotes", 1);
+    let settings = [
+        ("WS_KAFKA_TOPICS", "quotes"),
+        ("WS_KAFKA_START", "earliest"),
+    ];
+    let a = start_server(&tansu.bootstrap(), &settings).await;
+    let b = start_server(&tansu.bootstrap(), &settings).await;
+    let mut watcher = connect(b.address, "channels=quotes").await;
+    let mut client = connect_bare(a.address).await;
+    let ack = subscribe(
+        &mut client,
+        serde_json::json!({"type":"subscribe","channels":["quotes"],"id":1}),
+    )
+    .await;
+    let mut cursor = ack["positions"]["quotes"]
+        .as_str()
+        .expect("a cursor")
+        .to_owned();
+    let producer = tansu.producer();
+    for i in 0..3 {
+        produce(&producer, "quotes", "k", &format!(r#"{{"i":{i}}}"#)).await;
+    }
+    for _ in 0..3 {
+        let m = next_message(&mut client).await;
+        apply_pos(&mut cursor, m["pos"].as_str().expect("pos"));
+    }
+    drop(client);
+    for i in 3..6 {
+        produce(&producer, "quotes", "k", &format!(r#"{{"i":{i}}}"#)).await;
+    }
+    assert_eq!(read_is(&mut watcher, 6).await, [0, 1, 2, 3, 4, 5]);
+    let mut back = connect_bare(b.address).await;
+    let ack = subscribe(
+        &mut back,
+        serde_json::json!({"type":"subscribe","channels":["quotes"],"since":{"quotes":cursor},"id":2}),
+    )
+    .await;
+    assert_eq!(ack["recovered"]["quotes"], true, "{ack}");
+    assert_eq!(read_is(&mut back, 3).await, [3, 4, 5]);
+    produce(&producer, "quotes", "k", r#"{"i":6}"#).await;
+    assert_eq!(read_is(&mut back, 1).await, [6], "then live, no duplicate");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
 
 fn signal(pid: u32, signal: libc::c_int) {

@@ -202,6 +202,7 @@ fn bulk_message(channel: &str, bytes: usize) -> Publish {
         channel: channel.to_owned(),
         pos: None,
         payload: Bytes::from(format!(r#"{{"filler":"{}"}}"#, "x".repeat(bytes))),
+        key: None,
     }
 }
 
@@ -305,6 +306,7 @@ async fn a_scripted_session_moves_every_documented_metric() {
         "websocket_slow_consumer_disconnects",
         "websocket_messages_dropped",
         "websocket_rate_limited",
+        "websocket_history_evictions",
     ] {
         m.assert_type(counter, "counter");
     }
@@ -312,6 +314,9 @@ async fn a_scripted_session_moves_every_documented_metric() {
         "websocket_connections_total",
         "websocket_subscriptions",
         "websocket_channels",
+        "websocket_history_messages",
+        "websocket_history_snapshot_keys",
+        "websocket_history_bytes",
         "websocket_build_info",
     ] {
         m.assert_type(gauge, "gauge");
@@ -360,6 +365,9 @@ async fn a_scripted_session_moves_every_documented_metric() {
     // alice on `lines` is all that is left.
     assert_eq!(m.gauge("websocket_subscriptions"), 1.0);
     assert_eq!(m.gauge("websocket_channels"), 1.0);
+    // The published messages are kept for recovery (history is on by default).
+    assert!(m.gauge("websocket_history_messages") >= 3.0);
+    assert!(m.gauge("websocket_history_bytes") > 0.0);
     // Three messages to two subscribers at least, each batch observed once.
     assert!(m.histogram_count("websocket_publish_to_send_seconds") >= 3.0);
     assert_eq!(

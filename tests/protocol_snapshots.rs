@@ -135,10 +135,26 @@ impl Client {
         let publish = Publish {
             channel: channel.into(),
             pos: Some(Position::Offset {
+                topic: "lines".to_owned(),
                 partition: 0,
                 offset: 1234,
             }),
             payload: Bytes::copy_from_slice(payload),
+            key: None,
+        };
+        self.core.handle_publish(self.now, publish);
+    }
+
+    fn publish_at(&mut self, channel: &str, offset: i64, payload: &[u8]) {
+        let publish = Publish {
+            channel: channel.into(),
+            pos: Some(Position::Offset {
+                topic: "quotes".to_owned(),
+                partition: 0,
+                offset,
+            }),
+            payload: Bytes::copy_from_slice(payload),
+            key: Some(Bytes::from_static(b"AAPL")),
         };
         self.core.handle_publish(self.now, publish);
     }
@@ -176,6 +192,48 @@ fn subscribed_and_unsubscribed_frames() {
     snapshot!(
         "unsubscribed",
         json_of(&client.send(json!({"type":"unsubscribe","channels":["lines"],"id":2})))
+    );
+}
+
+#[test]
+fn stream_state_frames() {
+    let mut client = Client::new();
+    client.frames();
+    for offset in 10..13 {
+        client.publish_at("quotes", offset, format!(r#"{{"px":{offset}}}"#).as_bytes());
+    }
+    snapshot!(
+        "subscribed_with_positions",
+        json_of(&client.send(json!({"type":"subscribe","channels":["quotes"],"id":1})))
+    );
+    client.send(json!({"type":"unsubscribe","channels":["quotes"]}));
+    client
+        .core
+        .handle_text(client.now, client.conn, json!({"type":"subscribe","channels":["quotes"],"since":{"quotes":"~0:0,quotes:0:10"},"id":2}).to_string().as_bytes());
+    let frames: Vec<Value> = client.frames().iter().map(json_of).collect();
+    assert_eq!(frames.len(), 3, "{frames:?}");
+    snapshot!("subscribed_recovered", frames[0]);
+    client.send(json!({"type":"unsubscribe","channels":["quotes"]}));
+    snapshot!(
+        "subscribed_not_recovered",
+        json_of(&client.send(
+            json!({"type":"subscribe","channels":["quotes"],"since":{"quotes":"~ffff:3"},"id":3})
+        ))
+    );
+    client.send(json!({"type":"unsubscribe","channels":["quotes"]}));
+    snapshot!(
+        "message_snapshot",
+        json_of(
+            &client.send(json!({"type":"subscribe","channels":["quotes"],"snapshot":true,"id":4}))
+        )
+    );
+    snapshot!(
+        "error_bad_position",
+        json_of(
+            &client.send(
+                json!({"type":"subscribe","channels":["lines"],"since":{"lines":"17"},"id":5})
+            )
+        )
     );
 }
 
@@ -310,7 +368,70 @@ fn close_codes_and_reasons() {
         })
     );
     snapshot!(
+        "close_1002_protocol_error",
+        close_after(d(), None, |c| c
+            .core
+            .handle_protocol_violation(c.now, c.conn))
+    );
+    snapshot!(
+        "close_1007_invalid_utf8",
+        close_after(d(), None, |c| c.core.handle_text(
+            c.now,
+            c.conn,
+            b"\xc3\x28"
+        ))
+    );
+    snapshot!(
         "close_1009_frame_too_big",
         close_after(d(), None, |c| c.core.handle_frame_too_big(c.now, c.conn))
     );
+}
+
+#[test]
+fn refresh_frames() {
+    let exp = 1_768_384_800_000 + 120_000;
+    let quiet = CoreConfig {
+        heartbeat_interval: Duration::from_secs(3600),
+        connection_timeout: Duration::from_secs(7200),
+        ..CoreConfig::default()
+    };
+    let mut client = Client::with(quiet, Some(exp));
+    client.frames();
+    client.advance(Duration::from_secs(60));
+    snapshot!("refresh_required", json_of(&client.last()));
+
+    client.core.handle_text(
+        client.now,
+        client.conn,
+        br#"{"type":"refresh","token":"a.b.c","id":5}"#,
+    );
+    let request = client.core.poll_verify().expect("handed to the shell");
+    let refreshed = Identity {
+        user_id: "tester".into(),
+        roles: vec![],
+        channel_patterns: Some(vec!["lines".into()]),
+        expires_at_unix_ms: Some(exp + 3_600_000),
+    };
+    client.send(json!({"type":"subscribe","channels":["lines","trade:AAPL"],"id":4}));
+    client
+        .core
+        .handle_refresh_verified(client.now, client.conn, request.id, refreshed);
+    let frames = client.frames();
+    snapshot!("refreshed", json_of(&frames[0]));
+    snapshot!("unsubscribed_forbidden", json_of(&frames[1]));
+
+    client.core.handle_text(
+        client.now,
+        client.conn,
+        br#"{"type":"refresh","token":"x.y.z","id":6}"#,
+    );
+    let request = client.core.poll_verify().expect("handed to the shell");
+    client.core.handle_refresh_rejected(
+        client.now,
+        client.conn,
+        request.id,
+        "token_expired",
+        "the token expired at 1768384700 (Unix seconds); request a new token",
+    );
+    snapshot!("error_token_expired_on_refresh", json_of(&client.last()));
 }

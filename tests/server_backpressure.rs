@@ -51,6 +51,7 @@ async fn slow_consumer_is_closed_with_1008_while_a_fast_one_gets_everything() {
             channel: "lines".to_owned(),
             pos: None,
             payload: Bytes::from(payload),
+            key: None,
         };
         within(sink.publish(publish)).await.unwrap();
         loop {
@@ -97,6 +98,7 @@ async fn a_burst_larger_than_the_client_queue_reaches_a_reading_subscriber() {
             channel: "lines".to_owned(),
             pos: None,
             payload: Bytes::from(format!(r#"{{"seq":{seq}}}"#)),
+            key: None,
         };
         within(sink.publish(publish)).await.unwrap();
     }

@@ -190,6 +190,7 @@ async fn a_silent_client_is_closed_while_publishes_never_stop() {
                 channel: "nobody-listens".to_owned(),
                 pos: None,
                 payload: Bytes::from_static(b"{}"),
+                key: None,
             };
             if sink.publish(publish).await.is_err() {
                 break;

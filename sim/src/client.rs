@@ -80,6 +80,10 @@ pub struct ClientState {
     pub current: Vec<String>,
     /// Acks (`subscribed` / `unsubscribed`) read.
     pub acks: usize,
+    /// `refresh_required` frames read.
+    pub refresh_asked: usize,
+    /// `refreshed` answers read.
+    pub refreshed: usize,
 }
 
 /// One connected client.
@@ -486,6 +490,8 @@ fn on_text(name: &str, payload: &[u8], state: &Mutex<ClientState>, recorder: &Re
                     code,
                 });
             }
+            "refresh_required" => lock(state).refresh_asked += 1,
+            "refreshed" => lock(state).refreshed += 1,
             "ping" | "pong" => {}
             _ => unexpected(format!("unknown frame {frame}")),
         }

@@ -7,6 +7,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// The Kafka topic the fake feed pretends to read: positions are
+/// `feed:<partition>:<offset>`.
+pub const FEED_TOPIC: &str = "feed";
+
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use ws_realtime::core::Publish;
@@ -129,10 +133,12 @@ impl Source for FakeSource {
                         let publish = Publish {
                             channel: channel.clone(),
                             pos: Some(Position::Offset {
+                                topic: FEED_TOPIC.to_owned(),
                                 partition,
                                 offset: msg.offset,
                             }),
                             payload: Bytes::from(payload),
+                            key: None,
                         };
                         recorder.record(Happening::Publishing { msg, channel });
                         if sink.publish_and_wait(publish).await.is_err() {

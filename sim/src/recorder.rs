@@ -31,9 +31,11 @@ impl std::fmt::Display for MsgId {
 }
 
 impl MsgId {
-    /// Parses the `pos` field of a `message` frame (`"partition:offset"`).
+    /// Parses the `pos` field of a `message` frame
+    /// (`"<topic>:<partition>:<offset>"`).
     pub fn parse(pos: &str) -> Option<MsgId> {
-        let (partition, offset) = pos.split_once(':')?;
+        let (stream, offset) = pos.rsplit_once(':')?;
+        let (_, partition) = stream.rsplit_once(':')?;
         Some(MsgId {
             partition: partition.parse().ok()?,
             offset: offset.parse().ok()?,

@@ -48,6 +48,22 @@ pub fn token(sub: &str) -> String {
     sign(sub, SECRET)
 }
 
+/// A token for `sub` that expires `secs` from now (wall clock, which the
+/// server's core anchors its simulated clock to).
+pub fn token_expiring(sub: &str, secs: u64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is past 1970")
+        .as_secs();
+    let claims = serde_json::json!({"sub": sub, "iat": now, "exp": now + secs});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .expect("HS256 signing of a JSON object cannot fail")
+}
+
 /// A well-formed token signed with the wrong secret.
 pub fn forged_token(sub: &str) -> String {
     sign(sub, b"not-the-server-secret-not-the-server")

@@ -1,5 +1,12 @@
 //! Unit tests of token verification and minting.
 
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::Value;
+
 use super::*;
 
 const SECRET: &[u8] = b"a-test-secret-that-is-32-bytes-long!";
@@ -171,11 +178,9 @@ fn alg_none_is_refused() {
         b64(r#"{"sub":"alice"}"#)
     );
     let err = Verifier::new(config()).verify(&token, NOW).unwrap_err();
-    assert_eq!(
-        err,
-        AuthError::AlgorithmNotAllowed {
-            alg: "none".to_owned()
-        }
+    assert!(
+        matches!(&err, AuthError::AlgorithmNotAllowed { alg, .. } if alg == "none"),
+        "{err:?}"
     );
     assert_eq!(err.code(), "algorithm_not_allowed");
 }

@@ -18,13 +18,16 @@ pub enum Section {
     Kafka,
     /// The Redis pub/sub source (`WS_SOURCES=redis`).
     Redis,
+    /// History, snapshots and recovery (stream state).
+    History,
 }
 
 impl Section {
     /// Every section, in the order of the document.
-    pub const ALL: [Section; 4] = [
+    pub const ALL: [Section; 5] = [
         Section::Startup,
         Section::Server,
+        Section::History,
         Section::Kafka,
         Section::Redis,
     ];
@@ -36,6 +39,7 @@ impl Section {
             Section::Server => "Server",
             Section::Kafka => "Kafka source",
             Section::Redis => "Redis source",
+            Section::History => "History, snapshots and recovery",
         }
     }
 
@@ -49,6 +53,9 @@ impl Section {
             }
             Section::Redis => {
                 "On with `redis` in `WS_SOURCES`. Behaviour and the recipe reproducing the old Node gateway: [redis.md](redis.md)."
+            }
+            Section::History => {
+                "On by default. These set every channel's limits; `[[history.rules]]` in the TOML file overrides them per channel pattern (below). Protocol and memory per stored message: [protocol.md](protocol.md#stream-state-positions-recovery-snapshots)."
             }
         }
     }
@@ -82,7 +89,7 @@ const fn s(
     }
 }
 
-use Section::{Kafka, Redis, Server, Startup};
+use Section::{History, Kafka, Redis, Server, Startup};
 
 /// Every setting. Keep each section's entries together; order is the
 /// order of the document. One line each, so concurrent additions merge.
@@ -91,7 +98,15 @@ pub const SETTINGS: &[Setting] = &[
     s("WS_CONFIG", Startup, "unset", "the TOML file to read (same as `--config FILE`)"),
     s("RUST_LOG", Startup, "`info`", "log filter, e.g. `ws_realtime=debug`"),
     s("WS_BIND_ADDRESS", Server, "`:8080`", "listen address: `:8080`, `0.0.0.0:8080`, `127.0.0.1:9000`, `[::]:8080`"),
-    s("WS_AUTH_SECRET", Server, "required", "HS256 secret (a warning is logged under 32 bytes)"),
+    s("WS_AUTH_SECRET", Server, "required unless a public key or JWKS is set", "HS256 secret (a warning is logged under 32 bytes)"),
+    s("WS_AUTH_SECRET_PREVIOUS", Server, "unset", "comma list of former HS256 secrets, accepted for verification only, so a secret rotates without cutting anyone off"),
+    s("WS_AUTH_PUBLIC_KEY_FILE", Server, "unset", "a single PEM public key (`BEGIN PUBLIC KEY`: RSA, P-256, P-384 or Ed25519; or `BEGIN RSA PUBLIC KEY`); a bare name is looked up in `$CREDENTIALS_DIRECTORY`; checked at start-up"),
+    s("WS_AUTH_JWKS_URL", Server, "unset", "the identity provider's JWKS, fetched over `https://` (plain `http://` only to a loopback address), trusting the system's root certificates (`SSL_CERT_FILE` / `SSL_CERT_DIR` to override); a URL that is down at start does not stop the server: `/ready` reports `jwks: cannot load …` until a first key set is loaded (retried from 1 s, doubling), and HS256 tokens keep working"),
+    s("WS_AUTH_JWKS_FILE", Server, "unset", "a JWKS document on disk instead (one of the two); checked at start-up, then reloaded when it changes"),
+    s("WS_AUTH_JWKS_REFRESH_INTERVAL", Server, "`5m` (URL), `2s` (file)", "how often the URL is fetched again, or the file checked for a change; a fetch that fails, times out, answers garbage or more than 1 MiB is logged and the last good key set stays in use"),
+    s("WS_AUTH_JWKS_MIN_REFETCH_INTERVAL", Server, "`30s`", "least time between two immediate refetches caused by unknown `kid`s, so a flood of bogus ids cannot hammer the identity provider"),
+    s("WS_AUTH_JWKS_TIMEOUT", Server, "`5s`", "bound on one JWKS fetch, connect to last byte"),
+    s("WS_AUTH_REFRESH_LEAD", Server, "`60s`", "how long before a token's `exp` the server sends `refresh_required` ([protocol.md](protocol.md#token-refresh)); `0` never asks"),
     s("WS_AUTH_SECRET_FILE", Server, "unset", "file holding the secret instead; a bare name is looked up in systemd's `$CREDENTIALS_DIRECTORY` (e.g. `auth-secret`)"),
     s("WS_AUTH_AUDIENCE", Server, "unset", "required `aud`, when set"),
     s("WS_AUTH_ISSUER", Server, "unset", "required `iss`, when set"),
@@ -106,8 +121,8 @@ pub const SETTINGS: &[Setting] = &[
     s("WS_SHUTDOWN_TIMEOUT_SECONDS", Server, "`10`", "upper bound on a graceful shutdown"),
     s("WS_MAX_MESSAGE_BYTES", Server, "`65536`", "largest inbound frame (close 1009 above)"),
     s("WS_MAX_CHANNELS_PER_CONNECTION", Server, "`100`", "channels one connection may hold"),
-    s("WS_MAX_CONNECTIONS", Server, "`0` (no limit)", "open connections in all"),
-    s("WS_MAX_CONNECTIONS_PER_IP", Server, "`0` (no limit)", "open connections per remote address"),
+    s("WS_MAX_CONNECTIONS", Server, "`0` (no limit)", "open connections in all, counted from accept (before the upgrade)"),
+    s("WS_MAX_CONNECTIONS_PER_IP", Server, "`0` (no limit)", "open connections per remote address, counted from accept (before the upgrade)"),
     s("WS_RATE_LIMIT", Server, "`50`", "inbound frames per second per connection"),
     s("WS_RATE_BURST", Server, "`100`", "inbound burst per connection"),
     s("WS_BATCH_MAX", Server, "`1` (off)", "JSON-array batching: most messages per frame"),
@@ -120,12 +135,21 @@ pub const SETTINGS: &[Setting] = &[
     s("WS_PUBLISH_TIMEOUT", Server, "`5s`", "longest a publish waits for the bus to store it before answering 503 `publish_unavailable`"),
     s("WS_MAX_PUBLISH_BATCH", Server, "`1000`", "most messages in one `POST /api/publish/batch`"),
     s("WS_ASSESSMENT_CHANNEL", Server, "`assessment:{assessmentId}`", "channel `?assessmentId=X` subscribes to"),
+    s("WS_MAX_REQUEST_HEAD_BYTES", Server, "`16384`", "largest request line + headers (1024–1048576); 431 and close above it"),
+    s("WS_SOCKET_SEND_BUFFER", Server, "`262144`", "`SO_SNDBUF` of accepted sockets (4096–67108864; `0` = kernel autotuning); part of the per-client memory bound"),
+    s("WS_LISTEN_BACKLOG", Server, "the system's `net.core.somaxconn` (4096 if unreadable)", "listen backlog: connections the kernel queues before they are accepted"),
     s("WS_HANDSHAKE_TIMEOUT", Server, "`10s`", "time a client has to send its request headers (and, with TLS, to finish the TLS handshake)"),
     s("WS_TLS_CERT_FILE", Server, "unset", "PEM certificate chain, leaf first: the port serves `wss://` and `https://` instead of `ws://` and `http://` ([operations.md](operations.md#tls)); a bare name is looked up in `$CREDENTIALS_DIRECTORY`"),
     s("WS_TLS_KEY_FILE", Server, "unset", "PEM private key of that certificate (PKCS#8, RSA or EC); set with `WS_TLS_CERT_FILE`, a bare name as above"),
     s("WS_LOG_FORMAT", Server, "`text`", "`text` or `json` (one object per line)"),
     s("WS_UI", Server, "`false` (`true` under `dev`)", "serve the live page at `GET /`; under `serve` it carries no token and asks for one (or reads it from `/#token=<jwt>`, which never leaves the browser)"),
     s("WS_SERVER_ID", Server, "host name", "shown in `connected` frames and logs; in Kafka `group` mode also the static member id (`group.instance.id`), so it must differ per replica"),
+    s("WS_HISTORY_SIZE", History, "`1000`", "messages kept per channel; `0` turns history and snapshots off (nothing stored, nothing replayed)"),
+    s("WS_HISTORY_TTL", History, "`5m`", "age after which a stored message is dropped; `0` = no age bound"),
+    s("WS_HISTORY_CHANNEL_BYTES", History, "`4194304`", "bytes kept per channel (stored frames plus bookkeeping); a single larger message empties the channel's history"),
+    s("WS_HISTORY_SNAPSHOT_KEYS", History, "`10000`", "keys kept per channel for snapshots (oldest key evicted first); `0` turns snapshots off"),
+    s("WS_HISTORY_SNAPSHOT_FIELD", History, "unset", "top-level JSON field that keys snapshots (e.g. `symbol`); unset: the Kafka record key, else the channel's last message"),
+    s("WS_HISTORY_MAX_BYTES", History, "`268435456`", "cap on everything stored across all channels; the oldest entries go first (`websocket_history_bytes`)"),
     s("WS_KAFKA_BROKERS", Kafka, "`localhost:9092`", "bootstrap servers"),
     s("WS_KAFKA_TOPICS", Kafka, "`lines,order_book,analytics`", "comma list of topics; an entry starting with `^` is a regex, e.g. `^market-data\\..*`"),
     s("WS_KAFKA_GROUP_ID", Kafka, "`ws-realtime`", "consumer group id (suffixed per process in `broadcast` mode)"),
@@ -182,6 +206,18 @@ owner = true               # only the user the channel names: alice → user:ali
 [[channels.rules]]
 pattern = "positions:{sub}"
 owner = true
+
+# History per channel pattern (first match wins); unset fields take the
+# WS_HISTORY_* values: size, channel_bytes, ttl, snapshot_keys, snapshot_field.
+[[history.rules]]
+pattern = "quotes:*"
+size = 5000
+ttl = "1m"
+snapshot_field = "symbol"
+
+[[history.rules]]
+pattern = "ticks:*"
+size = 0                   # history off: nothing stored or replayed
 ```
 
 A token's own `channels` claim narrows further: it may subscribe only to

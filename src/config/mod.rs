@@ -1,7 +1,9 @@
 //! Configuration: `WS_*` environment variables over an optional TOML file,
 //! and the catalog that documents every one of them (`catalog.rs`).
 
+mod auth;
 pub mod catalog;
+pub(crate) mod history;
 pub mod publish;
 pub mod server;
 pub mod settings;

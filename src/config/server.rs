@@ -7,7 +7,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{ConfigError, PublishSettings, Settings};
+use crate::auth::JwksConfig;
+use crate::config::auth::asymmetric_keys;
+use crate::config::settings::{nonzero_duration, resolve_credential};
+use crate::config::{ConfigError, PublishSettings, Settings, history};
 use crate::core::{Access, ChannelRule, CoreConfig, SlowClientPolicy};
 
 /// Default channel an `?assessmentId=X` query subscribes to.
@@ -15,6 +18,66 @@ pub const DEFAULT_ASSESSMENT_CHANNEL: &str = "assessment:{assessmentId}";
 
 /// Secrets shorter than this draw a warning (HS256 wants 256 bits).
 pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Default `WS_MAX_REQUEST_HEAD_BYTES`: a browser's upgrade with a JWT in
+/// the query and a few cookies is 2–6 KiB.
+pub const DEFAULT_MAX_REQUEST_HEAD_BYTES: usize = 16 * 1024;
+
+/// Smallest and largest `WS_MAX_REQUEST_HEAD_BYTES` accepted.
+const REQUEST_HEAD_RANGE: std::ops::RangeInclusive<usize> = 1024..=1024 * 1024;
+
+/// Default `WS_SOCKET_SEND_BUFFER`; see BENCHMARKS.md for the measurement.
+pub const DEFAULT_SOCKET_SEND_BUFFER: usize = 256 * 1024;
+
+/// Listen backlog when `/proc/sys/net/core/somaxconn` cannot be read.
+const FALLBACK_BACKLOG: u32 = 4096;
+
+/// The system's cap on listen backlogs (Linux `net.core.somaxconn`): the
+/// kernel silently truncates a larger backlog to it, so it is the largest
+/// useful default.
+pub fn system_somaxconn() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|raw| raw.trim().parse().ok())
+        .filter(|&n: &u32| n > 0)
+        .unwrap_or(FALLBACK_BACKLOG)
+}
+
+/// `WS_SOCKET_SEND_BUFFER`: 0 (kernel autotuning) or 4 KiB to 64 MiB.
+fn send_buffer(settings: &Settings) -> Result<usize, ConfigError> {
+    let value = whole(
+        settings,
+        "WS_SOCKET_SEND_BUFFER",
+        DEFAULT_SOCKET_SEND_BUFFER as u64,
+    )?;
+    if value != 0 && !(4096..=64 << 20).contains(&value) {
+        return Err(ConfigError::invalid(
+            "WS_SOCKET_SEND_BUFFER",
+            &value.to_string(),
+            "0 (kernel autotuning) or a byte count from 4096 to 67108864",
+        ));
+    }
+    Ok(value as usize)
+}
+
+/// `WS_MAX_REQUEST_HEAD_BYTES`, within [`REQUEST_HEAD_RANGE`].
+fn head_bytes(settings: &Settings) -> Result<usize, ConfigError> {
+    let value = whole(
+        settings,
+        "WS_MAX_REQUEST_HEAD_BYTES",
+        DEFAULT_MAX_REQUEST_HEAD_BYTES as u64,
+    )?;
+    usize::try_from(value)
+        .ok()
+        .filter(|v| REQUEST_HEAD_RANGE.contains(v))
+        .ok_or_else(|| {
+            ConfigError::invalid(
+                "WS_MAX_REQUEST_HEAD_BYTES",
+                &value.to_string(),
+                "a byte count from 1024 to 1048576",
+            )
+        })
+}
 
 /// A message source named in `WS_SOURCES`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,8 +114,17 @@ pub enum LogFormat {
 /// JWT verification settings (`WS_AUTH_*`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthSettings {
-    /// The HS256 secret.
+    /// The HS256 secret; empty when only asymmetric keys are configured.
     pub secret: Vec<u8>,
+    /// Former HS256 secrets, accepted for verification only
+    /// (`WS_AUTH_SECRET_PREVIOUS`), so a secret rotates without cutting
+    /// anyone off.
+    pub previous_secrets: Vec<Vec<u8>>,
+    /// The PEM public key read from `WS_AUTH_PUBLIC_KEY_FILE` (checked at
+    /// start-up).
+    pub public_key_pem: Option<Vec<u8>>,
+    /// The JWKS to fetch (`WS_AUTH_JWKS_URL`) or read (`WS_AUTH_JWKS_FILE`).
+    pub jwks: Option<JwksConfig>,
     /// Required `aud`, when set.
     pub audience: Option<String>,
     /// Required `iss`, when set.
@@ -108,6 +180,18 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// Log line format (`WS_LOG_FORMAT`).
     pub log_format: LogFormat,
+    /// Largest request head (request line + headers) accepted before the
+    /// upgrade (`WS_MAX_REQUEST_HEAD_BYTES`); above it the answer is 431 and
+    /// the connection closes. Bounds what an unauthenticated client can pin.
+    pub max_request_head_bytes: usize,
+    /// `SO_SNDBUF` of every accepted socket (`WS_SOCKET_SEND_BUFFER`); 0
+    /// leaves the kernel's autotuning on. Explicit, because an autotuned
+    /// buffer of a client that never reads grows to several MiB of host
+    /// memory that the per-client queue bound does not see.
+    pub socket_send_buffer: usize,
+    /// The listen backlog (`WS_LISTEN_BACKLOG`), so a reconnect storm after
+    /// a failover is queued by the kernel instead of refused.
+    pub listen_backlog: u32,
     /// Serve TLS on the port with these files; plain TCP when `None`.
     pub tls: Option<TlsFiles>,
     /// Serve the live page at `/` (`WS_UI`; always on under `dev`).
@@ -131,8 +215,26 @@ impl ServerConfig {
                 )
             })?,
         };
+        let credentials_dir = std::env::var_os("CREDENTIALS_DIRECTORY");
+        let keys = asymmetric_keys(settings, credentials_dir.as_deref().map(Path::new))?;
+        let secret = if keys.public_key_pem.is_some() || keys.jwks.is_some() {
+            read_secret(settings, credentials_dir.clone()).or_else(|err| match err {
+                ConfigError::Missing { .. } => Ok(Vec::new()),
+                other => Err(other),
+            })?
+        } else {
+            read_secret(settings, credentials_dir)?
+        };
         let auth = AuthSettings {
-            secret: read_secret(settings, std::env::var_os("CREDENTIALS_DIRECTORY"))?,
+            secret,
+            previous_secrets: settings
+                .list("WS_AUTH_SECRET_PREVIOUS")
+                .unwrap_or_default()
+                .into_iter()
+                .map(String::into_bytes)
+                .collect(),
+            public_key_pem: keys.public_key_pem,
+            jwks: keys.jwks,
             audience: settings.get("WS_AUTH_AUDIENCE").map(str::to_owned),
             issuer: settings.get("WS_AUTH_ISSUER").map(str::to_owned),
             leeway: settings.duration_or("WS_AUTH_LEEWAY", Duration::from_secs(5))?,
@@ -176,10 +278,34 @@ impl ServerConfig {
             handshake_timeout: settings
                 .duration_or("WS_HANDSHAKE_TIMEOUT", Duration::from_secs(10))?,
             log_format,
+            max_request_head_bytes: head_bytes(settings)?,
+            socket_send_buffer: send_buffer(settings)?,
+            listen_backlog: positive_u32(settings, "WS_LISTEN_BACKLOG", system_somaxconn())?,
             tls: tls_files(settings, std::env::var_os("CREDENTIALS_DIRECTORY"))?,
             ui: settings.bool_or("WS_UI", false)?,
             ui_token: None,
         })
+    }
+
+    /// Settings that are valid one by one but work against each other:
+    /// `check-config` prints them and `serve` logs them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if (self.core.client_buffer_frames as u64) < u64::from(self.core.rate_limit_burst) {
+            warnings.push(format!(
+                "WS_CLIENT_BUFFER ({}) is smaller than WS_RATE_BURST ({}): a client may send more \
+                 requests in one burst than its queue holds messages; its answers have their own \
+                 bound, but a burst of messages published meanwhile closes it as a slow consumer",
+                self.core.client_buffer_frames, self.core.rate_limit_burst
+            ));
+        }
+        if !self.auth.secret.is_empty() && self.auth.secret.len() < MIN_SECRET_BYTES {
+            warnings.push(format!(
+                "WS_AUTH_SECRET is {} bytes, shorter than {MIN_SECRET_BYTES}; use a longer random secret",
+                self.auth.secret.len()
+            ));
+        }
+        warnings
     }
 
     /// A configuration for tests and the dev server: `secret`, everything
@@ -189,12 +315,22 @@ impl ServerConfig {
             bind_address: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             auth: AuthSettings {
                 secret: secret.to_vec(),
+                previous_secrets: Vec::new(),
+                public_key_pem: None,
+                jwks: None,
                 audience: None,
                 issuer: None,
                 leeway: Duration::from_secs(5),
             },
             allowed_origins: None,
-            core: CoreConfig::default(),
+            core: CoreConfig {
+                // Each test server is its own process as far as recovery goes.
+                history: crate::core::HistoryConfig {
+                    epoch: history::random_epoch(),
+                    ..Default::default()
+                },
+                ..CoreConfig::default()
+            },
             shutdown_timeout: Duration::from_secs(10),
             sources: Vec::new(),
             api_key: None,
@@ -203,6 +339,9 @@ impl ServerConfig {
             assessment_channel: DEFAULT_ASSESSMENT_CHANNEL.to_owned(),
             handshake_timeout: Duration::from_secs(10),
             log_format: LogFormat::Text,
+            max_request_head_bytes: DEFAULT_MAX_REQUEST_HEAD_BYTES,
+            socket_send_buffer: DEFAULT_SOCKET_SEND_BUFFER,
+            listen_backlog: system_somaxconn(),
             tls: None,
             ui: false,
             ui_token: None,
@@ -275,6 +414,8 @@ fn core_config(settings: &Settings) -> Result<CoreConfig, ConfigError> {
         batch_max: positive(settings, "WS_BATCH_MAX", defaults.batch_max as u64)? as usize,
         batch_delay: settings.duration_or("WS_BATCH_DELAY", defaults.batch_delay)?,
         channel_rules: channel_rules(settings)?,
+        history: history::history(settings)?,
+        refresh_lead: settings.duration_or("WS_AUTH_REFRESH_LEAD", defaults.refresh_lead)?,
     })
 }
 
@@ -336,7 +477,7 @@ fn read_secret(
     let Some(file) = settings.get("WS_AUTH_SECRET_FILE") else {
         return Err(ConfigError::Missing {
             variable: "WS_AUTH_SECRET".to_owned(),
-            hint: "set WS_AUTH_SECRET to the HS256 secret, or WS_AUTH_SECRET_FILE to a file holding it".to_owned(),
+            hint: "set WS_AUTH_SECRET to the HS256 secret, or WS_AUTH_SECRET_FILE to a file holding it (or configure WS_AUTH_PUBLIC_KEY_FILE, WS_AUTH_JWKS_URL or WS_AUTH_JWKS_FILE for asymmetric tokens)".to_owned(),
         });
     };
     let path = resolve_credential(
@@ -396,15 +537,6 @@ fn tls_files(
             variable: CERT.to_owned(),
             hint: format!("{KEY} is set, so TLS needs the PEM certificate chain for that key"),
         }),
-    }
-}
-
-/// A bare name (no `/`) is a systemd credential when a credentials directory exists.
-fn resolve_credential(file: &Path, credentials_dir: Option<&Path>) -> PathBuf {
-    let bare = file.components().count() == 1 && !file.is_absolute();
-    match credentials_dir {
-        Some(dir) if bare => dir.join(file),
-        _ => file.to_path_buf(),
     }
 }
 
@@ -490,22 +622,6 @@ fn positive_u32(settings: &Settings, name: &str, default: u32) -> Result<u32, Co
     })
 }
 
-fn nonzero_duration(
-    settings: &Settings,
-    name: &str,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    let value = settings.duration_or(name, default)?;
-    if value.is_zero() {
-        return Err(ConfigError::invalid(
-            name,
-            "0",
-            "a duration above zero, such as 500ms or 30s",
-        ));
-    }
-    Ok(value)
-}
-
 /// The machine's host name, the default server id.
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -562,6 +678,50 @@ mod tests {
         );
         assert_eq!(parse_bind_address("localhost"), None);
         assert_eq!(parse_bind_address(":http"), None);
+    }
+
+    #[test]
+    fn a_client_buffer_smaller_than_the_rate_burst_draws_a_warning() {
+        let small = config(&[("WS_CLIENT_BUFFER", "16"), ("WS_RATE_BURST", "100")]).unwrap();
+        let warnings = small.warnings();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("WS_CLIENT_BUFFER") && w.contains("WS_RATE_BURST")),
+            "{warnings:?}"
+        );
+        assert!(config(&[]).unwrap().warnings().is_empty());
+    }
+
+    #[test]
+    fn hostile_client_limits_are_read_and_checked() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.max_request_head_bytes, 16 * 1024);
+        assert_eq!(c.socket_send_buffer, 256 * 1024);
+        assert_eq!(c.listen_backlog, system_somaxconn());
+        let set = config(&[
+            ("WS_MAX_REQUEST_HEAD_BYTES", "4096"),
+            ("WS_SOCKET_SEND_BUFFER", "0"),
+            ("WS_LISTEN_BACKLOG", "65535"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                set.max_request_head_bytes,
+                set.socket_send_buffer,
+                set.listen_backlog
+            ),
+            (4096, 0, 65535)
+        );
+        for (name, value) in [
+            ("WS_MAX_REQUEST_HEAD_BYTES", "100"),
+            ("WS_MAX_REQUEST_HEAD_BYTES", "lots"),
+            ("WS_SOCKET_SEND_BUFFER", "100"),
+            ("WS_LISTEN_BACKLOG", "0"),
+        ] {
+            let error = config(&[(name, value)]).unwrap_err().to_string();
+            assert!(error.contains(name), "{error}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! [`Settings::toml`]. The environment wins over the file.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -195,6 +195,33 @@ impl Settings {
                 .collect()
         })
     }
+}
+
+/// A bare name (no `/`) is a systemd credential when a credentials directory exists.
+pub(crate) fn resolve_credential(file: &Path, credentials_dir: Option<&Path>) -> PathBuf {
+    let bare = file.components().count() == 1 && !file.is_absolute();
+    match credentials_dir {
+        Some(dir) if bare => dir.join(file),
+        _ => file.to_path_buf(),
+    }
+}
+
+/// A duration setting that must be above zero (a zero timer would spin or
+/// never fire).
+pub(crate) fn nonzero_duration(
+    settings: &Settings,
+    name: &str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let value = settings.duration_or(name, default)?;
+    if value.is_zero() {
+        return Err(ConfigError::invalid(
+            name,
+            "0",
+            "a duration above zero, such as 500ms or 30s",
+        ));
+    }
+    Ok(value)
 }
 
 /// Parses `500ms`, `2s`, `1.5s`, `1m`, `1h`, or a bare number of milliseconds.

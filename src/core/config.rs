@@ -36,6 +36,82 @@ pub struct ChannelRule {
     pub access: Access,
 }
 
+/// How much stream state the core keeps for the channels one rule matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryLimits {
+    /// Messages kept per channel; 0 turns history (and snapshots) off for
+    /// the channel: today's behaviour, nothing stored (`WS_HISTORY_SIZE`).
+    pub messages: usize,
+    /// Bytes of stored frames kept per channel (`WS_HISTORY_CHANNEL_BYTES`).
+    pub bytes: usize,
+    /// Age after which a stored message is dropped; zero keeps messages
+    /// until the other bounds push them out (`WS_HISTORY_TTL`).
+    pub max_age: Duration,
+    /// Keys kept per channel in the latest-per-key snapshot map; 0 turns
+    /// snapshots off (`WS_HISTORY_SNAPSHOT_KEYS`).
+    pub snapshot_keys: usize,
+    /// The top-level JSON field of a payload that keys snapshots (e.g.
+    /// `symbol`); without it the Kafka record key is used, else the channel
+    /// snapshots its last message (`WS_HISTORY_SNAPSHOT_FIELD`).
+    pub snapshot_field: Option<String>,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> Self {
+        HistoryLimits {
+            messages: 1000,
+            bytes: 4 * 1024 * 1024,
+            max_age: Duration::from_secs(300),
+            snapshot_keys: 10_000,
+            snapshot_field: None,
+        }
+    }
+}
+
+impl HistoryLimits {
+    /// Whether anything is stored at all.
+    pub fn enabled(&self) -> bool {
+        self.messages > 0 && self.bytes > 0
+    }
+}
+
+/// [`HistoryLimits`] for the channels `pattern` matches (`*` as a trailing
+/// wildcard); the first matching rule wins, other channels get the defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRule {
+    /// The channel pattern.
+    pub pattern: String,
+    /// The limits for it.
+    pub limits: HistoryLimits,
+}
+
+/// Stream state: per-channel history rings and snapshot maps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// Limits for channels no rule matches (`WS_HISTORY_*`).
+    pub defaults: HistoryLimits,
+    /// Per-pattern limits (`[[history.rules]]` in the TOML file).
+    pub rules: Vec<HistoryRule>,
+    /// Cap on everything stored across channels, stored frames plus their
+    /// bookkeeping; the oldest entries go first (`WS_HISTORY_MAX_BYTES`).
+    pub max_bytes: usize,
+    /// This process's epoch: names the stream of the sequences it assigns
+    /// (`~<epoch>:<seq>`). It must differ between processes, so the shell
+    /// sets a random one; alphanumeric, at most 32 characters.
+    pub epoch: String,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            defaults: HistoryLimits::default(),
+            rules: Vec::new(),
+            max_bytes: 256 * 1024 * 1024,
+            epoch: "0".to_owned(),
+        }
+    }
+}
+
 /// The core's policies.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -76,6 +152,11 @@ pub struct CoreConfig {
     pub batch_delay: Duration,
     /// Role- and owner-restricted channel patterns (TOML only).
     pub channel_rules: Vec<ChannelRule>,
+    /// History, snapshots and recovery.
+    pub history: HistoryConfig,
+    /// How long before a token's `exp` the server sends `refresh_required`
+    /// (`WS_AUTH_REFRESH_LEAD`); zero never asks.
+    pub refresh_lead: Duration,
 }
 
 impl Default for CoreConfig {
@@ -98,6 +179,8 @@ impl Default for CoreConfig {
             batch_max: 1,
             batch_delay: Duration::ZERO,
             channel_rules: Vec::new(),
+            history: HistoryConfig::default(),
+            refresh_lead: Duration::from_secs(60),
         }
     }
 }

@@ -46,4 +46,7 @@ pub(crate) struct Connection {
     pub(crate) scheduled: Option<Instant>,
     /// Whether it is already in the core's ready list, so it is listed once.
     pub(crate) in_ready: bool,
+    /// Whether a `refresh` token is with the shell for verification: one at
+    /// a time, so a flood of refreshes cannot queue unbounded work.
+    pub(crate) refresh_pending: bool,
 }

@@ -10,7 +10,6 @@ use super::connection::BatchedMessage;
 use super::outbound::FrameKind;
 use super::timers::Timer;
 use super::{ConnId, Core, Publish, PublishOutcome};
-use crate::proto::position::Position;
 use crate::proto::server;
 
 impl Core {
@@ -20,25 +19,9 @@ impl Core {
         publish: Publish,
         ingested: Instant,
     ) -> PublishOutcome {
-        let pos = match publish.pos {
-            Some(pos) => pos,
-            None => {
-                // Look up before inserting so the hot path does not clone
-                // the channel name.
-                let seq = match self.sequences.get_mut(&publish.channel) {
-                    Some(seq) => {
-                        *seq += 1;
-                        *seq
-                    }
-                    None => {
-                        self.sequences.insert(publish.channel.clone(), 1);
-                        1
-                    }
-                };
-                Position::Sequence(seq)
-            }
-        };
-        let encoded = server::message(&publish.channel, pos, &publish.payload);
+        // Positioned, encoded once and stored (the ring holds a refcounted
+        // clone of the very frame every subscriber gets).
+        let (channel_id, encoded) = self.store.publish(now, &publish);
         let mut subscribers = std::mem::take(&mut self.fanout_scratch);
         subscribers.clear();
         if let Some(slab) = self.subscriptions.subscribers(&publish.channel) {
@@ -46,7 +29,13 @@ impl Core {
         }
         let batching = self.config.batch_max > 1;
         let mut delivered = 0;
+        let mut replaying = Vec::new();
         for &conn in &subscribers {
+            if self.replaying(conn, channel_id) {
+                // The replay reaches this message in the ring, in order.
+                replaying.push(conn);
+                continue;
+            }
             let queued = if batching {
                 self.add_to_batch(
                     now,
@@ -63,6 +52,10 @@ impl Core {
             delivered += usize::from(queued);
         }
         self.fanout_scratch = subscribers;
+        for conn in replaying {
+            self.pump_replays(now, conn);
+            delivered += 1;
+        }
         PublishOutcome {
             delivered,
             kind: encoded.kind,
@@ -114,7 +107,7 @@ impl Core {
     }
 
     /// Queues a message frame and stamps the queue with its ingest instant.
-    fn enqueue_message(
+    pub(super) fn enqueue_message(
         &mut self,
         now: Instant,
         conn: ConnId,

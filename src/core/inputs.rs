@@ -66,11 +66,15 @@ pub struct Publish {
     /// The gateway channel (already routed by the source).
     pub channel: String,
     /// Its stream position; `None` when the source has no offsets (HTTP,
-    /// Redis): the core then assigns the channel's next sequence number.
+    /// Redis): the core then assigns the channel's next sequence number on
+    /// this process's stream (`~epoch:seq`).
     pub pos: Option<Position>,
     /// The raw payload: JSON is embedded verbatim, other UTF-8 becomes a JSON
     /// string, other bytes go base64 under `b64data`.
     pub payload: Bytes,
+    /// The Kafka record key, when the record has one: it keys snapshots when
+    /// no JSON field is configured for the channel.
+    pub key: Option<Bytes>,
 }
 
 /// What [`Core::handle_publish`](crate::core::Core::handle_publish) did with a message.

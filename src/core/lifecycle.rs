@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::connection::Connection;
-use super::outbound::{FrameKind, Outbound, Pushed};
+use super::outbound::{self, FrameKind, Outbound, Pushed};
 use super::rate_limit::TokenBucket;
 use super::timers::{Timer, TimerTable};
 use super::{CloseReason, ConnId, Core, DropReason, Event, Open, Refusal};
@@ -24,6 +24,8 @@ impl CloseReason {
             CloseReason::RateLimitExceeded => "rate limit exceeded",
             CloseReason::FrameTooBig => "frame too big",
             CloseReason::Shutdown => "server shutting down",
+            CloseReason::ProtocolError => "protocol error",
+            CloseReason::InvalidUtf8 => "invalid UTF-8",
         }
     }
 }
@@ -37,7 +39,7 @@ impl Core {
     }
 
     /// The instant at which Unix time reaches `unix_ms` (`now` if it already has).
-    fn instant_of_unix_ms(&self, now: Instant, unix_ms: u64) -> Instant {
+    pub(super) fn instant_of_unix_ms(&self, now: Instant, unix_ms: u64) -> Instant {
         let ahead = unix_ms.saturating_sub(self.unix_ms(now));
         now.checked_add(Duration::from_millis(ahead))
             .unwrap_or(now + Duration::from_secs(86_400 * 365 * 100))
@@ -67,9 +69,7 @@ impl Core {
         if !self.config.connection_timeout.is_zero() {
             timers.set(Timer::Idle, now + self.config.connection_timeout);
         }
-        if let Some(exp) = open.identity.expires_at_unix_ms {
-            timers.set(Timer::TokenExpiry, self.instant_of_unix_ms(now, exp));
-        }
+        self.arm_token_timers(now, &mut timers, open.identity.expires_at_unix_ms);
         let connected = server::connected(
             &connection_id,
             &open.identity.user_id,
@@ -85,6 +85,7 @@ impl Core {
             outbound: Outbound::new(
                 self.config.client_buffer_frames,
                 self.config.client_buffer_bytes,
+                outbound::control_bound(self.config.rate_limit_burst),
             ),
             rate: TokenBucket::new(
                 now,
@@ -95,6 +96,7 @@ impl Core {
             batch: Vec::new(),
             scheduled: None,
             in_ready: false,
+            refresh_pending: false,
         });
         let conn = ConnId(key);
         self.events.push_back(Event::Opened {
@@ -110,7 +112,7 @@ impl Core {
             .filter(|c| !c.is_empty())
             .collect();
         if !channels.is_empty() {
-            self.subscribe(now, conn, None, channels);
+            self.subscribe(now, conn, None, channels, &Default::default());
         }
         self.reschedule(conn);
         Ok(conn)
@@ -179,6 +181,18 @@ impl Core {
         queued
     }
 
+    /// Queues a control frame only if it fits its bound; false if it was
+    /// left out. For answers that are a courtesy (a `rate_limited` error
+    /// to a client that floods): their overflow must not close the
+    /// connection as a slow consumer when the rate limit is the truth.
+    pub(super) fn enqueue_if_room(&mut self, now: Instant, conn: ConnId, frame: Bytes) -> bool {
+        let fits = self
+            .conns
+            .get(conn.0)
+            .is_some_and(|c| c.closing.is_none() && c.outbound.control_fits(frame.len()));
+        fits && self.enqueue(now, conn, frame, FrameKind::Control)
+    }
+
     fn count_drops(&mut self, conn: ConnId, count: u64, reason: DropReason) {
         if count > 0 {
             self.events.push_back(Event::MessagesDropped {
@@ -192,7 +206,7 @@ impl Core {
     /// The queue overflowed under `disconnect`: discard what is unsent
     /// (`also_dropped` counts a message that never got in), and tell the
     /// client why ahead of anything else.
-    fn close_slow_consumer(&mut self, now: Instant, conn: ConnId, also_dropped: u64) {
+    pub(super) fn close_slow_consumer(&mut self, now: Instant, conn: ConnId, also_dropped: u64) {
         let Some(c) = self.conns.get_mut(conn.0) else {
             return;
         };
@@ -240,6 +254,7 @@ impl Core {
             FrameKind::Close,
         );
         self.subscriptions.remove_conn(conn);
+        self.drop_replays(conn, None);
         self.mark_ready(conn);
         self.reschedule(conn);
     }
@@ -259,6 +274,7 @@ impl Core {
             }
         }
         self.subscriptions.remove_conn(conn);
+        self.drop_replays(conn, None);
         self.events.push_back(Event::Closed {
             conn,
             user_id: c.identity.user_id,
@@ -337,6 +353,7 @@ impl Core {
                     }
                 }
                 Timer::BatchFlush => self.flush_batch(now, conn),
+                Timer::RefreshDue => self.refresh_due(now, conn),
             }
         }
     }

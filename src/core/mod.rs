@@ -27,24 +27,33 @@ mod config;
 mod conn_map;
 mod connection;
 mod fanout;
+mod history;
 mod inputs;
 mod lifecycle;
 mod outbound;
 mod outputs;
 mod permissions;
 mod rate_limit;
+mod recovery;
+mod refresh;
 mod requests;
+mod store;
 mod subscriptions;
 mod timers;
 
-pub use config::{Access, ChannelRule, CoreConfig, SlowClientPolicy};
+pub use config::{
+    Access, ChannelRule, CoreConfig, HistoryConfig, HistoryLimits, HistoryRule, SlowClientPolicy,
+};
 pub(crate) use conn_map::ConnMap;
 pub use inputs::{ConnId, Identity, Open, Publish, PublishOutcome, Refusal};
 #[doc(hidden)]
 pub use outputs::ConnInspection;
-pub use outputs::{CloseReason, DropReason, Event, Output, Stats, Transmit};
+pub use outputs::{CloseReason, DropReason, Event, Output, Stats, Transmit, VerifyRequest};
+pub use store::HistoryStats;
 
 use connection::Connection;
+use recovery::Replay;
+use store::Store;
 use subscriptions::SubscriptionIndex;
 
 /// The state machine.
@@ -123,9 +132,12 @@ pub struct Core {
     per_address: HashMap<IpAddr, usize>,
     /// Who is subscribed to what.
     subscriptions: SubscriptionIndex,
-    /// Last sequence assigned per channel for a `Publish` without a `pos`; kept
-    /// when a channel loses its subscribers so positions never go back.
-    sequences: HashMap<String, u64>,
+    /// Stream state per channel: positions (including the sequences of
+    /// publishes without a `pos`), history rings and snapshot maps.
+    store: Store,
+    /// Replays in progress per connection (see `recovery`); fan-out leaves
+    /// those (connection, channel) pairs to them.
+    replays: ConnMap<Vec<Replay>>,
     /// Connections with frames queued and an idle writer, in the order they
     /// became ready.
     ready: VecDeque<ConnId>,
@@ -143,6 +155,8 @@ pub struct Core {
     /// Reused buffer of a channel's subscribers during fan-out (the index
     /// cannot be borrowed while queues change).
     fanout_scratch: Vec<ConnId>,
+    /// `refresh` tokens waiting for the shell to verify them.
+    refresh: refresh::RefreshQueue,
 }
 
 impl Core {
@@ -151,13 +165,14 @@ impl Core {
     /// clock itself.
     pub fn new(config: CoreConfig, now: Instant, unix_ms: u64) -> Core {
         Core {
+            store: Store::new(config.history.clone()),
+            replays: ConnMap::default(),
             config,
             anchor: now,
             anchor_unix_ms: unix_ms,
             conns: Slab::new(),
             per_address: HashMap::new(),
             subscriptions: SubscriptionIndex::default(),
-            sequences: HashMap::new(),
             ready: VecDeque::new(),
             disconnects: VecDeque::new(),
             events: VecDeque::new(),
@@ -165,6 +180,7 @@ impl Core {
             shutting_down: false,
             opened_total: 0,
             fanout_scratch: Vec::new(),
+            refresh: refresh::RefreshQueue::default(),
         }
     }
 
@@ -208,6 +224,20 @@ impl Core {
         }
     }
 
+    /// The client broke the WebSocket protocol (the frame reader said so):
+    /// close 1002, then the socket is dropped once the close is written or
+    /// `slow_close_grace` passes. Nothing else it sent is processed.
+    pub fn handle_protocol_violation(&mut self, now: Instant, conn: ConnId) {
+        if self.touch(now, conn) {
+            self.begin_close(
+                now,
+                conn,
+                CloseCode::ProtocolError,
+                CloseReason::ProtocolError,
+            );
+        }
+    }
+
     /// The client sent a close frame: the core answers it and disconnects.
     pub fn handle_peer_close(&mut self, now: Instant, conn: ConnId) {
         if self.touch(now, conn) {
@@ -236,6 +266,7 @@ impl Core {
             self.disconnects.push_back(conn);
             self.forget(now, conn, reason);
         } else {
+            self.pump_replays(now, conn);
             self.mark_ready(conn);
         }
     }
@@ -287,6 +318,9 @@ impl Core {
         if let Some(event) = self.events.pop_front() {
             return Some(Output::Event(event));
         }
+        if let Some(request) = self.refresh.pop() {
+            return Some(Output::Verify(request));
+        }
         self.deadlines.first().map(|(at, _)| Output::Timeout(*at))
     }
 
@@ -315,12 +349,22 @@ impl Core {
             connections: self.conns.len(),
             subscriptions: self.subscriptions.pair_count(),
             channels: self.subscriptions.channel_count(),
+            history: self.store.stats(),
         }
     }
 
     /// True once shutdown has begun and every connection is gone.
     pub fn is_drained(&self) -> bool {
         self.shutting_down && self.conns.is_empty()
+    }
+
+    /// The bound on control frames (replies to a client's own requests,
+    /// pings) one connection may hold, as (frames, bytes): apart from the
+    /// message bound, so the answers to one read of requests never make a
+    /// reading client a slow consumer.
+    pub fn control_bound(&self) -> (usize, usize) {
+        let bound = outbound::control_bound(self.config.rate_limit_burst);
+        (bound.frames, bound.bytes)
     }
 
     /// One connection's state, for property tests and fuzzing.
@@ -336,6 +380,8 @@ impl Core {
                 .collect(),
             held_frames: c.outbound.frames(),
             held_bytes: c.outbound.bytes(),
+            held_control_frames: c.outbound.control().frames,
+            held_control_bytes: c.outbound.control().bytes,
             closing: c.closing.is_some(),
             batched: c.batch.len(),
         })

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::inputs::ConnId;
+use crate::proto::client::RequestId;
 use crate::proto::codes::ErrorCode;
 
 /// One output of the core, from [`Core::poll_output`](crate::core::Core::poll_output).
@@ -19,6 +20,10 @@ pub enum Output {
     Disconnect(ConnId),
     /// Something that happened, for metrics and logs.
     Event(Event),
+    /// A `refresh` token to verify off the core's thread; answer with
+    /// [`Core::handle_refresh_verified`](crate::core::Core::handle_refresh_verified)
+    /// or [`Core::handle_refresh_rejected`](crate::core::Core::handle_refresh_rejected).
+    Verify(VerifyRequest),
     /// Nothing else is pending: call
     /// [`Core::handle_timeout`](crate::core::Core::handle_timeout) at this
     /// instant (or on the next input, whichever comes first). Always last.
@@ -59,6 +64,11 @@ pub enum CloseReason {
     FrameTooBig,
     /// The server is draining.
     Shutdown,
+    /// A frame no client may send (unmasked, reserved bits, unknown opcode,
+    /// bad control frame, invalid close code…): closed with 1002.
+    ProtocolError,
+    /// A text message that is not UTF-8: closed with 1007.
+    InvalidUtf8,
 }
 
 impl CloseReason {
@@ -73,6 +83,8 @@ impl CloseReason {
             CloseReason::RateLimitExceeded => "rate_limit_exceeded",
             CloseReason::FrameTooBig => "frame_too_big",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::InvalidUtf8 => "invalid_utf8",
         }
     }
 }
@@ -165,6 +177,8 @@ pub struct Stats {
     pub subscriptions: usize,
     /// Channels with at least one subscriber.
     pub channels: usize,
+    /// What history and snapshots hold.
+    pub history: super::HistoryStats,
 }
 
 /// What [`Core::inspect`](crate::core::Core::inspect) shows of one connection (tests and fuzzing).
@@ -177,8 +191,34 @@ pub struct ConnInspection {
     pub held_frames: usize,
     /// Bytes held (queued + in flight).
     pub held_bytes: usize,
+    /// Of `held_frames`, the control frames (replies, pings), which have
+    /// their own bound (`Core::control_bound`).
+    pub held_control_frames: usize,
+    /// Of `held_bytes`, the control frames' bytes.
+    pub held_control_bytes: usize,
     /// Whether its close frame is queued or sent.
     pub closing: bool,
     /// Messages waiting for a JSON-array batch.
     pub batched: usize,
+}
+
+/// A `refresh` token the shell must verify, off the core's thread.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VerifyRequest {
+    /// The connection that sent it.
+    pub conn: ConnId,
+    /// The request's `id`, to hand back with the answer.
+    pub id: Option<RequestId>,
+    /// The token as the client sent it.
+    pub token: String,
+}
+
+impl std::fmt::Debug for VerifyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A token is a credential: it stays out of logs.
+        f.debug_struct("VerifyRequest")
+            .field("conn", &self.conn)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
 }

@@ -9,7 +9,7 @@ use super::permissions;
 use super::rate_limit::Verdict;
 use super::{CloseReason, ConnId, Core, Event};
 use crate::proto::channel;
-use crate::proto::client::{self, ClientFrame, RequestId};
+use crate::proto::client::{self, ClientFrame, RequestId, SubscribeOptions};
 use crate::proto::codes::{CloseCode, ErrorCode};
 use crate::proto::server;
 
@@ -48,7 +48,13 @@ impl Core {
                 let message = format!(
                     "Too many frames: the limit is {per_second} per second; this frame was not processed. Slow down and retry."
                 );
-                self.reject(now, conn, None, ErrorCode::RateLimited, &message);
+                let error = server::error(None, ErrorCode::RateLimited, &message);
+                if self.enqueue_if_room(now, conn, error) {
+                    self.events.push_back(Event::FrameRejected {
+                        conn,
+                        code: ErrorCode::RateLimited,
+                    });
+                }
                 false
             }
             Verdict::Abusive => {
@@ -60,7 +66,7 @@ impl Core {
     }
 
     /// Answers with an `error` frame.
-    fn reject(
+    pub(super) fn reject(
         &mut self,
         now: Instant,
         conn: ConnId,
@@ -78,13 +84,28 @@ impl Core {
     }
 
     pub(super) fn text(&mut self, now: Instant, conn: ConnId, payload: &[u8]) {
-        if !self.touch(now, conn) || !self.admit(now, conn) {
+        if !self.touch(now, conn) {
+            return;
+        }
+        if std::str::from_utf8(payload).is_err() {
+            // RFC 6455 §8.1: an endpoint MUST fail the connection.
+            self.begin_close(
+                now,
+                conn,
+                CloseCode::InvalidPayload,
+                CloseReason::InvalidUtf8,
+            );
+            return;
+        }
+        if !self.admit(now, conn) {
             return;
         }
         match client::decode(payload) {
-            Ok(ClientFrame::Subscribe { id, channels }) => {
-                self.subscribe(now, conn, id.as_ref(), channels)
-            }
+            Ok(ClientFrame::Subscribe {
+                id,
+                channels,
+                options,
+            }) => self.subscribe(now, conn, id.as_ref(), channels, &options),
             Ok(ClientFrame::Unsubscribe { id, channels }) => {
                 self.unsubscribe(now, conn, id.as_ref(), channels)
             }
@@ -93,6 +114,7 @@ impl Core {
                 self.enqueue(now, conn, pong, FrameKind::Control);
             }
             Ok(ClientFrame::Pong) => {}
+            Ok(ClientFrame::Refresh { id, token }) => self.refresh_requested(now, conn, id, token),
             Err(err) => self.reject(now, conn, err.id.as_ref(), err.code(), &err.to_string()),
         }
     }
@@ -141,6 +163,7 @@ impl Core {
         conn: ConnId,
         id: Option<&RequestId>,
         channels: Vec<String>,
+        options: &SubscribeOptions,
     ) {
         let channels = deduplicated(channels);
         let mut new_so_far = 0;
@@ -158,8 +181,17 @@ impl Core {
             .filter(|name| self.subscriptions.subscribe(conn, name))
             .cloned()
             .collect();
-        let ack = server::subscribed(id, &channels, self.subscriptions.channels_of(conn));
+        let state = self.stream_state(now, conn, &channels, &added, options);
+        let ack = server::subscribed(
+            id,
+            &channels,
+            self.subscriptions.channels_of(conn),
+            &state.positions,
+            &state.recovered,
+        );
         self.enqueue(now, conn, ack, FrameKind::Control);
+        // Replayed messages follow the ack that reported their cursor.
+        self.pump_replays(now, conn);
         if !added.is_empty() {
             self.events.push_back(Event::Subscribed {
                 conn,
@@ -182,6 +214,7 @@ impl Core {
             .filter(|name| self.subscriptions.unsubscribe(conn, name))
             .cloned()
             .collect();
+        self.drop_replays(conn, Some(&removed));
         let ack = server::unsubscribed(id, &channels, self.subscriptions.channels_of(conn));
         self.enqueue(now, conn, ack, FrameKind::Control);
         if !removed.is_empty() {

@@ -17,17 +17,21 @@ pub(crate) enum Timer {
     Heartbeat = 3,
     /// Send the pending JSON-array batch.
     BatchFlush = 4,
+    /// Ask the client for a fresh token (`refresh_required`), a lead time
+    /// before the token's `exp`.
+    RefreshDue = 5,
 }
 
 impl Timer {
     /// Every timer, in the order expired ones are handled (a close first, so
     /// nothing is sent on a connection that is going away).
-    pub(crate) const ALL: [Timer; 5] = [
+    pub(crate) const ALL: [Timer; 6] = [
         Timer::CloseGrace,
         Timer::TokenExpiry,
         Timer::Idle,
         Timer::Heartbeat,
         Timer::BatchFlush,
+        Timer::RefreshDue,
     ];
 }
 
@@ -35,7 +39,7 @@ impl Timer {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TimerTable {
     /// Indexed by `Timer as usize`; `None` = not armed.
-    deadlines: [Option<Instant>; 5],
+    deadlines: [Option<Instant>; 6],
 }
 
 impl TimerTable {

@@ -1,7 +1,8 @@
 //! Fuzz target 1: arbitrary bytes as one client text frame, through
 //! decoding and the core. Protocol v1 promises that an unknown or malformed
 //! frame gets an `error` frame, never a crash and never silence, and that
-//! the connection lives on.
+//! the connection lives on — except text that is not UTF-8, which RFC 6455
+//! §8.1 says fails the connection: it is closed with 1007.
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -20,6 +21,7 @@ const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode::ChannelLimit,
     ErrorCode::RateLimited,
     ErrorCode::BinaryNotSupported,
+    ErrorCode::BadPosition,
 ];
 
 /// Fuzz target body: `data` is the payload of one text frame from an
@@ -37,6 +39,12 @@ pub fn client_frame(data: &[u8]) {
 
     harness.text(conn, data);
     harness.flush(4);
+    if std::str::from_utf8(data).is_err() {
+        // The harness checks the close frame's code against its reason.
+        assert!(!harness.is_open(conn), "text that is not UTF-8 was kept");
+        harness.finish();
+        return;
+    }
     let replies: Vec<Value> = harness
         .take_received()
         .into_iter()
@@ -67,6 +75,7 @@ pub fn client_frame(data: &[u8]) {
             channel: "lines".to_owned(),
             pos: None,
             payload: Bytes::from_static(br#"{"price":1}"#),
+            key: None,
         })
         .delivered;
     assert_eq!(delivered, usize::from(subscribed.contains("lines")));

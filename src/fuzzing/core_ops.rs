@@ -89,6 +89,15 @@ enum Op {
         channel: u8,
         count: u8,
     },
+    /// A subscribe asking for stream state: `since` a cursor, `snapshot`
+    /// or `history`.
+    Recover {
+        conn: u8,
+        channel: u8,
+        since: Option<CursorChoice>,
+        snapshot: bool,
+        history: Option<u8>,
+    },
     WriteComplete {
         conn: u8,
     },
@@ -97,6 +106,46 @@ enum Op {
         millis: u16,
     },
     Shutdown,
+}
+
+/// A `since` cursor: mostly well-formed ones near what the core hands out
+/// (own sequences, the fuzz topic's partitions, another epoch), sometimes
+/// arbitrary text.
+#[derive(Debug, Clone, Arbitrary)]
+enum CursorChoice {
+    /// Entries built from parts.
+    Entries(Vec<CursorEntry>),
+    /// Any text, as a client might send.
+    Raw(String),
+}
+
+/// One entry of a built cursor.
+#[derive(Debug, Clone, Arbitrary)]
+enum CursorEntry {
+    /// This process's sequence (`~0:n`).
+    Own(u8),
+    /// Another process's sequence.
+    Foreign(u8),
+    /// A Kafka position of the fuzz topic.
+    Kafka(u8, u16),
+}
+
+impl CursorChoice {
+    fn text(&self) -> String {
+        match self {
+            CursorChoice::Raw(text) => text.clone(),
+            CursorChoice::Entries(entries) => entries
+                .iter()
+                .take(6)
+                .map(|e| match e {
+                    CursorEntry::Own(n) => format!("~0:{n}"),
+                    CursorEntry::Foreign(n) => format!("~beef:{n}"),
+                    CursorEntry::Kafka(p, o) => format!("t:{}:{o}", p % 4),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
 }
 
 /// Fuzz target body: decodes a configuration and a sequence of operations
@@ -133,7 +182,8 @@ pub fn core_ops(data: &[u8]) {
 /// configuration (with the fuzz channel rules): `buffer`, `bytes`,
 /// `drop_oldest`, `grace`, `heartbeat`, `timeout` (milliseconds),
 /// `app_ping`, `max_channels`, `max_conns`, `per_ip`, `rate`, `burst`,
-/// `batch`, `batch_delay`. Then one operation per line, connections by index
+/// `batch`, `batch_delay`, `history` (messages per channel), `history_bytes`
+/// (the global cap). Then one operation per line, connections by index
 /// among those held, channels and users by name:
 ///
 /// ```text
@@ -143,6 +193,8 @@ pub fn core_ops(data: &[u8]) {
 /// toobig 0 | close 0 | drop 0        (frame too big, peer close, socket died)
 /// publish lines {"price":1}          burst lines 40
 /// publishat lines 2:1041 {"p":1}     (a Kafka partition:offset)
+/// recover 0 lines ~0:3,t:2:1041      (subscribe with `since`)
+/// history 0 lines 5 | snapshot 0 lines
 /// write 0 | writeall | advance 5000 | shutdown
 /// ```
 ///
@@ -247,6 +299,17 @@ fn parse_script(script: &[u8]) -> (CoreConfig, Vec<Op>) {
                     channel: channel_index(args.next().unwrap_or("lines")),
                     count: args.next().and_then(|n| n.parse().ok()).unwrap_or(10),
                 },
+                "recover" | "history" | "snapshot" => {
+                    let channel = channel_index(args.nth(1).unwrap_or("lines"));
+                    let third = args.next().unwrap_or_default();
+                    Op::Recover {
+                        conn: conn(),
+                        channel,
+                        since: (word == "recover").then(|| CursorChoice::Raw(third.to_owned())),
+                        snapshot: word == "snapshot",
+                        history: (word == "history").then(|| third.parse().unwrap_or(3)),
+                    }
+                }
                 "write" => Op::WriteComplete { conn: conn() },
                 "writeall" => Op::WriteAll,
                 "advance" => Op::Advance {
@@ -284,6 +347,8 @@ fn configure(config: &mut CoreConfig, setting: &str) {
         "burst" => config.rate_limit_burst = u32::from(n),
         "batch" => config.batch_max = usize::from(n),
         "batch_delay" => config.batch_delay = millis,
+        "history" => config.history.defaults.messages = usize::from(n),
+        "history_bytes" => config.history.max_bytes = usize::from(n),
         _ => {}
     }
 }
@@ -326,6 +391,28 @@ fn run(harness: &mut Harness, op: Op, next_offset: &mut [i64; 4]) {
         Op::Subscribe { conn, id, channels } => {
             with_conn(harness, conn, |h, c| {
                 h.text(c, &request("subscribe", id, &channels));
+            });
+        }
+        Op::Recover {
+            conn,
+            channel,
+            since,
+            snapshot,
+            history,
+        } => {
+            let name = scenario::channel(channel);
+            let mut frame = json!({"type": "subscribe", "channels": [name], "id": 3});
+            if let Some(since) = since {
+                frame["since"] = json!({ name: since.text() });
+            }
+            if snapshot {
+                frame["snapshot"] = true.into();
+            }
+            if let Some(n) = history {
+                frame["history"] = n.into();
+            }
+            with_conn(harness, conn, |h, c| {
+                h.text(c, frame.to_string().as_bytes())
             });
         }
         Op::Unsubscribe { conn, id, channels } => {
@@ -372,6 +459,7 @@ fn run(harness: &mut Harness, op: Op, next_offset: &mut [i64; 4]) {
                     let slot = &mut next_offset[partition as usize];
                     *slot += i64::from(step % 1_000);
                     Some(Position::Offset {
+                        topic: "t".to_owned(),
                         partition: i32::from(partition),
                         offset: *slot,
                     })
@@ -382,6 +470,7 @@ fn run(harness: &mut Harness, op: Op, next_offset: &mut [i64; 4]) {
                 channel: scenario::channel(channel).to_owned(),
                 pos,
                 payload: Bytes::from(payload.bytes()),
+                key: None,
             });
         }
         Op::PublishAt {
@@ -392,8 +481,13 @@ fn run(harness: &mut Harness, op: Op, next_offset: &mut [i64; 4]) {
         } => {
             harness.publish(Publish {
                 channel: scenario::channel(channel).to_owned(),
-                pos: Some(Position::Offset { partition, offset }),
+                pos: Some(Position::Offset {
+                    topic: "t".to_owned(),
+                    partition,
+                    offset,
+                }),
                 payload: Bytes::from(payload),
+                key: None,
             });
         }
         Op::PublishBurst { channel, count } => {
@@ -402,6 +496,7 @@ fn run(harness: &mut Harness, op: Op, next_offset: &mut [i64; 4]) {
                     channel: scenario::channel(channel).to_owned(),
                     pos: None,
                     payload: Bytes::from(format!(r#"{{"seq":{i}}}"#)),
+                    key: None,
                 });
             }
         }

@@ -54,6 +54,8 @@ const SERVER_FRAME_TYPES: &[&str] = &[
     "error",
     "pong",
     "ping",
+    "refresh_required",
+    "refreshed",
 ];
 
 /// What the harness knows about one connection the shell holds.
@@ -283,7 +285,10 @@ impl Harness {
             .filter(|model| !model.closed_event && model.channels.contains(&publish.channel))
             .count();
         let expected_kind = classify(&publish.payload);
-        if let Some(Position::Offset { partition, offset }) = publish.pos {
+        if let Some(Position::Offset {
+            partition, offset, ..
+        }) = publish.pos
+        {
             let key = (publish.channel.clone(), i64::from(partition));
             if let Some(last) = self.last_published.insert(key.clone(), offset)
                 && offset < last
@@ -354,7 +359,15 @@ impl Harness {
             self.conns.keys().collect::<Vec<_>>()
         );
         assert_eq!(self.opened_total, self.closed_total, "opened vs closed");
-        assert_eq!(self.core.stats(), crate::core::Stats::default());
+        // Stream state outlives connections; the rest is gone.
+        let stats = self.core.stats();
+        assert_eq!(
+            stats,
+            crate::core::Stats {
+                history: stats.history,
+                ..Default::default()
+            }
+        );
     }
 
     /// Drains the outputs in the documented order until all are empty, then
@@ -372,7 +385,8 @@ impl Harness {
                     Some(Output::Transmit(_)) => 0,
                     Some(Output::Disconnect(_)) => 1,
                     Some(Output::Event(_)) => 2,
-                    Some(Output::Timeout(_)) | None => 3,
+                    Some(Output::Verify(_)) => 3,
+                    Some(Output::Timeout(_)) | None => 4,
                 };
                 assert!(this_rank >= rank, "outputs out of order: {output:?}");
                 rank = this_rank;
@@ -395,6 +409,9 @@ impl Harness {
                         produced = true;
                         self.on_event(event);
                     }
+                    // This shell verifies nothing: the refresh stays pending
+                    // and the connection closes at its token's `exp`.
+                    Some(Output::Verify(_)) => produced = true,
                     Some(Output::Timeout(at)) => {
                         self.deadline = Some(at);
                         break;
@@ -471,17 +488,27 @@ impl Harness {
             subscriptions += model.channels.len();
             channels.extend(model.channels.iter().cloned());
             let close_room = usize::from(seen.closing);
+            let (messages, message_bytes) = (
+                seen.held_frames - seen.held_control_frames,
+                seen.held_bytes - seen.held_control_bytes,
+            );
             assert!(
-                seen.held_frames <= config.client_buffer_frames + close_room,
-                "{conn} holds {} frames, bound {}",
-                seen.held_frames,
+                messages <= config.client_buffer_frames + close_room,
+                "{conn} holds {messages} message frames, bound {}",
                 config.client_buffer_frames
             );
             assert!(
-                seen.held_bytes <= config.client_buffer_bytes + close_room * MAX_CLOSE_FRAME,
-                "{conn} holds {} bytes, bound {}",
-                seen.held_bytes,
+                message_bytes <= config.client_buffer_bytes + close_room * MAX_CLOSE_FRAME,
+                "{conn} holds {message_bytes} message bytes, bound {}",
                 config.client_buffer_bytes
+            );
+            let (control_frames, control_bytes) = self.core.control_bound();
+            assert!(
+                seen.held_control_frames <= control_frames
+                    && seen.held_control_bytes <= control_bytes,
+                "{conn} holds {} control frames / {} bytes, bound {control_frames} / {control_bytes}",
+                seen.held_control_frames,
+                seen.held_control_bytes
             );
             assert!(
                 seen.batched < config.batch_max.max(2),
@@ -494,6 +521,12 @@ impl Harness {
         assert_eq!(stats.connections, connections, "stats.connections");
         assert_eq!(stats.subscriptions, subscriptions, "stats.subscriptions");
         assert_eq!(stats.channels, channels.len(), "stats.channels");
+        assert!(
+            stats.history.bytes <= config.history.max_bytes,
+            "history holds {} bytes, cap {}",
+            stats.history.bytes,
+            config.history.max_bytes
+        );
     }
 
     /// Checks one `Transmit` and records what the client receives; message
@@ -611,6 +644,9 @@ impl Harness {
                         model.channels.remove(&channel),
                         "{conn} unsubscribed from {channel:?}, which it did not hold"
                     );
+                    // A later subscribe may replay history from before what
+                    // it saw: order is checked per subscription.
+                    model.last_pos.retain(|(c, _), _| *c != channel);
                 }
             }
             Event::MessagesDropped { conn, .. }
@@ -642,13 +678,22 @@ fn check_order(
     let pos = message["pos"]
         .as_str()
         .unwrap_or_else(|| panic!("message without a string pos: {message}"));
-    let (partition, position, strictly) = match pos.split_once(':') {
-        Some((partition, offset)) => (
-            Some(partition.parse::<i64>().expect("numeric partition")),
-            offset.parse::<i128>().expect("numeric offset"),
-            false,
+    // `<topic>:<partition>:<offset>` (Kafka) or `~<epoch>:<seq>` (assigned).
+    let (stream, offset) = pos.rsplit_once(':').expect("pos is <stream>:<offset>");
+    let (partition, position, strictly) = match stream.strip_prefix('~') {
+        Some(_) => (
+            None,
+            offset.parse::<i128>().expect("numeric sequence"),
+            true,
         ),
-        None => (None, pos.parse::<i128>().expect("numeric sequence"), true),
+        None => {
+            let (_, partition) = stream.rsplit_once(':').expect("<topic>:<partition>");
+            (
+                Some(partition.parse::<i64>().expect("numeric partition")),
+                offset.parse::<i128>().expect("numeric offset"),
+                false,
+            )
+        }
     };
     if partition.is_some_and(|p| source_disordered.contains(&(channel.to_owned(), p))) {
         return;
@@ -672,6 +717,8 @@ fn check_close_code(conn: ConnId, model: &ConnModel) {
     let expected = match reason {
         CloseReason::Shutdown => 1001,
         CloseReason::FrameTooBig => 1009,
+        CloseReason::ProtocolError => 1002,
+        CloseReason::InvalidUtf8 => 1007,
         CloseReason::SlowConsumer | CloseReason::TokenExpired | CloseReason::RateLimitExceeded => {
             1008
         }

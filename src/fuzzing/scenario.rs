@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use arbitrary::Arbitrary;
 
-use crate::core::{Access, ChannelRule, CoreConfig, Identity, Open, SlowClientPolicy};
+use crate::core::{
+    Access, ChannelRule, CoreConfig, HistoryConfig, HistoryLimits, Identity, Open, SlowClientPolicy,
+};
 
 /// Channel names the targets pick from: some collide on purpose, some are
 /// restricted by the rules of [`channel_rules`], some are invalid.
@@ -93,6 +95,9 @@ pub(crate) struct ConfigChoice {
     burst: u8,
     batch_max: u8,
     batch_delay_ms: u8,
+    history_size: u8,
+    history_bytes: u16,
+    history_age_ms: u16,
 }
 
 impl ConfigChoice {
@@ -120,6 +125,20 @@ impl ConfigChoice {
             batch_max: 1 + usize::from(self.batch_max % 4),
             batch_delay: Duration::from_millis(u64::from(self.batch_delay_ms % 50)),
             channel_rules: channel_rules(),
+            // Small rings so eviction, gaps and refused recoveries happen.
+            history: HistoryConfig {
+                defaults: HistoryLimits {
+                    messages: usize::from(self.history_size % 9),
+                    bytes: 256 + usize::from(self.history_bytes % 8192),
+                    max_age: Duration::from_millis(u64::from(self.history_age_ms % 20_000)),
+                    snapshot_keys: usize::from(self.history_size % 4),
+                    snapshot_field: (self.history_size % 2 == 0).then(|| "symbol".to_owned()),
+                },
+                rules: Vec::new(),
+                max_bytes: 1024 + usize::from(self.history_bytes % 16_384),
+                epoch: "0".to_owned(),
+            },
+            refresh_lead: Duration::from_secs(60),
         }
     }
 }

@@ -136,11 +136,16 @@ fn check_delivery(channel: String, offset: Option<(i32, i64)>, payload: Vec<u8>)
     harness.take_received();
     let subscribed = harness.channels_of(conn).contains(&channel);
 
-    let pos = offset.map(|(partition, offset)| Position::Offset { partition, offset });
+    let pos = offset.map(|(partition, offset)| Position::Offset {
+        topic: "t".to_owned(),
+        partition,
+        offset,
+    });
     let outcome = harness.publish(Publish {
         channel: channel.clone(),
-        pos,
+        pos: pos.clone(),
         payload: Bytes::from(payload.clone()),
+        key: None,
     });
     assert_eq!(outcome.delivered, usize::from(subscribed));
     harness.flush(4);
@@ -156,17 +161,22 @@ fn check_delivery(channel: String, offset: Option<(i32, i64)>, payload: Vec<u8>)
         .collect();
     assert_eq!(messages.len(), outcome.delivered, "message frames received");
     for frame in messages {
-        check_message(frame, &channel, pos, &payload);
+        check_message(frame, &channel, &pos, &payload);
     }
     harness.finish();
 }
 
 /// The frame names the channel and position and carries the payload.
-fn check_message(frame: &Value, channel: &str, pos: Option<Position>, payload: &[u8]) {
+fn check_message(frame: &Value, channel: &str, pos: &Option<Position>, payload: &[u8]) {
     assert_eq!(frame["channel"], channel, "channel of {frame}");
     let shown_pos = frame["pos"].as_str().expect("pos is a string");
-    if let Some(Position::Offset { partition, offset }) = pos {
-        assert_eq!(shown_pos, format!("{partition}:{offset}"));
+    match pos {
+        Some(Position::Offset {
+            topic,
+            partition,
+            offset,
+        }) => assert_eq!(shown_pos, format!("{topic}:{partition}:{offset}")),
+        _ => assert!(shown_pos.starts_with("~0:"), "{shown_pos}"),
     }
     match classify(payload) {
         PayloadKind::Json => {

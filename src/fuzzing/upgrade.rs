@@ -33,6 +33,7 @@ const AUTH_CODES: &[&str] = &[
     "wrong_issuer",
     "missing_sub",
     "algorithm_not_allowed",
+    "ambiguous_credentials",
 ];
 
 /// Longest acceptable 401 message: it is sent to the client and logged.
@@ -123,7 +124,7 @@ pub fn upgrade(data: &[u8]) {
         let header = format!("Bearer {token}");
         let by_header = UpgradeHeaders {
             authorization: Some(header.as_bytes()),
-            origin: None,
+            ..UpgradeHeaders::default()
         };
         let target = format!("/ws?channels=lines&token={}", percent_encode(&token));
         for (target, headers) in [
@@ -233,6 +234,7 @@ pub fn upgrade(data: &[u8]) {
             let headers = UpgradeHeaders {
                 authorization: authorization.as_deref().map(str::as_bytes),
                 origin: origin.map(str::as_bytes),
+                ..UpgradeHeaders::default()
             };
             let policy = policy(restrict_origins);
             let decision = check_decision(&target, headers, &verifier, &policy, now);
@@ -269,6 +271,7 @@ pub fn upgrade(data: &[u8]) {
             let headers = UpgradeHeaders {
                 authorization: authorization.as_deref(),
                 origin: origin.as_deref(),
+                ..UpgradeHeaders::default()
             };
             check_decision(&target, headers, &verifier, &policy(restrict_origins), now);
         }

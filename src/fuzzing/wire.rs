@@ -156,7 +156,7 @@ fn check_close_payload(payload: &[u8]) {
     assert!(payload.len() >= 2, "close payload of one byte");
     let code = u16::from_be_bytes([payload[0], payload[1]]);
     assert!(
-        matches!(code, 1000 | 1001 | 1008 | 1009 | 1011),
+        matches!(code, 1000 | 1001 | 1002 | 1007 | 1008 | 1009 | 1011),
         "undocumented close code {code}"
     );
     assert!(

@@ -8,6 +8,11 @@
 use serde_json::{Map, Value};
 
 use super::codes::ErrorCode;
+use super::cursor::{self, Cursor, CursorError};
+
+/// Largest `history` a subscribe may ask for; what is sent is further
+/// bounded by what the server keeps.
+pub const MAX_HISTORY_REQUEST: u64 = 100_000;
 
 /// A request `id`, echoed in the answer exactly as the client gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +43,8 @@ pub enum ClientFrame {
         /// Channels as named, `symbols` already mapped to `trade:SYMBOL`; may
         /// hold duplicates.
         channels: Vec<String>,
+        /// Stream state asked for with the channels.
+        options: SubscribeOptions,
     },
     /// Remove channels.
     Unsubscribe {
@@ -53,6 +60,24 @@ pub enum ClientFrame {
     },
     /// An answer to the server's app-level ping: activity only.
     Pong,
+    /// A fresh token for the same user, before the current one expires.
+    Refresh {
+        /// Echoed in `refreshed` or the `error`.
+        id: Option<RequestId>,
+        /// The new JWT (not yet verified).
+        token: String,
+    },
+}
+
+/// The stream-state parts of a `subscribe` (all optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// `since`: per channel, the cursor to recover from.
+    pub since: Vec<(String, Cursor)>,
+    /// `snapshot: true`: the latest message per key first.
+    pub snapshot: bool,
+    /// `history: N`: the last N messages first.
+    pub history: Option<usize>,
 }
 
 /// What was wrong with a client frame.
@@ -70,10 +95,12 @@ pub enum DecodeErrorKind {
     #[error("The frame must be a JSON object with a \"type\" field.")]
     NotObject,
     /// No string `type` (or `action`).
-    #[error("The frame has no \"type\" field; use one of subscribe, unsubscribe, ping, pong.")]
+    #[error(
+        "The frame has no \"type\" field; use one of subscribe, unsubscribe, ping, pong, refresh."
+    )]
     MissingType,
     /// A `type` the server does not know.
-    #[error("Unknown frame type \"{0}\"; use one of subscribe, unsubscribe, ping, pong.")]
+    #[error("Unknown frame type \"{0}\"; use one of subscribe, unsubscribe, ping, pong, refresh.")]
     UnknownType(String),
     /// `id` is neither a number nor a string.
     #[error("The \"id\" field must be a number or a string.")]
@@ -87,6 +114,32 @@ pub enum DecodeErrorKind {
     /// An empty list.
     #[error("A {0} frame must name at least one channel.")]
     NoChannels(&'static str),
+    /// `since` is not an object of cursor strings.
+    #[error("\"since\" must be an object mapping channel names to cursor strings.")]
+    BadSince,
+    /// `since` names a channel the frame does not subscribe.
+    #[error("\"since\" names channel \"{0}\", which this subscribe does not ask for.")]
+    SinceForOtherChannel(String),
+    /// A malformed cursor (code `bad_position`).
+    #[error("The cursor for channel \"{channel}\" {error}.")]
+    BadPosition {
+        /// The channel whose cursor it is.
+        channel: String,
+        /// What is wrong with it.
+        error: CursorError,
+    },
+    /// `snapshot` is not a boolean.
+    #[error("\"snapshot\" must be true or false.")]
+    BadSnapshot,
+    /// `history` is not a whole number in range.
+    #[error("\"history\" must be a whole number from 1 to {MAX_HISTORY_REQUEST}.")]
+    BadHistory,
+    /// Both `snapshot` and `history`.
+    #[error("Ask for either \"snapshot\" or \"history\", not both.")]
+    SnapshotAndHistory,
+    /// A `refresh` without a non-empty string `token`.
+    #[error("A refresh frame needs a \"token\": the new JWT as a string.")]
+    MissingToken,
 }
 
 /// A client frame that could not be decoded.
@@ -104,6 +157,7 @@ impl DecodeError {
     pub fn code(&self) -> ErrorCode {
         match self.kind {
             DecodeErrorKind::UnknownType(_) => ErrorCode::UnknownType,
+            DecodeErrorKind::BadPosition { .. } => ErrorCode::BadPosition,
             _ => ErrorCode::BadFrame,
         }
     }
@@ -134,7 +188,12 @@ pub fn decode(payload: &[u8]) -> Result<ClientFrame, DecodeError> {
     match kind {
         "subscribe" => {
             let channels = channels_of(&object, "subscribe").map_err(with_id)?;
-            Ok(ClientFrame::Subscribe { id, channels })
+            let options = options_of(&object, &channels).map_err(with_id)?;
+            Ok(ClientFrame::Subscribe {
+                id,
+                channels,
+                options,
+            })
         }
         "unsubscribe" => {
             let channels = channels_of(&object, "unsubscribe").map_err(with_id)?;
@@ -142,6 +201,13 @@ pub fn decode(payload: &[u8]) -> Result<ClientFrame, DecodeError> {
         }
         "ping" => Ok(ClientFrame::Ping { id }),
         "pong" => Ok(ClientFrame::Pong),
+        "refresh" => match object.get("token") {
+            Some(Value::String(token)) if !token.is_empty() => Ok(ClientFrame::Refresh {
+                id,
+                token: token.clone(),
+            }),
+            _ => Err(with_id(DecodeErrorKind::MissingToken)),
+        },
         other => {
             let shown: String = other.chars().take(64).collect();
             Err(with_id(DecodeErrorKind::UnknownType(shown)))
@@ -187,6 +253,53 @@ fn channels_of(
     Ok(channels)
 }
 
+/// `since`, `snapshot` and `history`.
+fn options_of(
+    object: &Map<String, Value>,
+    channels: &[String],
+) -> Result<SubscribeOptions, DecodeErrorKind> {
+    let mut options = SubscribeOptions::default();
+    match object.get("since") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(since)) => {
+            for (channel, value) in since {
+                let Value::String(text) = value else {
+                    return Err(DecodeErrorKind::BadSince);
+                };
+                if !channels.contains(channel) {
+                    let shown = channel.chars().take(140).collect();
+                    return Err(DecodeErrorKind::SinceForOtherChannel(shown));
+                }
+                let cursor = cursor::parse(text).map_err(|error| DecodeErrorKind::BadPosition {
+                    channel: channel.clone(),
+                    error,
+                })?;
+                options.since.push((channel.clone(), cursor));
+            }
+        }
+        Some(_) => return Err(DecodeErrorKind::BadSince),
+    }
+    match object.get("snapshot") {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(snapshot)) => options.snapshot = *snapshot,
+        Some(_) => return Err(DecodeErrorKind::BadSnapshot),
+    }
+    match object.get("history") {
+        None | Some(Value::Null) => {}
+        Some(value) => {
+            let n = value
+                .as_u64()
+                .filter(|n| (1..=MAX_HISTORY_REQUEST).contains(n))
+                .ok_or(DecodeErrorKind::BadHistory)?;
+            options.history = Some(n as usize);
+        }
+    }
+    if options.snapshot && options.history.is_some() {
+        return Err(DecodeErrorKind::SnapshotAndHistory);
+    }
+    Ok(options)
+}
+
 /// An array of strings, or a lone string (older clients send `"channels":"lines"`).
 fn strings_of(value: &Value, field: &'static str) -> Result<Vec<String>, DecodeErrorKind> {
     let items = match value {
@@ -214,6 +327,13 @@ mod tests {
         }
     }
 
+    fn subscribe_options(frame: &str) -> SubscribeOptions {
+        match decode(frame.as_bytes()) {
+            Ok(ClientFrame::Subscribe { options, .. }) => options,
+            other => panic!("expected subscribe, got {other:?}"),
+        }
+    }
+
     #[test]
     fn subscribe_with_numeric_id_decodes() {
         let frame = decode(br#"{"type":"subscribe","channels":["lines","analytics"],"id":1}"#);
@@ -222,8 +342,48 @@ mod tests {
             Ok(ClientFrame::Subscribe {
                 id: Some(RequestId::Number(1.into())),
                 channels: vec!["lines".into(), "analytics".into()],
+                options: SubscribeOptions::default(),
             })
         );
+    }
+
+    #[test]
+    fn since_snapshot_and_history_decode() {
+        let options = subscribe_options(
+            r#"{"type":"subscribe","channels":["lines"],"since":{"lines":"lines:0:5,~ab:2"},"snapshot":true}"#,
+        );
+        assert_eq!(options.since.len(), 1);
+        assert_eq!(options.since[0].1.to_string(), "lines:0:5,~ab:2");
+        assert!(options.snapshot);
+        let options =
+            subscribe_options(r#"{"type":"subscribe","channels":["lines"],"history":10}"#);
+        assert_eq!(options.history, Some(10));
+    }
+
+    #[test]
+    fn a_malformed_cursor_is_a_bad_position_naming_the_channel() {
+        let err =
+            decode(br#"{"type":"subscribe","channels":["lines"],"since":{"lines":"17"},"id":4}"#)
+                .expect_err("bad cursor");
+        assert_eq!(err.code(), ErrorCode::BadPosition);
+        assert_eq!(err.id, Some(RequestId::Number(4.into())));
+        assert!(err.to_string().contains("\"lines\""), "{err}");
+    }
+
+    #[test]
+    fn bad_stream_state_options_are_bad_frames() {
+        for frame in [
+            r#"{"type":"subscribe","channels":["a"],"since":"a:0:1"}"#,
+            r#"{"type":"subscribe","channels":["a"],"since":{"a":1}}"#,
+            r#"{"type":"subscribe","channels":["a"],"since":{"b":""}}"#,
+            r#"{"type":"subscribe","channels":["a"],"snapshot":1}"#,
+            r#"{"type":"subscribe","channels":["a"],"history":0}"#,
+            r#"{"type":"subscribe","channels":["a"],"history":-3}"#,
+            r#"{"type":"subscribe","channels":["a"],"history":5,"snapshot":true}"#,
+        ] {
+            let err = decode(frame.as_bytes()).expect_err(frame);
+            assert_eq!(err.code(), ErrorCode::BadFrame, "{frame}");
+        }
     }
 
     #[test]
@@ -285,6 +445,11 @@ mod tests {
             subscribe_channels(r#"{"type":"subscribe","symbols":"aapl"}"#),
             ["trade:AAPL"]
         );
+        // Documented: one name, never split on commas.
+        assert_eq!(
+            subscribe_channels(r#"{"type":"subscribe","channels":"a,b"}"#),
+            ["a,b"]
+        );
     }
 
     #[test]
@@ -296,5 +461,29 @@ mod tests {
             })
         );
         assert_eq!(decode(br#"{"type":"pong"}"#), Ok(ClientFrame::Pong));
+    }
+
+    #[test]
+    fn refresh_carries_its_token_and_id() {
+        assert_eq!(
+            decode(br#"{"type":"refresh","token":"a.b.c","id":9}"#),
+            Ok(ClientFrame::Refresh {
+                id: Some(RequestId::Number(9.into())),
+                token: "a.b.c".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn refresh_without_a_string_token_is_a_bad_frame_keeping_the_id() {
+        for frame in [
+            &br#"{"type":"refresh","id":4}"#[..],
+            br#"{"type":"refresh","token":"","id":4}"#,
+            br#"{"type":"refresh","token":42,"id":4}"#,
+        ] {
+            let err = decode(frame).expect_err("no token");
+            assert_eq!(err.code(), ErrorCode::BadFrame);
+            assert_eq!(err.id, Some(RequestId::Number(4.into())));
+        }
     }
 }

@@ -5,8 +5,9 @@
 //! off its front. Keeping no buffer for an idle socket is what keeps an idle
 //! connection at a few hundred bytes; a library reader holds 8 KiB each.
 //!
-//! Payload bytes are passed on unchecked: text is validated by the core,
-//! which answers bad UTF-8 with a `bad_frame` error and keeps the connection.
+//! Text payloads are passed on unchecked: the core validates UTF-8 and
+//! closes with 1007 (RFC 6455 §8.1). Everything the RFC forbids at the frame
+//! level is [`Inbound::Invalid`], which the core closes with 1002 (§7.4.1).
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -33,8 +34,10 @@ pub enum Inbound {
     /// nothing after it can be read; the connection closes with 1009.
     TooBig,
     /// A frame no client may send (unmasked, reserved bits, unknown opcode,
-    /// a fragmented or oversized control frame, a continuation out of place).
-    /// Nothing after it can be trusted; the connection is dropped.
+    /// a fragmented or oversized control frame, a continuation out of place,
+    /// a close frame with a 1-byte payload, an invalid code or a non-UTF-8
+    /// reason). Nothing after it can be trusted; the connection is closed
+    /// with 1002 and dropped.
     Invalid(&'static str),
 }
 
@@ -171,7 +174,10 @@ impl FrameReader {
                 }
                 Some(message(text, payload.freeze()))
             }
-            0x8 => Some(Inbound::Close),
+            0x8 => match check_close_payload(&payload) {
+                Ok(()) => Some(Inbound::Close),
+                Err(why) => Some(self.fail_stream(Inbound::Invalid(why))),
+            },
             0x9 => Some(Inbound::Ping(payload.freeze())),
             0xA => Some(Inbound::Pong),
             _ => Some(self.fail_stream(Inbound::Invalid("unknown opcode"))),
@@ -189,6 +195,30 @@ impl FrameReader {
         self.fragments = None;
         inbound
     }
+}
+
+/// RFC 6455 §5.5.1 and §7.4: a close payload is empty, or a status code
+/// an endpoint may send followed by a UTF-8 reason.
+fn check_close_payload(payload: &[u8]) -> Result<(), &'static str> {
+    match payload {
+        [] => Ok(()),
+        [_] => Err("close frame with a 1-byte payload"),
+        [high, low, reason @ ..] => {
+            if !is_sendable_close_code(u16::from_be_bytes([*high, *low])) {
+                return Err("close frame with a code no endpoint may send");
+            }
+            std::str::from_utf8(reason)
+                .map(|_| ())
+                .map_err(|_| "close frame with a reason that is not UTF-8")
+        }
+    }
+}
+
+/// Codes an endpoint may put in a close frame (RFC 6455 §7.4.1 and the
+/// IANA registry): 1000–1003, 1007–1014, and 3000–4999 for libraries and
+/// applications. 1004 is reserved; 1005, 1006 and 1015 must never be sent.
+pub fn is_sendable_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 /// A whole message of the given kind.
@@ -391,6 +421,44 @@ mod tests {
                 "{bytes:?} gave {got:?}"
             );
         }
+    }
+
+    #[test]
+    fn close_frames_with_bad_payloads_are_invalid() {
+        let mut bad_reason = 1000u16.to_be_bytes().to_vec();
+        bad_reason.extend_from_slice(&[0xff, 0xfe]);
+        let mut payloads = vec![vec![0x03], bad_reason];
+        for code in [
+            0u16, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535,
+        ] {
+            payloads.push(code.to_be_bytes().to_vec());
+        }
+        for payload in payloads {
+            let frame = encode_masked(true, 0x8, &payload, MASK);
+            let got = read_all(&mut FrameReader::new(1024), &frame);
+            assert!(
+                matches!(got.as_slice(), [Inbound::Invalid(_)]),
+                "{payload:?} gave {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn close_frames_with_sendable_codes_are_closes() {
+        for code in [1000u16, 1001, 1002, 1003, 1007, 1011, 1014, 3000, 4999] {
+            let mut payload = code.to_be_bytes().to_vec();
+            payload.extend_from_slice("bye ✓".as_bytes());
+            let frame = encode_masked(true, 0x8, &payload, MASK);
+            assert_eq!(
+                read_all(&mut FrameReader::new(1024), &frame),
+                [Inbound::Close]
+            );
+        }
+        let empty = encode_masked(true, 0x8, b"", MASK);
+        assert_eq!(
+            read_all(&mut FrameReader::new(1024), &empty),
+            [Inbound::Close]
+        );
     }
 
     #[test]

@@ -19,6 +19,11 @@ pub enum ErrorCode {
     RateLimited,
     /// Binary frames are not part of protocol v1.
     BinaryNotSupported,
+    /// A malformed `since` cursor; the message names the channel.
+    BadPosition,
+    /// A `refresh` was refused; the code says why (`token_expired`,
+    /// `invalid_token`, `unknown_key`, `sub_mismatch`, …).
+    TokenRefused(&'static str),
 }
 
 impl ErrorCode {
@@ -32,6 +37,8 @@ impl ErrorCode {
             ErrorCode::ChannelLimit => "channel_limit",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::BinaryNotSupported => "binary_not_supported",
+            ErrorCode::BadPosition => "bad_position",
+            ErrorCode::TokenRefused(code) => code,
         }
     }
 }
@@ -43,6 +50,10 @@ pub enum CloseCode {
     Normal,
     /// 1001: server shutting down.
     GoingAway,
+    /// 1002: the client broke the WebSocket protocol (RFC 6455 §7.4.1).
+    ProtocolError,
+    /// 1007: a text message that is not UTF-8 (RFC 6455 §8.1).
+    InvalidPayload,
     /// 1008: policy violation (slow consumer, rate limit, token expired).
     Policy,
     /// 1009: inbound frame too big.
@@ -57,6 +68,8 @@ impl CloseCode {
         match self {
             CloseCode::Normal => 1000,
             CloseCode::GoingAway => 1001,
+            CloseCode::ProtocolError => 1002,
+            CloseCode::InvalidPayload => 1007,
             CloseCode::Policy => 1008,
             CloseCode::TooBig => 1009,
             CloseCode::Internal => 1011,

@@ -6,6 +6,7 @@
 //!   no buffer between frames.
 //! * [`channel`]: which channel names are valid.
 //! * [`codes`]: error codes, close codes and payload kinds.
+//! * [`cursor`]: stream positions and the cursors built from them.
 //! * [`position`]: the `pos` of a message.
 //! * [`client`]: JSON frames a client sends (`subscribe`, `unsubscribe`, …).
 //! * [`server`]: JSON frames the server sends (`connected`, `message`, …).
@@ -14,6 +15,7 @@ pub mod channel;
 pub mod client;
 pub mod client_frames;
 pub mod codes;
+pub mod cursor;
 pub mod position;
 pub mod server;
 pub mod ws_frame;

@@ -6,15 +6,19 @@
 //! number (see `Publish::pos`).
 
 /// The `pos` of one message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Position {
-    /// Kafka `partition:offset`, identical on every replica.
+    /// Kafka `topic:partition:offset`, identical on every replica.
     Offset {
+        /// Kafka topic: names the stream together with the partition.
+        topic: String,
         /// Kafka partition.
         partition: i32,
         /// Kafka offset within the partition.
         offset: i64,
     },
-    /// A per-channel sequence number assigned by the gateway.
+    /// A per-channel sequence number assigned by the gateway; on the wire
+    /// `~<epoch>:<seq>`. The core assigns these itself: a source that passes
+    /// one is treated like a source without offsets.
     Sequence(u64),
 }

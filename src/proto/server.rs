@@ -11,7 +11,6 @@ use serde::de::IgnoredAny;
 
 use super::client::RequestId;
 use super::codes::{ErrorCode, PayloadKind};
-use super::position::Position;
 use super::ws_frame::{self, MAX_HEADER_LEN, Opcode};
 
 /// A JSON text being built behind room reserved for its frame header.
@@ -85,13 +84,37 @@ pub fn connected(connection_id: &str, user_id: &str, server_id: &str, unix_ms: u
 }
 
 /// `{"type":"subscribed",...}`: `channels` as requested, `current` the whole
-/// set afterwards.
+/// set afterwards, `positions` each requested channel's cursor, and
+/// `recovered` for each channel asked with `since` (omitted when none was).
 pub fn subscribed<'a>(
     id: Option<&RequestId>,
     channels: &[String],
     current: impl IntoIterator<Item = &'a str>,
+    positions: &[(String, String)],
+    recovered: &[(String, bool)],
 ) -> Bytes {
-    ack("subscribed", id, channels, current)
+    let mut w = ack_fields("subscribed", id, channels, current);
+    w.raw(b",\"positions\":{");
+    for (i, (channel, cursor)) in positions.iter().enumerate() {
+        if i > 0 {
+            w.raw(b",");
+        }
+        w.string(channel).raw(b":").string(cursor);
+    }
+    w.raw(b"}");
+    if !recovered.is_empty() {
+        w.raw(b",\"recovered\":{");
+        for (i, (channel, ok)) in recovered.iter().enumerate() {
+            if i > 0 {
+                w.raw(b",");
+            }
+            w.string(channel)
+                .raw(if *ok { b":true" } else { b":false" });
+        }
+        w.raw(b"}");
+    }
+    w.raw(b"}");
+    w.frame()
 }
 
 /// `{"type":"unsubscribed",...}`.
@@ -109,16 +132,27 @@ fn ack<'a>(
     channels: &[String],
     current: impl IntoIterator<Item = &'a str>,
 ) -> Bytes {
-    let mut w = FrameWriter::with_capacity(64 + 16 * channels.len());
+    let mut w = ack_fields(kind, id, channels, current);
+    w.raw(b"}");
+    w.frame()
+}
+
+/// An ack up to (not including) its closing brace.
+fn ack_fields<'a>(
+    kind: &str,
+    id: Option<&RequestId>,
+    channels: &[String],
+    current: impl IntoIterator<Item = &'a str>,
+) -> FrameWriter {
+    let mut w = FrameWriter::with_capacity(64 + 48 * channels.len());
     w.raw(b"{\"type\":")
         .string(kind)
         .id_field(id)
         .raw(b",\"channels\":")
         .string_array(channels.iter().map(String::as_str))
         .raw(b",\"current\":")
-        .string_array(current)
-        .raw(b"}");
-    w.frame()
+        .string_array(current);
+    w
 }
 
 /// `{"type":"error",...}`.
@@ -154,6 +188,28 @@ pub fn app_ping(unix_ms: u64) -> Bytes {
     w.frame()
 }
 
+/// The `pos` of a message (see [`super::cursor`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessagePos<'a> {
+    /// Kafka `topic:partition:offset`.
+    Offset {
+        /// Topic.
+        topic: &'a str,
+        /// Partition.
+        partition: i32,
+        /// Offset.
+        offset: i64,
+    },
+    /// `~epoch:seq`: a per-channel sequence assigned by the gateway process
+    /// with this epoch.
+    Sequence {
+        /// The process's epoch.
+        epoch: &'a str,
+        /// The sequence number.
+        seq: u64,
+    },
+}
+
 /// A `message` frame encoded once for all subscribers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedMessage {
@@ -184,25 +240,33 @@ pub fn classify_payload(payload: &[u8]) -> PayloadKind {
 }
 
 /// `{"type":"message","channel":…,"pos":…,"data":…}` (or `b64data`).
-pub fn message(channel: &str, pos: Position, payload: &[u8]) -> EncodedMessage {
+pub fn message(channel: &str, pos: MessagePos<'_>, payload: &[u8]) -> EncodedMessage {
     let kind = classify_payload(payload);
     let payload_room = match kind {
         PayloadKind::Json => payload.len(),
         PayloadKind::Text => payload.len() + payload.len() / 8 + 2,
         PayloadKind::Binary => payload.len().div_ceil(3) * 4,
     };
-    let mut w = FrameWriter::with_capacity(56 + channel.len() + payload_room);
+    let mut w = FrameWriter::with_capacity(88 + channel.len() + payload_room);
     w.raw(b"{\"type\":\"message\",\"channel\":")
         .string(channel)
         .raw(b",\"pos\":\"");
     match pos {
-        Position::Offset { partition, offset } => {
-            w.raw(itoa::Buffer::new().format(partition).as_bytes())
+        // Topic names and epochs need no JSON escaping: Kafka allows only
+        // `A-Z a-z 0-9 . _ -` and epochs are hex.
+        MessagePos::Offset {
+            topic,
+            partition,
+            offset,
+        } => {
+            w.raw(topic.as_bytes())
+                .raw(b":")
+                .raw(itoa::Buffer::new().format(partition).as_bytes())
                 .raw(b":")
                 .raw(itoa::Buffer::new().format(offset).as_bytes());
         }
-        Position::Sequence(seq) => {
-            w.number(seq);
+        MessagePos::Sequence { epoch, seq } => {
+            w.raw(b"~").raw(epoch.as_bytes()).raw(b":").number(seq);
         }
     }
     match kind {
@@ -227,6 +291,15 @@ pub fn message(channel: &str, pos: Position, payload: &[u8]) -> EncodedMessage {
         header_len,
         kind,
     }
+}
+
+/// A stored `message` object (`json`, without frame header) sent again as a
+/// snapshot: the same fields plus `"snapshot":true`.
+pub fn snapshot_message(json: &[u8]) -> Bytes {
+    let body = json.strip_suffix(b"}").unwrap_or(json);
+    let mut w = FrameWriter::with_capacity(body.len() + 18);
+    w.raw(body).raw(b",\"snapshot\":true}");
+    w.frame()
 }
 
 /// One text frame holding a JSON array of message objects (batching).
@@ -267,6 +340,47 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (year, month, day)
 }
 
+/// `{"type":"refresh_required","expiresAt":…}`: the connection's token
+/// expires at `expires_at_unix_ms`; send a `refresh` before then.
+pub fn refresh_required(expires_at_unix_ms: u64) -> Bytes {
+    let mut w = FrameWriter::with_capacity(56);
+    w.raw(b"{\"type\":\"refresh_required\",\"expiresAt\":")
+        .number(expires_at_unix_ms)
+        .raw(b"}");
+    w.frame()
+}
+
+/// `{"type":"refreshed","id":…,"expiresAt":…}`: the new token is in use;
+/// `expiresAt` is omitted when it has no `exp`.
+pub fn refreshed(id: Option<&RequestId>, expires_at_unix_ms: Option<u64>) -> Bytes {
+    let mut w = FrameWriter::with_capacity(64);
+    w.raw(b"{\"type\":\"refreshed\"").id_field(id);
+    if let Some(at) = expires_at_unix_ms {
+        w.raw(b",\"expiresAt\":").number(at);
+    }
+    w.raw(b"}");
+    w.frame()
+}
+
+/// `{"type":"unsubscribed","channels":…,"current":…,"reason":…}`: channels
+/// the server removed on its own (`reason` `forbidden`: a refreshed token
+/// no longer allows them).
+pub fn unsubscribed_by_server<'a>(
+    channels: &[String],
+    current: impl IntoIterator<Item = &'a str>,
+    reason: &str,
+) -> Bytes {
+    let mut w = FrameWriter::with_capacity(80 + 16 * channels.len());
+    w.raw(b"{\"type\":\"unsubscribed\",\"channels\":")
+        .string_array(channels.iter().map(String::as_str))
+        .raw(b",\"current\":")
+        .string_array(current)
+        .raw(b",\"reason\":")
+        .string(reason)
+        .raw(b"}");
+    w.frame()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,7 +412,8 @@ mod tests {
     fn json_payload_is_embedded_verbatim() {
         let m = message(
             "lines",
-            Position::Offset {
+            MessagePos::Offset {
+                topic: "lines",
                 partition: 0,
                 offset: 1234,
             },
@@ -308,18 +423,19 @@ mod tests {
         let decoded = ws_frame::decode(&m.frame).expect("decodes");
         assert_eq!(
             decoded.payload,
-            br#"{"type":"message","channel":"lines","pos":"0:1234","data":{"px": 1.50}}"#
+            br#"{"type":"message","channel":"lines","pos":"lines:0:1234","data":{"px": 1.50}}"#
         );
         assert_eq!(&m.json()[..], decoded.payload);
     }
 
     #[test]
     fn text_payload_becomes_a_json_string_and_bytes_go_base64() {
-        let text = message("lines", Position::Sequence(17), b"hello \"world\"");
+        let seq = |seq| MessagePos::Sequence { epoch: "9f3a", seq };
+        let text = message("lines", seq(17), b"hello \"world\"");
         assert_eq!(text.kind, PayloadKind::Text);
         assert_eq!(json_of(&text.frame)["data"], "hello \"world\"");
-        assert_eq!(json_of(&text.frame)["pos"], "17");
-        let binary = message("lines", Position::Sequence(1), &[0xff, 0x00, 0x01]);
+        assert_eq!(json_of(&text.frame)["pos"], "~9f3a:17");
+        let binary = message("lines", seq(1), &[0xff, 0x00, 0x01]);
         assert_eq!(binary.kind, PayloadKind::Binary);
         assert_eq!(json_of(&binary.frame)["b64data"], "/wAB");
     }
@@ -330,10 +446,30 @@ mod tests {
             Some(&RequestId::Text("a".into())),
             &["x".into()],
             ["w", "x"],
+            &[("x".into(), "~ab:0".into())],
+            &[("x".into(), true)],
         );
         assert_eq!(
             json_of(&frame),
-            serde_json::json!({"type":"subscribed","id":"a","channels":["x"],"current":["w","x"]})
+            serde_json::json!({"type":"subscribed","id":"a","channels":["x"],"current":["w","x"],
+                "positions":{"x":"~ab:0"},"recovered":{"x":true}})
+        );
+    }
+
+    #[test]
+    fn a_snapshot_message_is_the_stored_object_marked() {
+        let m = message(
+            "lines",
+            MessagePos::Sequence {
+                epoch: "ab",
+                seq: 3,
+            },
+            b"{}",
+        );
+        let snap = snapshot_message(&m.json());
+        assert_eq!(
+            json_of(&snap),
+            serde_json::json!({"type":"message","channel":"lines","pos":"~ab:3","data":{},"snapshot":true})
         );
     }
 }

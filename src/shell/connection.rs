@@ -18,6 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 
 use crate::proto::client_frames::{FrameReader, Inbound};
+use crate::shell::admission::Admitted;
 use crate::shell::driver::Command;
 use crate::shell::link::{ConnKey, Link, Wake};
 use crate::shell::socket::{Buffered, Socket};
@@ -62,14 +63,16 @@ pub(crate) async fn start(
     key: ConnKey,
     commands: mpsc::Sender<Command>,
     max_message_bytes: usize,
+    admitted: Arc<Admitted>,
 ) {
+    let admitted = Some(admitted);
     match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
         Ok(parts) => {
-            let link = Link::new(key, parts.io.into_inner());
+            let link = Link::new(key, parts.io.into_inner(), admitted);
             attach(link, parts.read_buf, commands, max_message_bytes).await;
         }
         Err(upgraded) => {
-            let link = Link::new(key, Buffered::new(TokioIo::new(upgraded)));
+            let link = Link::new(key, Buffered::new(TokioIo::new(upgraded)), admitted);
             attach(link, Bytes::new(), commands, max_message_bytes).await;
         }
     }
@@ -118,13 +121,12 @@ fn serve<S: Socket>(
         let mut ended: Option<io::Error> = None;
         loop {
             loop {
-                let (command, last) =
-                    match forward_frames(&mut reader, &mut input, link.key, &commands) {
-                        Forwarded::All => break,
-                        Forwarded::Over => return,
-                        Forwarded::Full { command, last } => (command, last),
-                    };
-                if !send!(commands, command) || last {
+                let command = match forward_frames(&mut reader, &mut input, link.key, &commands) {
+                    Forwarded::All => break,
+                    Forwarded::Over => return,
+                    Forwarded::Full(command) => command,
+                };
+                if !send!(commands, command) {
                     return;
                 }
             }
@@ -209,11 +211,11 @@ fn read_available<S: Socket + ?Sized>(
 enum Forwarded {
     /// Every complete frame is with the driver.
     All,
-    /// The driver's queue is full: `command` waits for room, then
-    /// forwarding goes on unless it was the `last`.
-    Full { command: Command, last: bool },
-    /// The connection is over for this task (a frame no client may send,
-    /// or the driver is gone).
+    /// The driver's queue is full: the command waits for room, then
+    /// forwarding goes on. (Even after a frame no client may send: the task
+    /// stays to discard what follows until the core has written its close.)
+    Full(Command),
+    /// The driver is gone.
     Over,
 }
 
@@ -229,16 +231,10 @@ fn forward_frames(
         return Forwarded::All;
     };
     while let Some(inbound) = reader.next(buffer) {
-        let (command, go_on) = command_for(inbound, key);
-        match commands.try_send(command) {
-            Ok(()) if go_on => {}
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return Forwarded::Over,
-            Err(mpsc::error::TrySendError::Full(command)) => {
-                return Forwarded::Full {
-                    command,
-                    last: !go_on,
-                };
-            }
+        match commands.try_send(command_for(inbound, key)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => return Forwarded::Over,
+            Err(mpsc::error::TrySendError::Full(command)) => return Forwarded::Full(command),
         }
     }
     if buffer.is_empty() {
@@ -247,24 +243,23 @@ fn forward_frames(
     Forwarded::All
 }
 
-/// The driver command for a client frame, and whether reading goes on.
-fn command_for(inbound: Inbound, key: ConnKey) -> (Command, bool) {
+/// The driver command for a client frame.
+fn command_for(inbound: Inbound, key: ConnKey) -> Command {
     match inbound {
-        Inbound::Text(payload) => (Command::Text { key, payload }, true),
-        Inbound::Binary => (Command::Binary { key }, true),
-        Inbound::Ping(payload) => (Command::Ping { key, payload }, true),
-        Inbound::Pong => (Command::Pong { key }, true),
-        Inbound::Close => (Command::PeerClose { key }, true),
+        Inbound::Text(payload) => Command::Text { key, payload },
+        Inbound::Binary => Command::Binary { key },
+        Inbound::Ping(payload) => Command::Ping { key, payload },
+        Inbound::Pong => Command::Pong { key },
+        Inbound::Close => Command::PeerClose { key },
         // The core answers with 1009; the task stays to write the close
         // and drain the rest of the frame, so the client gets it.
-        Inbound::TooBig => (Command::TooBig { key }, true),
+        Inbound::TooBig => Command::TooBig { key },
+        // The core answers with 1002 (RFC 6455 §7.4.1) and drops the socket
+        // once that is written or its grace passes; the reader discards
+        // everything after the violation meanwhile.
         Inbound::Invalid(why) => {
-            let error = io::Error::new(io::ErrorKind::InvalidData, why);
-            let closed = Command::Closed {
-                key,
-                error: Some(error),
-            };
-            (closed, false)
+            tracing::debug!(why, "client broke the protocol");
+            Command::ProtocolError { key }
         }
     }
 }
@@ -309,7 +304,7 @@ mod tests {
             conn: crate::core::ConnId(0),
             serial: 1,
         };
-        let link = Arc::new(Link::new(key, server));
+        let link = Arc::new(Link::new(key, server, None));
         let (commands, _rx) = mpsc::channel(1);
         let serving = serve(link, Bytes::new(), commands, 1024);
         let size = std::mem::size_of_val(&serving);

@@ -16,11 +16,14 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::core::{ConnMap, Core, Event, Open, Output, Refusal, Transmit};
+use crate::auth::{AuthError, Verifier};
+use crate::core::{ConnMap, Core, Event, Identity, Open, Output, Refusal, Transmit};
 use crate::metrics::Metrics;
+use crate::proto::client::RequestId;
 use crate::shell::batch::{WriteStart, Written};
 use crate::shell::conn_log::ConnLogs;
 use crate::shell::link::{ConnKey, Link};
+use crate::shell::offload;
 use crate::source::Ingest;
 
 /// Most commands taken per round.
@@ -53,6 +56,8 @@ pub(crate) enum Command {
     Pong { key: ConnKey },
     /// A message over the inbound size limit.
     TooBig { key: ConnKey },
+    /// A frame no client may send: close 1002.
+    ProtocolError { key: ConnKey },
     /// The client sent a close frame.
     PeerClose { key: ConnKey },
     /// The socket failed (`error`), hit EOF, or never finished upgrading.
@@ -107,9 +112,27 @@ pub(crate) struct Driver {
     /// Most source messages taken before a drain: half a client's queue, so
     /// one batch can never overflow a healthy client's queue by itself.
     message_batch: usize,
+    /// Verifies `refresh` tokens in tasks of their own, so the driver never
+    /// waits for crypto or a key fetch; `None` refuses every refresh.
+    verifier: Option<Arc<Verifier>>,
+    /// Where those tasks send their answers.
+    verified_tx: mpsc::UnboundedSender<Verified>,
+    /// The answers, taken by [`Driver::run`]. Unbounded but small: the core
+    /// lets each connection have one token in verification at a time.
+    verified_rx: Option<mpsc::UnboundedReceiver<Verified>>,
     /// The core's next deadline, as the last drain reported it
     /// ([`Output::Timeout`]); `None` when it has none, or once served.
     deadline: Option<Instant>,
+}
+
+/// The outcome of verifying a `refresh` token.
+struct Verified {
+    /// The connection that asked.
+    key: ConnKey,
+    /// The request's id.
+    id: Option<RequestId>,
+    /// The identity, or why not.
+    result: Result<Identity, AuthError>,
 }
 
 /// How often the driver logs a stats line.
@@ -124,7 +147,11 @@ impl Driver {
         drained: watch::Sender<bool>,
         client_buffer_frames: usize,
     ) -> Driver {
+        let (verified_tx, verified_rx) = mpsc::unbounded_channel();
         Driver {
+            verifier: None,
+            verified_tx,
+            verified_rx: Some(verified_rx),
             message_batch: (client_buffer_frames / 2).clamp(1, MAX_MESSAGE_BATCH),
             core,
             slots: ConnMap::default(),
@@ -138,6 +165,12 @@ impl Driver {
         }
     }
 
+    /// Lets `refresh` frames be verified with `verifier`.
+    pub(crate) fn with_verifier(mut self, verifier: Arc<Verifier>) -> Driver {
+        self.verifier = Some(verifier);
+        self
+    }
+
     /// Runs until both input channels are closed.
     pub(crate) async fn run(
         mut self,
@@ -145,6 +178,10 @@ impl Driver {
         mut ingest: mpsc::Receiver<Ingest>,
     ) {
         let mut ingest_open = true;
+        let mut verified = self
+            .verified_rx
+            .take()
+            .expect("run is called once, and only run takes the receiver");
         let mut stats_timer =
             tokio::time::interval_at(tokio::time::Instant::now() + STATS_INTERVAL, STATS_INTERVAL);
         loop {
@@ -174,6 +211,7 @@ impl Driver {
                 () = sleep => {
                     self.serve_deadline(now());
                 }
+                Some(answer) = verified.recv() => self.on_verified(answer),
                 _ = stats_timer.tick() => {
                     self.log_stats();
                     continue;
@@ -296,6 +334,11 @@ impl Driver {
                     self.core.handle_frame_too_big(now, key.conn);
                 }
             }
+            Command::ProtocolError { key } => {
+                if self.is_live(key) {
+                    self.core.handle_protocol_violation(now, key.conn);
+                }
+            }
             Command::PeerClose { key } => {
                 if self.is_live(key) {
                     self.metrics.messages_received.inc();
@@ -333,6 +376,76 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Hands a verified (or refused) `refresh` token back to the core.
+    fn on_verified(&mut self, answer: Verified) {
+        let Verified { key, id, result } = answer;
+        if !self.is_live(key) {
+            return;
+        }
+        let now = now();
+        match result {
+            Ok(identity) => self
+                .core
+                .handle_refresh_verified(now, key.conn, id, identity),
+            Err(error) => {
+                tracing::info!(conn = %key.conn, connection_id = self.logs.connection_id(key.conn), user = self.logs.user_id(key.conn), error = error.code(), "refresh refused");
+                self.core.handle_refresh_rejected(
+                    now,
+                    key.conn,
+                    id,
+                    error.code(),
+                    &error.to_string(),
+                );
+            }
+        }
+    }
+
+    /// Starts verifying a `refresh` token in a task of its own.
+    fn verify_refresh(&mut self, request: crate::core::VerifyRequest) {
+        let Some(serial) = self.slots.get(&request.conn).map(|slot| slot.serial) else {
+            return;
+        };
+        let key = ConnKey {
+            conn: request.conn,
+            serial,
+        };
+        let answers = self.verified_tx.clone();
+        let Some(verifier) = self.verifier.clone() else {
+            let result = Err(AuthError::AlgorithmNotAllowed {
+                alg: "any".to_owned(),
+                accepted: "no token at all: refresh is not configured".to_owned(),
+            });
+            let _ = answers.send(Verified {
+                key,
+                id: request.id,
+                result,
+            });
+            return;
+        };
+        tokio::spawn(async move {
+            let now_unix_secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let (checker, token) = (verifier.clone(), request.token.clone());
+            let mut result =
+                offload::off_the_workers(move || checker.verify(&token, now_unix_secs)).await;
+            // An unknown key may be a rotation: fetch the JWKS again
+            // (rate-limited inside) and check once more.
+            if matches!(result, Err(AuthError::UnknownKey { .. }))
+                && verifier.refetch_for_unknown_kid().await
+            {
+                let token = request.token.clone();
+                result =
+                    offload::off_the_workers(move || verifier.verify(&token, now_unix_secs)).await;
+            }
+            let _ = answers.send(Verified {
+                key,
+                id: request.id,
+                result,
+            });
+        });
     }
 
     fn on_ingest(&mut self, message: Ingest) {
@@ -417,6 +530,7 @@ impl Driver {
                     }
                     self.logs.record(&event, now);
                 }
+                Some(Output::Verify(request)) => self.verify_refresh(request),
                 Some(Output::Timeout(at)) if at <= now && !served_due => {
                     served_due = true;
                     self.serve_deadline(now);
@@ -490,6 +604,7 @@ mod tests {
                     channel: "nobody-listens".to_owned(),
                     pos: None,
                     payload: Bytes::from_static(b"{}"),
+                    key: None,
                 },
                 taken: None,
                 received_at: now(),

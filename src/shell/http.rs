@@ -17,8 +17,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::auth::Verifier;
 use crate::core::Open;
 use crate::metrics::Metrics;
+use crate::shell::admission::Admitted;
 use crate::shell::connection;
 use crate::shell::driver::Command;
+use crate::shell::offload;
 use crate::shell::ui::LivePage;
 use crate::shell::upgrade::{self, UpgradeHeaders, UpgradePolicy, UpgradeRefusal};
 use crate::source::Readiness;
@@ -31,8 +33,8 @@ pub(crate) type Body = Full<Bytes>;
 pub(crate) struct AppState {
     /// Into the driver.
     pub(crate) commands: mpsc::Sender<Command>,
-    /// Checks tokens.
-    pub(crate) verifier: Verifier,
+    /// Checks tokens (shared with the driver, which checks `refresh` ones).
+    pub(crate) verifier: Arc<Verifier>,
     /// Origin and assessment-channel settings.
     pub(crate) policy: UpgradePolicy,
     /// `POST /api/publish`, when an API key is configured.
@@ -52,10 +54,11 @@ pub(crate) async fn route(
     request: Request<Incoming>,
     state: Arc<AppState>,
     remote: SocketAddr,
+    admitted: Arc<Admitted>,
 ) -> Response<Body> {
     let path = request.uri().path();
     match (request.method(), path) {
-        (&Method::GET, "/ws") => upgrade(request, state, remote).await,
+        (&Method::GET, "/ws") => upgrade(request, state, remote, admitted).await,
         (&Method::GET, "/") if state.ui.is_some() => {
             state.ui.as_ref().expect("checked by the guard").response()
         }
@@ -119,6 +122,7 @@ async fn upgrade(
     mut request: Request<Incoming>,
     state: Arc<AppState>,
     remote: SocketAddr,
+    admitted: Arc<Admitted>,
 ) -> Response<Body> {
     if state.readiness.is_draining() {
         return refuse(&UpgradeRefusal::from_core(
@@ -133,13 +137,41 @@ async fn upgrade(
     let now_unix_secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let decided = upgrade::decide(
-        &path_and_query,
-        UpgradeHeaders::from_map(request.headers()),
-        &state.verifier,
-        &state.policy,
-        now_unix_secs,
-    );
+    // Owned copies, so the decision (signature work) can run off the
+    // runtime's workers.
+    let header = |name| request.headers().get(name).map(|v| v.as_bytes().to_vec());
+    let authorization = header(hyper::header::AUTHORIZATION);
+    let origin = header(hyper::header::ORIGIN);
+    let repeated = |name| request.headers().get_all(name).iter().nth(1).is_some();
+    let repeated_authorization = repeated(hyper::header::AUTHORIZATION);
+    let repeated_origin = repeated(hyper::header::ORIGIN);
+    let decide = || {
+        let (state, path_and_query) = (state.clone(), path_and_query.clone());
+        let (authorization, origin) = (authorization.clone(), origin.clone());
+        offload::off_the_workers(move || {
+            let headers = UpgradeHeaders {
+                authorization: authorization.as_deref(),
+                origin: origin.as_deref(),
+                repeated_authorization,
+                repeated_origin,
+            };
+            upgrade::decide(
+                &path_and_query,
+                headers,
+                &state.verifier,
+                &state.policy,
+                now_unix_secs,
+            )
+        })
+    };
+    let mut decided = decide().await;
+    // A key the JWKS does not hold yet: the issuer may have rotated. Fetch
+    // again (rate-limited inside) and decide once more.
+    if matches!(&decided, Err(refusal) if refusal.error == "unknown_key")
+        && state.verifier.refetch_for_unknown_kid().await
+    {
+        decided = decide().await;
+    }
     let accepted = match decided {
         Ok(accepted) => accepted,
         Err(refusal) => {
@@ -153,6 +185,27 @@ async fn upgrade(
             "upgrade_required",
             "GET /ws must be a WebSocket upgrade request",
         );
+    }
+    let headers = request.headers();
+    let handshake = upgrade::check_handshake(
+        request.version() >= hyper::Version::HTTP_11,
+        headers
+            .get(hyper::header::SEC_WEBSOCKET_KEY)
+            .map(|v| v.as_bytes()),
+        headers
+            .get(hyper::header::SEC_WEBSOCKET_VERSION)
+            .map(|v| v.as_bytes()),
+    );
+    if let Err(invalid) = handshake {
+        tracing::info!(%remote, error = ?invalid, "malformed upgrade refused");
+        let mut response = refuse(&invalid.refusal());
+        if invalid == upgrade::HandshakeError::UnsupportedVersion {
+            response.headers_mut().insert(
+                hyper::header::SEC_WEBSOCKET_VERSION,
+                hyper::header::HeaderValue::from_static(upgrade::WEBSOCKET_VERSION),
+            );
+        }
+        return response;
     }
     let (response, upgrade_future) = match fastwebsockets::upgrade::upgrade(&mut request) {
         Ok(pair) => pair,
@@ -191,7 +244,7 @@ async fn upgrade(
             Ok(ws) => {
                 let stream: TokioIo<hyper::upgrade::Upgraded> = ws.into_inner();
                 let (commands, max) = (state.commands.clone(), state.max_message_bytes);
-                connection::start(stream.into_inner(), key, commands, max).await;
+                connection::start(stream.into_inner(), key, commands, max, admitted).await;
             }
             Err(error) => {
                 tracing::debug!(%remote, %error, "upgrade did not complete");

@@ -11,10 +11,11 @@
 //! `WriteComplete`. One wake-up per socket per batch, and usually none.
 
 use std::io;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use crate::core::{ConnId, Transmit};
+use crate::shell::admission::Admitted;
 use crate::shell::batch::{Batch, WriteStart, Written};
 use crate::shell::socket::{Socket, lock};
 
@@ -36,6 +37,9 @@ pub(crate) struct Link<S: ?Sized = dyn Socket> {
     pub(super) key: ConnKey,
     /// The handover between driver and task, locked briefly by either.
     state: Mutex<Handover>,
+    /// This socket's share of the connection limits counted from accept,
+    /// released when the last holder of the link drops it.
+    _admitted: Option<Arc<Admitted>>,
     /// The socket; last, so a `Link` of any socket type can be shared as a
     /// `Link<dyn Socket>`.
     pub(super) socket: S,
@@ -55,10 +59,11 @@ struct Handover {
 }
 
 impl<S: Socket> Link<S> {
-    pub(super) fn new(key: ConnKey, socket: S) -> Link<S> {
+    pub(super) fn new(key: ConnKey, socket: S, admitted: Option<Arc<Admitted>>) -> Link<S> {
         Link {
             key,
             state: Mutex::new(Handover::default()),
+            _admitted: admitted,
             socket,
         }
     }

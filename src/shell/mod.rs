@@ -1,6 +1,7 @@
 //! The thin I/O shell around the core: tokio, hyper 1 and fastwebsockets.
 //!
 //! * [`server`]: [`run`] over any [`Accept`], and [`start`] for tests.
+//! * `admission`: connection limits counted from accept.
 //! * `driver`: the one task that owns the core.
 //! * `batch`: writing one transmit, resumable where the socket filled up.
 //! * `link`: what the driver and a connection's task share (the socket and
@@ -14,12 +15,14 @@
 //! * [`tls`]: `wss://`/`https://` on the same port, reloadable certificates.
 //! * `rewind`: the first byte on the TLS port, given back or refused.
 
+mod admission;
 mod batch;
 mod conn_log;
 mod connection;
 mod driver;
 mod http;
 mod link;
+mod offload;
 mod rewind;
 pub mod server;
 mod socket;
@@ -28,5 +31,6 @@ mod ui;
 pub mod upgrade;
 
 pub use server::{
-    Accept, Observers, ServerError, ServerHandle, TcpAccept, run, run_observed, start,
+    Accept, ListenOptions, Observers, ServerError, ServerHandle, TcpAccept, run, run_observed,
+    start,
 };

@@ -16,10 +16,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::auth::{AuthConfig, Verifier};
+use crate::auth::{AuthConfig, AuthKeys, JwksHandle, Verifier};
 use crate::config::{PublishVia, ServerConfig};
 use crate::core::Core;
 use crate::metrics::Metrics;
+use crate::shell::admission::{self, Admission, Admitted};
 use crate::shell::driver::{Command, Driver};
 use crate::shell::http::{self, AppState};
 use crate::shell::tls::{Tls, TlsError};
@@ -35,6 +36,9 @@ const COMMAND_QUEUE: usize = 4096;
 
 /// Messages that may wait between the sources and the core.
 const INGEST_QUEUE: usize = 4096;
+
+/// hyper's smallest read buffer limit (it panics below it): one read chunk.
+const HYPER_MIN_BUF: usize = 8192;
 
 /// A listener: yields connected byte streams and their peer addresses.
 pub trait Accept: Send + 'static {
@@ -57,11 +61,59 @@ pub struct TcpAccept {
     listener: TcpListener,
 }
 
+/// How the listening socket is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenOptions {
+    /// The listen backlog (`WS_LISTEN_BACKLOG`).
+    pub backlog: u32,
+    /// `SO_SNDBUF` (`WS_SOCKET_SEND_BUFFER`), inherited by every accepted
+    /// socket; 0 keeps the kernel's autotuning.
+    pub send_buffer: usize,
+}
+
+impl Default for ListenOptions {
+    fn default() -> ListenOptions {
+        ListenOptions {
+            backlog: crate::config::server::system_somaxconn(),
+            send_buffer: crate::config::server::DEFAULT_SOCKET_SEND_BUFFER,
+        }
+    }
+}
+
+impl From<&ServerConfig> for ListenOptions {
+    fn from(config: &ServerConfig) -> ListenOptions {
+        ListenOptions {
+            backlog: config.listen_backlog,
+            send_buffer: config.socket_send_buffer,
+        }
+    }
+}
+
 impl TcpAccept {
-    /// Binds `address`.
+    /// Binds `address` with the default [`ListenOptions`].
     pub async fn bind(address: SocketAddr) -> std::io::Result<TcpAccept> {
+        TcpAccept::listen(address, &ListenOptions::default()).await
+    }
+
+    /// Binds `address` and listens with `options`. The send buffer is set on
+    /// the listening socket, so accepted sockets inherit it (and the lock
+    /// that keeps the kernel from autotuning it) at no cost per accept.
+    pub async fn listen(
+        address: SocketAddr,
+        options: &ListenOptions,
+    ) -> std::io::Result<TcpAccept> {
+        let socket = if address.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        if options.send_buffer > 0 {
+            socket.set_send_buffer_size(u32::try_from(options.send_buffer).unwrap_or(u32::MAX))?;
+        }
+        socket.bind(address)?;
         Ok(TcpAccept {
-            listener: TcpListener::bind(address).await?,
+            listener: socket.listen(options.backlog)?,
         })
     }
 }
@@ -105,6 +157,66 @@ pub struct Observers {
     pub readiness: Readiness,
     /// The metrics `/metrics` reports.
     pub metrics: Arc<Metrics>,
+}
+
+/// What serving one accepted connection's HTTP needs.
+struct HttpServing {
+    /// Shared by every request handler.
+    state: Arc<AppState>,
+    /// The TLS configuration, when `WS_TLS_*` asks for one.
+    tls: Option<Arc<Tls>>,
+    /// The connection limits, counted from accept.
+    admission: Admission,
+    /// `WS_HANDSHAKE_TIMEOUT`.
+    handshake_timeout: std::time::Duration,
+    /// `WS_MAX_REQUEST_HEAD_BYTES`.
+    head_limit: usize,
+}
+
+impl HttpServing {
+    /// Serves an accepted connection in a task of `set` (or refuses it at
+    /// the limits); backs off briefly after a failed accept.
+    async fn on_accept<S>(&self, set: &mut JoinSet<()>, accepted: std::io::Result<(S, SocketAddr)>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (stream, remote) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Usually EMFILE: back off briefly instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                return;
+            }
+        };
+        let admitted = match self.admission.admit(remote.ip()) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                tracing::info!(%remote, %refusal, "connection refused at accept");
+                set.spawn(admission::refuse(stream, refusal));
+                return;
+            }
+        };
+        let state = self.state.clone();
+        let (timeout, head_limit) = (self.handshake_timeout, self.head_limit);
+        // Two spawn sites, so a plain connection's task is no bigger for
+        // TLS being possible.
+        match &self.tls {
+            None => {
+                set.spawn(serve_http(
+                    stream, state, remote, timeout, head_limit, admitted,
+                ));
+            }
+            Some(tls) => {
+                let tls = tls.clone();
+                set.spawn(async move {
+                    if let Some(stream) = tls.handshake(stream, remote, timeout).await {
+                        serve_http(stream, state, remote, timeout, head_limit, admitted).await;
+                    }
+                });
+            }
+        }
+    }
 }
 
 /// Runs a server until `shutdown` fires and the drain completes.
@@ -157,12 +269,14 @@ async fn serve<A: Accept>(
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (sink, ingest_rx) = PublishSink::channel(INGEST_QUEUE);
     let (drained_tx, mut drained) = watch::channel(false);
+    let verifier = Arc::new(verifier(&config, &readiness));
     let driver = Driver::new(
         core,
         metrics.clone(),
         drained_tx,
         config.core.client_buffer_frames,
-    );
+    )
+    .with_verifier(verifier.clone());
     let driver = tokio::spawn(driver.run(command_rx, ingest_rx));
 
     // The bus of POST /api/publish, before the sources move into their tasks.
@@ -185,12 +299,7 @@ async fn serve<A: Accept>(
 
     let state = Arc::new(AppState {
         commands: commands.clone(),
-        verifier: Verifier::new(AuthConfig {
-            secret: config.auth.secret.clone(),
-            audience: config.auth.audience.clone(),
-            issuer: config.auth.issuer.clone(),
-            leeway_secs: config.auth.leeway.as_secs(),
-        }),
+        verifier,
         policy: UpgradePolicy {
             allowed_origins: config.allowed_origins.clone(),
             assessment_channel: config.assessment_channel.clone(),
@@ -213,52 +322,53 @@ async fn serve<A: Accept>(
         let tls = tls.is_some();
         tracing::info!(%address, tls, server_id = %config.core.server_id, "listening");
     }
+    let admission = Admission::new(
+        config.core.max_connections,
+        config.core.max_connections_per_ip,
+    );
+    let serving = HttpServing {
+        state,
+        tls,
+        admission,
+        handshake_timeout: config.handshake_timeout,
+        head_limit: config.max_request_head_bytes,
+    };
     let mut http_connections = JoinSet::new();
     loop {
         tokio::select! {
             biased;
             () = shutdown.wait() => break,
-            accepted = accept.accept() => match accepted {
-                Ok((stream, remote)) => {
-                    let state = state.clone();
-                    let timeout = config.handshake_timeout;
-                    // Two spawn sites, so a plain connection's task is no
-                    // bigger for TLS being possible.
-                    match &tls {
-                        None => {
-                            http_connections.spawn(serve_http(stream, state, remote, timeout));
-                        }
-                        Some(tls) => {
-                            let tls = tls.clone();
-                            http_connections.spawn(async move {
-                                if let Some(stream) = tls.handshake(stream, remote, timeout).await {
-                                    serve_http(stream, state, remote, timeout).await;
-                                }
-                            });
-                        }
-                    }
-                }
-                Err(error) => {
-                    // Usually EMFILE: back off briefly instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            },
+            accepted = accept.accept() => serving.on_accept(&mut http_connections, accepted).await,
             Some(_) = http_connections.join_next(), if !http_connections.is_empty() => {}
         }
     }
 
     tracing::info!("shutting down: draining connections");
     readiness.set_draining();
-    drop(accept);
     let _ = commands.send(Command::Shutdown).await;
-    let drain = drained.wait_for(|done| *done);
-    if tokio::time::timeout(config.shutdown_timeout, drain)
-        .await
-        .is_err()
-    {
-        tracing::warn!(timeout = ?config.shutdown_timeout, "drain timed out; dropping the remaining connections");
+    // Accepting goes on while the connections drain, so a new upgrade gets
+    // 503 shutting_down (and probes their answers) instead of a refused
+    // TCP connection.
+    // Mapped to (), so the watch's read guard never lives across an await.
+    let drain = async {
+        let _ = drained.wait_for(|done| *done).await.map(|_| ());
+    };
+    tokio::pin!(drain);
+    let give_up = tokio::time::sleep(config.shutdown_timeout);
+    tokio::pin!(give_up);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut drain => break,
+            () = &mut give_up => {
+                tracing::warn!(timeout = ?config.shutdown_timeout, "drain timed out; dropping the remaining connections");
+                break;
+            }
+            accepted = accept.accept() => serving.on_accept(&mut http_connections, accepted).await,
+            Some(_) = http_connections.join_next(), if !http_connections.is_empty() => {}
+        }
     }
+    drop(accept);
     source_trigger.trigger();
     let stop_sources = async { while source_tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(config.shutdown_timeout, stop_sources)
@@ -276,17 +386,29 @@ async fn serve<A: Accept>(
 
 /// Serves HTTP/1.1 on one connection (plain or after its TLS handshake):
 /// the endpoints, and the WebSocket upgrade.
-async fn serve_http<S>(stream: S, state: Arc<AppState>, remote: SocketAddr, timeout: Duration)
-where
+async fn serve_http<S>(
+    stream: S,
+    state: Arc<AppState>,
+    remote: SocketAddr,
+    timeout: Duration,
+    head_limit: usize,
+    admitted: Arc<Admitted>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |request| {
-        let state = state.clone();
-        async move { Ok::<_, std::convert::Infallible>(http::route(request, state, remote).await) }
+        let (state, admitted) = (state.clone(), admitted.clone());
+        async move {
+            Ok::<_, std::convert::Infallible>(http::route(request, state, remote, admitted).await)
+        }
     });
     let served = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(timeout)
+        // 431 and close above the limit; the read buffer stops growing
+        // there too.
+        .max_header_size(head_limit)
+        .max_buf_size(head_limit.max(HYPER_MIN_BUF) + HYPER_MIN_BUF)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades()
         .await;
@@ -347,7 +469,7 @@ pub async fn start(
     sources: Vec<Box<dyn Source>>,
 ) -> Result<ServerHandle, ServerError> {
     let tls = load_tls(&config)?;
-    let accept = TcpAccept::bind(config.bind_address)
+    let accept = TcpAccept::listen(config.bind_address, &ListenOptions::from(&config))
         .await
         .map_err(|source| ServerError::Bind {
             address: config.bind_address,
@@ -370,4 +492,39 @@ pub async fn start(
         trigger,
         task,
     })
+}
+
+/// The token verifier for `config`: secrets, the PEM key, and the JWKS,
+/// whose refresher starts here and reports to `/ready` as `jwks`.
+fn verifier(config: &ServerConfig, readiness: &Readiness) -> Verifier {
+    let auth = &config.auth;
+    let public_key = auth.public_key_pem.as_deref().map(|pem| {
+        crate::auth::parse_public_key_pem(pem)
+            .expect("the configuration checked WS_AUTH_PUBLIC_KEY_FILE at start-up")
+    });
+    let jwks = auth.jwks.clone().map(|jwks_config| {
+        let health = readiness.register("jwks");
+        let handle = JwksHandle::new(
+            jwks_config,
+            Box::new(move |state: Option<String>| match state {
+                None => health.ready(),
+                Some(why) => health.not_ready(why),
+            }),
+        );
+        tokio::spawn(handle.clone().run());
+        handle
+    });
+    Verifier::with_keys(
+        AuthConfig {
+            secret: auth.secret.clone(),
+            audience: auth.audience.clone(),
+            issuer: auth.issuer.clone(),
+            leeway_secs: auth.leeway.as_secs(),
+        },
+        AuthKeys {
+            previous_secrets: auth.previous_secrets.clone(),
+            public_key,
+            jwks,
+        },
+    )
 }

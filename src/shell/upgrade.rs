@@ -22,21 +22,37 @@ pub struct UpgradePolicy {
 /// The headers the decision reads.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UpgradeHeaders<'a> {
-    /// `Authorization`, if present.
+    /// `Authorization`, if present (the first, when repeated).
     pub authorization: Option<&'a [u8]>,
-    /// `Origin`, if present.
+    /// `Origin`, if present (the first, when repeated).
     pub origin: Option<&'a [u8]>,
+    /// `Authorization` came more than once: which one counts is ambiguous,
+    /// so the request is refused rather than one picked.
+    pub repeated_authorization: bool,
+    /// `Origin` came more than once (no browser does that): refused.
+    pub repeated_origin: bool,
 }
 
 impl<'a> UpgradeHeaders<'a> {
     /// Picks the relevant headers from an HTTP header map.
     pub fn from_map(headers: &'a hyper::HeaderMap) -> UpgradeHeaders<'a> {
+        let mut authorization = headers.get_all(hyper::header::AUTHORIZATION).iter();
+        let mut origin = headers.get_all(hyper::header::ORIGIN).iter();
         UpgradeHeaders {
-            authorization: headers
-                .get(hyper::header::AUTHORIZATION)
-                .map(|v| v.as_bytes()),
-            origin: headers.get(hyper::header::ORIGIN).map(|v| v.as_bytes()),
+            authorization: authorization.next().map(|v| v.as_bytes()),
+            origin: origin.next().map(|v| v.as_bytes()),
+            repeated_authorization: authorization.next().is_some(),
+            repeated_origin: origin.next().is_some(),
         }
+    }
+}
+
+/// The 401 for a request carrying more than one credential.
+fn ambiguous_credentials(what: &str) -> UpgradeRefusal {
+    UpgradeRefusal {
+        status: 401,
+        error: Cow::Borrowed("ambiguous_credentials"),
+        message: format!("{what}: send exactly one token, in Authorization: Bearer or in ?token="),
     }
 }
 
@@ -82,6 +98,75 @@ impl UpgradeRefusal {
     }
 }
 
+/// The WebSocket version this server speaks (RFC 6455 §4.4).
+pub const WEBSOCKET_VERSION: &str = "13";
+
+/// Why a request that asks for an upgrade is not a valid RFC 6455 opening
+/// handshake; answered 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeError {
+    /// Not HTTP/1.1 or later (§4.1: "The method of the request MUST be GET,
+    /// and the HTTP version MUST be at least 1.1").
+    OldHttp,
+    /// `Sec-WebSocket-Key` missing or not 16 bytes of base64 (§4.1, §4.2.1).
+    BadKey,
+    /// `Sec-WebSocket-Version` is not 13; the answer carries
+    /// `Sec-WebSocket-Version: 13` (§4.4).
+    UnsupportedVersion,
+}
+
+impl HandshakeError {
+    /// The refusal: 400 with a stable code.
+    pub fn refusal(self) -> UpgradeRefusal {
+        let (error, message) = match self {
+            HandshakeError::OldHttp => (
+                "bad_upgrade",
+                "a WebSocket upgrade needs HTTP/1.1 (RFC 6455 §4.1)",
+            ),
+            HandshakeError::BadKey => (
+                "bad_upgrade",
+                "Sec-WebSocket-Key must be 16 bytes in base64 (RFC 6455 §4.1)",
+            ),
+            HandshakeError::UnsupportedVersion => (
+                "unsupported_websocket_version",
+                "this server speaks Sec-WebSocket-Version 13 only",
+            ),
+        };
+        UpgradeRefusal {
+            status: 400,
+            error: Cow::Borrowed(error),
+            message: message.to_owned(),
+        }
+    }
+}
+
+/// Checks the parts of an opening handshake the upgrade library does not:
+/// the HTTP version, the key's form, and the version (whose refusal must
+/// name the supported one). `http_1_1` is whether the request is HTTP/1.1
+/// or later.
+pub fn check_handshake(
+    http_1_1: bool,
+    key: Option<&[u8]>,
+    version: Option<&[u8]>,
+) -> Result<(), HandshakeError> {
+    use base64::Engine as _;
+    if !http_1_1 {
+        return Err(HandshakeError::OldHttp);
+    }
+    let decoded = key.and_then(|key| {
+        base64::engine::general_purpose::STANDARD
+            .decode(key.trim_ascii())
+            .ok()
+    });
+    if decoded.is_none_or(|nonce| nonce.len() != 16) {
+        return Err(HandshakeError::BadKey);
+    }
+    if version.map(<[u8]>::trim_ascii) != Some(WEBSOCKET_VERSION.as_bytes()) {
+        return Err(HandshakeError::UnsupportedVersion);
+    }
+    Ok(())
+}
+
 /// Decides a `GET /ws` request. `path_and_query` is the request target
 /// (`/ws?token=…&channels=a,b`).
 pub fn decide(
@@ -92,6 +177,13 @@ pub fn decide(
     now_unix_secs: u64,
 ) -> Result<UpgradeRequest, UpgradeRefusal> {
     let query = path_and_query.split_once('?').map_or("", |(_, q)| q);
+    if headers.repeated_origin {
+        return Err(UpgradeRefusal {
+            status: 403,
+            error: Cow::Borrowed("ambiguous_origin"),
+            message: "more than one Origin header".to_owned(),
+        });
+    }
     if let (Some(allowed), Some(origin)) = (&policy.allowed_origins, headers.origin) {
         let origin = String::from_utf8_lossy(origin);
         if !allowed
@@ -107,6 +199,7 @@ pub fn decide(
     }
 
     let mut token_from_query = None;
+    let mut query_tokens = 0usize;
     let mut channels: Vec<String> = Vec::new();
     let add_channel = |channel: String, channels: &mut Vec<String>| {
         if !channel.is_empty() && !channels.contains(&channel) {
@@ -115,7 +208,10 @@ pub fn decide(
     };
     for (key, value) in query_pairs(query) {
         match key.as_ref() {
-            "token" => token_from_query = Some(value.into_owned()),
+            "token" => {
+                query_tokens += 1;
+                token_from_query = Some(value.into_owned());
+            }
             "channels" => {
                 for channel in value.split(',') {
                     add_channel(channel.trim().to_owned(), &mut channels);
@@ -131,7 +227,22 @@ pub fn decide(
         }
     }
 
-    let token = match headers.authorization.and_then(bearer_token) {
+    // Fail closed: a forged token next to a valid one must not connect as
+    // either. Only a Bearer header is a credential here; a Basic header
+    // (a site behind HTTP authentication) is not ours to read.
+    if headers.repeated_authorization {
+        return Err(ambiguous_credentials("more than one Authorization header"));
+    }
+    let header_token = headers.authorization.and_then(bearer_token);
+    if query_tokens > 1 {
+        return Err(ambiguous_credentials("more than one token parameter"));
+    }
+    if header_token.is_some() && query_tokens > 0 {
+        return Err(ambiguous_credentials(
+            "a token in both the Authorization header and the query",
+        ));
+    }
+    let token = match header_token {
         Some(token) => token.to_owned(),
         None => token_from_query.filter(|t| !t.is_empty()).ok_or_else(|| {
             let missing = crate::auth::AuthError::TokenMissing;
@@ -263,21 +374,90 @@ mod tests {
     }
 
     #[test]
-    fn bearer_header_wins_over_the_query() {
+    fn a_bearer_header_is_read() {
         let header = format!("Bearer {}", token(60));
         let headers = UpgradeHeaders {
             authorization: Some(header.as_bytes()),
-            origin: None,
+            ..UpgradeHeaders::default()
         };
-        let request = decide(
-            "/ws?token=garbage",
-            headers,
-            &verifier(),
-            &policy(None),
-            NOW,
-        )
-        .unwrap();
+        let request = decide("/ws", headers, &verifier(), &policy(None), NOW).unwrap();
         assert_eq!(request.identity.user_id, "alice");
+    }
+
+    #[test]
+    fn a_header_token_next_to_a_query_token_is_refused_as_ambiguous() {
+        let header = format!("Bearer {}", token(60));
+        let headers = UpgradeHeaders {
+            authorization: Some(header.as_bytes()),
+            ..UpgradeHeaders::default()
+        };
+        for target in [
+            "/ws?token=forged".to_owned(),
+            format!("/ws?token={}", token(60)),
+        ] {
+            let refused = decide(&target, headers, &verifier(), &policy(None), NOW).unwrap_err();
+            assert_eq!(
+                (refused.status, refused.error.as_ref()),
+                (401, "ambiguous_credentials")
+            );
+        }
+    }
+
+    #[test]
+    fn two_query_tokens_or_two_authorization_headers_are_ambiguous() {
+        let valid = token(60);
+        for target in [
+            format!("/ws?token=forged&token={valid}"),
+            format!("/ws?token={valid}&token={valid}"),
+        ] {
+            let refused = decide(
+                &target,
+                UpgradeHeaders::default(),
+                &verifier(),
+                &policy(None),
+                NOW,
+            )
+            .unwrap_err();
+            assert_eq!(refused.error, "ambiguous_credentials", "{target}");
+        }
+        let header = format!("Bearer {valid}");
+        let headers = UpgradeHeaders {
+            authorization: Some(header.as_bytes()),
+            repeated_authorization: true,
+            ..UpgradeHeaders::default()
+        };
+        let refused = decide("/ws", headers, &verifier(), &policy(None), NOW).unwrap_err();
+        assert_eq!(
+            (refused.status, refused.error.as_ref()),
+            (401, "ambiguous_credentials")
+        );
+    }
+
+    #[test]
+    fn a_basic_header_does_not_count_as_a_second_credential() {
+        let headers = UpgradeHeaders {
+            authorization: Some(b"Basic dXNlcjpwYXNz"),
+            ..UpgradeHeaders::default()
+        };
+        let target = format!("/ws?token={}", token(60));
+        assert!(decide(&target, headers, &verifier(), &policy(None), NOW).is_ok());
+    }
+
+    #[test]
+    fn two_origin_headers_are_403_even_when_the_first_is_allowed() {
+        let path = format!("/ws?token={}", token(60));
+        let headers = UpgradeHeaders {
+            origin: Some(b"https://app.example"),
+            repeated_origin: true,
+            ..UpgradeHeaders::default()
+        };
+        for origins in [Some(&["https://app.example"][..]), None] {
+            let refused = decide(&path, headers, &verifier(), &policy(origins), NOW).unwrap_err();
+            assert_eq!(
+                (refused.status, refused.error.as_ref()),
+                (403, "ambiguous_origin")
+            );
+        }
     }
 
     #[test]
@@ -308,16 +488,48 @@ mod tests {
         let p = policy(Some(&["https://app.example"]));
         let path = format!("/ws?token={}", token(60));
         let foreign = UpgradeHeaders {
-            authorization: None,
             origin: Some(b"https://evil.example"),
+            ..UpgradeHeaders::default()
         };
         assert_eq!(decide(&path, foreign, &v, &p, NOW).unwrap_err().status, 403);
         let listed = UpgradeHeaders {
-            authorization: None,
             origin: Some(b"https://app.example"),
+            ..UpgradeHeaders::default()
         };
         assert!(decide(&path, listed, &v, &p, NOW).is_ok());
         assert!(decide(&path, UpgradeHeaders::default(), &v, &p, NOW).is_ok());
+    }
+
+    #[test]
+    fn opening_handshakes_are_checked_against_rfc_6455() {
+        let key = Some(&b"dGhlIHNhbXBsZSBub25jZQ=="[..]);
+        let v13 = Some(&b"13"[..]);
+        assert_eq!(check_handshake(true, key, v13), Ok(()));
+        assert_eq!(
+            check_handshake(false, key, v13),
+            Err(HandshakeError::OldHttp)
+        );
+        for bad in [
+            &b"not base64!"[..],
+            b"c2hvcnQ=",
+            b"",
+            b"dGhlIHNhbXBsZSBub25jZQ==AA==",
+        ] {
+            assert_eq!(
+                check_handshake(true, Some(bad), v13),
+                Err(HandshakeError::BadKey)
+            );
+        }
+        assert_eq!(
+            check_handshake(true, None, v13),
+            Err(HandshakeError::BadKey)
+        );
+        for version in [Some(&b"8"[..]), Some(b"14"), None] {
+            assert_eq!(
+                check_handshake(true, key, version),
+                Err(HandshakeError::UnsupportedVersion)
+            );
+        }
     }
 
     #[test]

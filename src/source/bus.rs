@@ -69,6 +69,7 @@ async fn publish_locally(
             channel: record.channel,
             pos: None,
             payload: record.payload,
+            key: None,
         };
         match tokio::time::timeout_at(deadline, sink.publish_and_wait(publish)).await {
             Ok(Ok(())) => outcomes.push(Outcome::Stored(None)),

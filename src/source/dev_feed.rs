@@ -205,6 +205,7 @@ impl Source for DevFeedSource {
                         channel: message.topic.to_owned(),
                         pos: None,
                         payload: Bytes::from(message.json),
+                        key: None,
                     };
                     if ctx.sink.publish(publish).await.is_err() {
                         return;

@@ -182,6 +182,7 @@ impl Harness {
             channel: channel.into(),
             pos: None,
             payload: Bytes::copy_from_slice(payload),
+            key: None,
         };
         self.core.handle_publish(self.now, publish)
     }

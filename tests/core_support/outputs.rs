@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use ws_realtime::core::{ConnId, Core, Event, Output, Transmit};
+use ws_realtime::core::{ConnId, Core, Event, Output, Transmit, VerifyRequest};
 
 /// The core's outputs, sorted by kind as a shell would act on them.
 #[derive(Default)]
@@ -14,6 +14,8 @@ pub struct Outputs {
     pub transmits: VecDeque<Transmit>,
     pub disconnects: Vec<ConnId>,
     pub events: Vec<Event>,
+    /// `refresh` tokens the core asked the shell to verify.
+    pub verifies: VecDeque<VerifyRequest>,
     /// The core's next deadline, as of the last drain.
     pub deadline: Option<Instant>,
 }
@@ -26,6 +28,7 @@ impl Outputs {
                 Some(Output::Transmit(transmit)) => self.transmits.push_back(transmit),
                 Some(Output::Disconnect(conn)) => self.disconnects.push(conn),
                 Some(Output::Event(event)) => self.events.push(event),
+                Some(Output::Verify(request)) => self.verifies.push_back(request),
                 Some(Output::Timeout(at)) => {
                     self.deadline = Some(at);
                     return;

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use ws_realtime::auth::{TokenSpec, mint};
 use ws_realtime::config::{ServerConfig, Settings};
+use ws_realtime::proto::cursor;
 use ws_realtime::shell::ServerHandle;
 use ws_realtime::source::kafka::{KafkaConfig, KafkaSource, KafkaTimings};
 
@@ -134,6 +135,49 @@ pub fn committed_offset(brokers: &str, group: &str, topic: &str) -> Option<i64> 
         rdkafka::Offset::Offset(offset) => Some(offset),
         _ => None,
     }
+}
+
+/// The client rule: the ack's cursor, then each message's pos.
+pub fn apply_pos(cursor_text: &mut String, pos: &str) {
+    let mut c = cursor::parse(cursor_text).expect("valid cursor");
+    let p = cursor::parse(pos).expect("pos parses");
+    c.set(&p.entries[0].0, p.entries[0].1);
+    *cursor_text = c.to_string();
+}
+
+pub async fn subscribe(client: &mut Client, frame: serde_json::Value) -> serde_json::Value {
+    client
+        .send(Message::text(frame.to_string()))
+        .await
+        .expect("sent");
+    for _ in 0..10 {
+        let reply = next_json(client).await;
+        if reply["type"] == "subscribed" || reply["type"] == "error" {
+            return reply;
+        }
+    }
+    panic!("no answer to the subscribe");
+}
+
+/// Connects without channels (so without waiting for an ack).
+pub async fn connect_bare(address: std::net::SocketAddr) -> Client {
+    let url = format!("ws://{address}/ws?token={}", token());
+    let (mut client, _) = timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("connects in time")
+        .expect("the upgrade succeeds");
+    assert_eq!(next_json(&mut client).await["type"], "connected");
+    client
+}
+
+/// Reads `n` messages and returns their `i` fields.
+pub async fn read_is(client: &mut Client, n: usize) -> Vec<u64> {
+    let mut got = Vec::new();
+    for _ in 0..n {
+        let m = next_message(client).await;
+        got.push(m["data"]["i"].as_u64().expect("numbered"));
+    }
+    got
 }
 
 /// The API key of [`start_publishing_server`].

@@ -275,3 +275,61 @@ pub async fn http_request(
         .to_vec();
     (status, body)
 }
+
+/// A complete WebSocket upgrade request head for `/ws?{query}` with `extra`
+/// header lines (each ending in CRLF), for raw-socket tests.
+pub fn raw_upgrade_head(address: SocketAddr, query: &str, extra: &str) -> String {
+    format!(
+        "GET /ws?{query} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
+/// Writes `request` while reading the answer (the server may answer before
+/// the client finished writing) and returns what was read until EOF, reset
+/// or `STEP`.
+pub async fn raw_exchange(address: SocketAddr, request: Vec<u8>) -> String {
+    let stream = within(TcpStream::connect(address)).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut reader, mut writer) = stream.into_split();
+    let writing = tokio::spawn(async move {
+        let _ = writer.write_all(&request).await;
+        // Held open: the server, not the client, must end the exchange.
+        tokio::time::sleep(STEP).await;
+        drop(writer);
+    });
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let reading = async {
+        loop {
+            match reader.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            }
+            if response_complete(&answer) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(STEP, reading).await;
+    writing.abort();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Whether `answer` holds a whole response: a 101's head, or a head and
+/// the `content-length` bytes of body it announces (keep-alive connections
+/// stay open after it).
+fn response_complete(answer: &[u8]) -> bool {
+    let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+    if head.starts_with("http/1.1 101") {
+        return true;
+    }
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    length.is_some_and(|length| answer.len() >= end + 4 + length)
+}

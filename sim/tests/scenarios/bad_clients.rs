@@ -70,9 +70,8 @@ fn bad_clients(seed: u64) -> Result<Trace, String> {
             client
                 .send_frame(OpCode::Binary, Bytes::from_static(b"\x00\x01"))
                 .await?;
-            client
-                .send_frame(OpCode::Text, Bytes::from_static(b"\xff\xfe"))
-                .await?;
+            // (Text that is not UTF-8 is no longer answered: RFC 6455 §8.1
+            // closes it with 1007; tests/rfc6455_conformance.rs covers it.)
             client.subscribe(&["not a channel!".to_owned()]).await?;
             let expected = [
                 "bad_frame",
@@ -82,7 +81,7 @@ fn bad_clients(seed: u64) -> Result<Trace, String> {
             ];
             client
                 .wait_for("error frames", Duration::from_secs(5), |s| {
-                    s.errors.len() >= 5
+                    s.errors.len() >= 4
                 })
                 .await?;
             let errors = client.state().errors;

@@ -14,6 +14,7 @@ mod held_link;
 mod shutdown;
 mod slow_consumer;
 mod source_stall;
+mod token_refresh;
 
 /// This test binary's name, for replay commands.
 const TEST: &str = "scenarios";

@@ -277,10 +277,12 @@ impl Record {
         Publish {
             channel: routed.channel,
             pos: Some(Position::Offset {
+                topic: self.topic.clone(),
                 partition: self.partition,
                 offset: self.offset,
             }),
             payload: self.payload.clone(),
+            key: self.key.clone().map(Bytes::from),
         }
     }
 }

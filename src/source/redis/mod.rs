@@ -275,6 +275,7 @@ fn to_publish(config: &RedisConfig, message: &redis::Msg, metrics: &Metrics) -> 
         channel: channel.to_owned(),
         pos: None,
         payload: Bytes::copy_from_slice(message.get_payload_bytes()),
+        key: None,
     })
 }
 

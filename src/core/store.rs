@@ -1,0 +1,286 @@
+//! Stream state across channels: each channel's [`ChannelHistory`], and the
+//! global byte cap (`WS_HISTORY_MAX_BYTES`) enforced oldest first through one
+//! queue of every stored entry in the order it was stored.
+//!
+//! Entries a channel removes by its own bounds stay in the queue as stale
+//! slots (skipped when reached) and the queue is compacted when they are the
+//! majority, so storing stays O(1) amortized and the queue bounded.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::Publish;
+use super::config::{HistoryConfig, HistoryLimits};
+use super::history::{Accounting, ChannelHistory, Stored};
+use crate::proto::position::Position;
+use crate::proto::server::{EncodedMessage, MessagePos};
+
+/// One stored entry in global storage order.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// The channel (index into [`Store::channels`]).
+    channel: u32,
+    /// The ring index of the message.
+    index: u64,
+    /// Whether it is the snapshot-map entry that message set (else the ring
+    /// entry).
+    snapshot: bool,
+}
+
+/// Counts for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistoryStats {
+    /// Messages held in history rings.
+    pub messages: usize,
+    /// Keys held in snapshot maps.
+    pub snapshot_keys: usize,
+    /// Bytes accounted (frames plus bookkeeping), bounded by
+    /// `WS_HISTORY_MAX_BYTES`.
+    pub bytes: usize,
+    /// Entries evicted so far (by any bound).
+    pub evictions: u64,
+}
+
+/// All channels' stream state.
+#[derive(Debug)]
+pub(crate) struct Store {
+    /// Limits, the global cap and the epoch.
+    config: HistoryConfig,
+    /// Channel state by name → index in `channels`. Channels are kept once
+    /// they have published, so positions never go back.
+    ids: HashMap<String, u32>,
+    /// Channel state.
+    pub(crate) channels: Vec<ChannelHistory>,
+    /// Every stored entry, oldest first, for the global cap.
+    queue: VecDeque<Slot>,
+    /// How many `queue` slots are stale.
+    stale: usize,
+    /// Bytes stored across channels.
+    bytes: usize,
+    /// Messages in rings across channels.
+    messages: usize,
+    /// Snapshot keys across channels.
+    keys: usize,
+    /// Evictions so far.
+    evictions: u64,
+}
+
+impl Store {
+    pub(crate) fn new(config: HistoryConfig) -> Store {
+        Store {
+            config,
+            ids: HashMap::new(),
+            channels: Vec::new(),
+            queue: VecDeque::new(),
+            stale: 0,
+            bytes: 0,
+            messages: 0,
+            keys: 0,
+            evictions: 0,
+        }
+    }
+
+    /// This process's epoch.
+    pub(crate) fn epoch(&self) -> &str {
+        &self.config.epoch
+    }
+
+    /// The channel's state, if it ever published.
+    pub(crate) fn find(&self, channel: &str) -> Option<u32> {
+        self.ids.get(channel).copied()
+    }
+
+    /// Positions a message, encodes it once, stores the frame and returns
+    /// the channel index and the encoded message.
+    pub(crate) fn publish(&mut self, now: Instant, publish: &Publish) -> (u32, EncodedMessage) {
+        let id = match self.ids.get(&publish.channel) {
+            Some(&id) => id,
+            None => {
+                let limits = limits_for(&self.config, &publish.channel).clone();
+                let id = self.channels.len() as u32;
+                self.channels.push(ChannelHistory::new(limits));
+                self.ids.insert(publish.channel.clone(), id);
+                id
+            }
+        };
+        let channel = &mut self.channels[id as usize];
+        let kafka = match &publish.pos {
+            Some(Position::Offset {
+                topic,
+                partition,
+                offset,
+            }) => Some((topic.as_str(), *partition, *offset)),
+            Some(Position::Sequence(_)) | None => None,
+        };
+        let (stream, offset) = channel.advance(kafka, &self.config.epoch);
+        let pos = match &publish.pos {
+            Some(Position::Offset {
+                topic,
+                partition,
+                offset,
+            }) => MessagePos::Offset {
+                topic,
+                partition: *partition,
+                offset: *offset,
+            },
+            Some(Position::Sequence(_)) | None => MessagePos::Sequence {
+                epoch: &self.config.epoch,
+                seq: offset,
+            },
+        };
+        let encoded = crate::proto::server::message(&publish.channel, pos, &publish.payload);
+        if !channel.limits.enabled() {
+            let (_, acc) = channel.push(
+                Stored {
+                    frame: Bytes::new(),
+                    stream,
+                    offset,
+                    at: now,
+                },
+                now,
+            );
+            self.evictions += acc.evicted;
+            return (id, encoded);
+        }
+        let before = (channel.ring.len(), channel.latest.len());
+        let (index, mut acc) = channel.push(
+            Stored {
+                frame: encoded.frame.clone(),
+                stream,
+                offset,
+                at: now,
+            },
+            now,
+        );
+        let stored = channel.get(index).is_some();
+        if stored {
+            self.queue.push_back(Slot {
+                channel: id,
+                index,
+                snapshot: false,
+            });
+        }
+        if channel.limits.snapshot_keys > 0 {
+            let key = snapshot_key(
+                channel.limits.snapshot_field.as_deref(),
+                &publish.payload,
+                publish.key.as_ref(),
+            );
+            channel.remember(key, index, encoded.json(), &mut acc);
+            self.queue.push_back(Slot {
+                channel: id,
+                index,
+                snapshot: true,
+            });
+        }
+        let after = (channel.ring.len(), channel.latest.len());
+        self.messages = self.messages + after.0 - before.0;
+        self.keys = self.keys + after.1 - before.1;
+        self.account(acc);
+        self.enforce_cap();
+        (id, encoded)
+    }
+
+    fn account(&mut self, acc: Accounting) {
+        self.bytes = self.bytes + acc.added - acc.released;
+        self.stale += acc.stale;
+        self.evictions += acc.evicted;
+    }
+
+    /// Evicts oldest first until the global cap holds, and compacts the
+    /// queue when stale slots dominate.
+    fn enforce_cap(&mut self) {
+        while self.bytes > self.config.max_bytes {
+            let Some(slot) = self.queue.pop_front() else {
+                break;
+            };
+            let channel = &mut self.channels[slot.channel as usize];
+            let mut acc = Accounting::default();
+            let live = if slot.snapshot {
+                let had = channel.latest.len();
+                let live = channel.forget_latest(slot.index, &mut acc);
+                self.keys -= had - channel.latest.len();
+                live
+            } else if slot.index >= channel.first_index && channel.get(slot.index).is_some() {
+                // Slots of one channel are queued in ring order, so a live
+                // one is that channel's oldest stored message.
+                debug_assert_eq!(slot.index, channel.first_index, "live slot is the front");
+                channel.evict_front(&mut acc);
+                self.messages -= 1;
+                true
+            } else {
+                false
+            };
+            if !live {
+                // Saturating: a miscount must cost a late compaction, never
+                // a panic on a peer's message.
+                self.stale = self.stale.saturating_sub(1);
+            }
+            self.bytes -= acc.released;
+            self.evictions += acc.evicted;
+        }
+        if self.stale > 1024 && self.stale * 2 > self.queue.len() {
+            let channels = &self.channels;
+            self.queue.retain(|slot| {
+                let channel = &channels[slot.channel as usize];
+                if slot.snapshot {
+                    channel.latest_order.contains_key(&slot.index)
+                } else {
+                    channel.get(slot.index).is_some()
+                }
+            });
+            self.stale = 0;
+        }
+    }
+
+    /// Applies the age bound of one channel now (before answering a
+    /// subscribe, so an idle channel never replays what has expired).
+    pub(crate) fn expire(&mut self, now: Instant, id: u32) {
+        let channel = &mut self.channels[id as usize];
+        let before = channel.ring.len();
+        let mut acc = Accounting::default();
+        channel.expire(now, &mut acc);
+        self.messages -= before - channel.ring.len();
+        self.account(acc);
+    }
+
+    /// Counts for `/metrics`.
+    pub(crate) fn stats(&self) -> HistoryStats {
+        HistoryStats {
+            messages: self.messages,
+            snapshot_keys: self.keys,
+            bytes: self.bytes,
+            evictions: self.evictions,
+        }
+    }
+}
+
+/// The limits for `channel`: the first rule whose pattern matches, else the
+/// defaults.
+fn limits_for<'a>(config: &'a HistoryConfig, channel: &str) -> &'a HistoryLimits {
+    config
+        .rules
+        .iter()
+        .find(|rule| super::permissions::pattern_matches(&rule.pattern, channel))
+        .map_or(&config.defaults, |rule| &rule.limits)
+}
+
+/// The snapshot key of a message: the configured JSON field (a string's
+/// text, or a number's / boolean's JSON), else the Kafka record key, else
+/// one key for the whole channel (its last message).
+fn snapshot_key(field: Option<&str>, payload: &[u8], record_key: Option<&Bytes>) -> Bytes {
+    if let Some(field) = field
+        && let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(payload)
+    {
+        match object.get(field) {
+            Some(serde_json::Value::String(text)) => return Bytes::from(text.clone()),
+            Some(value @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
+                return Bytes::from(value.to_string());
+            }
+            _ => {}
+        }
+    }
+    record_key.cloned().unwrap_or_default()
+}
