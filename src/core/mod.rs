@@ -330,6 +330,10 @@ impl Core {
     }
 
     /// The next output; see [`Core`] for the order and the drain loop.
+    // Inline so the shell's `match` on the result fuses with building it:
+    // without it every transmit is written to a return slot and read back
+    // (callgrind, benches/callgrind.sh: see BENCHMARKS.md).
+    #[inline]
     pub fn poll_output(&mut self) -> Option<Output> {
         if let Some(transmit) = self.next_transmit() {
             return Some(Output::Transmit(transmit));
