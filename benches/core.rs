@@ -1,5 +1,7 @@
 //! Core benchmarks: serialize-once fan-out (ns per delivery), message
-//! encoding, and subscribe/unsubscribe churn.
+//! encoding, subscribe/unsubscribe churn, and permessage-deflate (bytes on
+//! the wire per order book; fan-out with every subscriber on deflate, plain,
+//! and a per-connection-compression baseline).
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -11,8 +13,12 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use ws_realtime::core::{
     ConnId, Core, CoreConfig, Identity, Open, Output, Publish, SlowClientPolicy,
 };
+use ws_realtime::proto::deflate::Deflater;
+use ws_realtime::proto::deflate_offer::Deflate;
 use ws_realtime::proto::position::Position;
 use ws_realtime::proto::server::{self, MessagePos};
+use ws_realtime::proto::ws_frame;
+use ws_realtime::source::dev_feed::MarketFeed;
 
 const PAYLOAD: &[u8] = br#"{"symbol":"AAPL","bid":187.25,"ask":187.27,"last":187.26,"volume":1234567,"timestamp":1705238400000}"#;
 
@@ -30,6 +36,7 @@ fn open(core: &mut Core, now: Instant, user: usize, channels: Vec<String>) -> Co
             identity,
             remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
             channels,
+            deflate: None,
         },
     )
     .expect("no limits configured")
@@ -263,5 +270,197 @@ fn churn(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, fan_out, history, conflation, encoding, churn);
+/// The dev feed's `order_book` payloads (5 levels a side), in feed order.
+fn dev_feed_order_books(count: usize) -> Vec<Bytes> {
+    let mut feed = MarketFeed::new(7);
+    let mut books = Vec::with_capacity(count);
+    let mut now = 1_705_238_400_000;
+    while books.len() < count {
+        now += 500;
+        books.extend(
+            feed.next_messages(now)
+                .into_iter()
+                .filter(|m| m.topic == "order_book")
+                .map(|m| Bytes::from(m.json)),
+        );
+    }
+    books
+}
+
+/// A deeper book (50 levels a side), as depth snapshots usually are.
+fn deep_order_book(seed: usize) -> Bytes {
+    let side: Vec<String> = (0..50)
+        .map(|i| {
+            format!(
+                "[{:.4},{}]",
+                187.25 + (i + seed) as f64 * 0.01,
+                100 + (i * 37 + seed) % 900
+            )
+        })
+        .collect();
+    let json = format!(
+        r#"{{"symbol":"AAPL","bids":[{}],"asks":[{}],"timestamp":{}}}"#,
+        side.join(","),
+        side.join(","),
+        1_705_238_400_000u64 + seed as u64
+    );
+    Bytes::from(json)
+}
+
+/// Bytes on the wire per delivered `order_book` message frame, plain and
+/// compressed: printed once (a size, not a time), then the compression
+/// itself timed.
+fn deflate_sizes(c: &mut Criterion) {
+    let mut deflater = Deflater::default();
+    for (name, books) in [
+        ("dev_feed_order_book", dev_feed_order_books(200)),
+        (
+            "order_book_50_levels",
+            (0..200).map(deep_order_book).collect(),
+        ),
+    ] {
+        let (mut plain, mut compressed) = (0usize, 0usize);
+        for (i, book) in books.iter().enumerate() {
+            let encoded = server::message(
+                "order_book",
+                MessagePos::Sequence {
+                    epoch: "0",
+                    seq: i as u64,
+                },
+                book,
+            );
+            plain += encoded.frame.len();
+            compressed += deflater
+                .text_frame(&encoded.frame[encoded.header_len..])
+                .len();
+        }
+        println!(
+            "deflate/{name}: {} bytes plain, {} bytes compressed per message frame ({:.2}x)",
+            plain / books.len(),
+            compressed / books.len(),
+            plain as f64 / compressed as f64
+        );
+        let sample = server::message(
+            "order_book",
+            MessagePos::Sequence { epoch: "0", seq: 1 },
+            &books[0],
+        );
+        c.bench_function(&format!("deflate/compress_once/{name}"), |b| {
+            b.iter(|| deflater.text_frame(black_box(&sample.frame[sample.header_len..])))
+        });
+    }
+}
+
+/// How the subscribers of one fan-out take permessage-deflate.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// None negotiated it.
+    Plain,
+    /// All did: the core compresses each message once.
+    SharedDeflate,
+    /// Baseline: what compressing for each subscriber costs (as servers
+    /// with a per-connection window do), timed as the plain fan-out plus
+    /// one compression per delivery. A floor for them: a context-takeover
+    /// compressor per connection also costs its memory and cache misses.
+    PerConnection,
+}
+
+fn core_with_mode(n: usize, now: Instant, mode: Mode) -> Core {
+    let config = CoreConfig {
+        max_connections: 0,
+        rate_limit_per_second: 0,
+        ..CoreConfig::default()
+    };
+    let deflate = matches!(mode, Mode::SharedDeflate).then_some(Deflate {
+        server_max_window_bits: 15,
+    });
+    let mut core = Core::new(config, now, 1_705_238_400_000);
+    for user in 0..n {
+        let identity = Identity {
+            user_id: format!("user{user}"),
+            roles: vec![],
+            channel_patterns: None,
+            expires_at_unix_ms: None,
+            max_rate: None,
+        };
+        let open = Open {
+            identity,
+            remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            channels: vec!["order_book".into()],
+            deflate,
+        };
+        core.handle_open(now, open).expect("no limits configured");
+    }
+    drain(&mut core, now);
+    core
+}
+
+/// One order book to 1 000 subscribers and its writes, per mode: the time
+/// per element is the CPU per delivery.
+fn deflate_fan_out(c: &mut Criterion) {
+    let n = 1_000;
+    let mut group = c.benchmark_group("deflate_fan_out");
+    group.throughput(Throughput::Elements(n as u64));
+    for (name, books) in [
+        ("dev_feed_order_book", dev_feed_order_books(64)),
+        (
+            "order_book_50_levels",
+            (0..64).map(deep_order_book).collect(),
+        ),
+    ] {
+        for (mode_name, mode) in [
+            ("plain", Mode::Plain),
+            ("shared_deflate", Mode::SharedDeflate),
+            ("per_connection_baseline", Mode::PerConnection),
+        ] {
+            let now = Instant::now();
+            let mut core = core_with_mode(n, now, mode);
+            let mut deflater = Deflater::default();
+            let mut i = 0usize;
+            group.bench_function(BenchmarkId::new(mode_name, name), |b| {
+                b.iter(|| {
+                    i += 1;
+                    core.handle_publish(
+                        now,
+                        Publish {
+                            channel: "order_book".into(),
+                            pos: None,
+                            payload: books[i % books.len()].clone(),
+                            key: None,
+                        },
+                    );
+                    loop {
+                        match core.poll_output() {
+                            Some(Output::Transmit(transmit)) => {
+                                if let Mode::PerConnection = mode {
+                                    for frame in &transmit.frames {
+                                        let payload =
+                                            ws_frame::decode(frame).expect("a frame").payload;
+                                        black_box(deflater.text_frame(payload));
+                                    }
+                                }
+                                black_box(&transmit.frames);
+                                core.handle_write_complete(now, transmit.conn);
+                            }
+                            Some(Output::Disconnect(_) | Output::Event(_) | Output::Verify(_)) => {}
+                            Some(Output::Timeout(_)) | None => break,
+                        }
+                    }
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    fan_out,
+    history,
+    conflation,
+    encoding,
+    churn,
+    deflate_sizes,
+    deflate_fan_out
+);
 criterion_main!(benches);

@@ -2,6 +2,7 @@
 //! these counters; sources report their own figures. Every update is an atomic
 //! operation: no lock is taken per delivered message.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -14,7 +15,7 @@ use prometheus_client::registry::Registry;
 use crate::core::{CloseReason, DropReason, Event, Stats};
 
 /// Every `reason` of `websocket_connections_closed_total`, exposed at zero.
-const CLOSE_REASONS: [CloseReason; 10] = [
+const CLOSE_REASONS: [CloseReason; 11] = [
     CloseReason::ClientClosed,
     CloseReason::ConnectionLost,
     CloseReason::SlowConsumer,
@@ -23,6 +24,7 @@ const CLOSE_REASONS: [CloseReason; 10] = [
     CloseReason::RateLimitExceeded,
     CloseReason::FrameTooBig,
     CloseReason::Shutdown,
+    CloseReason::BadCompressedData,
     CloseReason::ProtocolError,
     CloseReason::InvalidUtf8,
 ];
@@ -129,6 +131,14 @@ pub struct Metrics {
     pub source_messages: Family<SourceKindLabel, Counter>,
     /// Source outages (gaps in delivery), by source.
     pub source_gaps: Family<ReasonLabel, Counter>,
+    /// Bytes handed to sockets, counting compressed messages at their plain
+    /// size: with `bytes_sent`, what permessage-deflate saves.
+    pub bytes_uncompressed: Counter,
+    /// Open connections that negotiated permessage-deflate.
+    pub deflate_connections: Gauge,
+    /// The core's saved-bytes total as last seen, so each stats update adds
+    /// only what is new to `bytes_uncompressed`.
+    compression_saved_seen: AtomicU64,
 }
 
 impl Metrics {
@@ -159,6 +169,9 @@ impl Metrics {
             publish_to_send: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
             source_messages: Family::default(),
             source_gaps: Family::default(),
+            bytes_uncompressed: Counter::default(),
+            deflate_connections: Gauge::default(),
+            compression_saved_seen: AtomicU64::new(0),
             registry: Registry::default(),
         };
         // A labelled family is not exposed until it has a series: create the
@@ -203,6 +216,16 @@ impl Metrics {
             "websocket_bytes_sent",
             "Bytes written to clients",
             metrics.bytes_sent.clone(),
+        );
+        registry.register(
+            "websocket_bytes_uncompressed",
+            "Bytes written to clients, compressed messages counted at their plain size",
+            metrics.bytes_uncompressed.clone(),
+        );
+        registry.register(
+            "websocket_connections_deflate",
+            "Active WebSocket connections that negotiated permessage-deflate",
+            metrics.deflate_connections.clone(),
         );
         registry.register(
             "websocket_kafka_messages_processed",
@@ -353,6 +376,13 @@ impl Metrics {
         self.connections.set(stats.connections as i64);
         self.subscriptions.set(stats.subscriptions as i64);
         self.channels.set(stats.channels as i64);
+        self.deflate_connections
+            .set(stats.deflate_connections as i64);
+        let seen = self
+            .compression_saved_seen
+            .swap(stats.compression_saved_bytes, Ordering::Relaxed);
+        self.bytes_uncompressed
+            .inc_by(stats.compression_saved_bytes.saturating_sub(seen));
         self.history_messages.set(stats.history.messages as i64);
         self.history_snapshot_keys
             .set(stats.history.snapshot_keys as i64);
@@ -366,6 +396,7 @@ impl Metrics {
     pub fn record_write(&self, frames: usize, bytes: usize) {
         self.messages_sent.inc_by(frames as u64);
         self.bytes_sent.inc_by(bytes as u64);
+        self.bytes_uncompressed.inc_by(bytes as u64);
     }
 
     /// Counts one message from `source` by `kind` (payload kind or routing outcome).

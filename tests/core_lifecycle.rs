@@ -383,6 +383,7 @@ fn stats_count_connections_subscriptions_and_channels() {
             subscriptions: 3,
             channels: 2,
             history: Default::default(),
+            ..Stats::default()
         }
     );
 }

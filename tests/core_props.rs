@@ -200,6 +200,7 @@ impl World {
                     identity,
                     remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
                     channels,
+                    deflate: None,
                 };
                 if let Ok(conn) = self.core.handle_open(self.now, open) {
                     prop_assert!(

@@ -476,6 +476,7 @@ impl StateMachineTest for CoreModel {
                     },
                     remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
                     channels: channels.iter().map(|c| c.to_string()).collect(),
+                    deflate: None,
                 };
                 match sut.core.handle_open(sut.now, open) {
                     Ok(id) => {

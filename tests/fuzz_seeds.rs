@@ -78,6 +78,11 @@ fn client_wire_seeds_replay_cleanly() {
 }
 
 #[test]
+fn extension_offer_seeds_replay_cleanly() {
+    replay("extension_offer");
+}
+
+#[test]
 fn every_target_has_a_fuzz_binary_and_seeds() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     for (name, _) in TARGETS {

@@ -80,6 +80,7 @@ impl Client {
                     identity,
                     remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
                     channels: vec![],
+                    deflate: None,
                 },
             )
             .expect("admitted");
@@ -399,6 +400,12 @@ fn close_codes_and_reasons() {
     snapshot!(
         "close_1009_frame_too_big",
         close_after(d(), None, |c| c.core.handle_frame_too_big(c.now, c.conn))
+    );
+    snapshot!(
+        "close_1007_bad_compressed_data",
+        close_after(d(), None, |c| c
+            .core
+            .handle_bad_compressed_data(c.now, c.conn))
     );
 }
 

@@ -4,6 +4,7 @@
 //! paused to play a slow consumer, and the handle writes protocol frames (or
 //! deliberately broken ones).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -80,10 +81,29 @@ pub struct ClientState {
     pub current: Vec<String>,
     /// Acks (`subscribed` / `unsubscribed`) read.
     pub acks: usize,
+    /// `positions` of the last `subscribed` ack that had them, by channel:
+    /// where a client's cursor starts (protocol "Client rule").
+    pub positions: BTreeMap<String, String>,
+    /// `recovered` of the last `subscribed` ack that had it, by channel.
+    pub recovered: BTreeMap<String, bool>,
+    /// Every `message` read, in order, for building cursors and comparing
+    /// streams exactly.
+    pub log: Vec<Delivery>,
     /// `refresh_required` frames read.
     pub refresh_asked: usize,
     /// `refreshed` answers read.
     pub refreshed: usize,
+}
+
+/// One `message` frame as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Its `channel`.
+    pub channel: String,
+    /// Its `pos`, verbatim.
+    pub pos: String,
+    /// Whether it was marked `"snapshot":true` (not applied to cursors).
+    pub snapshot: bool,
 }
 
 /// One connected client.
@@ -234,6 +254,22 @@ impl SimClient {
         });
         let id = self.take_id();
         let frame = serde_json::json!({"type": "subscribe", "channels": channels, "id": id});
+        self.send_text(&frame.to_string()).await
+    }
+
+    /// Sends `subscribe` with `since` cursors (recover), logged before it
+    /// is written as [`Happening::RecoverSent`].
+    pub async fn subscribe_since(
+        &mut self,
+        channels: &[String],
+        since: &BTreeMap<String, String>,
+    ) -> Result<(), ClientError> {
+        self.recorder.record(Happening::RecoverSent {
+            client: self.name.clone(),
+            channels: channels.to_vec(),
+        });
+        let id = self.take_id();
+        let frame = serde_json::json!({"type": "subscribe", "channels": channels, "since": since, "id": id});
         self.send_text(&frame.to_string()).await
     }
 
@@ -463,6 +499,18 @@ fn on_text(name: &str, payload: &[u8], state: &Mutex<ClientState>, recorder: &Re
                     let mut state = lock(state);
                     state.current = current.clone();
                     state.acks += 1;
+                    if let Some(positions) = frame["positions"].as_object() {
+                        state.positions = positions
+                            .iter()
+                            .filter_map(|(c, p)| Some((c.clone(), p.as_str()?.to_owned())))
+                            .collect();
+                    }
+                    if let Some(recovered) = frame["recovered"].as_object() {
+                        state.recovered = recovered
+                            .iter()
+                            .filter_map(|(c, r)| Some((c.clone(), r.as_bool()?)))
+                            .collect();
+                    }
                 }
                 recorder.record(Happening::Subscriptions {
                     client: name.to_owned(),
@@ -475,7 +523,15 @@ fn on_text(name: &str, payload: &[u8], state: &Mutex<ClientState>, recorder: &Re
                     unexpected(format!("message without a partition:offset pos: {frame}"));
                     continue;
                 };
-                lock(state).messages += 1;
+                {
+                    let mut state = lock(state);
+                    state.messages += 1;
+                    state.log.push(Delivery {
+                        channel: channel.clone(),
+                        pos: frame["pos"].as_str().unwrap_or_default().to_owned(),
+                        snapshot: frame["snapshot"].as_bool() == Some(true),
+                    });
+                }
                 recorder.record(Happening::Received {
                     client: name.to_owned(),
                     channel,

@@ -35,11 +35,13 @@ enum FeedCommand {
     Resume,
 }
 
-/// The scenario's handle on the fake source.
+/// The scenario's handle on the fake source(s).
 #[derive(Debug, Clone)]
 pub struct Feed {
-    /// Commands to the running source, in order.
-    tx: mpsc::UnboundedSender<FeedCommand>,
+    /// Commands to every running source (one per replica), in order: each
+    /// source assigns offsets from the same command sequence, so every
+    /// replica sees the same positions, as with Kafka in broadcast mode.
+    tx: Vec<mpsc::UnboundedSender<FeedCommand>>,
 }
 
 impl Feed {
@@ -47,7 +49,7 @@ impl Feed {
     pub fn publish(&self, channel: &str, partition: i32) {
         // The source is gone only after the server stopped; a publish then is
         // simply not taken, which the recorder reflects.
-        let _ = self.tx.send(FeedCommand::Publish {
+        self.send(|| FeedCommand::Publish {
             channel: channel.to_owned(),
             partition,
         });
@@ -55,12 +57,20 @@ impl Feed {
 
     /// The upstream stops delivering (the source reports itself not ready).
     pub fn stall(&self) {
-        let _ = self.tx.send(FeedCommand::Stall);
+        self.send(|| FeedCommand::Stall);
     }
 
     /// The upstream delivers again.
     pub fn resume(&self) {
-        let _ = self.tx.send(FeedCommand::Resume);
+        self.send(|| FeedCommand::Resume);
+    }
+
+    /// Sends one command to every source; a source whose server is gone
+    /// (stopped or crashed) simply does not take it.
+    fn send(&self, command: impl Fn() -> FeedCommand) {
+        for tx in &self.tx {
+            let _ = tx.send(command());
+        }
     }
 }
 
@@ -69,14 +79,30 @@ impl Feed {
 pub struct FakeSource {
     /// Scripted commands.
     rx: mpsc::UnboundedReceiver<FeedCommand>,
-    /// Where taken messages are logged.
-    recorder: Recorder,
+    /// Where taken messages are logged; `None` for replicas whose taking is
+    /// not logged (the log holds each message once, see [`fake_sources`]).
+    recorder: Option<Recorder>,
 }
 
 /// A fake source and the feed that scripts it.
 pub fn fake_source(recorder: Recorder) -> (Feed, FakeSource) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    (Feed { tx }, FakeSource { rx, recorder })
+    let (feed, mut sources) = fake_sources(recorder, 1);
+    (feed, sources.remove(0))
+}
+
+/// `replicas` fake sources fed by one feed: the same messages at the same
+/// positions on each. Only the LAST one logs `Publishing`/`Published` (each
+/// message must appear once in the log), so scenarios crash or cut off the
+/// earlier replicas and keep the last one running.
+pub fn fake_sources(recorder: Recorder, replicas: usize) -> (Feed, Vec<FakeSource>) {
+    let (tx, sources) = (0..replicas)
+        .map(|i| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let recorder = (i + 1 == replicas).then(|| recorder.clone());
+            (tx, FakeSource { rx, recorder })
+        })
+        .unzip();
+    (Feed { tx }, sources)
 }
 
 /// Lets a turmoil host factory (an `Fn`) hand the source to the server on
@@ -140,11 +166,15 @@ impl Source for FakeSource {
                             payload: Bytes::from(payload),
                             key: None,
                         };
-                        recorder.record(Happening::Publishing { msg, channel });
+                        if let Some(recorder) = &recorder {
+                            recorder.record(Happening::Publishing { msg, channel });
+                        }
                         if sink.publish_and_wait(publish).await.is_err() {
                             break;
                         }
-                        recorder.record(Happening::Published { msg });
+                        if let Some(recorder) = &recorder {
+                            recorder.record(Happening::Published { msg });
+                        }
                     }
                 }
             }

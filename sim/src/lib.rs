@@ -6,7 +6,8 @@
 //! * [`world`]: one run's simulation, server host and shared helpers.
 //! * [`accept`]: the server's `Accept` over turmoil listeners.
 //! * [`client`]: a real fastwebsockets client on a turmoil host.
-//! * [`fake_source`]: the scripted in-memory `Source`.
+//! * [`fake_source`]: the scripted in-memory `Source` (one feed can drive
+//!   several replicas).
 //! * [`recorder`] and [`checker`]: the run's log and its invariants.
 //! * [`seeds`]: which seeds run, and replaying a failure.
 

@@ -87,6 +87,14 @@ pub enum Happening {
         /// The channels asked for.
         channels: Vec<String>,
     },
+    /// The client wrote a `subscribe` frame with `since` cursors: messages
+    /// published before it may be replayed to it.
+    RecoverSent {
+        /// The client.
+        client: ClientName,
+        /// The channels asked for.
+        channels: Vec<String>,
+    },
     /// The client wrote an `unsubscribe` frame.
     UnsubscribeSent {
         /// The client.

@@ -1,6 +1,7 @@
 //! One simulated world per run: the turmoil simulation with its seed, the
-//! real server on host `server` (fed by the fake source), the shared
-//! recorder, and small coordination helpers the scenarios' hosts share.
+//! real server on host `server` (fed by the fake source) and optionally more
+//! replicas fed by the same feed, the shared recorder, and small
+//! coordination helpers the scenarios' hosts share.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,11 +18,21 @@ use ws_realtime::source::{Readiness, Source};
 
 use crate::accept::TurmoilAccept;
 use crate::client::ClientOptions;
-use crate::fake_source::{FakeSource, Feed, fake_source, slot};
+use crate::fake_source::{FakeSource, Feed, fake_sources, slot};
 use crate::recorder::{Happening, Recorder, ServerSample};
 
 /// The server's turmoil host name.
 pub const SERVER: &str = "server";
+
+/// The turmoil host name of server replica `index`: [`SERVER`] for 0 (the
+/// one whose metrics are sampled), `server<index>` for the others.
+pub fn replica_host(index: usize) -> String {
+    if index == 0 {
+        SERVER.to_owned()
+    } else {
+        format!("{SERVER}{index}")
+    }
+}
 
 /// The port the server listens on.
 pub const PORT: u16 = 9000;
@@ -187,8 +198,18 @@ pub struct World {
 impl World {
     /// A fresh world for `seed`, and the source to hand to the server.
     pub fn new(seed: u64) -> (World, FakeSource) {
+        let (world, mut sources) = World::replicated(seed, 1);
+        (world, sources.remove(0))
+    }
+
+    /// A fresh world whose one feed drives `replicas` sources (the same
+    /// messages at the same positions, as Kafka in broadcast mode), one per
+    /// server replica: hand source `i` to [`World::start_replica`] `i`. Only
+    /// the last replica's source logs what it takes (see
+    /// [`crate::fake_source::fake_sources`]).
+    pub fn replicated(seed: u64, replicas: usize) -> (World, Vec<FakeSource>) {
         let recorder = Recorder::new();
-        let (feed, source) = fake_source(recorder.clone());
+        let (feed, sources) = fake_sources(recorder.clone(), replicas);
         let (trigger, shutdown) = shutdown::channel();
         let world = World {
             seed,
@@ -200,7 +221,7 @@ impl World {
             shutdown,
             server_finished: Arc::new(Mutex::new(None)),
         };
-        (world, source)
+        (world, sources)
     }
 
     /// The scenario's own random choices, derived from the seed.
@@ -230,22 +251,40 @@ impl World {
         config: ServerConfig,
         source: FakeSource,
     ) {
+        self.start_replica(sim, 0, config, source);
+    }
+
+    /// Runs server replica `index` on host [`replica_host`]`(index)`. Replica
+    /// 0 is [`World::start_server`]'s server; the others have their own
+    /// metrics and readiness (not sampled) and share the shutdown signal.
+    pub fn start_replica(
+        &self,
+        sim: &mut turmoil::Sim<'static>,
+        index: usize,
+        config: ServerConfig,
+        source: FakeSource,
+    ) {
         let source = slot(source);
         let world = self.clone();
-        sim.host(SERVER, move || {
-            let world = world.clone();
+        sim.host(replica_host(index), move || {
+            let mut world = world.clone();
             let config = config.clone();
             let source = source.lock().expect("not poisoned").take();
             async move {
                 let accept = TurmoilAccept::bind(PORT).await?;
-                let sampler = world.clone();
-                tokio::spawn(async move {
-                    // Bounded: a run never lasts longer than this many periods.
-                    for _ in 0..1200 {
-                        sampler.sample();
-                        tokio::time::sleep(SAMPLE_PERIOD).await;
-                    }
-                });
+                if index == 0 {
+                    let sampler = world.clone();
+                    tokio::spawn(async move {
+                        // Bounded: a run never lasts longer than this many periods.
+                        for _ in 0..1200 {
+                            sampler.sample();
+                            tokio::time::sleep(SAMPLE_PERIOD).await;
+                        }
+                    });
+                } else {
+                    world.metrics = Arc::new(Metrics::new());
+                    world.readiness = Readiness::default();
+                }
                 let sources: Vec<Box<dyn Source>> = source
                     .into_iter()
                     .map(|source| Box::new(source) as Box<dyn Source>)
@@ -255,8 +294,10 @@ impl World {
                     metrics: world.metrics.clone(),
                 };
                 run_observed(accept, config, sources, world.shutdown.clone(), observers).await?;
-                *world.server_finished.lock().expect("not poisoned") = turmoil::sim_elapsed();
-                world.sample();
+                if index == 0 {
+                    *world.server_finished.lock().expect("not poisoned") = turmoil::sim_elapsed();
+                    world.sample();
+                }
                 Ok(())
             }
         });
@@ -289,9 +330,14 @@ impl World {
 
     /// Connect options for a client named `name` with a valid token.
     pub fn client(&self, name: &str, channels: &[String]) -> ClientOptions {
+        self.client_of(0, name, channels)
+    }
+
+    /// Connect options for a client of replica `index`.
+    pub fn client_of(&self, index: usize, name: &str, channels: &[String]) -> ClientOptions {
         ClientOptions {
             name: name.to_owned(),
-            server: SERVER.to_owned(),
+            server: replica_host(index),
             port: PORT,
             token: token(name),
             channels: channels.to_vec(),

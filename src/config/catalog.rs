@@ -128,6 +128,8 @@ pub const SETTINGS: &[Setting] = &[
     s("WS_RATE_BURST", Server, "`100`", "inbound burst per connection"),
     s("WS_BATCH_MAX", Server, "`1` (off)", "JSON-array batching: most messages per frame"),
     s("WS_BATCH_DELAY", Server, "`0ms`", "JSON-array batching: how long to wait for more"),
+    s("WS_COMPRESSION", Server, "`on`", "`on` / `off`: negotiate permessage-deflate with clients that offer it ([protocol.md](protocol.md#compression-permessage-deflate))"),
+    s("WS_COMPRESSION_MIN_BYTES", Server, "`256`", "messages with a shorter frame payload go uncompressed"),
     s("WS_SOURCES", Server, "`kafka`", "comma list of `kafka`, `redis`, `http`; `http` is also on whenever `WS_API_KEY` is set"),
     s("WS_API_KEY", Server, "unset", "enables `POST /api/publish`"),
     s("WS_MAX_PUBLISH_BYTES", Server, "`1048576`", "largest `/api/publish` (and `/api/publish/batch`) body (413 above)"),

@@ -180,6 +180,9 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// Log line format (`WS_LOG_FORMAT`).
     pub log_format: LogFormat,
+    /// Whether permessage-deflate is negotiated with clients that offer it
+    /// (`WS_COMPRESSION`, on by default).
+    pub compression: bool,
     /// Largest request head (request line + headers) accepted before the
     /// upgrade (`WS_MAX_REQUEST_HEAD_BYTES`); above it the answer is 431 and
     /// the connection closes. Bounds what an unauthenticated client can pin.
@@ -278,6 +281,7 @@ impl ServerConfig {
             handshake_timeout: settings
                 .duration_or("WS_HANDSHAKE_TIMEOUT", Duration::from_secs(10))?,
             log_format,
+            compression: settings.bool_or("WS_COMPRESSION", true)?,
             max_request_head_bytes: head_bytes(settings)?,
             socket_send_buffer: send_buffer(settings)?,
             listen_backlog: positive_u32(settings, "WS_LISTEN_BACKLOG", system_somaxconn())?,
@@ -339,6 +343,7 @@ impl ServerConfig {
             assessment_channel: DEFAULT_ASSESSMENT_CHANNEL.to_owned(),
             handshake_timeout: Duration::from_secs(10),
             log_format: LogFormat::Text,
+            compression: true,
             max_request_head_bytes: DEFAULT_MAX_REQUEST_HEAD_BYTES,
             socket_send_buffer: DEFAULT_SOCKET_SEND_BUFFER,
             listen_backlog: system_somaxconn(),
@@ -421,6 +426,11 @@ fn core_config(settings: &Settings) -> Result<CoreConfig, ConfigError> {
         batch_max: positive(settings, "WS_BATCH_MAX", defaults.batch_max as u64)? as usize,
         batch_delay: settings.duration_or("WS_BATCH_DELAY", defaults.batch_delay)?,
         channel_rules: channel_rules(settings)?,
+        compression_min_bytes: whole(
+            settings,
+            "WS_COMPRESSION_MIN_BYTES",
+            defaults.compression_min_bytes as u64,
+        )? as usize,
         history: history::history(settings)?,
         refresh_lead: settings.duration_or("WS_AUTH_REFRESH_LEAD", defaults.refresh_lead)?,
     })

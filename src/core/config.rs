@@ -156,6 +156,10 @@ pub struct CoreConfig {
     pub batch_delay: Duration,
     /// Role- and owner-restricted channel patterns (TOML only).
     pub channel_rules: Vec<ChannelRule>,
+    /// Messages with a shorter JSON payload are sent uncompressed even to
+    /// connections that negotiated permessage-deflate
+    /// (`WS_COMPRESSION_MIN_BYTES`).
+    pub compression_min_bytes: usize,
     /// History, snapshots and recovery.
     pub history: HistoryConfig,
     /// Highest `maxRate` a subscribe may ask for, in messages per second per
@@ -186,6 +190,7 @@ impl Default for CoreConfig {
             batch_max: 1,
             batch_delay: Duration::ZERO,
             channel_rules: Vec::new(),
+            compression_min_bytes: 256,
             history: HistoryConfig::default(),
             subscription_max_rate: 100,
             refresh_lead: Duration::from_secs(60),

@@ -10,6 +10,7 @@ use super::rate_limit::TokenBucket;
 use super::throttle::Throttle;
 use super::timers::TimerTable;
 use super::{CloseReason, Identity};
+use crate::proto::deflate_offer::Deflate;
 
 /// One message waiting in a JSON-array batch.
 #[derive(Debug, Clone)]
@@ -55,6 +56,9 @@ pub(crate) struct Connection {
     pub(crate) throttles: Vec<Throttle>,
     /// Messages offered to its rate limits so far, to order held values.
     pub(crate) throttle_seq: u64,
+    /// What it agreed for permessage-deflate, if anything: decides whether
+    /// it gets a message's shared compressed frame or the plain one.
+    pub(crate) deflate: Option<Deflate>,
     /// Whether a `refresh` token is with the shell for verification: one at
     /// a time, so a flood of refreshes cannot queue unbounded work.
     pub(crate) refresh_pending: bool,

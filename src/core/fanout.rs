@@ -85,7 +85,8 @@ impl Core {
                     },
                 )
             } else {
-                self.enqueue_message(now, conn, encoded.frame.clone(), ingested, tag)
+                let frame = self.message_frame_for(conn, &encoded.frame);
+                self.enqueue_message(now, conn, frame, ingested, tag)
             };
             delivered += usize::from(queued);
         }
@@ -94,6 +95,7 @@ impl Core {
             self.pump_replays(now, conn);
             delivered += 1;
         }
+        self.compression.forget_last();
         PublishOutcome {
             delivered,
             kind: encoded.kind,
@@ -198,6 +200,17 @@ impl Core {
         self.reschedule(conn);
     }
 
+    /// The frame `conn` gets for the shared message frame `plain`: the
+    /// message's one compressed frame if it negotiated deflate (built by the
+    /// first such subscriber), else `plain`; one refcount increment either way.
+    fn message_frame_for(&mut self, conn: ConnId, plain: &Bytes) -> Bytes {
+        self.conns
+            .get(conn.0)
+            .and_then(|c| c.deflate)
+            .and_then(|deflate| self.compression.compressed_for(deflate, plain))
+            .unwrap_or_else(|| plain.clone())
+    }
+
     /// Queues a message frame and stamps the queue with its ingest instant.
     pub(super) fn enqueue_message(
         &mut self,
@@ -207,6 +220,15 @@ impl Core {
         ingested: Instant,
         tag: Option<u64>,
     ) -> bool {
+        // Frames that did not come through `message_frame_for` (a batch,
+        // a lone batched message) are chosen here.
+        let frame = match self.conns.get(conn.0).and_then(|c| c.deflate) {
+            Some(deflate) if !self.compression.is_shared_compressed(&frame) => self
+                .compression
+                .compressed_for(deflate, &frame)
+                .unwrap_or(frame),
+            _ => frame,
+        };
         let queued = self.enqueue_tagged(now, conn, frame, FrameKind::Message, tag);
         if queued && let Some(c) = self.conns.get_mut(conn.0) {
             c.outbound.note_ingest(ingested);

@@ -48,6 +48,9 @@ pub struct Open {
     /// Channels asked for at connect (`?channels=`, `?assessmentId=`); they go
     /// through the same checks as a `subscribe` frame.
     pub channels: Vec<String>,
+    /// permessage-deflate as negotiated in the upgrade; `None` when the
+    /// client did not offer it (or compression is off).
+    pub deflate: Option<crate::proto::deflate_offer::Deflate>,
 }
 
 /// Why the core refused to open a connection (answered before the upgrade).

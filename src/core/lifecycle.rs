@@ -24,6 +24,7 @@ impl CloseReason {
             CloseReason::RateLimitExceeded => "rate limit exceeded",
             CloseReason::FrameTooBig => "frame too big",
             CloseReason::Shutdown => "server shutting down",
+            CloseReason::BadCompressedData => "corrupt compressed data",
             CloseReason::ProtocolError => "protocol error",
             CloseReason::InvalidUtf8 => "invalid UTF-8",
         }
@@ -98,8 +99,10 @@ impl Core {
             in_ready: false,
             throttles: Vec::new(),
             throttle_seq: 0,
+            deflate: open.deflate,
             refresh_pending: false,
         });
+        self.deflate_connections += usize::from(open.deflate.is_some());
         let conn = ConnId(key);
         self.events.push_back(Event::Opened {
             conn,
@@ -297,6 +300,7 @@ impl Core {
             }
         }
         self.subscriptions.remove_conn(conn);
+        self.deflate_connections -= usize::from(c.deflate.is_some());
         self.drop_replays(conn, None);
         self.events.push_back(Event::Closed {
             conn,

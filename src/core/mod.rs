@@ -23,6 +23,7 @@ use slab::Slab;
 use crate::proto;
 use crate::proto::codes::CloseCode;
 
+mod compression;
 mod config;
 mod conflation;
 mod conn_map;
@@ -78,7 +79,8 @@ use subscriptions::SubscriptionIndex;
 /// ([`Output::Transmit`]; the connection gets no further transmit until
 /// [`Core::handle_write_complete`]), sockets to drop ([`Output::Disconnect`];
 /// the core has already forgotten them), events for metrics and logs
-/// ([`Output::Event`]), and last the instant at which the core wants
+/// ([`Output::Event`]), `refresh` tokens to verify off the core's thread
+/// ([`Output::Verify`]), and last the instant at which the core wants
 /// [`Core::handle_timeout`] ([`Output::Timeout`]; `None` when it has no
 /// deadline). One stream, so no shell can forget a kind or take them out of
 /// order.
@@ -107,6 +109,10 @@ use subscriptions::SubscriptionIndex;
 ///             }
 ///             Some(Output::Disconnect(_conn)) => { /* drop the socket */ }
 ///             Some(Output::Event(_event)) => { /* metrics and logs */ }
+///             Some(Output::Verify(_request)) => {
+///                 // Verify request.token off this thread, then answer with
+///                 // core.handle_refresh_verified(…) or handle_refresh_rejected(…).
+///             }
 ///             Some(Output::Timeout(at)) => {
 ///                 deadline = Some(at);
 ///                 break;
@@ -160,6 +166,11 @@ pub struct Core {
     /// `maxRate` subscriptions across connections: while there are none and
     /// the policy is not `conflate`, publishing works out no message keys.
     throttled: usize,
+    /// The compressor and the frame compressed last, shared by every
+    /// connection that negotiated permessage-deflate.
+    compression: compression::Compression,
+    /// Open connections that negotiated permessage-deflate, for the gauge.
+    deflate_connections: usize,
     /// `refresh` tokens waiting for the shell to verify them.
     refresh: refresh::RefreshQueue,
 }
@@ -170,6 +181,7 @@ impl Core {
     /// clock itself.
     pub fn new(config: CoreConfig, now: Instant, unix_ms: u64) -> Core {
         Core {
+            compression: compression::Compression::new(config.compression_min_bytes),
             store: Store::new(config.history.clone()),
             replays: ConnMap::default(),
             config,
@@ -186,6 +198,7 @@ impl Core {
             opened_total: 0,
             fanout_scratch: Vec::new(),
             throttled: 0,
+            deflate_connections: 0,
             refresh: refresh::RefreshQueue::default(),
         }
     }
@@ -227,6 +240,19 @@ impl Core {
     pub fn handle_frame_too_big(&mut self, now: Instant, conn: ConnId) {
         if self.touch(now, conn) {
             self.begin_close(now, conn, CloseCode::TooBig, CloseReason::FrameTooBig);
+        }
+    }
+
+    /// The client sent a compressed message that is not valid DEFLATE:
+    /// close 1007 (RFC 7692 §8.1 fails the connection).
+    pub fn handle_bad_compressed_data(&mut self, now: Instant, conn: ConnId) {
+        if self.touch(now, conn) {
+            self.begin_close(
+                now,
+                conn,
+                CloseCode::InvalidPayload,
+                CloseReason::BadCompressedData,
+            );
         }
     }
 
@@ -310,6 +336,10 @@ impl Core {
     }
 
     /// The next output; see [`Core`] for the order and the drain loop.
+    // Inline so the shell's `match` on the result fuses with building it:
+    // without it every transmit is written to a return slot and read back
+    // (callgrind, benches/callgrind.sh: see BENCHMARKS.md).
+    #[inline]
     pub fn poll_output(&mut self) -> Option<Output> {
         if let Some(transmit) = self.next_transmit() {
             return Some(Output::Transmit(transmit));
@@ -358,6 +388,8 @@ impl Core {
             connections: self.conns.len(),
             subscriptions: self.subscriptions.pair_count(),
             channels: self.subscriptions.channel_count(),
+            deflate_connections: self.deflate_connections,
+            compression_saved_bytes: self.compression.saved_bytes(),
             history: self.store.stats(),
         }
     }

@@ -64,6 +64,8 @@ pub enum CloseReason {
     FrameTooBig,
     /// The server is draining.
     Shutdown,
+    /// A compressed message that is not valid DEFLATE: closed with 1007.
+    BadCompressedData,
     /// A frame no client may send (unmasked, reserved bits, unknown opcode,
     /// bad control frame, invalid close code…): closed with 1002.
     ProtocolError,
@@ -83,6 +85,7 @@ impl CloseReason {
             CloseReason::RateLimitExceeded => "rate_limit_exceeded",
             CloseReason::FrameTooBig => "frame_too_big",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::BadCompressedData => "bad_compressed_data",
             CloseReason::ProtocolError => "protocol_error",
             CloseReason::InvalidUtf8 => "invalid_utf8",
         }
@@ -186,6 +189,11 @@ pub struct Stats {
     pub subscriptions: usize,
     /// Channels with at least one subscriber.
     pub channels: usize,
+    /// Open connections that negotiated permessage-deflate.
+    pub deflate_connections: usize,
+    /// Bytes permessage-deflate kept off the wire since start (plain minus
+    /// compressed length, per delivery): monotonic.
+    pub compression_saved_bytes: u64,
     /// What history and snapshots hold.
     pub history: super::HistoryStats,
 }

@@ -3,6 +3,8 @@
 //! kernel splits it into reads, the reader must not panic, must give the
 //! same frames for every split, and must never hold more than one frame's
 //! worth of bytes plus the read in hand (an idle socket holds nothing).
+//! With permessage-deflate negotiated (the first byte's top bit), compressed
+//! messages are inflated and must still respect the limit.
 
 use bytes::BytesMut;
 
@@ -15,15 +17,16 @@ const MAX_MESSAGE: usize = 256;
 /// Longest client frame header.
 const MAX_HEADER: usize = 14;
 
-/// Fuzz target body: the first byte picks the read size, the rest is the
-/// byte stream.
+/// Fuzz target body: the first byte picks the read size and (top bit)
+/// whether deflate was negotiated, the rest is the byte stream.
 pub fn client_wire(data: &[u8]) {
     let Some((&split, stream)) = data.split_first() else {
         return;
     };
-    let whole = read_in_chunks(stream, stream.len().max(1));
+    let deflate = split & 0x80 != 0;
+    let whole = read_in_chunks(stream, stream.len().max(1), deflate);
     let chunk = 1 + usize::from(split % 23);
-    let pieces = read_in_chunks(stream, chunk);
+    let pieces = read_in_chunks(stream, chunk, deflate);
     assert_eq!(
         whole, pieces,
         "the frames depend on how the bytes were split ({chunk}-byte reads)"
@@ -32,8 +35,8 @@ pub fn client_wire(data: &[u8]) {
 
 /// What the reader makes of `stream` arriving `chunk` bytes per read, as
 /// the shell feeds it (nothing more once the stream has failed).
-fn read_in_chunks(stream: &[u8], chunk: usize) -> Vec<Inbound> {
-    let mut reader = FrameReader::new(MAX_MESSAGE);
+fn read_in_chunks(stream: &[u8], chunk: usize, deflate: bool) -> Vec<Inbound> {
+    let mut reader = FrameReader::new(MAX_MESSAGE).with_deflate(deflate);
     let mut input = BytesMut::new();
     let mut frames = Vec::new();
     for piece in stream.chunks(chunk) {
@@ -42,7 +45,10 @@ fn read_in_chunks(stream: &[u8], chunk: usize) -> Vec<Inbound> {
         }
         input.extend_from_slice(piece);
         while let Some(inbound) = reader.next(&mut input) {
-            let ends = matches!(inbound, Inbound::TooBig | Inbound::Invalid(_));
+            let ends = matches!(
+                inbound,
+                Inbound::TooBig | Inbound::Invalid(_) | Inbound::BadCompressedData
+            );
             if let Inbound::Text(payload) = &inbound {
                 assert!(payload.len() <= MAX_MESSAGE, "a text over the limit");
             }

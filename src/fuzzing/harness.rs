@@ -718,6 +718,7 @@ fn check_close_code(conn: ConnId, model: &ConnModel) {
     let expected = match reason {
         CloseReason::Shutdown => 1001,
         CloseReason::FrameTooBig => 1009,
+        CloseReason::BadCompressedData => 1007,
         CloseReason::ProtocolError => 1002,
         CloseReason::InvalidUtf8 => 1007,
         CloseReason::SlowConsumer | CloseReason::TokenExpired | CloseReason::RateLimitExceeded => {

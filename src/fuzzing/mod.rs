@@ -9,6 +9,7 @@
 mod client_frame;
 mod client_wire;
 mod core_ops;
+mod extension_offer;
 mod harness;
 mod scenario;
 mod source_payload;
@@ -18,6 +19,7 @@ mod wire;
 pub use client_frame::client_frame;
 pub use client_wire::client_wire;
 pub use core_ops::core_ops;
+pub use extension_offer::extension_offer;
 pub use source_payload::source_payload;
 pub use upgrade::upgrade;
 
@@ -31,4 +33,5 @@ pub const TARGETS: &[(&str, TargetBody)] = &[
     ("upgrade", upgrade),
     ("source_payload", source_payload),
     ("client_wire", client_wire),
+    ("extension_offer", extension_offer),
 ];

@@ -75,6 +75,7 @@ pub(crate) fn open(user: u8, address: u8, channels: &[u8], expires_in_secs: Opti
             .take(8)
             .map(|c| channel(*c).to_owned())
             .collect(),
+        deflate: None,
     }
 }
 
@@ -127,6 +128,7 @@ impl ConfigChoice {
             batch_max: 1 + usize::from(self.batch_max % 4),
             batch_delay: Duration::from_millis(u64::from(self.batch_delay_ms % 50)),
             channel_rules: channel_rules(),
+            compression_min_bytes: 256,
             // Small rings so eviction, gaps and refused recoveries happen.
             history: HistoryConfig {
                 defaults: HistoryLimits {

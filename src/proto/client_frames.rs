@@ -11,6 +11,9 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::deflate::{self, InflateError};
+use super::ws_frame::RSV1;
+
 /// Longest header a client frame can have: 2 bytes, a 64-bit length, a mask.
 const MAX_HEADER_LEN: usize = 14;
 
@@ -31,8 +34,12 @@ pub enum Inbound {
     /// The client's close frame.
     Close,
     /// A message longer than the limit. Its bytes are still arriving, so
-    /// nothing after it can be read; the connection closes with 1009.
+    /// nothing after it can be read; the connection closes with 1009. Also
+    /// a compressed message that inflates past the limit (a deflate bomb).
     TooBig,
+    /// A compressed message whose data is not valid DEFLATE: the connection
+    /// closes with 1007 (RFC 7692 §8.1 hands it to RFC 6455's failure).
+    BadCompressedData,
     /// A frame no client may send (unmasked, reserved bits, unknown opcode,
     /// a fragmented or oversized control frame, a continuation out of place,
     /// a close frame with a 1-byte payload, an invalid code or a non-UTF-8
@@ -46,13 +53,26 @@ pub enum Inbound {
 pub struct FrameReader {
     /// Longest message accepted, in payload bytes (inclusive).
     max_message_bytes: usize,
-    /// A fragmented message being collected: whether it is text, and the
-    /// payload so far. `None` between messages, so an idle reader holds
-    /// nothing; boxed, so the reader itself stays small.
-    fragments: Option<Box<(bool, BytesMut)>>,
+    /// A fragmented message being collected. `None` between messages, so
+    /// an idle reader holds nothing; boxed, so the reader itself stays small.
+    fragments: Option<Box<Fragments>>,
     /// Set after `TooBig` or `Invalid`: the stream has no usable frame
     /// boundaries any more, so every later byte is discarded.
     failed: bool,
+    /// The connection negotiated permessage-deflate: RSV1 is allowed on the
+    /// first frame of a data message (otherwise it is a protocol error).
+    deflate: bool,
+}
+
+/// The frames of a message received so far.
+#[derive(Debug)]
+struct Fragments {
+    /// A text message (else binary).
+    text: bool,
+    /// Its first frame had RSV1: inflate it when complete.
+    compressed: bool,
+    /// The payload so far (compressed bytes, if `compressed`).
+    payload: BytesMut,
 }
 
 /// A parsed frame header.
@@ -60,6 +80,8 @@ pub struct FrameReader {
 struct Header {
     /// FIN bit: the last frame of its message.
     fin: bool,
+    /// RSV1: the message is compressed (permessage-deflate).
+    rsv1: bool,
     /// The 4-bit opcode.
     opcode: u8,
     /// The masking key (clients must mask).
@@ -77,7 +99,16 @@ impl FrameReader {
             max_message_bytes,
             fragments: None,
             failed: false,
+            deflate: false,
         }
+    }
+
+    /// The same reader on a connection that negotiated permessage-deflate:
+    /// compressed messages are inflated (from an empty window, as
+    /// `client_no_context_takeover` was agreed) up to the message limit.
+    pub fn with_deflate(mut self, deflate: bool) -> FrameReader {
+        self.deflate = deflate;
+        self
     }
 
     /// Whether the stream failed (`TooBig` or `Invalid` was returned): the
@@ -127,6 +158,15 @@ impl FrameReader {
     /// Refuses a frame from its header alone, before its payload arrives.
     fn check(&self, header: &Header) -> Option<Inbound> {
         let is_control = header.opcode & 0x8 != 0;
+        if header.rsv1 {
+            if !self.deflate {
+                return Some(Inbound::Invalid("reserved bits set without an extension"));
+            }
+            // RFC 7692 §6.1: only the first frame of a data message.
+            if is_control || header.opcode == 0x0 {
+                return Some(Inbound::Invalid("RSV1 on a control or continuation frame"));
+            }
+        }
         if is_control {
             if !header.fin {
                 return Some(Inbound::Invalid("fragmented control frame"));
@@ -136,7 +176,7 @@ impl FrameReader {
             }
             return None;
         }
-        let so_far = self.fragments.as_ref().map_or(0, |f| f.1.len());
+        let so_far = self.fragments.as_ref().map_or(0, |f| f.payload.len());
         let total = header.payload_len.saturating_add(so_far as u64);
         if total > self.max_message_bytes as u64 {
             return Some(Inbound::TooBig);
@@ -153,13 +193,17 @@ impl FrameReader {
                         self.fail_stream(Inbound::Invalid("continuation without a message")),
                     );
                 };
-                fragments.1.extend_from_slice(&payload);
+                fragments.payload.extend_from_slice(&payload);
                 if !header.fin {
                     self.fragments = Some(fragments);
                     return None;
                 }
-                let (text, bytes) = *fragments;
-                Some(message(text, bytes.freeze()))
+                let Fragments {
+                    text,
+                    compressed,
+                    payload,
+                } = *fragments;
+                Some(self.message(text, compressed, payload))
             }
             0x1 | 0x2 => {
                 let text = header.opcode == 0x1;
@@ -169,10 +213,14 @@ impl FrameReader {
                     );
                 }
                 if !header.fin {
-                    self.fragments = Some(Box::new((text, payload)));
+                    self.fragments = Some(Box::new(Fragments {
+                        text,
+                        compressed: header.rsv1,
+                        payload,
+                    }));
                     return None;
                 }
-                Some(message(text, payload.freeze()))
+                Some(self.message(text, header.rsv1, payload))
             }
             0x8 => match check_close_payload(&payload) {
                 Ok(()) => Some(Inbound::Close),
@@ -194,6 +242,23 @@ impl FrameReader {
         self.failed = true;
         self.fragments = None;
         inbound
+    }
+
+    /// A whole message of the given kind, inflated if it was compressed.
+    /// A binary message is refused by the core whatever it holds, so it is
+    /// never inflated.
+    fn message(&mut self, text: bool, compressed: bool, payload: BytesMut) -> Inbound {
+        if !text {
+            return Inbound::Binary;
+        }
+        if !compressed {
+            return Inbound::Text(payload.freeze());
+        }
+        match deflate::inflate(&payload, self.max_message_bytes) {
+            Ok(inflated) => Inbound::Text(Bytes::from(inflated)),
+            Err(InflateError::TooBig) => self.fail_stream(Inbound::TooBig),
+            Err(InflateError::Corrupt) => self.fail_stream(Inbound::BadCompressedData),
+        }
     }
 }
 
@@ -221,21 +286,14 @@ pub fn is_sendable_close_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
-/// A whole message of the given kind.
-fn message(text: bool, payload: Bytes) -> Inbound {
-    if text {
-        Inbound::Text(payload)
-    } else {
-        Inbound::Binary
-    }
-}
-
 /// Parses the header at the front of `input`: `Ok(None)` if incomplete.
 fn parse_header(input: &[u8]) -> Result<Option<Header>, &'static str> {
     let [first, second, ..] = *input else {
         return Ok(None);
     };
-    if first & 0x70 != 0 {
+    // RSV2 and RSV3 belong to no extension the server offers; RSV1 is
+    // judged with the connection's negotiation in `check`.
+    if first & 0x30 != 0 {
         return Err("reserved bits set without an extension");
     }
     if second & 0x80 == 0 {
@@ -264,6 +322,7 @@ fn parse_header(input: &[u8]) -> Result<Option<Header>, &'static str> {
     };
     Ok(Some(Header {
         fin: first & 0x80 != 0,
+        rsv1: first & RSV1 != 0,
         opcode: first & 0x0F,
         mask: mask.try_into().expect("slice of 4"),
         payload_len,
@@ -287,8 +346,18 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
 /// Encodes a masked client frame: for tests, simulations and the load tool's
 /// view of what a browser sends.
 pub fn encode_masked(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    encode_masked_with(fin, 0, opcode, payload, mask)
+}
+
+/// Like [`encode_masked`] with RSV1 set: the first frame of a message
+/// compressed with permessage-deflate (`payload` is already compressed).
+pub fn encode_masked_compressed(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    encode_masked_with(fin, RSV1, opcode, payload, mask)
+}
+
+fn encode_masked_with(fin: bool, rsv: u8, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(MAX_HEADER_LEN + payload.len());
-    frame.push(u8::from(fin) << 7 | (opcode & 0x0F));
+    frame.push(u8::from(fin) << 7 | rsv | (opcode & 0x0F));
     match payload.len() {
         len @ 0..=125 => frame.push(0x80 | len as u8),
         len @ 126..=65_535 => {
@@ -421,6 +490,68 @@ mod tests {
                 "{bytes:?} gave {got:?}"
             );
         }
+    }
+
+    fn deflated(text: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        crate::proto::deflate::Deflater::default().compress_into(text, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_compressed_message_is_inflated_when_deflate_was_negotiated() {
+        let text = br#"{"type":"subscribe","channels":["a","a","a","a","a"]}"#;
+        let compressed = deflated(text);
+        let whole = encode_masked_compressed(true, 0x1, &compressed, MASK);
+        let mut reader = FrameReader::new(1024).with_deflate(true);
+        assert_eq!(
+            read_all(&mut reader, &whole),
+            [Inbound::Text(Bytes::from_static(text))]
+        );
+        // Fragmented: RSV1 on the first frame only, a ping in between.
+        let (head, tail) = compressed.split_at(compressed.len() / 2);
+        let mut wire = encode_masked_compressed(false, 0x1, head, MASK);
+        wire.extend(encode_masked(true, 0x9, b"", MASK));
+        wire.extend(encode_masked(true, 0x0, tail, MASK));
+        wire.extend(encode_masked(true, 0x1, b"plain", MASK));
+        assert_eq!(
+            read_all(&mut reader, &wire),
+            [
+                Inbound::Ping(Bytes::new()),
+                Inbound::Text(Bytes::from_static(text)),
+                Inbound::Text(Bytes::from_static(b"plain")),
+            ]
+        );
+    }
+
+    #[test]
+    fn rsv1_is_a_protocol_error_without_deflate_or_in_the_wrong_frame() {
+        let compressed = deflated(b"hello");
+        let without = encode_masked_compressed(true, 0x1, &compressed, MASK);
+        let got = read_all(&mut FrameReader::new(1024), &without);
+        assert!(matches!(got.as_slice(), [Inbound::Invalid(_)]), "{got:?}");
+        let on_ping = encode_masked_compressed(true, 0x9, b"", MASK);
+        let mut on_continuation = encode_masked(false, 0x1, b"a", MASK);
+        on_continuation.extend(encode_masked_compressed(true, 0x0, b"b", MASK));
+        for wire in [on_ping, on_continuation] {
+            let got = read_all(&mut FrameReader::new(1024).with_deflate(true), &wire);
+            assert!(matches!(got.as_slice(), [Inbound::Invalid(_)]), "{got:?}");
+        }
+    }
+
+    #[test]
+    fn a_deflate_bomb_is_too_big_and_corrupt_data_is_refused() {
+        let bomb = deflated(&vec![b' '; 10 << 20]);
+        let wire = encode_masked_compressed(true, 0x1, &bomb, MASK);
+        let mut reader = FrameReader::new(64 * 1024).with_deflate(true);
+        assert_eq!(read_all(&mut reader, &wire), [Inbound::TooBig]);
+        assert!(reader.has_failed());
+        let corrupt = encode_masked_compressed(true, 0x1, &[0xff, 0xff, 0xff, 0xff], MASK);
+        let mut reader = FrameReader::new(1024).with_deflate(true);
+        let mut wire = corrupt;
+        wire.extend(encode_masked(true, 0x1, b"{}", MASK));
+        assert_eq!(read_all(&mut reader, &wire), [Inbound::BadCompressedData]);
+        assert!(reader.has_failed());
     }
 
     #[test]

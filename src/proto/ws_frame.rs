@@ -81,6 +81,16 @@ pub fn write_header_right_aligned(
     }
 }
 
+/// The header length of an unmasked frame of `frame_len` bytes in all
+/// (header included), as [`write_header_right_aligned`] writes it.
+pub fn header_len(frame_len: usize) -> usize {
+    match frame_len {
+        0..=127 => 2,
+        128..=65_539 => 4,
+        _ => 10,
+    }
+}
+
 /// A complete frame (header followed by `payload`).
 pub fn encode(opcode: Opcode, payload: &[u8]) -> Bytes {
     let mut header = [0u8; MAX_HEADER_LEN];
@@ -94,14 +104,28 @@ pub fn encode(opcode: Opcode, payload: &[u8]) -> Bytes {
 /// Turns a buffer that starts with [`MAX_HEADER_LEN`] reserved bytes followed
 /// by the payload into a finished frame, without copying the payload.
 /// Returns the frame and its header length.
-pub fn finish_reserved(mut buf: Vec<u8>, opcode: Opcode) -> (Bytes, usize) {
+pub fn finish_reserved(buf: Vec<u8>, opcode: Opcode) -> (Bytes, usize) {
+    finish_reserved_with(buf, opcode, 0)
+}
+
+/// Like [`finish_reserved`] for a payload compressed with permessage-deflate:
+/// the header has RSV1 set (RFC 7692 §6), which marks the message compressed.
+pub fn finish_reserved_compressed(buf: Vec<u8>, opcode: Opcode) -> Bytes {
+    finish_reserved_with(buf, opcode, RSV1).0
+}
+
+fn finish_reserved_with(mut buf: Vec<u8>, opcode: Opcode, extra_bits: u8) -> (Bytes, usize) {
     let payload_len = buf.len() - MAX_HEADER_LEN;
     let mut header = [0u8; MAX_HEADER_LEN];
     let header_len = write_header_right_aligned(&mut header, opcode, payload_len);
     let start = MAX_HEADER_LEN - header_len;
+    header[start] |= extra_bits;
     buf[start..MAX_HEADER_LEN].copy_from_slice(&header[start..]);
     (Bytes::from(buf).slice(start..), header_len)
 }
+
+/// The header bit permessage-deflate uses to mark a compressed message.
+pub const RSV1: u8 = 0x40;
 
 /// A close frame with `code` and a reason (cut to fit a control frame on a
 /// character boundary).
@@ -138,7 +162,8 @@ pub enum FrameError {
     /// A reserved or unknown opcode.
     #[error("unknown opcode {0:#x}")]
     UnknownOpcode(u8),
-    /// Server frames are never masked, fragmented or extended.
+    /// Server frames are never masked, fragmented or extended (other than
+    /// RSV1 on a data frame, for permessage-deflate).
     #[error("frame is masked, fragmented or uses reserved bits")]
     Unsupported,
 }
@@ -152,6 +177,8 @@ pub struct DecodedFrame<'a> {
     pub payload: &'a [u8],
     /// How many bytes of the input it took (header + payload).
     pub len: usize,
+    /// RSV1 was set: the payload is compressed with permessage-deflate.
+    pub compressed: bool,
 }
 
 impl DecodedFrame<'_> {
@@ -173,10 +200,14 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedFrame<'_>, FrameError> {
     let [first, second, rest @ ..] = bytes else {
         return Err(FrameError::Incomplete);
     };
-    if first & 0xF0 != 0x80 || second & 0x80 != 0 {
+    if first & 0xB0 != 0x80 || second & 0x80 != 0 {
         return Err(FrameError::Unsupported);
     }
     let opcode = Opcode::from_u8(first & 0x0F).ok_or(FrameError::UnknownOpcode(first & 0x0F))?;
+    let compressed = first & RSV1 != 0;
+    if compressed && !matches!(opcode, Opcode::Text | Opcode::Binary) {
+        return Err(FrameError::Unsupported);
+    }
     let (payload_len, header_len): (usize, usize) = match second & 0x7F {
         126 => {
             let ext: [u8; 2] = rest
@@ -206,6 +237,7 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedFrame<'_>, FrameError> {
         opcode,
         payload,
         len: end,
+        compressed,
     })
 }
 
@@ -222,6 +254,7 @@ mod tests {
             assert_eq!(decoded.opcode, Opcode::Text);
             assert_eq!(decoded.payload.len(), len);
             assert_eq!(decoded.len, frame.len());
+            assert_eq!(header_len(frame.len()), frame.len() - len);
         }
     }
 

@@ -62,18 +62,18 @@ pub(crate) async fn start(
     upgraded: Upgraded,
     key: ConnKey,
     commands: mpsc::Sender<Command>,
-    max_message_bytes: usize,
+    reader: FrameReader,
     admitted: Arc<Admitted>,
 ) {
     let admitted = Some(admitted);
     match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
         Ok(parts) => {
             let link = Link::new(key, parts.io.into_inner(), admitted);
-            attach(link, parts.read_buf, commands, max_message_bytes).await;
+            attach(link, parts.read_buf, commands, reader).await;
         }
         Err(upgraded) => {
             let link = Link::new(key, Buffered::new(TokioIo::new(upgraded)), admitted);
-            attach(link, Bytes::new(), commands, max_message_bytes).await;
+            attach(link, Bytes::new(), commands, reader).await;
         }
     }
 }
@@ -84,7 +84,7 @@ async fn attach<S: Socket>(
     link: Link<S>,
     early: Bytes,
     commands: mpsc::Sender<Command>,
-    max_message_bytes: usize,
+    reader: FrameReader,
 ) {
     let link = Arc::new(link);
     let shared: Arc<Link> = link.clone();
@@ -93,7 +93,7 @@ async fn attach<S: Socket>(
         link: shared,
     };
     if commands.send(attach).await.is_ok() {
-        tokio::spawn(serve(link, early, commands, max_message_bytes));
+        tokio::spawn(serve(link, early, commands, reader));
     }
 }
 
@@ -110,9 +110,8 @@ fn serve<S: Socket>(
     link: Arc<Link<S>>,
     early: Bytes,
     commands: mpsc::Sender<Command>,
-    max_message_bytes: usize,
+    mut reader: FrameReader,
 ) -> impl Future<Output = ()> + Send {
-    let mut reader = FrameReader::new(max_message_bytes);
     let mut input = (!early.is_empty()).then(|| Box::new(BytesMut::from(&early[..])));
     async move {
         // `link.key` is read where needed rather than copied into a local:
@@ -257,6 +256,9 @@ fn command_for(inbound: Inbound, key: ConnKey) -> Command {
         // The core answers with 1002 (RFC 6455 §7.4.1) and drops the socket
         // once that is written or its grace passes; the reader discards
         // everything after the violation meanwhile.
+        // The core answers with 1007; as with 1009, the task stays to write
+        // the close while the reader discards what follows.
+        Inbound::BadCompressedData => Command::BadCompressedData { key },
         Inbound::Invalid(why) => {
             tracing::debug!(why, "client broke the protocol");
             Command::ProtocolError { key }
@@ -306,7 +308,7 @@ mod tests {
         };
         let link = Arc::new(Link::new(key, server, None));
         let (commands, _rx) = mpsc::channel(1);
-        let serving = serve(link, Bytes::new(), commands, 1024);
+        let serving = serve(link, Bytes::new(), commands, FrameReader::new(1024));
         let size = std::mem::size_of_val(&serving);
         // 144 bytes puts the whole task (tokio adds ~100 bytes, in 128-byte
         // steps) in 256 bytes.

@@ -56,6 +56,8 @@ pub(crate) enum Command {
     Pong { key: ConnKey },
     /// A message over the inbound size limit.
     TooBig { key: ConnKey },
+    /// A compressed message that is not valid DEFLATE.
+    BadCompressedData { key: ConnKey },
     /// A frame no client may send: close 1002.
     ProtocolError { key: ConnKey },
     /// The client sent a close frame.
@@ -332,6 +334,11 @@ impl Driver {
             Command::TooBig { key } => {
                 if self.is_live(key) {
                     self.core.handle_frame_too_big(now, key.conn);
+                }
+            }
+            Command::BadCompressedData { key } => {
+                if self.is_live(key) {
+                    self.core.handle_bad_compressed_data(now, key.conn);
                 }
             }
             Command::ProtocolError { key } => {
@@ -623,6 +630,7 @@ mod tests {
             },
             remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
             channels: Vec::new(),
+            deflate: None,
         };
         let open = Command::Open {
             open: Box::new(open),

@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, SEC_WEBSOCKET_EXTENSIONS};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::{mpsc, oneshot};
@@ -17,6 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::auth::Verifier;
 use crate::core::Open;
 use crate::metrics::Metrics;
+use crate::proto::client_frames::FrameReader;
+use crate::proto::deflate_offer;
 use crate::shell::admission::Admitted;
 use crate::shell::connection;
 use crate::shell::driver::Command;
@@ -45,6 +48,8 @@ pub(crate) struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     /// Inbound frame limit the readers enforce.
     pub(crate) max_message_bytes: usize,
+    /// Negotiate permessage-deflate with clients that offer it.
+    pub(crate) compression: bool,
     /// The live page at `/`, when `WS_UI` (or `dev`) turned it on.
     pub(crate) ui: Option<LivePage>,
 }
@@ -207,15 +212,30 @@ async fn upgrade(
         }
         return response;
     }
-    let (response, upgrade_future) = match fastwebsockets::upgrade::upgrade(&mut request) {
+    let deflate = state
+        .compression
+        .then(|| {
+            let offers = request.headers().get_all(SEC_WEBSOCKET_EXTENSIONS);
+            deflate_offer::negotiate(offers.iter().map(|value| value.as_bytes()))
+        })
+        .flatten();
+    let (mut response, upgrade_future) = match fastwebsockets::upgrade::upgrade(&mut request) {
         Ok(pair) => pair,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_upgrade", &e.to_string()),
     };
+    if let Some(deflate) = deflate {
+        let agreed = HeaderValue::from_str(&deflate.response_header())
+            .expect("the negotiated extension header is ASCII");
+        response
+            .headers_mut()
+            .insert(SEC_WEBSOCKET_EXTENSIONS, agreed);
+    }
     let (reply, answer) = oneshot::channel();
     let open = Open {
         identity: accepted.identity,
         remote: remote.ip(),
         channels: accepted.channels,
+        deflate,
     };
     if state
         .commands
@@ -244,7 +264,8 @@ async fn upgrade(
             Ok(ws) => {
                 let stream: TokioIo<hyper::upgrade::Upgraded> = ws.into_inner();
                 let (commands, max) = (state.commands.clone(), state.max_message_bytes);
-                connection::start(stream.into_inner(), key, commands, max, admitted).await;
+                let reader = FrameReader::new(max).with_deflate(deflate.is_some());
+                connection::start(stream.into_inner(), key, commands, reader, admitted).await;
             }
             Err(error) => {
                 tracing::debug!(%remote, %error, "upgrade did not complete");

@@ -311,6 +311,7 @@ async fn serve<A: Accept>(
         readiness: readiness.clone(),
         metrics: metrics.clone(),
         max_message_bytes: config.core.max_message_bytes,
+        compression: config.compression,
         ui: config.ui.then(|| LivePage::new(config.ui_token.as_deref())),
     });
     drop(sink);

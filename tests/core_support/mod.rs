@@ -51,6 +51,7 @@ pub(crate) fn open_as(identity: Identity) -> Open {
         identity,
         remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
         channels: vec![],
+        deflate: None,
     }
 }
 

@@ -99,6 +99,11 @@ pub async fn next_message(client: &mut Client) -> serde_json::Value {
 
 /// The HTTP status of `GET path`.
 pub async fn http_status(address: SocketAddr, path: &str) -> u16 {
+    http_get(address, path).await.0
+}
+
+/// The HTTP status and body of `GET path`.
+pub async fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = timeout(WAIT, TcpStream::connect(address))
         .await
         .unwrap()
@@ -111,10 +116,13 @@ pub async fn http_status(address: SocketAddr, path: &str) -> u16 {
         .unwrap()
         .unwrap();
     let text = String::from_utf8_lossy(&response);
-    text.split_whitespace()
+    let status = text
+        .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {text}"))
+        .unwrap_or_else(|| panic!("not an HTTP response: {text}"));
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_owned())
 }
 
 /// The offset `group` has committed for `topic` partition 0, asked of the

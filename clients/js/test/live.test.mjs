@@ -185,7 +185,9 @@ test("401 then a good token from getToken connects", async () => {
 });
 
 test("1008 token expired fetches a new token and reconnects at once", async () => {
-  const srv = await server({ env: { WS_AUTH_LEEWAY: "0s" } });
+  // WS_AUTH_REFRESH_LEAD=0s: the server never asks for an in-band refresh,
+  // so the token really runs out and the connection is closed with 1008.
+  const srv = await server({ env: { WS_AUTH_LEEWAY: "0s", WS_AUTH_REFRESH_LEAD: "0s" } });
   const now = Math.floor(Date.now() / 1000);
   const tokens = [mintToken({ sub: "short", exp: now + 2 }), mintToken({ sub: "long" })];
   let calls = 0;
@@ -209,6 +211,26 @@ test("1008 token expired fetches a new token and reconnects at once", async () =
   await waitFor(c, "subscribed", (s) => s.resubscribed, 5000);
   await srv.publish("lines", { renewed: true });
   await eventually(() => received.length === 1, 5000, "a message on the renewed connection");
+  c.close();
+});
+
+test("refresh_required is answered in-band through getToken: the session outlives its first token", async () => {
+  const srv = await server({ env: { WS_AUTH_LEEWAY: "0s" } });
+  const now = Math.floor(Date.now() / 1000);
+  const tokens = [mintToken({ sub: "day", exp: now + 2 }), mintToken({ sub: "day", exp: now + 3600 })];
+  const c = client(srv.url, { getToken: () => tokens.shift() });
+  const closes = [];
+  c.on("disconnected", (d) => closes.push(d));
+  const received = [];
+  const sub = c.subscribe("lines", { onMessage: (m) => received.push(m.data) });
+  assert.equal((await c.connect()).userId, "day");
+  await sub.ready;
+  await waitFor(c, "refreshed", () => true, 5000);
+  // Past the first token's exp: still the same connection.
+  await new Promise((resolve) => setTimeout(resolve, 2500));
+  await srv.publish("lines", { still: "here" });
+  await eventually(() => received.length === 1, 5000, "a message after the first token's exp");
+  assert.deepEqual(closes, []);
   c.close();
 });
 

@@ -187,6 +187,16 @@ pub fn check(trace: &[Record], policy: CheckPolicy) -> Result<Summary, Vec<Viola
                     view.last_requests.entry(channel.clone()).or_default().0 = seq;
                 }
             }
+            Happening::RecoverSent { client, channels } => {
+                // A recover replays messages taken before the request, so
+                // its "may" interval starts at the beginning of the run; the
+                // scenario itself checks the replay is exactly the stream.
+                let view = clients.entry(client.clone()).or_default();
+                for channel in channels {
+                    view.open_may(channel, 0);
+                    view.last_requests.entry(channel.clone()).or_default().0 = seq;
+                }
+            }
             Happening::UnsubscribeSent { client, channels } => {
                 let view = clients.entry(client.clone()).or_default();
                 for channel in channels {

@@ -273,3 +273,32 @@ fn tables_left_non_empty_after_everyone_left_are_caught() {
     log[last] = Happening::ServerSample(ServerSample::default());
     assert!(check(&trace(log), expect_empty).is_ok());
 }
+
+#[test]
+fn a_recover_subscribe_may_replay_messages_published_before_it_and_a_plain_one_may_not() {
+    let run = |request: Happening| {
+        let mut log = connect("a", &[]);
+        log.extend([
+            published(1, "lines"),
+            request,
+            subscribed("a", &["lines"]),
+            received("a", 1, "lines"),
+        ]);
+        invariants(check(&trace(log), policy()))
+    };
+    let channels = vec!["lines".to_owned()];
+    assert_eq!(
+        run(Happening::RecoverSent {
+            client: "a".into(),
+            channels: channels.clone(),
+        }),
+        Vec::<&str>::new()
+    );
+    assert!(
+        run(Happening::SubscribeSent {
+            client: "a".into(),
+            channels,
+        })
+        .contains(&"no_delivery_to_non_subscriber")
+    );
+}

@@ -11,6 +11,7 @@ mod churn;
 mod determinism;
 mod fan_out;
 mod held_link;
+mod recovery;
 mod shutdown;
 mod slow_consumer;
 mod source_stall;

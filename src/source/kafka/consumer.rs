@@ -17,6 +17,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+use super::backfill::BackfillProgress;
 use super::config::{KafkaConfig, KafkaMode, StartPosition};
 use super::context::{KafkaContext, WarnThrottle};
 use crate::core::Publish;
@@ -152,7 +153,13 @@ pub(crate) async fn run(config: KafkaConfig, timings: KafkaTimings, ctx: SourceC
         StartPosition::Backfill(n) => Some(n),
         _ => None,
     };
-    let context = KafkaContext::new(health.clone(), backfill, timings.warn_interval);
+    let progress = BackfillProgress::new(backfill.is_some());
+    let context = KafkaContext::new(
+        health.clone(),
+        backfill,
+        progress.clone(),
+        timings.warn_interval,
+    );
     let created: Result<KafkaConsumer, _> =
         client_config(&config, timings.instance_id.as_deref()).create_with_context(context);
     let consumer = match created {
@@ -176,6 +183,7 @@ pub(crate) async fn run(config: KafkaConfig, timings: KafkaTimings, ctx: SourceC
         health.clone(),
         metrics.clone(),
         config.topics.clone(),
+        progress.clone(),
         timings.health_interval,
         shutdown.clone(),
     ));
@@ -205,13 +213,18 @@ pub(crate) async fn run(config: KafkaConfig, timings: KafkaTimings, ctx: SourceC
             }
         };
         let publish = record.to_publish(&config, &delivery.metrics);
+        // The record that completes a partition's backfill is only counted
+        // once the core holds it (and so, FIFO, all before it): `/ready`
+        // must not promise history the core does not have yet.
+        let completes = progress.completes(&record.topic, record.partition, record.offset);
         let outcome = tokio::select! {
             biased;
             _ = shutdown.wait() => break,
-            outcome = delivery.deliver(publish, &record) => outcome,
+            outcome = delivery.deliver(publish, &record, completes) => outcome,
         };
         match outcome {
             Ok(()) => {
+                progress.taken(&record.topic, record.partition, record.offset);
                 if delivery.mode == KafkaMode::Group
                     && let Err(e) =
                         consumer.store_offset(&record.topic, record.partition, record.offset)
@@ -302,8 +315,15 @@ struct Delivery {
 }
 
 impl Delivery {
-    async fn deliver(&mut self, publish: Publish, record: &Record) -> Result<(), SinkClosed> {
+    /// Hands `publish` over; with `wait`, returns only once the core has it.
+    async fn deliver(
+        &mut self,
+        publish: Publish,
+        record: &Record,
+        wait: bool,
+    ) -> Result<(), SinkClosed> {
         match self.mode {
+            KafkaMode::Broadcast if wait => self.sink.publish_and_wait(publish).await?,
             KafkaMode::Broadcast => self.sink.publish(publish).await?,
             KafkaMode::Group => {
                 self.sink.publish_and_wait(publish).await?;
@@ -383,12 +403,14 @@ async fn idle_until_shutdown(
 /// missing topics make the source not ready (with a throttled warning);
 /// a healthy answer makes it ready again. It also measures the lag of every
 /// assigned partition (high watermark minus the consumer's position), which
-/// must keep working while a full sink pauses the consuming loop.
+/// must keep working while a full sink pauses the consuming loop. With
+/// `backfill:N` the source stays not ready until `progress` is complete.
 async fn monitor_health(
     consumer: Arc<KafkaConsumer>,
     health: SourceHealth,
     metrics: Arc<Metrics>,
     topics: Vec<String>,
+    progress: BackfillProgress,
     interval: Duration,
     mut shutdown: crate::shutdown::Shutdown,
 ) {
@@ -408,7 +430,14 @@ async fn monitor_health(
     loop {
         let client = consumer.clone();
         let timeout = interval.max(Duration::from_secs(2));
+        let unknown = progress.clone();
         let answer = tokio::task::spawn_blocking(move || {
+            // Watermarks the rebalance callback could not get in time.
+            for (topic, partition) in unknown.unknown_targets() {
+                if let Ok(watermarks) = client.fetch_watermarks(&topic, partition, timeout) {
+                    unknown.set_target(&topic, partition, watermarks);
+                }
+            }
             let existing = client.fetch_metadata(None, timeout).map(|metadata| {
                 metadata
                     .topics()
@@ -431,17 +460,29 @@ async fn monitor_health(
                         })
                         .set(lag);
                 }
-                missing_topics(&patterns, &existing)
+                missing_topics(&patterns, &existing).or_else(|| progress.reason())
             }
             Ok(Err(e)) => Some(format!("broker unreachable: {e}")),
             Err(e) => Some(format!("metadata request failed: {e}")),
         };
         match &problem {
             None => {
-                if last_problem.is_some() {
+                if last_problem
+                    .as_ref()
+                    .is_some_and(|p| p.starts_with("backfill"))
+                {
+                    tracing::info!("kafka: backfill complete");
+                } else if last_problem.is_some() {
                     tracing::info!("kafka: brokers reachable and topics present again");
                 }
                 health.ready();
+            }
+            // Backfilling is progress, not a fault: logged, not warned.
+            Some(reason) if reason.starts_with("backfill") => {
+                if last_problem.as_ref() != Some(reason) {
+                    tracing::debug!(reason = %reason, "kafka: not ready while backfilling");
+                }
+                health.not_ready(reason.clone());
             }
             Some(reason) => {
                 let due = last_warned.is_none_or(|at| at.elapsed() >= warn_every);
@@ -456,6 +497,7 @@ async fn monitor_health(
         tokio::select! {
             _ = shutdown.wait() => return,
             _ = tokio::time::sleep(interval) => {}
+            _ = progress.wait_done() => {}
         }
     }
 }

@@ -15,7 +15,12 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
+use super::backfill::BackfillProgress;
 use crate::source::SourceHealth;
+
+/// How long the rebalance callback waits for a partition's high watermark
+/// (it blocks consumption meanwhile; the health monitor retries).
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Emits at most one warning per `every`.
 #[derive(Debug)]
@@ -58,6 +63,8 @@ pub(crate) struct KafkaContext {
     /// Partitions already backfilled, so a later rebalance does not replay
     /// them again.
     backfilled: Mutex<HashSet<(String, i32)>>,
+    /// What the backfilled partitions still lack before `/ready`.
+    progress: BackfillProgress,
     /// Keeps broker-error warnings to one per interval.
     warn: WarnThrottle,
 }
@@ -66,17 +73,24 @@ impl KafkaContext {
     pub(crate) fn new(
         health: SourceHealth,
         backfill: Option<u64>,
+        progress: BackfillProgress,
         warn_every: Duration,
     ) -> KafkaContext {
         KafkaContext {
             health,
             backfill,
             backfilled: Mutex::new(HashSet::new()),
+            progress,
             warn: WarnThrottle::new(warn_every),
         }
     }
 
-    fn apply_backfill(&self, tpl: &mut TopicPartitionList) {
+    /// Starts newly assigned partitions N records before their end and
+    /// records the high watermark each must reach before `/ready`. Asking
+    /// the watermark here, before the partition is assigned, makes it the
+    /// end as of assignment; a broker that does not answer in time leaves it
+    /// to the health monitor.
+    fn apply_backfill(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         let Some(count) = self.backfill else { return };
         let mut done = self.backfilled.lock().unwrap_or_else(|p| p.into_inner());
         for mut elem in tpl.elements() {
@@ -86,6 +100,14 @@ impl KafkaContext {
                 if let Err(e) = elem.set_offset(Offset::OffsetTail(tail)) {
                     tracing::warn!(error = %e, "kafka: cannot set the backfill offset");
                 }
+                let watermarks = consumer
+                    .fetch_watermarks(elem.topic(), elem.partition(), WATERMARK_TIMEOUT)
+                    .inspect_err(|e| {
+                        tracing::warn!(error = %e, topic = elem.topic(), "kafka: backfill watermark not known yet");
+                    })
+                    .ok();
+                self.progress
+                    .assigned(elem.topic(), elem.partition(), watermarks);
             }
         }
     }
@@ -168,7 +190,7 @@ impl ConsumerContext for KafkaContext {
         );
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                self.apply_backfill(tpl);
+                self.apply_backfill(base_consumer, tpl);
                 tracing::info!(partitions = tpl.count(), "kafka: partitions assigned");
                 if cooperative {
                     base_consumer.incremental_assign(tpl)
@@ -178,6 +200,9 @@ impl ConsumerContext for KafkaContext {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(partitions = tpl.count(), "kafka: partitions revoked");
+                for elem in tpl.elements() {
+                    self.progress.revoked(elem.topic(), elem.partition());
+                }
                 if cooperative {
                     base_consumer.incremental_unassign(tpl)
                 } else {

@@ -8,7 +8,9 @@
 //! * [`producer`]: the idempotent producer behind `POST /api/publish`.
 //! * `consumer`: the loop, delivery, offsets and the health monitor.
 //! * `context`: librdkafka callbacks (errors, lag, backfill).
+//! * `backfill`: what `backfill:N` still lacks before `/ready`.
 
+mod backfill;
 pub mod config;
 mod consumer;
 mod context;
