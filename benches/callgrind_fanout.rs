@@ -73,6 +73,7 @@ fn main() {
                 identity,
                 remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 channels: vec!["lines".into()],
+                deflate: None,
             },
         )
         .expect("no limits configured");
