@@ -220,12 +220,16 @@ test("refresh_required is answered in-band through getToken: the session outlive
   const tokens = [mintToken({ sub: "day", exp: now + 2 }), mintToken({ sub: "day", exp: now + 3600 })];
   const c = client(srv.url, { getToken: () => tokens.shift() });
   const closes = [];
+  const refreshed = [];
+  // Listen before connecting: the server asks at once (the token lives less
+  // than WS_AUTH_REFRESH_LEAD), so the answer may come before `ready`.
   c.on("disconnected", (d) => closes.push(d));
+  c.on("refreshed", (r) => refreshed.push(r));
   const received = [];
   const sub = c.subscribe("lines", { onMessage: (m) => received.push(m.data) });
   assert.equal((await c.connect()).userId, "day");
   await sub.ready;
-  await waitFor(c, "refreshed", () => true, 5000);
+  await eventually(() => refreshed.length === 1, 5000, "a refreshed event");
   // Past the first token's exp: still the same connection.
   await new Promise((resolve) => setTimeout(resolve, 2500));
   await srv.publish("lines", { still: "here" });
