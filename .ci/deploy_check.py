@@ -448,6 +448,11 @@ def write_env_files(objects: list[dict], out_dir: Path) -> None:
     for item in container.get("env", []):
         if "value" in item and item["name"] != "WS_AUTH_SECRET_FILE":
             lines.append(f"{item['name']}={item['value']}")
+        elif "secretKeyRef" in item.get("valueFrom", {}):
+            # The pod gets these from the Secret (Kafka SASL credentials):
+            # stand in for it, since librdkafka refuses SASL without them
+            # when check-config builds the publish producer.
+            lines.append(f"{item['name']}=check-config-placeholder")
     (out_dir / "env").write_text("\n".join(lines) + "\n")
     args = container.get("args", [])
     config_path = args[args.index("--config") + 1] if "--config" in args else None
