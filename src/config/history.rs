@@ -52,18 +52,11 @@ pub(crate) fn history(settings: &Settings) -> Result<HistoryConfig, ConfigError>
 fn rules(settings: &Settings, defaults: &HistoryLimits) -> Result<Vec<HistoryRule>, ConfigError> {
     const VARIABLE: &str = "history.rules";
     const FORM: &str = "tables with pattern = \"…\" and optional size, channel_bytes, ttl = \"5m\", snapshot_keys, snapshot_field";
-    let Some(rules) = settings
-        .toml()
-        .and_then(|t| t.get("history"))
-        .and_then(|h| h.get("rules"))
-    else {
-        return Ok(Vec::new());
-    };
+    let tables = settings.rule_tables("history", FORM)?;
     let bad = |detail: String| ConfigError::invalid(VARIABLE, &detail, FORM);
-    let array = rules.as_array().ok_or_else(|| bad(rules.to_string()))?;
-    let mut out = Vec::with_capacity(array.len());
-    for rule in array {
-        let table = rule.as_table().ok_or_else(|| bad(rule.to_string()))?;
+    let mut out = Vec::with_capacity(tables.len());
+    for table in tables {
+        let rule = table;
         for key in table.keys() {
             if !matches!(
                 key.as_str(),

@@ -561,18 +561,11 @@ fn tls_files(
 fn channel_rules(settings: &Settings) -> Result<Vec<ChannelRule>, ConfigError> {
     const VARIABLE: &str = "channels.rules";
     const FORM: &str = "tables with pattern = \"…\" and either roles = [\"…\"] or owner = true";
-    let Some(rules) = settings
-        .toml()
-        .and_then(|t| t.get("channels"))
-        .and_then(|c| c.get("rules"))
-    else {
-        return Ok(Vec::new());
-    };
+    let tables = settings.rule_tables("channels", FORM)?;
     let bad = |detail: String| ConfigError::invalid(VARIABLE, &detail, FORM);
-    let array = rules.as_array().ok_or_else(|| bad(rules.to_string()))?;
-    let mut out = Vec::with_capacity(array.len());
-    for rule in array {
-        let table = rule.as_table().ok_or_else(|| bad(rule.to_string()))?;
+    let mut out = Vec::with_capacity(tables.len());
+    for table in tables {
+        let rule = table;
         let pattern = table
             .get("pattern")
             .and_then(|p| p.as_str())

@@ -120,6 +120,28 @@ impl Settings {
         self.toml.as_ref()
     }
 
+    /// The tables of an array of tables `[[section.rules]]` (empty when the
+    /// file has none); anything but an array of tables is an error naming
+    /// `section.rules` and the accepted `form`.
+    pub fn rule_tables(&self, section: &str, form: &str) -> Result<Vec<&toml::Table>, ConfigError> {
+        let variable = format!("{section}.rules");
+        let Some(rules) = self
+            .toml()
+            .and_then(|t| t.get(section))
+            .and_then(|s| s.get("rules"))
+        else {
+            return Ok(Vec::new());
+        };
+        let bad = |value: &dyn std::fmt::Display| {
+            ConfigError::invalid(&variable, &value.to_string(), form)
+        };
+        let array = rules.as_array().ok_or_else(|| bad(rules))?;
+        array
+            .iter()
+            .map(|rule| rule.as_table().ok_or_else(|| bad(rule)))
+            .collect()
+    }
+
     /// Every `(suffix, value)` whose name starts with `prefix`.
     pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> {
         self.values
