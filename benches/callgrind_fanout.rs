@@ -6,6 +6,9 @@
 //! then publishes PUBLISHES messages, draining every output after each one
 //! as the shell would. The script runs it twice with different counts and
 //! divides the difference by the extra deliveries, so set-up cost cancels.
+//! `CALLGRIND_POLICY=conflate` (or `drop_oldest`) runs it under that
+//! slow-client policy, with every subscriber keeping up, and snapshots keyed
+//! by `symbol` so the message key is worked out under every policy alike.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -13,7 +16,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use ws_realtime::core::{Core, CoreConfig, Identity, Open, Output, Publish};
+use ws_realtime::core::{
+    Core, CoreConfig, HistoryConfig, HistoryLimits, Identity, Open, Output, Publish,
+    SlowClientPolicy,
+};
 use ws_realtime::proto::position::Position;
 
 const PAYLOAD: &[u8] = br#"{"symbol":"AAPL","bid":187.25,"ask":187.27,"last":187.26,"volume":1234567,"timestamp":1705238400000}"#;
@@ -54,9 +60,22 @@ fn main() {
         .find_map(|arg| arg.parse().ok())
         .unwrap_or(100);
     let now = Instant::now();
+    let slow_client_policy = match std::env::var("CALLGRIND_POLICY").as_deref() {
+        Ok("conflate") => SlowClientPolicy::Conflate,
+        Ok("drop_oldest") => SlowClientPolicy::DropOldest,
+        _ => SlowClientPolicy::Disconnect,
+    };
     let config = CoreConfig {
         max_connections: 0,
         rate_limit_per_second: 0,
+        slow_client_policy,
+        history: HistoryConfig {
+            defaults: HistoryLimits {
+                snapshot_field: Some("symbol".to_owned()),
+                ..HistoryLimits::default()
+            },
+            ..HistoryConfig::default()
+        },
         ..CoreConfig::default()
     };
     let mut core = Core::new(config, now, 1_705_238_400_000);
