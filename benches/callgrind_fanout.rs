@@ -86,6 +86,7 @@ fn main() {
             channel_patterns: None,
             expires_at_unix_ms: None,
             max_rate: None,
+            delay: None,
         };
         core.handle_open(
             now,

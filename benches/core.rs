@@ -29,6 +29,7 @@ fn open(core: &mut Core, now: Instant, user: usize, channels: Vec<String>) -> Co
         channel_patterns: None,
         expires_at_unix_ms: None,
         max_rate: None,
+        delay: None,
     };
     core.handle_open(
         now,
@@ -382,6 +383,7 @@ fn core_with_mode(n: usize, now: Instant, mode: Mode) -> Core {
             channel_patterns: None,
             expires_at_unix_ms: None,
             max_rate: None,
+            delay: None,
         };
         let open = Open {
             identity,

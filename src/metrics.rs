@@ -30,13 +30,18 @@ const CLOSE_REASONS: [CloseReason; 11] = [
 ];
 
 /// Every `reason` of `websocket_messages_dropped_total`, exposed at zero.
-const DROP_REASONS: [DropReason; 2] = [DropReason::DropOldest, DropReason::SlowConsumerClosed];
+const DROP_REASONS: [DropReason; 3] = [
+    DropReason::DropOldest,
+    DropReason::SlowConsumerClosed,
+    DropReason::DelayOverrun,
+];
 
 /// The `reason` label of a drop.
 fn drop_reason_label(reason: DropReason) -> &'static str {
     match reason {
         DropReason::DropOldest => "drop_oldest",
         DropReason::SlowConsumerClosed => "slow_consumer_closed",
+        DropReason::DelayOverrun => "delay_overrun",
     }
 }
 

@@ -191,6 +191,7 @@ impl World {
                     channel_patterns: None,
                     expires_at_unix_ms: None,
                     max_rate: None,
+                    delay: None,
                 };
                 let channels = channels
                     .iter()

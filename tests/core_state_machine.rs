@@ -473,6 +473,7 @@ impl StateMachineTest for CoreModel {
                         channel_patterns: None,
                         expires_at_unix_ms: None,
                         max_rate: None,
+                        delay: None,
                     },
                     remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
                     channels: channels.iter().map(|c| c.to_string()).collect(),

@@ -72,6 +72,7 @@ impl Client {
             channel_patterns: None,
             expires_at_unix_ms: identity_exp,
             max_rate: None,
+            delay: None,
         };
         let conn = core
             .handle_open(
@@ -434,6 +435,7 @@ fn refresh_frames() {
         channel_patterns: Some(vec!["lines".into()]),
         expires_at_unix_ms: Some(exp + 3_600_000),
         max_rate: None,
+        delay: None,
     };
     client.send(json!({"type":"subscribe","channels":["lines","trade:AAPL"],"id":4}));
     client
@@ -457,4 +459,24 @@ fn refresh_frames() {
         "the token expired at 1768384700 (Unix seconds); request a new token",
     );
     snapshot!("error_token_expired_on_refresh", json_of(&client.last()));
+
+    // A refresh whose `maxRate` claim narrows the rate of live subscriptions.
+    client.core.handle_text(
+        client.now,
+        client.conn,
+        br#"{"type":"refresh","token":"r.a.te","id":7}"#,
+    );
+    let request = client.core.poll_verify().expect("handed to the shell");
+    let tier = Identity {
+        user_id: "tester".into(),
+        roles: vec![],
+        channel_patterns: Some(vec!["lines".into()]),
+        expires_at_unix_ms: Some(exp + 3_600_000),
+        max_rate: Some(1),
+        delay: None,
+    };
+    client
+        .core
+        .handle_refresh_verified(client.now, client.conn, request.id, tier);
+    snapshot!("refreshed_max_rate", json_of(&client.last()));
 }

@@ -187,7 +187,8 @@ pub struct ServerSample {
     pub heartbeat_failures: u64,
     /// Connections closed as slow consumers, ever.
     pub slow_consumer_disconnects: u64,
-    /// Messages dropped under `drop_oldest`, ever.
+    /// Messages dropped under `drop_oldest` or replaced under `conflate`,
+    /// ever.
     pub dropped_oldest: u64,
 }
 

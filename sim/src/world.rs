@@ -311,7 +311,10 @@ impl World {
             .get_or_create(&ReasonLabel {
                 reason: "drop_oldest".to_owned(),
             })
-            .get();
+            .get()
+            // Conflated messages are skipped values of a slow client, as
+            // drops are: the checker allows a paused client either.
+            + self.metrics.messages_conflated.get();
         let sample = ServerSample {
             connections: self.metrics.connections.get(),
             subscriptions: self.metrics.subscriptions.get(),

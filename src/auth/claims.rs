@@ -34,6 +34,8 @@ pub(super) struct RawClaims {
     channels: Option<Value>,
     #[serde(default, rename = "maxRate")]
     max_rate: Option<Value>,
+    #[serde(default)]
+    delay: Option<Value>,
 }
 
 /// Who `claims` name, checked at `now` (Unix seconds) under `cfg`.
@@ -83,7 +85,50 @@ pub(super) fn identity_from(
         channel_patterns: channel_patterns(claims.channels.as_ref())?,
         expires_at_unix_ms: exp.map(|exp| exp.saturating_mul(1000)),
         max_rate: max_rate(claims.max_rate.as_ref())?,
+        delay: delay(claims.delay.as_ref())?,
     })
+}
+
+/// The longest `delay` claim accepted: a day (a delay must fit the history
+/// ring, whose age bound is configured in minutes, not weeks).
+const MAX_DELAY_SECS: u64 = 86_400;
+
+/// The `delay` claim: how late this user gets every channel's messages, as
+/// whole seconds (`900`) or a string with a unit (`"15m"`, `"90s"`, `"1h"`,
+/// `"900"`), from 0 (live) to a day.
+fn delay(value: Option<&Value>) -> Result<Option<std::time::Duration>, AuthError> {
+    let malformed = AuthError::MalformedClaim {
+        claim: "delay",
+        expected: "a delay such as \"15m\", \"90s\", \"1h\" or a whole number of seconds, from 0 to 24h",
+    };
+    let secs = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(text)) => {
+            let text = text.trim();
+            let (number, unit) = text.split_at(
+                text.find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(text.len()),
+            );
+            let scale = match unit {
+                "" | "s" => Some(1),
+                "m" => Some(60),
+                "h" => Some(3600),
+                _ => None,
+            };
+            number
+                .parse::<u64>()
+                .ok()
+                .zip(scale)
+                .and_then(|(n, scale)| n.checked_mul(scale))
+        }
+        Some(_) => None,
+    };
+    match secs {
+        Some(0) => Ok(None),
+        Some(secs) if secs <= MAX_DELAY_SECS => Ok(Some(std::time::Duration::from_secs(secs))),
+        _ => Err(malformed),
+    }
 }
 
 /// The `maxRate` claim: a whole number of messages per second, at least 1

@@ -68,6 +68,7 @@ fn valid_token_yields_its_identity() {
             channel_patterns: Some(vec!["lines".to_owned(), "trade:*".to_owned()]),
             expires_at_unix_ms: Some((NOW + 3600) * 1000),
             max_rate: None,
+            delay: None,
         }
     );
 }
@@ -407,4 +408,41 @@ fn debug_output_hides_the_secret() {
     let verifier = Verifier::new(config());
     let shown = format!("{verifier:?}");
     assert!(!shown.contains("a-test-secret"), "{shown}");
+}
+
+#[test]
+fn delay_claim_takes_seconds_or_a_unit_and_refuses_anything_else() {
+    let verifier = Verifier::new(config());
+    let delay_of = |claim: &str| {
+        verifier
+            .verify(
+                &payload(&format!(r#"{{"sub":"alice","delay":{claim}}}"#)),
+                NOW,
+            )
+            .map(|identity| identity.delay)
+    };
+    assert_eq!(delay_of(r#""15m""#), Ok(Some(Duration::from_secs(900))));
+    assert_eq!(delay_of("900"), Ok(Some(Duration::from_secs(900))));
+    assert_eq!(delay_of(r#""90s""#), Ok(Some(Duration::from_secs(90))));
+    assert_eq!(delay_of(r#""1h""#), Ok(Some(Duration::from_secs(3600))));
+    assert_eq!(delay_of(r#""120""#), Ok(Some(Duration::from_secs(120))));
+    assert_eq!(delay_of("0"), Ok(None), "zero is live");
+    assert_eq!(delay_of("null"), Ok(None));
+    for bad in [
+        r#""soon""#,
+        "-5",
+        "1.5",
+        r#""15 minutes""#,
+        r#""2d""#,
+        "86401",
+        r#""25h""#,
+        "true",
+    ] {
+        let err = delay_of(bad).expect_err(bad);
+        assert!(
+            matches!(err, AuthError::MalformedClaim { claim: "delay", .. }),
+            "{bad}: {err:?}"
+        );
+        assert_eq!(err.code(), "invalid_token");
+    }
 }

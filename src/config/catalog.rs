@@ -114,7 +114,7 @@ pub const SETTINGS: &[Setting] = &[
     s("WS_ALLOWED_ORIGINS", Server, "all", "comma list of allowed `Origin` values (requests without `Origin` are allowed)"),
     s("WS_CLIENT_BUFFER", Server, "`256`", "per-connection outbound queue, in frames"),
     s("WS_CLIENT_BUFFER_BYTES", Server, "`1048576`", "per-connection outbound queue, in bytes"),
-    s("WS_SLOW_CLIENT_POLICY", Server, "`disconnect`", "`disconnect` (close 1008), `drop_oldest` or `conflate` (latest value per key; see [Slow clients](protocol.md#slow-clients))"),
+    s("WS_SLOW_CLIENT_POLICY", Server, "`disconnect`", "`disconnect` (close 1008), `drop_oldest` or `conflate` (latest value per key; see [Slow clients](protocol.md#slow-clients)); `[[delivery.rules]]` in the TOML file sets it per channel pattern"),
     s("WS_SUBSCRIPTION_MAX_RATE", Server, "`100`", "highest `maxRate` a subscribe may ask for, messages/s per (channel, key)"),
     s("WS_HEARTBEAT_INTERVAL", Server, "`30s`", "WebSocket Ping period"),
     s("WS_CONNECTION_TIMEOUT", Server, "`60s`", "silence after which a connection is closed"),
@@ -221,6 +221,16 @@ snapshot_field = "symbol"
 [[history.rules]]
 pattern = "ticks:*"
 size = 0                   # history off: nothing stored or replayed
+
+# Delivery per channel pattern (first match wins): slow_client_policy
+# overrides WS_SLOW_CLIENT_POLICY (disconnect, drop_oldest or conflate).
+[[delivery.rules]]
+pattern = "quotes:*"
+slow_client_policy = "conflate"   # a slow client gets the latest value per key
+
+[[delivery.rules]]
+pattern = "trades:*"
+slow_client_policy = "disconnect" # every trade matters: cut rather than skip
 ```
 
 A token's own `channels` claim narrows further: it may subscribe only to

@@ -3,6 +3,7 @@
 
 mod auth;
 pub mod catalog;
+pub(crate) mod delivery;
 pub(crate) mod history;
 pub mod publish;
 pub mod server;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::auth::JwksConfig;
 use crate::config::auth::asymmetric_keys;
 use crate::config::settings::{nonzero_duration, resolve_credential};
-use crate::config::{ConfigError, PublishSettings, Settings, history};
+use crate::config::{ConfigError, PublishSettings, Settings, delivery, history};
 use crate::core::{Access, ChannelRule, CoreConfig, SlowClientPolicy};
 
 /// Default channel an `?assessmentId=X` query subscribes to.
@@ -357,17 +357,11 @@ impl ServerConfig {
 /// The core's policies from `WS_*` variables and the TOML channel rules.
 fn core_config(settings: &Settings) -> Result<CoreConfig, ConfigError> {
     let defaults = CoreConfig::default();
-    let slow_client_policy = match settings.get("WS_SLOW_CLIENT_POLICY").map(str::trim) {
-        None | Some("disconnect") => SlowClientPolicy::Disconnect,
-        Some("drop_oldest") => SlowClientPolicy::DropOldest,
-        Some("conflate") => SlowClientPolicy::Conflate,
-        Some(other) => {
-            return Err(ConfigError::invalid(
-                "WS_SLOW_CLIENT_POLICY",
-                other,
-                "disconnect, drop_oldest or conflate",
-            ));
-        }
+    let slow_client_policy = match settings.get("WS_SLOW_CLIENT_POLICY") {
+        None => SlowClientPolicy::Disconnect,
+        Some(raw) => delivery::parse_policy(raw).ok_or_else(|| {
+            ConfigError::invalid("WS_SLOW_CLIENT_POLICY", raw.trim(), delivery::POLICIES)
+        })?,
     };
     let heartbeat_interval = nonzero_duration(
         settings,
@@ -395,6 +389,7 @@ fn core_config(settings: &Settings) -> Result<CoreConfig, ConfigError> {
             defaults.client_buffer_bytes as u64,
         )? as usize,
         slow_client_policy,
+        delivery_rules: delivery::delivery_rules(settings)?,
         subscription_max_rate: u32::try_from(positive(
             settings,
             "WS_SUBSCRIPTION_MAX_RATE",

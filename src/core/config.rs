@@ -40,6 +40,23 @@ pub struct ChannelRule {
     pub access: Access,
 }
 
+/// Per-pattern delivery settings (`[[delivery.rules]]` in the TOML file):
+/// for the channels `pattern` matches (`*` as a trailing wildcard), the
+/// first matching rule wins; unset fields and channels no rule matches take
+/// the server-wide settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRule {
+    /// The channel pattern.
+    pub pattern: String,
+    /// What a full queue does with this channel's messages, instead of
+    /// `WS_SLOW_CLIENT_POLICY` (e.g. conflate prices, disconnect on trades).
+    pub slow_client_policy: Option<SlowClientPolicy>,
+    /// How late every subscriber gets this channel's messages, served from
+    /// its history ring (delayed quotes); a token's `delay` claim may ask
+    /// more for its user, never less.
+    pub delay: Option<Duration>,
+}
+
 /// How much stream state the core keeps for the channels one rule matches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryLimits {
@@ -125,8 +142,11 @@ pub struct CoreConfig {
     pub client_buffer_frames: usize,
     /// Outbound queue bound in bytes (`WS_CLIENT_BUFFER_BYTES`).
     pub client_buffer_bytes: usize,
-    /// What a full queue does (`WS_SLOW_CLIENT_POLICY`).
+    /// What a full queue does (`WS_SLOW_CLIENT_POLICY`), for channels no
+    /// [`DeliveryRule`] sets it for.
     pub slow_client_policy: SlowClientPolicy,
+    /// Per-pattern delivery settings (`[[delivery.rules]]`, TOML only).
+    pub delivery_rules: Vec<DeliveryRule>,
     /// How long a slow consumer's socket gets to take its close frame before
     /// the TCP connection is dropped.
     pub slow_close_grace: Duration,
@@ -177,6 +197,7 @@ impl Default for CoreConfig {
             client_buffer_frames: 256,
             client_buffer_bytes: 1024 * 1024,
             slow_client_policy: SlowClientPolicy::Disconnect,
+            delivery_rules: Vec::new(),
             slow_close_grace: Duration::from_secs(3),
             heartbeat_interval: Duration::from_secs(30),
             connection_timeout: Duration::from_secs(60),

@@ -6,8 +6,15 @@
 //! one snapshots use (`store::message_key`: the configured JSON field, else
 //! the Kafka record key, else one key per channel, i.e. its last message).
 //!
-//! A message carries its (channel, key) as a 64-bit tag worked out once per
-//! publish, so a subscriber's queue entry grows by a `u64` and a client that
+//! The policy is per channel: `[[delivery.rules]]` in the TOML file may set
+//! `slow_client_policy` for a pattern (prices conflate, trades disconnect),
+//! resolved once when a channel first publishes. A queue may therefore hold
+//! messages of conflating and of other channels; only the former are ever
+//! replaced, and a full queue is compacted before any policy applies.
+//!
+//! A message carries its (channel, key) as a 64-bit [`Tag`] worked out once
+//! per publish, so a subscriber's queue entry grows by one `u64` (no
+//! `Option`: two reserved values say "never replaced") and a client that
 //! keeps up costs nothing more; the queue is only searched when it is over
 //! its bound. Tags are 64-bit SipHash values of (channel, key): two distinct keys
 //! of one channel share a tag with odds of about n²/2⁶⁵ for n keys, which
@@ -19,6 +26,76 @@
 //! a client gets are always in stream order.
 
 use std::hash::{Hash, Hasher};
+
+use super::config::{CoreConfig, SlowClientPolicy};
+
+/// The slow-client policy of `channel`: the first delivery rule that
+/// matches, if it sets one, else `WS_SLOW_CLIENT_POLICY`.
+pub(crate) fn policy_for(config: &CoreConfig, channel: &str) -> SlowClientPolicy {
+    config
+        .delivery_rules
+        .iter()
+        .find(|rule| super::permissions::pattern_matches(&rule.pattern, channel))
+        .and_then(|rule| rule.slow_client_policy)
+        .unwrap_or(config.slow_client_policy)
+}
+
+/// A queued message's part in conflation, in one `u64` so a queue entry
+/// stays as small as it can (an `Option<u64>` would add 8 bytes of padding
+/// to every entry of every client that keeps up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Tag(u64);
+
+impl Tag {
+    /// May hold any key (a JSON-array batch, a replayed message, a control
+    /// frame): never replaced, and no newer value is moved ahead of it.
+    pub(crate) const BARRIER: Tag = Tag(0);
+    /// One message of a channel that does not conflate: never replaced, but
+    /// it holds no key of a conflating channel, so values may pass it.
+    pub(crate) const FIXED: Tag = Tag(1);
+
+    /// The tag of a conflating channel's message whose (channel, key) hash
+    /// is `hash` (see [`tag`]); the two reserved values fold onto 2.
+    pub(crate) fn key(hash: u64) -> Tag {
+        Tag(hash.max(2))
+    }
+
+    /// Whether a newer value of the same tag may replace it.
+    pub(crate) fn replaceable(self) -> bool {
+        self.0 >= 2
+    }
+}
+
+/// How one message is queued for one connection: its channel's slow-client
+/// policy and its conflation tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Delivery {
+    /// What a full queue does with it.
+    pub(crate) policy: SlowClientPolicy,
+    /// Whether and by what it may be replaced.
+    pub(crate) tag: Tag,
+}
+
+impl Delivery {
+    /// A live message of a channel under `policy` whose key hash is `hash`
+    /// (worked out whenever the channel conflates).
+    pub(crate) fn live(policy: SlowClientPolicy, hash: Option<u64>) -> Delivery {
+        let tag = match (policy, hash) {
+            (SlowClientPolicy::Conflate, Some(hash)) => Tag::key(hash),
+            (SlowClientPolicy::Conflate, None) => Tag::BARRIER,
+            _ => Tag::FIXED,
+        };
+        Delivery { policy, tag }
+    }
+
+    /// A frame that may hold several keys (a batch, a replay).
+    pub(crate) fn barrier(policy: SlowClientPolicy) -> Delivery {
+        Delivery {
+            policy,
+            tag: Tag::BARRIER,
+        }
+    }
+}
 
 /// The conflation tag of a message of channel `channel` (its store index)
 /// with key `key`.
@@ -41,5 +118,28 @@ mod tests {
         assert_ne!(tag(1, b"AAPL"), tag(2, b"AAPL"));
         assert_ne!(tag(1, b"AAPL"), tag(1, b"MSFT"));
         assert_ne!(tag(1, b""), tag(1, b"x"));
+    }
+
+    #[test]
+    fn only_conflating_channels_get_replaceable_tags() {
+        assert!(
+            Delivery::live(SlowClientPolicy::Conflate, Some(0))
+                .tag
+                .replaceable()
+        );
+        assert!(
+            Delivery::live(SlowClientPolicy::Conflate, Some(1))
+                .tag
+                .replaceable()
+        );
+        assert_eq!(
+            Delivery::live(SlowClientPolicy::Disconnect, Some(9)).tag,
+            Tag::FIXED
+        );
+        assert_eq!(
+            Delivery::live(SlowClientPolicy::DropOldest, None).tag,
+            Tag::FIXED
+        );
+        assert!(!Tag::BARRIER.replaceable() && !Tag::FIXED.replaceable());
     }
 }

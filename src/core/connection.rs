@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::conflation::Delivery;
 use super::outbound::Outbound;
 use super::rate_limit::TokenBucket;
 use super::throttle::Throttle;
@@ -21,9 +22,10 @@ pub(crate) struct BatchedMessage {
     pub(crate) header_len: usize,
     /// When its source received it, for the batch's ingest stamp.
     pub(crate) ingested: Instant,
-    /// Its (channel, key) tag, so `conflate` can send it alone (and replace
-    /// it) when the queue is behind (see `Core::flush_batch`).
-    pub(crate) tag: Option<u64>,
+    /// Its channel's policy and conflation tag, so a conflating channel's
+    /// message can be sent alone (and replaced) when the queue is behind
+    /// (see `Core::flush_batch`).
+    pub(crate) delivery: Delivery,
 }
 
 /// One connection.

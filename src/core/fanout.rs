@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::conflation::Delivery;
 use super::connection::BatchedMessage;
 use super::outbound::FrameKind;
 use super::throttle::{Held, Offer};
@@ -23,9 +24,13 @@ impl Core {
     ) -> PublishOutcome {
         // Positioned, encoded once and stored (the ring holds a refcounted
         // clone of the very frame every subscriber gets).
-        let want_tag =
-            self.throttled > 0 || self.config.slow_client_policy == SlowClientPolicy::Conflate;
-        let (channel_id, encoded, tag) = self.store.publish(now, &publish, want_tag);
+        let config = &self.config;
+        let published = self.store.publish(now, &publish, self.throttled > 0, |ch| {
+            super::conflation::policy_for(config, ch)
+        });
+        let (channel_id, encoded, hash) = (published.channel, published.encoded, published.hash);
+        // One delivery for every subscriber that is not rate limited.
+        let live = Delivery::live(published.policy, hash);
         let mut subscribers = std::mem::take(&mut self.fanout_scratch);
         subscribers.clear();
         if let Some(slab) = self.subscriptions.subscribers(&publish.channel) {
@@ -52,7 +57,8 @@ impl Core {
                     frame: encoded.frame.clone(),
                     header_len: encoded.header_len,
                     ingested,
-                    tag: tag.expect("tags are worked out while any subscription is throttled"),
+                    tag: hash.expect("keys are worked out while any subscription is throttled"),
+                    delivery: live,
                 };
                 c.throttle_seq += 1;
                 match throttle.offer(now, held, self.config.client_buffer_frames) {
@@ -81,12 +87,12 @@ impl Core {
                         frame: encoded.frame.clone(),
                         header_len: encoded.header_len,
                         ingested,
-                        tag,
+                        delivery: live,
                     },
                 )
             } else {
                 let frame = self.message_frame_for(conn, &encoded.frame);
-                self.enqueue_message(now, conn, frame, ingested, tag)
+                self.enqueue_message(now, conn, frame, ingested, live)
             };
             delivered += usize::from(queued);
         }
@@ -113,11 +119,11 @@ impl Core {
                     frame: held.frame,
                     header_len: held.header_len,
                     ingested: held.ingested,
-                    tag: Some(held.tag),
+                    delivery: held.delivery,
                 },
             )
         } else {
-            self.enqueue_message(now, conn, held.frame, held.ingested, Some(held.tag))
+            self.enqueue_message(now, conn, held.frame, held.ingested, held.delivery)
         }
     }
 
@@ -176,27 +182,38 @@ impl Core {
         let Some(oldest) = batch.iter().map(|m| m.ingested).min() else {
             return;
         };
-        if batch.len() > 1
-            && self.config.slow_client_policy == SlowClientPolicy::Conflate
-            && c.outbound.behind()
-        {
+        let conflating = batch
+            .iter()
+            .any(|m| m.delivery.policy == SlowClientPolicy::Conflate);
+        if batch.len() > 1 && conflating && c.outbound.behind() {
             // The socket is behind: one array would be a frame no newer value
-            // can replace, so under `conflate` the messages queue one by one.
+            // can replace, so with a conflating channel in it the messages
+            // queue one by one.
             for message in batch {
-                self.enqueue_message(now, conn, message.frame, message.ingested, message.tag);
+                self.enqueue_message(now, conn, message.frame, message.ingested, message.delivery);
             }
             self.reschedule(conn);
             return;
         }
-        let (frame, tag) = match batch.as_slice() {
+        let (frame, delivery) = match batch.as_slice() {
             [] => return,
-            [single] => (single.frame.clone(), single.tag),
-            many => (
-                server::batch(many.iter().map(|m| &m.frame[m.header_len..])),
-                None,
-            ),
+            [single] => (single.frame.clone(), single.delivery),
+            many => {
+                // An array holds several keys: a barrier, under its channels'
+                // policy when they share one, else the server-wide one.
+                let first = many[0].delivery.policy;
+                let policy = if many.iter().all(|m| m.delivery.policy == first) {
+                    first
+                } else {
+                    self.config.slow_client_policy
+                };
+                (
+                    server::batch(many.iter().map(|m| &m.frame[m.header_len..])),
+                    Delivery::barrier(policy),
+                )
+            }
         };
-        self.enqueue_message(now, conn, frame, oldest, tag);
+        self.enqueue_message(now, conn, frame, oldest, delivery);
         self.reschedule(conn);
     }
 
@@ -218,7 +235,7 @@ impl Core {
         conn: ConnId,
         frame: Bytes,
         ingested: Instant,
-        tag: Option<u64>,
+        delivery: Delivery,
     ) -> bool {
         // Frames that did not come through `message_frame_for` (a batch,
         // a lone batched message) are chosen here.
@@ -229,7 +246,7 @@ impl Core {
                 .unwrap_or(frame),
             _ => frame,
         };
-        let queued = self.enqueue_tagged(now, conn, frame, FrameKind::Message, tag);
+        let queued = self.enqueue_tagged(now, conn, frame, FrameKind::Message, delivery);
         if queued && let Some(c) = self.conns.get_mut(conn.0) {
             c.outbound.note_ingest(ingested);
         }

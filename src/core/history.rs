@@ -9,7 +9,7 @@
 //! eviction sees the gap instead of skipping it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -407,10 +407,20 @@ impl ChannelHistory {
     /// A plan that replays the last `n` stored messages, with the cursor
     /// just before them.
     pub(crate) fn last_n(&self, n: usize, epoch: &str) -> Plan {
-        let start = self
-            .next_index
-            .saturating_sub(n as u64)
-            .max(self.first_index);
+        self.replay_from(self.next_index.saturating_sub(n as u64), epoch)
+    }
+
+    /// The ring index of the first message not yet `delay` old at `now`:
+    /// what a subscriber delayed by `delay` must not see yet.
+    pub(crate) fn due_until(&self, now: Instant, delay: Duration) -> u64 {
+        self.first_index + self.ring.partition_point(|m| m.at + delay <= now) as u64
+    }
+
+    /// A plan that replays the stored messages from ring index `start` on
+    /// (the oldest stored one if `start` is older), with the cursor just
+    /// before them.
+    pub(crate) fn replay_from(&self, start: u64, epoch: &str) -> Plan {
+        let start = start.clamp(self.first_index, self.next_index);
         let mut after: Vec<Option<u64>> = self
             .streams
             .iter()

@@ -36,6 +36,10 @@ pub struct Identity {
     /// (channel, key) this user gets on any channel (entitlement tiers);
     /// `None` leaves it to the subscribe and `WS_SUBSCRIPTION_MAX_RATE`.
     pub max_rate: Option<u32>,
+    /// The token's `delay` claim: this user gets every channel's messages
+    /// that much later, served from the history ring (delayed-quotes
+    /// entitlement tiers); `None` (or zero) is live.
+    pub delay: Option<std::time::Duration>,
 }
 
 /// A connection the shell has authenticated and wants to open.

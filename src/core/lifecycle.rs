@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::conflation::Delivery;
 use super::connection::Connection;
 use super::outbound::{self, FrameKind, Outbound, Pushed};
 use super::rate_limit::TokenBucket;
@@ -161,27 +162,28 @@ impl Core {
         frame: Bytes,
         kind: FrameKind,
     ) -> bool {
-        self.enqueue_tagged(now, conn, frame, kind, None)
+        let delivery = Delivery::barrier(self.config.slow_client_policy);
+        self.enqueue_tagged(now, conn, frame, kind, delivery)
     }
 
-    /// [`Core::enqueue`] for a message carrying its (channel, key) tag, which
-    /// the `conflate` policy uses once the queue is over its bound.
+    /// [`Core::enqueue`] for a message under its channel's policy and with
+    /// its conflation tag, which a conflating channel uses once the queue is
+    /// over its bound.
     pub(super) fn enqueue_tagged(
         &mut self,
         now: Instant,
         conn: ConnId,
         frame: Bytes,
         kind: FrameKind,
-        tag: Option<u64>,
+        delivery: Delivery,
     ) -> bool {
-        let policy = self.config.slow_client_policy;
         let Some(c) = self.conns.get_mut(conn.0) else {
             return false;
         };
         if c.closing.is_some() {
             return false;
         }
-        let queued = match c.outbound.push(frame, kind, policy, tag) {
+        let queued = match c.outbound.push(frame, kind, delivery.policy, delivery.tag) {
             Pushed::Queued { dropped, conflated } => {
                 self.count_drops(conn, dropped, DropReason::DropOldest);
                 if conflated > 0 {
@@ -192,7 +194,13 @@ impl Core {
                 }
                 true
             }
-            Pushed::DroppedNew { dropped } => {
+            Pushed::DroppedNew { dropped, conflated } => {
+                if conflated > 0 {
+                    self.events.push_back(Event::MessagesConflated {
+                        conn,
+                        count: conflated,
+                    });
+                }
                 self.count_drops(conn, dropped + 1, DropReason::DropOldest);
                 false
             }
@@ -382,6 +390,7 @@ impl Core {
                 Timer::Throttle => self.release_throttled(now, conn),
                 Timer::BatchFlush => self.flush_batch(now, conn),
                 Timer::RefreshDue => self.refresh_due(now, conn),
+                Timer::Delay => self.pump_replays(now, conn),
             }
         }
     }

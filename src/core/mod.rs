@@ -12,7 +12,8 @@
 //!   a connection's life, client frames and publishing.
 //! * `subscriptions.rs`, `outbound.rs`, `permissions.rs`, `rate_limit.rs`,
 //!   `timers.rs`, `connection.rs`, `conn_map.rs`, `config.rs`: one policy or
-//!   table each.
+//!   table each; `conflation.rs`, `throttle.rs` and `delay.rs`: what a slow,
+//!   rate-limited or delayed subscriber gets.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
@@ -28,6 +29,7 @@ mod config;
 mod conflation;
 mod conn_map;
 mod connection;
+mod delay;
 mod fanout;
 mod history;
 mod inputs;
@@ -45,7 +47,8 @@ mod throttle;
 mod timers;
 
 pub use config::{
-    Access, ChannelRule, CoreConfig, HistoryConfig, HistoryLimits, HistoryRule, SlowClientPolicy,
+    Access, ChannelRule, CoreConfig, DeliveryRule, HistoryConfig, HistoryLimits, HistoryRule,
+    SlowClientPolicy,
 };
 pub(crate) use conn_map::ConnMap;
 pub use inputs::{ConnId, Identity, Open, Publish, PublishOutcome, Refusal};
@@ -363,12 +366,11 @@ impl Core {
                 continue;
             };
             c.in_ready = false;
-            if self.config.slow_client_policy == SlowClientPolicy::Conflate {
-                let count = c.outbound.compact_before_sending();
-                if count > 0 {
-                    self.events
-                        .push_back(Event::MessagesConflated { conn, count });
-                }
+            // Free unless the queue holds values of a conflating channel.
+            let count = c.outbound.compact_before_sending();
+            if count > 0 {
+                self.events
+                    .push_back(Event::MessagesConflated { conn, count });
             }
             if let Some(frames) = c.outbound.take_batch() {
                 let oldest_ingest = c.outbound.take_oldest_ingest();

@@ -15,6 +15,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::config::SlowClientPolicy;
+use super::conflation::Tag;
 
 /// What kind of frame is queued; only messages may be dropped by policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,18 +32,18 @@ pub(crate) enum FrameKind {
 struct Queued {
     frame: Bytes,
     kind: FrameKind,
-    /// The message's (channel, key) tag under `conflate` (see
-    /// [`super::conflation`]); `None` for everything that must never be
-    /// replaced (control frames, JSON-array batches, replayed messages).
-    tag: Option<u64>,
+    /// The message's (channel, key) tag when its channel conflates (see
+    /// [`super::conflation`]); [`Tag::FIXED`] or [`Tag::BARRIER`] for
+    /// everything that must never be replaced.
+    tag: Tag,
 }
 
 /// What happened to a pushed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pushed {
-    /// It is queued; `dropped` older messages made room for it, or under
-    /// `conflate` `conflated` queued ones were replaced by newer values of
-    /// their key (it may itself have replaced one in place).
+    /// It is queued; `dropped` older messages made room for it, or
+    /// `conflated` queued messages of conflating channels were replaced by
+    /// newer values of their key (it may itself have replaced one in place).
     Queued {
         /// Messages dropped under `drop_oldest`.
         dropped: u64,
@@ -55,6 +56,8 @@ pub(crate) enum Pushed {
     DroppedNew {
         /// Older messages dropped trying to make room.
         dropped: u64,
+        /// Messages of conflating channels replaced trying to make room.
+        conflated: u64,
     },
     /// It does not fit and the policy (or its kind) does not allow dropping:
     /// the connection must be closed as a slow consumer.
@@ -119,6 +122,9 @@ pub(crate) struct Outbound {
     /// instant per queue, not per frame, so stamping costs nothing on the hot
     /// path. Kept when that message is dropped (the figure errs high).
     oldest_ingest: Option<Instant>,
+    /// Queued messages with a replaceable tag: a queue without any (every
+    /// client whose channels do not conflate) is never searched or compacted.
+    keyed: usize,
 }
 
 impl Outbound {
@@ -138,6 +144,7 @@ impl Outbound {
             max_frames,
             max_bytes,
             oldest_ingest: None,
+            keyed: 0,
         }
     }
 
@@ -158,55 +165,72 @@ impl Outbound {
             && self.control.bytes + len <= self.max_control.bytes
     }
 
-    /// Queues a frame within the bounds, applying `policy` to messages.
-    /// `tag` is the message's (channel, key) tag, used only by `conflate`
-    /// and only once the message bound is reached: a client that keeps up
-    /// costs nothing more than under the other policies. Control frames
-    /// have their own bound, which neither dropping nor conflating frees.
+    /// Queues a frame within the bounds, applying `policy` (the policy of
+    /// the message's channel) to messages. `tag` is the message's conflation
+    /// tag, used only once the message bound is reached: a client that keeps
+    /// up costs nothing more under one policy than another. At the bound,
+    /// queued values of conflating channels are compacted first whatever the
+    /// new message's policy, so a client mixing a conflating channel with a
+    /// `disconnect` one is closed only when even the compacted queue is full.
+    /// Control frames have their own bound, which neither dropping nor
+    /// conflating frees.
     pub(crate) fn push(
         &mut self,
         frame: Bytes,
         kind: FrameKind,
         policy: SlowClientPolicy,
-        tag: Option<u64>,
+        tag: Tag,
     ) -> Pushed {
-        if policy == SlowClientPolicy::Conflate
-            && kind == FrameKind::Message
-            && !self.fits(frame.len(), kind)
-        {
-            return self.conflate(frame, tag);
+        if kind == FrameKind::Message && !self.fits(frame.len(), kind) {
+            if policy == SlowClientPolicy::Conflate {
+                return self.conflate(frame, tag);
+            }
+            let conflated = self.compact();
+            return self.push_over_bound(frame, policy, conflated, tag);
         }
+        if !self.fits(frame.len(), kind) {
+            return Pushed::Overflow;
+        }
+        self.push_tagged(frame, kind, tag);
+        Pushed::Queued {
+            dropped: 0,
+            conflated: 0,
+        }
+    }
+
+    /// A message of a `disconnect` or `drop_oldest` channel at the bound,
+    /// after compaction freed `conflated` places.
+    fn push_over_bound(
+        &mut self,
+        frame: Bytes,
+        policy: SlowClientPolicy,
+        conflated: u64,
+        tag: Tag,
+    ) -> Pushed {
+        let kind = FrameKind::Message;
         let mut dropped = 0;
         while !self.fits(frame.len(), kind) {
-            // Dropping messages frees nothing of the control bound.
-            if policy != SlowClientPolicy::DropOldest
-                || kind != FrameKind::Message
-                || !self.drop_oldest_message()
-            {
-                return match (policy, kind) {
-                    (SlowClientPolicy::DropOldest, FrameKind::Message) => {
-                        Pushed::DroppedNew { dropped }
-                    }
-                    _ => Pushed::Overflow,
-                };
+            if policy != SlowClientPolicy::DropOldest {
+                return Pushed::Overflow;
+            }
+            if !self.drop_oldest_message() {
+                return Pushed::DroppedNew { dropped, conflated };
             }
             dropped += 1;
         }
         self.push_tagged(frame, kind, tag);
-        Pushed::Queued {
-            dropped,
-            conflated: 0,
-        }
+        Pushed::Queued { dropped, conflated }
     }
 
     /// Queues a frame whatever the bounds (the close frame, after the queue
     /// has been emptied or as the last frame).
     pub(crate) fn push_unbounded(&mut self, frame: Bytes, kind: FrameKind) {
-        self.push_tagged(frame, kind, None);
+        self.push_tagged(frame, kind, Tag::BARRIER);
     }
 
-    fn push_tagged(&mut self, frame: Bytes, kind: FrameKind, tag: Option<u64>) {
+    fn push_tagged(&mut self, frame: Bytes, kind: FrameKind, tag: Tag) {
         self.queued_bytes += frame.len();
+        self.keyed += usize::from(tag.replaceable());
         if kind == FrameKind::Control {
             self.control.frames += 1;
             self.control.bytes += frame.len();
@@ -224,26 +248,26 @@ impl Outbound {
     /// compacted to one (the newest) value per key and the message appended
     /// if it now fits. Otherwise (more distinct keys than the bound, or a
     /// message with no key) the queue overflows and the connection is closed.
-    fn conflate(&mut self, frame: Bytes, tag: Option<u64>) -> Pushed {
+    fn conflate(&mut self, frame: Bytes, tag: Tag) -> Pushed {
         let kind = FrameKind::Message;
-        let Some(tag) = tag else {
+        if !tag.replaceable() {
             // A message without a key takes the room compaction frees, if any.
             let conflated = self.compact();
             if !self.fits(frame.len(), kind) {
                 return Pushed::Overflow;
             }
-            self.push_tagged(frame, kind, None);
+            self.push_tagged(frame, kind, tag);
             return Pushed::Queued {
                 dropped: 0,
                 conflated,
             };
-        };
+        }
         let mut conflated = 0;
         let mut at = self.replaceable(tag);
         if at.is_none() {
             conflated = self.compact();
             if self.fits(frame.len(), kind) {
-                self.push_tagged(frame, kind, Some(tag));
+                self.push_tagged(frame, kind, tag);
                 return Pushed::Queued {
                     dropped: 0,
                     conflated,
@@ -266,7 +290,7 @@ impl Outbound {
         }
     }
 
-    /// Under `conflate`, before a batch leaves: a queue holding half its
+    /// For conflating channels, before a batch leaves: a queue holding half its
     /// message bound or more is compacted to one value per key, so what goes
     /// in flight (where nothing can be replaced any more) holds at most one
     /// frame per key and the other half of the bound stays free for newer
@@ -274,7 +298,10 @@ impl Outbound {
     /// it. Returns how many messages were replaced.
     pub(crate) fn compact_before_sending(&mut self) -> u64 {
         // With no batch in flight, every control frame held is queued.
-        if self.in_flight || (self.queue.len() - self.control.frames) * 2 < self.max_frames {
+        if self.keyed < 2
+            || self.in_flight
+            || (self.queue.len() - self.control.frames) * 2 < self.max_frames
+        {
             return 0;
         }
         self.compact()
@@ -286,31 +313,32 @@ impl Outbound {
     fn replaceable_from(&self) -> usize {
         self.queue
             .iter()
-            .rposition(|q| q.kind == FrameKind::Message && q.tag.is_none())
+            .rposition(|q| q.kind == FrameKind::Message && q.tag == Tag::BARRIER)
             .map_or(0, |barrier| barrier + 1)
     }
 
     /// The queued message of `tag` a newer value may replace in place.
-    fn replaceable(&self, tag: u64) -> Option<usize> {
+    fn replaceable(&self, tag: Tag) -> Option<usize> {
         let from = self.replaceable_from();
         // The last one: any earlier one of the same key holds an older value
         // (the queue is only compacted when needed), which stays in front.
-        (from..self.queue.len()).rfind(|&i| self.queue[i].tag == Some(tag))
+        (from..self.queue.len()).rfind(|&i| self.queue[i].tag == tag)
     }
 
     /// Keeps one message per tag (after the last barrier): the newest value
     /// at the place of the oldest, so every key keeps its place in line and
     /// its stream order. Returns how many messages it replaced.
     fn compact(&mut self) -> u64 {
+        if self.keyed < 2 {
+            return 0;
+        }
         let from = self.replaceable_from();
-        let mut first: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+        let mut first: std::collections::HashMap<Tag, usize> = std::collections::HashMap::new();
         let mut kept: VecDeque<Queued> = VecDeque::with_capacity(self.queue.len());
         let mut replaced = 0;
         for (i, q) in std::mem::take(&mut self.queue).into_iter().enumerate() {
-            if i >= from
-                && let Some(tag) = q.tag
-            {
-                if let Some(&place) = first.get(&tag) {
+            if i >= from && q.tag.replaceable() {
+                if let Some(&place) = first.get(&q.tag) {
                     // Both frames were counted; only the newer stays.
                     let old: &mut Queued = &mut kept[place];
                     self.queued_bytes -= old.frame.len();
@@ -318,16 +346,22 @@ impl Outbound {
                     replaced += 1;
                     continue;
                 }
-                first.insert(tag, kept.len());
+                first.insert(q.tag, kept.len());
             }
             kept.push_back(q);
         }
         self.queue = kept;
+        self.keyed -= replaced as usize;
         replaced
     }
 
     fn drop_oldest_message(&mut self) -> bool {
-        let Some(index) = self.queue.iter().position(|q| q.kind == FrameKind::Message) else {
+        // A conflating channel's value is the last of its key: never dropped.
+        let Some(index) = self
+            .queue
+            .iter()
+            .position(|q| q.kind == FrameKind::Message && !q.tag.replaceable())
+        else {
             return false;
         };
         let removed = self.queue.remove(index).expect("index found just above");
@@ -345,6 +379,7 @@ impl Outbound {
             .count();
         self.queue.clear();
         self.queued_bytes = 0;
+        self.keyed = 0;
         self.control = self.control_in_flight;
         self.oldest_ingest = None;
         messages as u64
@@ -386,6 +421,7 @@ impl Outbound {
         self.in_flight_frames = self.queue.len();
         self.in_flight_bytes = self.queued_bytes;
         self.queued_bytes = 0;
+        self.keyed = 0;
         self.control_in_flight = self.control;
         // Taking the queue (not draining it) frees its buffer: an idle
         // connection then holds no queue memory at all.
@@ -460,7 +496,7 @@ mod tests {
                     frame(10),
                     FrameKind::Control,
                     SlowClientPolicy::Disconnect,
-                    None
+                    Tag::BARRIER
                 ),
                 Pushed::Queued {
                     dropped: 0,
@@ -473,7 +509,7 @@ mod tests {
                 frame(10),
                 FrameKind::Control,
                 SlowClientPolicy::Disconnect,
-                None
+                Tag::BARRIER
             ),
             Pushed::Overflow
         );
@@ -484,7 +520,7 @@ mod tests {
                     frame(10),
                     FrameKind::Message,
                     SlowClientPolicy::Disconnect,
-                    None
+                    Tag::BARRIER
                 ),
                 Pushed::Queued {
                     dropped: 0,
@@ -506,7 +542,7 @@ mod tests {
                 frame(10),
                 FrameKind::Message,
                 SlowClientPolicy::Disconnect,
-                None
+                Tag::BARRIER
             ),
             Pushed::Queued {
                 dropped: 0,
@@ -519,7 +555,7 @@ mod tests {
                 frame(10),
                 FrameKind::Message,
                 SlowClientPolicy::Disconnect,
-                None
+                Tag::BARRIER
             ),
             Pushed::Queued {
                 dropped: 0,
@@ -532,7 +568,7 @@ mod tests {
                 frame(10),
                 FrameKind::Message,
                 SlowClientPolicy::Disconnect,
-                None
+                Tag::BARRIER
             ),
             Pushed::Overflow
         );
@@ -542,7 +578,7 @@ mod tests {
                 frame(10),
                 FrameKind::Message,
                 SlowClientPolicy::Disconnect,
-                None
+                Tag::BARRIER
             ),
             Pushed::Queued {
                 dropped: 0,
@@ -559,7 +595,7 @@ mod tests {
                 frame(20),
                 FrameKind::Message,
                 SlowClientPolicy::Disconnect,
-                None
+                Tag::BARRIER
             ),
             Pushed::Queued {
                 dropped: 0,
@@ -571,7 +607,7 @@ mod tests {
                 frame(10),
                 FrameKind::Message,
                 SlowClientPolicy::Disconnect,
-                None
+                Tag::BARRIER
             ),
             Pushed::Overflow
         );
@@ -592,26 +628,26 @@ mod tests {
             frame(1),
             FrameKind::Control,
             SlowClientPolicy::DropOldest,
-            None,
+            Tag::BARRIER,
         );
         out.push(
             frame(2),
             FrameKind::Message,
             SlowClientPolicy::DropOldest,
-            None,
+            Tag::BARRIER,
         );
         out.push(
             frame(3),
             FrameKind::Message,
             SlowClientPolicy::DropOldest,
-            None,
+            Tag::BARRIER,
         );
         assert_eq!(
             out.push(
                 frame(4),
                 FrameKind::Message,
                 SlowClientPolicy::DropOldest,
-                None
+                Tag::BARRIER
             ),
             Pushed::Queued {
                 dropped: 1,
@@ -626,7 +662,7 @@ mod tests {
                 frame(5),
                 FrameKind::Control,
                 SlowClientPolicy::DropOldest,
-                None
+                Tag::BARRIER
             ),
             Pushed::Overflow
         );
@@ -636,9 +672,12 @@ mod tests {
                 frame(9),
                 FrameKind::Message,
                 SlowClientPolicy::DropOldest,
-                None
+                Tag::BARRIER
             ),
-            Pushed::DroppedNew { dropped: 0 }
+            Pushed::DroppedNew {
+                dropped: 0,
+                conflated: 0
+            }
         );
     }
 
@@ -647,7 +686,7 @@ mod tests {
             frame(len),
             FrameKind::Message,
             SlowClientPolicy::Conflate,
-            Some(tag),
+            Tag::key(tag),
         )
     }
 
@@ -696,7 +735,7 @@ mod tests {
             frame(3),
             FrameKind::Message,
             SlowClientPolicy::Conflate,
-            None,
+            Tag::BARRIER,
         );
         assert_eq!(conflate(&mut out, 4, 7), Pushed::Overflow);
     }
@@ -708,7 +747,7 @@ mod tests {
             frame(1),
             FrameKind::Control,
             SlowClientPolicy::Conflate,
-            None,
+            Tag::BARRIER,
         );
         conflate(&mut out, 2, 7);
         conflate(&mut out, 3, 8);
@@ -732,7 +771,7 @@ mod tests {
             frame(5),
             FrameKind::Message,
             SlowClientPolicy::Disconnect,
-            None,
+            Tag::BARRIER,
         );
         assert_eq!(out.discard_queued(), 1);
         out.push_unbounded(frame(4), FrameKind::Close);

@@ -99,6 +99,9 @@ pub enum DropReason {
     DropOldest,
     /// Discarded because the connection was closed as a slow consumer.
     SlowConsumerClosed,
+    /// Evicted from the history ring before a delayed subscriber's delay
+    /// was over (the ring does not hold the delay's worth of messages).
+    DelayOverrun,
 }
 
 /// Something that happened, for the shell's metrics and logs.

@@ -92,6 +92,7 @@ mod tests {
             channel_patterns: patterns.map(|p| p.iter().map(|s| s.to_string()).collect()),
             expires_at_unix_ms: None,
             max_rate: None,
+            delay: None,
         }
     }
 

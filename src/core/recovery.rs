@@ -13,13 +13,14 @@
 //! as a slow consumer.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::conflation::Delivery;
 use super::history::{ChannelHistory, Plan};
 use super::outbound::FrameKind;
-use super::{ConnId, Core};
+use super::{ConnId, Core, DropReason, Event};
 use crate::proto::client::SubscribeOptions;
 use crate::proto::cursor::Cursor;
 use crate::proto::server;
@@ -28,16 +29,20 @@ use crate::proto::server;
 #[derive(Debug)]
 pub(crate) struct Replay {
     /// The channel (index into the store).
-    channel: u32,
+    pub(super) channel: u32,
     /// Snapshot messages (JSON objects) still to send, before anything else.
-    snapshot: VecDeque<Bytes>,
+    pub(super) snapshot: VecDeque<Bytes>,
     /// Ring index of the next message to consider.
-    next: u64,
+    pub(super) next: u64,
     /// Per stream, the last offset the client has (see [`Plan::after`]).
-    after: Vec<Option<u64>>,
+    pub(super) after: Vec<Option<u64>>,
     /// Offsets the channel must reach before live delivery resumes (see
     /// [`Plan::ahead`]).
-    ahead: Vec<(u32, u64)>,
+    pub(super) ahead: Vec<(u32, u64)>,
+    /// For a delayed subscription (see [`super::delay`]): how old a message
+    /// must be before it is sent. Such a replay never ends: it is how the
+    /// subscription is delivered.
+    pub(super) delay: Option<Duration>,
 }
 
 /// What an ack says about the stream state of a subscribe.
@@ -61,6 +66,8 @@ enum Step {
     Wait,
     /// Eviction overtook the replay.
     Gap,
+    /// Eviction overtook a delayed subscription by this many messages.
+    Skipped(u64),
 }
 
 impl Core {
@@ -79,13 +86,23 @@ impl Core {
         let mut replays = Vec::new();
         let empty = ChannelHistory::new(self.config.history.defaults.clone());
         for name in channels {
+            let newly = added.contains(name);
+            if newly
+                && let Some((positions, replay, recovered)) = self.delayed(now, conn, name, options)
+            {
+                if let Some(recovered) = recovered {
+                    ack.recovered.push((name.clone(), recovered));
+                }
+                ack.positions.push((name.clone(), positions.to_string()));
+                replays.push(replay);
+                continue;
+            }
             let id = self.store.find(name);
             if let Some(id) = id {
                 self.store.expire(now, id);
             }
             let channel = id.map_or(&empty, |id| &self.store.channels[id as usize]);
             let epoch = self.store.epoch();
-            let newly = added.contains(name);
             let mut positions = channel.latest_cursor(epoch);
             let mut plan: Option<(Plan, VecDeque<Bytes>)> = None;
             if let Some((_, since)) = options.since.iter().find(|(c, _)| c == name) {
@@ -129,6 +146,7 @@ impl Core {
                     next: plan.start,
                     after: plan.after,
                     ahead: plan.ahead,
+                    delay: None,
                 });
             }
         }
@@ -171,11 +189,14 @@ impl Core {
         };
         let mut i = 0;
         while i < replays.len() {
-            let step = self.replay_step(conn, &mut replays[i]);
+            let step = self.replay_step(now, conn, &mut replays[i]);
             match step {
                 Step::Send(frame, kind) => {
                     if kind == FrameKind::Message {
-                        self.enqueue_message(now, conn, frame, now, None);
+                        // A replayed message is a barrier: live values of
+                        // its keys must not pass it.
+                        let policy = self.store.policy(replays[i].channel);
+                        self.enqueue_message(now, conn, frame, now, Delivery::barrier(policy));
                     } else {
                         self.enqueue(now, conn, frame, kind);
                     }
@@ -192,19 +213,26 @@ impl Core {
                     self.close_slow_consumer(now, conn, 0);
                     return;
                 }
+                Step::Skipped(count) => self.events.push_back(Event::MessagesDropped {
+                    conn,
+                    count,
+                    reason: DropReason::DelayOverrun,
+                }),
             }
         }
+        self.arm_delay_timer(now, conn, &replays);
         if !replays.is_empty() {
             self.replays.insert(conn, replays);
         }
     }
 
-    fn replay_step(&self, conn: ConnId, replay: &mut Replay) -> Step {
+    fn replay_step(&self, now: Instant, conn: ConnId, replay: &mut Replay) -> Step {
         let Some(c) = self.conns.get(conn.0) else {
             return Step::Wait;
         };
         let channel = &self.store.channels[replay.channel as usize];
-        let done = replay.snapshot.is_empty()
+        let done = replay.delay.is_none()
+            && replay.snapshot.is_empty()
             && replay.next >= channel.next_index
             && channel.caught_up(&replay.ahead);
         if done {
@@ -219,11 +247,22 @@ impl Core {
             return Step::Send(server::snapshot_message(&json), FrameKind::Message);
         }
         if replay.next < channel.first_index {
+            if replay.delay.is_some() {
+                // The ring did not hold the delay: what fell out is skipped.
+                let skipped = channel.first_index - replay.next;
+                replay.next = channel.first_index;
+                return Step::Skipped(skipped);
+            }
             return Step::Gap;
         }
         let Some(stored) = channel.get(replay.next) else {
             return Step::Wait;
         };
+        if let Some(delay) = replay.delay
+            && stored.at + delay > now
+        {
+            return Step::Wait;
+        }
         replay.next += 1;
         let have = replay.after.get(stored.stream as usize).copied().flatten();
         if have.is_some_and(|have| stored.offset <= have) {

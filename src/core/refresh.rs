@@ -160,10 +160,11 @@ impl Core {
             })
             .map(str::to_owned)
             .collect();
+        let rates = self.retune_rates(now, conn, &revoked);
         self.enqueue(
             now,
             conn,
-            server::refreshed(id.as_ref(), expires_at),
+            server::refreshed(id.as_ref(), expires_at, rates.as_deref()),
             FrameKind::Control,
         );
         if revoked.is_empty() {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::outbound::FrameKind;
 use super::permissions;
 use super::rate_limit::Verdict;
-use super::throttle::Throttle;
+use super::throttle::{Held, Throttle};
 use super::{CloseReason, ConnId, Core, Event};
 use crate::proto::channel;
 use crate::proto::client::{self, ClientFrame, RequestId, SubscribeOptions};
@@ -145,6 +145,16 @@ impl Core {
             let message = format!("You may not subscribe to channel \"{name}\": {denied}.");
             return Some((ErrorCode::Forbidden, message));
         }
+        if let Some(delay) = super::delay::delay_for(&self.config, &c.identity, name)
+            && !self.subscriptions.holds(conn, name)
+            && !self.store.keeps_history(name)
+        {
+            let message = format!(
+                "Channel \"{name}\" reaches you {} s late, from its history, but the server keeps no history for it.",
+                delay.as_secs()
+            );
+            return Some((ErrorCode::Forbidden, message));
+        }
         let limit = self.config.max_channels_per_connection;
         if !self.subscriptions.holds(conn, name)
             && self.subscriptions.count_of(conn) + new_so_far + 1 > limit
@@ -220,33 +230,79 @@ impl Core {
         let Some(c) = self.conns.get_mut(conn.0) else {
             return Vec::new();
         };
-        let rate = match (requested.map(|r| r.min(cap)), c.identity.max_rate) {
-            (Some(asked), Some(claim)) => Some(asked.min(claim)),
-            (asked, claim) => asked.or(claim),
-        };
+        let asked = requested.map(|r| r.min(cap));
+        let rate = effective_rate(asked, c.identity.max_rate);
         let mut released = Vec::new();
         for name in channels {
-            let at = c.throttles.iter().position(|t| &t.channel == name);
-            match (rate, at) {
-                (Some(rate), Some(at)) => c.throttles[at].set_rate(rate),
-                (Some(rate), None) => {
-                    c.throttles.push(Throttle::new(name.clone(), rate));
-                    self.throttled += 1;
-                }
-                (None, Some(at)) => {
-                    released.extend(c.throttles.swap_remove(at).into_held());
-                    self.throttled -= 1;
-                }
-                (None, None) => {}
-            }
+            set_rate(
+                &mut c.throttles,
+                &mut self.throttled,
+                name,
+                rate,
+                asked,
+                &mut released,
+            );
         }
-        released.sort_unstable_by_key(|held| held.seq);
-        for held in released {
-            self.deliver(now, conn, held);
-        }
+        self.release(now, conn, released);
         match rate {
             Some(rate) => channels.iter().map(|name| (name.clone(), rate)).collect(),
             None => Vec::new(),
+        }
+    }
+
+    /// After a token refresh: every subscription's rate is worked out again
+    /// from what its subscribe asked and the new token's `maxRate` claim, so
+    /// a narrower claim slows live subscriptions at once (a wider one, or
+    /// none, restores what they asked). Channels in `leaving` are skipped
+    /// (the refresh revokes them). Returns every limited channel's rate when
+    /// any changed, for the `refreshed` frame.
+    pub(super) fn retune_rates(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        leaving: &[String],
+    ) -> Option<Vec<(String, u32)>> {
+        let channels: Vec<String> = self
+            .subscriptions
+            .channels_of(conn)
+            .into_iter()
+            .filter(|name| !leaving.iter().any(|l| l == name))
+            .map(str::to_owned)
+            .collect();
+        let c = self.conns.get_mut(conn.0)?;
+        let claim = c.identity.max_rate;
+        let mut released = Vec::new();
+        let mut changed = false;
+        for name in &channels {
+            let asked = c
+                .throttles
+                .iter()
+                .find(|t| &t.channel == name)
+                .and_then(|t| t.asked);
+            changed |= set_rate(
+                &mut c.throttles,
+                &mut self.throttled,
+                name,
+                effective_rate(asked, claim),
+                asked,
+                &mut released,
+            );
+        }
+        let mut rates: Vec<(String, u32)> = c
+            .throttles
+            .iter()
+            .map(|t| (t.channel.clone(), t.rate))
+            .collect();
+        rates.sort_unstable();
+        self.release(now, conn, released);
+        changed.then_some(rates)
+    }
+
+    /// Sends values a lifted limit held back, in the order they arrived.
+    fn release(&mut self, now: Instant, conn: ConnId, mut released: Vec<Held>) {
+        released.sort_unstable_by_key(|held| held.seq);
+        for held in released {
+            self.deliver(now, conn, held);
         }
     }
 
@@ -278,5 +334,48 @@ impl Core {
                 channels: removed,
             });
         }
+    }
+}
+
+/// A subscription's rate: what it asked (already capped by the server),
+/// narrowed by the token's claim, which applies even when it asked none.
+fn effective_rate(asked: Option<u32>, claim: Option<u32>) -> Option<u32> {
+    match (asked, claim) {
+        (Some(asked), Some(claim)) => Some(asked.min(claim)),
+        (asked, claim) => asked.or(claim),
+    }
+}
+
+/// Sets the limit of `name` among a connection's `throttles` to `rate`
+/// (`None` lifts it, its held values going to `released`); `throttled`
+/// counts limits across connections. Returns whether anything changed.
+fn set_rate(
+    throttles: &mut Vec<Throttle>,
+    throttled: &mut usize,
+    name: &str,
+    rate: Option<u32>,
+    asked: Option<u32>,
+    released: &mut Vec<Held>,
+) -> bool {
+    let at = throttles.iter().position(|t| t.channel == name);
+    match (rate, at) {
+        (Some(rate), Some(at)) => {
+            let throttle = &mut throttles[at];
+            throttle.asked = asked;
+            let changed = throttle.rate != rate;
+            throttle.set_rate(rate);
+            changed
+        }
+        (Some(rate), None) => {
+            throttles.push(Throttle::new(name.to_owned(), rate, asked));
+            *throttled += 1;
+            true
+        }
+        (None, Some(at)) => {
+            released.extend(throttles.swap_remove(at).into_held());
+            *throttled -= 1;
+            true
+        }
+        (None, None) => false,
     }
 }

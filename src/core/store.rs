@@ -12,7 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::Publish;
-use super::config::{HistoryConfig, HistoryLimits};
+use super::config::{HistoryConfig, HistoryLimits, SlowClientPolicy};
 use super::history::{Accounting, ChannelHistory, Stored};
 use crate::proto::position::Position;
 use crate::proto::server::{EncodedMessage, MessagePos};
@@ -43,6 +43,19 @@ pub struct HistoryStats {
     pub evictions: u64,
 }
 
+/// What [`Store::publish`] worked out for one message.
+#[derive(Debug)]
+pub(crate) struct Published {
+    /// The channel's index.
+    pub(crate) channel: u32,
+    /// The message's frame, encoded once.
+    pub(crate) encoded: EncodedMessage,
+    /// Its (channel, key) hash, when asked for or when the channel conflates.
+    pub(crate) hash: Option<u64>,
+    /// The channel's slow-client policy.
+    pub(crate) policy: SlowClientPolicy,
+}
+
 /// All channels' stream state.
 #[derive(Debug)]
 pub(crate) struct Store {
@@ -53,6 +66,9 @@ pub(crate) struct Store {
     ids: HashMap<String, u32>,
     /// Channel state.
     pub(crate) channels: Vec<ChannelHistory>,
+    /// Each channel's slow-client policy (by index, as `channels`), resolved
+    /// from the delivery rules once, when it first publishes.
+    policies: Vec<SlowClientPolicy>,
     /// Every stored entry, oldest first, for the global cap.
     queue: VecDeque<Slot>,
     /// How many `queue` slots are stale.
@@ -73,6 +89,7 @@ impl Store {
             config,
             ids: HashMap::new(),
             channels: Vec::new(),
+            policies: Vec::new(),
             queue: VecDeque::new(),
             stale: 0,
             bytes: 0,
@@ -92,26 +109,55 @@ impl Store {
         self.ids.get(channel).copied()
     }
 
+    /// The index of `channel`'s state, created if it has none yet (before
+    /// its first publish only for a delayed subscriber, which must read
+    /// from the ring from the start); `policy_for` is asked on creation.
+    pub(crate) fn ensure(
+        &mut self,
+        channel: &str,
+        policy_for: impl FnOnce(&str) -> SlowClientPolicy,
+    ) -> u32 {
+        if let Some(&id) = self.ids.get(channel) {
+            return id;
+        }
+        let limits = limits_for(&self.config, channel).clone();
+        let id = self.channels.len() as u32;
+        self.channels.push(ChannelHistory::new(limits));
+        self.policies.push(policy_for(channel));
+        self.ids.insert(channel.to_owned(), id);
+        id
+    }
+
+    /// Whether `channel` keeps history (a delayed subscriber is served
+    /// from it), by the limits it has or would get.
+    pub(crate) fn keeps_history(&self, channel: &str) -> bool {
+        match self.ids.get(channel) {
+            Some(&id) => self.channels[id as usize].limits.enabled(),
+            None => limits_for(&self.config, channel).enabled(),
+        }
+    }
+
+    /// The slow-client policy of a channel that has published.
+    pub(crate) fn policy(&self, id: u32) -> SlowClientPolicy {
+        self.policies[id as usize]
+    }
+
     /// Positions a message, encodes it once, stores the frame and returns
-    /// the channel index, the encoded message and, when `want_tag` (some
-    /// subscriber conflates or is rate limited), its (channel, key) tag: the
-    /// key is worked out once per message, by the same rule as snapshots.
+    /// what fan-out needs: the channel, the encoded message, its policy
+    /// (`policy_for` is asked once per channel) and, when `want_tag` (some
+    /// subscription is rate limited) or the channel conflates, its (channel,
+    /// key) hash: the key is worked out once per message, by the same rule
+    /// as snapshots.
     pub(crate) fn publish(
         &mut self,
         now: Instant,
         publish: &Publish,
         want_tag: bool,
-    ) -> (u32, EncodedMessage, Option<u64>) {
-        let id = match self.ids.get(&publish.channel) {
-            Some(&id) => id,
-            None => {
-                let limits = limits_for(&self.config, &publish.channel).clone();
-                let id = self.channels.len() as u32;
-                self.channels.push(ChannelHistory::new(limits));
-                self.ids.insert(publish.channel.clone(), id);
-                id
-            }
-        };
+        policy_for: impl FnOnce(&str) -> SlowClientPolicy,
+    ) -> Published {
+        let id = self.ensure(&publish.channel, policy_for);
+        let policy = self.policies[id as usize];
+        let want_tag = want_tag || policy == SlowClientPolicy::Conflate;
         let channel = &mut self.channels[id as usize];
         let kafka = match &publish.pos {
             Some(Position::Offset {
@@ -146,9 +192,15 @@ impl Store {
                     publish.key.as_ref(),
                 )
             });
-        let tag = want_tag
+        let hash = want_tag
             .then(|| key.as_ref().map(|key| super::conflation::tag(id, key)))
             .flatten();
+        let published = |encoded| Published {
+            channel: id,
+            encoded,
+            hash,
+            policy,
+        };
         if !channel.limits.enabled() {
             let (_, acc) = channel.push(
                 Stored {
@@ -160,7 +212,7 @@ impl Store {
                 now,
             );
             self.evictions += acc.evicted;
-            return (id, encoded, tag);
+            return published(encoded);
         }
         let before = (channel.ring.len(), channel.latest.len());
         let (index, mut acc) = channel.push(
@@ -195,7 +247,7 @@ impl Store {
         self.keys = self.keys + after.1 - before.1;
         self.account(acc);
         self.enforce_cap();
-        (id, encoded, tag)
+        published(encoded)
     }
 
     fn account(&mut self, acc: Accounting) {

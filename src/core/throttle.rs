@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::conflation::Delivery;
+
 /// A message held back by a rate limit.
 #[derive(Debug, Clone)]
 pub(crate) struct Held {
@@ -22,8 +24,10 @@ pub(crate) struct Held {
     pub(crate) header_len: usize,
     /// When its source received it.
     pub(crate) ingested: Instant,
-    /// Its (channel, key) tag.
+    /// Its (channel, key) hash: what the limit is per.
     pub(crate) tag: u64,
+    /// How it is queued once it leaves (its channel's policy and tag).
+    pub(crate) delivery: Delivery,
 }
 
 /// One key's rate state.
@@ -57,6 +61,9 @@ pub(crate) struct Throttle {
     pub(crate) channel: String,
     /// The effective rate, as echoed in the ack.
     pub(crate) rate: u32,
+    /// What the subscribe asked (capped by the server), so a token refresh
+    /// can work the rate out again under the new `maxRate` claim.
+    pub(crate) asked: Option<u32>,
     /// 1/rate.
     interval: Duration,
     /// Keys seen within their interval; entries whose interval is over and
@@ -67,11 +74,13 @@ pub(crate) struct Throttle {
 }
 
 impl Throttle {
-    /// A rate limit of `rate` messages per second per key.
-    pub(crate) fn new(channel: String, rate: u32) -> Throttle {
+    /// A rate limit of `rate` messages per second per key; `asked` is what
+    /// the subscribe asked for.
+    pub(crate) fn new(channel: String, rate: u32, asked: Option<u32>) -> Throttle {
         Throttle {
             channel,
             rate,
+            asked,
             interval: Duration::from_secs(1) / rate.max(1),
             keys: HashMap::new(),
             held: 0,
@@ -179,13 +188,14 @@ mod tests {
             header_len: 0,
             ingested: at,
             tag,
+            delivery: Delivery::live(crate::core::SlowClientPolicy::Disconnect, None),
         }
     }
 
     #[test]
     fn first_value_leaves_at_once_and_the_newest_at_the_end_of_the_interval() {
         let t0 = Instant::now();
-        let mut throttle = Throttle::new("lines".into(), 4);
+        let mut throttle = Throttle::new("lines".into(), 4, Some(4));
         assert!(matches!(
             throttle.offer(t0, held(1, 7, t0), 10),
             Offer::Send(_)
@@ -222,7 +232,7 @@ mod tests {
     #[test]
     fn keys_beyond_the_bound_are_not_tracked() {
         let t0 = Instant::now();
-        let mut throttle = Throttle::new("lines".into(), 1);
+        let mut throttle = Throttle::new("lines".into(), 1, None);
         for tag in 0..5 {
             assert!(matches!(
                 throttle.offer(t0, held(tag, tag, t0), 3),

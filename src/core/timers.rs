@@ -22,12 +22,14 @@ pub(crate) enum Timer {
     /// Ask the client for a fresh token (`refresh_required`), a lead time
     /// before the token's `exp`.
     RefreshDue = 6,
+    /// Send the stored messages a delayed subscription waits for.
+    Delay = 7,
 }
 
 impl Timer {
     /// Every timer, in the order expired ones are handled (a close first, so
     /// nothing is sent on a connection that is going away).
-    pub(crate) const ALL: [Timer; 7] = [
+    pub(crate) const ALL: [Timer; 8] = [
         Timer::CloseGrace,
         Timer::TokenExpiry,
         Timer::Idle,
@@ -35,6 +37,7 @@ impl Timer {
         Timer::Throttle,
         Timer::BatchFlush,
         Timer::RefreshDue,
+        Timer::Delay,
     ];
 }
 
@@ -42,7 +45,7 @@ impl Timer {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TimerTable {
     /// Indexed by `Timer as usize`; `None` = not armed.
-    deadlines: [Option<Instant>; 7],
+    deadlines: [Option<Instant>; 8],
 }
 
 impl TimerTable {

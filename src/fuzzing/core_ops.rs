@@ -336,6 +336,8 @@ fn configure(config: &mut CoreConfig, setting: &str) {
         "buffer" => config.client_buffer_frames = usize::from(n),
         "bytes" => config.client_buffer_bytes = usize::from(n).max(512),
         "drop_oldest" => config.slow_client_policy = SlowClientPolicy::DropOldest,
+        "conflate" => config.slow_client_policy = SlowClientPolicy::Conflate,
+        "max_rate" => config.subscription_max_rate = u32::from(n),
         "grace" => config.slow_close_grace = millis,
         "heartbeat" => config.heartbeat_interval = millis.max(Duration::from_millis(50)),
         "timeout" => config.connection_timeout = millis.max(Duration::from_millis(100)),
@@ -530,6 +532,10 @@ fn request(kind: &str, id: Option<u16>, channels: &[u8]) -> Vec<u8> {
     let mut frame = json!({"type": kind, "channels": channels});
     if let Some(id) = id {
         frame["id"] = id.into();
+        // A third of the subscribes with an id ask for a per-key rate.
+        if kind == "subscribe" && id % 3 == 2 {
+            frame["maxRate"] = (1 + id % 7).into();
+        }
     }
     frame.to_string().into_bytes()
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use arbitrary::Arbitrary;
 
 use crate::core::{
-    Access, ChannelRule, CoreConfig, HistoryConfig, HistoryLimits, Identity, Open, SlowClientPolicy,
+    Access, ChannelRule, CoreConfig, DeliveryRule, HistoryConfig, HistoryLimits, Identity, Open,
+    SlowClientPolicy,
 };
 
 /// Channel names the targets pick from: some collide on purpose, some are
@@ -61,7 +62,9 @@ pub(crate) fn identity(user: u8, expires_in_secs: Option<u8>) -> Identity {
         channel_patterns: patterns.map(|p| p.iter().map(|c| (*c).to_owned()).collect()),
         expires_at_unix_ms: expires_in_secs
             .map(|secs| super::harness::START_UNIX_MS + u64::from(secs) * 1000),
-        max_rate: None,
+        // Entitlement tiers: carol's token narrows maxRate, dave's delays.
+        max_rate: (user % 4 == 2).then_some(2),
+        delay: (user % 4 == 3).then_some(Duration::from_millis(1500)),
     }
 }
 
@@ -109,12 +112,16 @@ impl ConfigChoice {
             server_id: "fuzz".to_owned(),
             client_buffer_frames: 1 + usize::from(self.buffer_frames % 16),
             client_buffer_bytes: 512 + usize::from(self.buffer_bytes % 16_384),
-            slow_client_policy: if self.drop_oldest {
-                SlowClientPolicy::DropOldest
-            } else {
-                SlowClientPolicy::Disconnect
+            // Knobs derived from bits the older fields leave unused, so the
+            // committed seeds keep parsing: conflate, per-pattern policies
+            // and delays, and a low maxRate cap.
+            slow_client_policy: match (self.drop_oldest, self.buffer_frames & 0x10 != 0) {
+                (true, _) => SlowClientPolicy::DropOldest,
+                (false, true) => SlowClientPolicy::Conflate,
+                (false, false) => SlowClientPolicy::Disconnect,
             },
-            subscription_max_rate: 100,
+            delivery_rules: self.delivery_rules(),
+            subscription_max_rate: 1 + u32::from(self.buffer_frames >> 5),
             slow_close_grace: Duration::from_millis(10 + u64::from(self.grace_ms % 5_000)),
             heartbeat_interval: Duration::from_millis(50 + u64::from(self.heartbeat_ms % 10_000)),
             connection_timeout: Duration::from_millis(100 + u64::from(self.timeout_ms % 30_000)),
@@ -144,6 +151,35 @@ impl ConfigChoice {
             },
             refresh_lead: Duration::from_secs(60),
         }
+    }
+}
+
+impl ConfigChoice {
+    /// Per-pattern slow-client policies and a delay, from the high bits of
+    /// `buffer_bytes`.
+    fn delivery_rules(&self) -> Vec<DeliveryRule> {
+        let bits = self.buffer_bytes >> 14;
+        let policy = [
+            SlowClientPolicy::Conflate,
+            SlowClientPolicy::Disconnect,
+            SlowClientPolicy::DropOldest,
+        ];
+        let mut rules = Vec::new();
+        if bits & 1 != 0 {
+            rules.push(DeliveryRule {
+                pattern: "trade:*".to_owned(),
+                slow_client_policy: Some(policy[usize::from(self.grace_ms % 3)]),
+                delay: None,
+            });
+        }
+        if bits & 2 != 0 {
+            rules.push(DeliveryRule {
+                pattern: "lines".to_owned(),
+                slow_client_policy: Some(policy[usize::from(self.timeout_ms % 3)]),
+                delay: (self.heartbeat_ms % 2 == 0).then_some(Duration::from_millis(700)),
+            });
+        }
+        rules
     }
 }
 

@@ -406,5 +406,6 @@ fn expected_identity(spec: &TokenSpec, window: &Window, now: u64) -> Option<Iden
         channel_patterns,
         expires_at_unix_ms: Some(exp * 1000),
         max_rate: None,
+        delay: None,
     })
 }

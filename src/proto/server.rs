@@ -115,17 +115,22 @@ pub fn subscribed<'a>(
         w.raw(b"}");
     }
     if !max_rates.is_empty() {
-        w.raw(b",\"maxRate\":{");
-        for (i, (channel, rate)) in max_rates.iter().enumerate() {
-            if i > 0 {
-                w.raw(b",");
-            }
-            w.string(channel).raw(b":").raw(rate.to_string().as_bytes());
-        }
-        w.raw(b"}");
+        max_rate_field(&mut w, max_rates);
     }
     w.raw(b"}");
     w.frame()
+}
+
+/// `,"maxRate":{"lines":4,…}`: the effective rate per limited channel.
+fn max_rate_field(w: &mut FrameWriter, max_rates: &[(String, u32)]) {
+    w.raw(b",\"maxRate\":{");
+    for (i, (channel, rate)) in max_rates.iter().enumerate() {
+        if i > 0 {
+            w.raw(b",");
+        }
+        w.string(channel).raw(b":").raw(rate.to_string().as_bytes());
+    }
+    w.raw(b"}");
 }
 
 /// `{"type":"unsubscribed",...}`.
@@ -361,13 +366,22 @@ pub fn refresh_required(expires_at_unix_ms: u64) -> Bytes {
     w.frame()
 }
 
-/// `{"type":"refreshed","id":…,"expiresAt":…}`: the new token is in use;
-/// `expiresAt` is omitted when it has no `exp`.
-pub fn refreshed(id: Option<&RequestId>, expires_at_unix_ms: Option<u64>) -> Bytes {
+/// `{"type":"refreshed","id":…,"expiresAt":…,"maxRate":{…}}`: the new token
+/// is in use; `expiresAt` is omitted when it has no `exp`, and `maxRate`
+/// (every limited channel's rate) appears only when the new token's
+/// `maxRate` claim changed a subscription's rate.
+pub fn refreshed(
+    id: Option<&RequestId>,
+    expires_at_unix_ms: Option<u64>,
+    max_rates: Option<&[(String, u32)]>,
+) -> Bytes {
     let mut w = FrameWriter::with_capacity(64);
     w.raw(b"{\"type\":\"refreshed\"").id_field(id);
     if let Some(at) = expires_at_unix_ms {
         w.raw(b",\"expiresAt\":").number(at);
+    }
+    if let Some(rates) = max_rates {
+        max_rate_field(&mut w, rates);
     }
     w.raw(b"}");
     w.frame()

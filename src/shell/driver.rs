@@ -627,6 +627,7 @@ mod tests {
                 channel_patterns: None,
                 expires_at_unix_ms: None,
                 max_rate: None,
+                delay: None,
             },
             remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
             channels: Vec::new(),

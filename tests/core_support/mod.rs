@@ -43,6 +43,7 @@ pub(crate) fn identity(user: &str) -> Identity {
         channel_patterns: None,
         expires_at_unix_ms: None,
         max_rate: None,
+        delay: None,
     }
 }
 

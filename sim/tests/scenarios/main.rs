@@ -14,6 +14,7 @@ mod held_link;
 mod recovery;
 mod shutdown;
 mod slow_consumer;
+mod slow_link_conflation;
 mod source_stall;
 mod token_refresh;
 
