@@ -158,6 +158,20 @@ pub struct LoadArgs {
     /// Allow targets outside 127.0.0.0/8 and ::1 (your own deployment).
     #[arg(long)]
     pub allow_remote: bool,
+
+    /// Of the connections, the first N read at most --slow-read-rate frames
+    /// per second (conflation scenario; see docs/load-tool.md).
+    #[arg(long, default_value_t = 0)]
+    pub slow_readers: usize,
+
+    /// Frames per second a slow reader reads at most.
+    #[arg(long, default_value = "50", value_parser = parse_rate)]
+    pub slow_read_rate: f64,
+
+    /// Put "key":"k<seq % K>" in every payload (key the server by it with
+    /// WS_HISTORY_SNAPSHOT_FIELD=key); 0 = no key.
+    #[arg(long, default_value_t = 0)]
+    pub keys: usize,
 }
 
 impl LoadArgs {

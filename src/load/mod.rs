@@ -15,12 +15,14 @@
 //! * [`stats`]: delivery counters and the latency histogram.
 //! * [`server_probe`]: the server's RSS and CPU from /proc.
 //! * [`report`]: the summary and the progress line.
+//! * [`slow_readers`]: the slow-reader (conflation) scenario.
 
 pub mod args;
 pub mod plan;
 pub mod publisher;
 pub mod report;
 pub mod server_probe;
+pub mod slow_readers;
 pub mod stats;
 pub mod subscriber;
 
@@ -40,6 +42,7 @@ use publisher::{PublishCounters, PublishSchedule};
 pub use report::Summary;
 use report::{ConnectionSummary, DeliverySummary, LatencySummary, PublishSummary, ServerSummary};
 use server_probe::ProcessSample;
+use slow_readers::{ReaderRole, SlowReaders};
 use stats::DeliveryStats;
 use subscriber::{ConnectionCounters, SubscriberContext, SubscriberSpec, unix_now_ns};
 
@@ -105,6 +108,10 @@ impl Phase {
 /// everything off: publishes in flight and closing handshakes need a moment.
 const DEADLINE_SLACK: Duration = Duration::from_secs(8);
 
+/// With slow readers, how long after the grace they read at full speed
+/// before the run ends (within the deadline slack).
+const SLOW_CATCH_UP: Duration = Duration::from_secs(2);
+
 /// Runs a load test as `args` describe and returns its summary.
 pub async fn run(args: &LoadArgs) -> Result<Summary, LoadError> {
     let plan = Plan::from_args(args).await?;
@@ -117,10 +124,28 @@ pub async fn run(args: &LoadArgs) -> Result<Summary, LoadError> {
 
     let stats = Arc::new(DeliveryStats::default());
     let counters = Arc::new(ConnectionCounters::default());
+    if args.slow_readers >= connections {
+        return Err(LoadError::invalid(
+            "--slow-readers must leave at least one connection reading at full speed",
+        ));
+    }
+    let slow = (args.slow_readers > 0)
+        .then(|| Arc::new(SlowReaders::new(args.slow_readers, args.slow_read_rate)));
     let context = Arc::new(SubscriberContext {
         endpoint: plan.ws.clone(),
         stats: stats.clone(),
         connections: counters.clone(),
+        slow: slow.clone(),
+        connect_timeout: args.connect_timeout,
+        deadline,
+    });
+    // Slow readers count apart, so the figures (loss, latency) are the
+    // fast readers'.
+    let slow_context = Arc::new(SubscriberContext {
+        endpoint: plan.ws.clone(),
+        stats: Arc::new(DeliveryStats::default()),
+        connections: counters.clone(),
+        slow: slow.clone(),
         connect_timeout: args.connect_timeout,
         deadline,
     });
@@ -164,6 +189,9 @@ pub async fn run(args: &LoadArgs) -> Result<Summary, LoadError> {
                 issued_at,
             ),
         };
+        let role = slow
+            .as_ref()
+            .map_or(ReaderRole::Fast, |slow| slow.role(index));
         let spec = SubscriberSpec {
             index,
             token,
@@ -171,9 +199,14 @@ pub async fn run(args: &LoadArgs) -> Result<Summary, LoadError> {
             channel_index,
             source_ip: (!plan.source_ips.is_empty())
                 .then(|| plan.source_ips[index % plan.source_ips.len()]),
+            role,
         };
         subscribers.spawn(subscriber::run_subscriber(
-            context.clone(),
+            if role == ReaderRole::Slow {
+                slow_context.clone()
+            } else {
+                context.clone()
+            },
             spec,
             setup_tx.clone(),
             stop_rx.clone(),
@@ -183,10 +216,13 @@ pub async fn run(args: &LoadArgs) -> Result<Summary, LoadError> {
     let mut subscribed = vec![0u64; plan.channels.len()];
     let mut setup_times = Vec::with_capacity(connections);
     let mut failed = 0;
+    let mut slow_ok = 0;
     let connect_deadline = run_start + connect_budget;
     while let Ok(Some(outcome)) = tokio::time::timeout_at(connect_deadline, setup_rx.recv()).await {
         setup_times.push(outcome.elapsed);
         match outcome.result {
+            // Slow readers are not owed every message.
+            Ok(_) if outcome.slow => slow_ok += 1,
             Ok(channel_index) => subscribed[channel_index] += 1,
             Err(_) => failed += 1,
         }
@@ -195,7 +231,7 @@ pub async fn run(args: &LoadArgs) -> Result<Summary, LoadError> {
         }
     }
     let connect_secs = run_start.elapsed().as_secs_f64();
-    let ok: u64 = subscribed.iter().sum();
+    let ok: u64 = subscribed.iter().sum::<u64>() + slow_ok;
     if ok == 0 {
         stop(stop_tx, subscribers, progress).await;
         return Err(LoadError::NoConnections {
@@ -226,6 +262,7 @@ pub async fn run(args: &LoadArgs) -> Result<Summary, LoadError> {
             until: window_end,
             window_ns: (window_start_ns, window_end_ns),
             concurrency: args.publish_concurrency,
+            keys: args.keys,
         });
         let publisher = {
             let target = target.clone();
@@ -241,6 +278,9 @@ pub async fn run(args: &LoadArgs) -> Result<Summary, LoadError> {
         let tool_start = server_probe::sample(std::process::id());
         tokio::time::sleep_until(window_end).await;
         phase.store(Phase::Grace as u8, Relaxed);
+        if let Some(slow) = &slow {
+            slow.catch_up.store(true, Relaxed);
+        }
         let after = args.server_pid.and_then(server_probe::sample);
         let tool_end = server_probe::sample(std::process::id());
         let published = tokio::time::timeout_at(deadline, publisher).await;
@@ -258,8 +298,12 @@ pub async fn run(args: &LoadArgs) -> Result<Summary, LoadError> {
         while Instant::now() < grace_end && stats.in_window() < expected {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        if slow.is_some() {
+            // The slow readers catch up on what the server kept for them.
+            tokio::time::sleep_until((Instant::now() + SLOW_CATCH_UP).min(deadline)).await;
+        }
         stop(stop_tx, subscribers, progress).await;
-        return Ok(summarize(
+        let mut summary = summarize(
             args,
             &plan,
             &stats,
@@ -271,7 +315,9 @@ pub async fn run(args: &LoadArgs) -> Result<Summary, LoadError> {
             connect_secs,
             [before, window_start_sample, after],
             [tool_start, tool_end],
-        ));
+        );
+        summary.slow_readers = slow.map(|slow| slow.summary());
+        return Ok(summary);
     }
 
     // --idle: hold the connections, then measure.
@@ -404,6 +450,7 @@ fn summarize(
             .zip(tool_end)
             .map(|(start, end)| end.cpu_ns.saturating_sub(start.cpu_ns) as f64 / 1e9 / window_secs),
         errors: counters.error_sample(),
+        slow_readers: None,
     }
 }
 

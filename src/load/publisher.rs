@@ -44,6 +44,8 @@ pub struct PublishSchedule {
     pub window_ns: (u64, u64),
     /// Workers, i.e. publishes in flight at most.
     pub concurrency: usize,
+    /// Keys cycled over in a `key` payload field; 0 = none (`--keys`).
+    pub keys: usize,
 }
 
 /// The publisher's counts.
@@ -155,6 +157,7 @@ async fn publish_worker(
         counters.attempted.fetch_add(1, Relaxed);
         let ts = unix_now_ns();
         write_payload(&mut payload, ts, seq, schedule.payload_bytes);
+        crate::load::slow_readers::add_key(&mut payload, seq, schedule.keys);
         let sent = match &mut transport {
             Transport::Http(http) => http.publish(channel, &payload).await,
             Transport::Kafka { producer, topic } => {

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::load::slow_readers::SlowReaderSummary;
 use crate::load::stats::Snapshot;
 
 /// The result of one run; `--json` prints it as one object.
@@ -34,6 +35,8 @@ pub struct Summary {
     pub tool_cpu_util: Option<f64>,
     /// Up to 8 distinct errors (failed setups, drops, failed publishes).
     pub errors: Vec<String>,
+    /// The slow-reader scenario's outcome, with `--slow-readers`.
+    pub slow_readers: Option<SlowReaderSummary>,
 }
 
 /// Connection outcomes.
@@ -213,6 +216,13 @@ impl Summary {
             let _ = writeln!(
                 out,
                 "  this tool used {util:.2} CPU cores during the window"
+            );
+        }
+        if let Some(s) = &self.slow_readers {
+            let _ = writeln!(
+                out,
+                "  slow readers  {} of {} cut by the server; of the others {} ended with the last value of all {} keys, {} did not (figures above are the fast readers')",
+                s.cut, s.readers, s.last_values_correct, s.keys, s.last_values_wrong
             );
         }
         for error in &self.errors {

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::load::plan::Endpoint;
+use crate::load::slow_readers::{self, LastValues, ReaderRole, SlowReaders};
 use crate::load::stats::DeliveryStats;
 
 /// Largest frame a subscriber accepts; far above any market-data message,
@@ -47,6 +48,8 @@ pub struct SubscriberSpec {
     pub channel_index: usize,
     /// The source address to bind, if any.
     pub source_ip: Option<IpAddr>,
+    /// Its part in the slow-reader scenario.
+    pub role: ReaderRole,
 }
 
 /// Shared by every subscriber of a run.
@@ -58,6 +61,8 @@ pub struct SubscriberContext {
     pub stats: Arc<DeliveryStats>,
     /// Connection counts and errors.
     pub connections: Arc<ConnectionCounters>,
+    /// The slow-reader scenario, when `--slow-readers` is set.
+    pub slow: Option<Arc<SlowReaders>>,
     /// Bound on TCP + upgrade + subscribe + ack.
     pub connect_timeout: Duration,
     /// The run's hard end: no connection outlives it.
@@ -67,6 +72,8 @@ pub struct SubscriberContext {
 /// How a connection's setup ended, sent to the orchestrator.
 #[derive(Debug)]
 pub struct SetupOutcome {
+    /// Whether it is a slow reader (not owed every message).
+    pub slow: bool,
     /// Which channel the connection subscribed to, or the error.
     pub result: Result<usize, String>,
     /// Time from the first SYN to the ack (or the failure).
@@ -122,6 +129,7 @@ pub async fn run_subscriber(
         Ok(Err(error)) => {
             ctx.connections.note_error(&error);
             let _ = setup.send(SetupOutcome {
+                slow: spec.role == ReaderRole::Slow,
                 result: Err(error),
                 elapsed: started.elapsed(),
             });
@@ -134,6 +142,7 @@ pub async fn run_subscriber(
             );
             ctx.connections.note_error(&error);
             let _ = setup.send(SetupOutcome {
+                slow: spec.role == ReaderRole::Slow,
                 result: Err(error),
                 elapsed: started.elapsed(),
             });
@@ -142,17 +151,22 @@ pub async fn run_subscriber(
     };
     ctx.connections.open.fetch_add(1, Relaxed);
     let _ = setup.send(SetupOutcome {
+        slow: spec.role == ReaderRole::Slow,
         result: Ok(spec.channel_index),
         elapsed: started.elapsed(),
     });
     // One timer for the whole connection, not one per read: a timer per
     // frame would cost a timer-wheel insert and removal per delivery.
+    let mut last = LastValues::new();
     let ended = tokio::select! {
         biased;
         _ = stop.wait_for(|stopped| *stopped) => None,
         () = tokio::time::sleep_until(ctx.deadline) => None,
-        ended = read_until(&ctx, &mut socket) => Some(ended),
+        ended = read_until(&ctx, spec.role, &mut socket, &mut last) => Some(ended),
     };
+    if let Some(slow) = &ctx.slow {
+        slow.finish(spec.role, last, ended.is_some());
+    }
     ctx.connections.open.fetch_sub(1, Relaxed);
     match ended {
         Some(error) => {
@@ -168,7 +182,12 @@ pub async fn run_subscriber(
 }
 
 /// Reads frames until the connection ends, and says why it ended.
-async fn read_until(ctx: &SubscriberContext, socket: &mut Socket) -> String {
+async fn read_until(
+    ctx: &SubscriberContext,
+    role: ReaderRole,
+    socket: &mut Socket,
+    last: &mut LastValues,
+) -> String {
     loop {
         let frame = match socket.read_frame().await {
             Err(error) => return format!("connection lost: {error}"),
@@ -177,6 +196,14 @@ async fn read_until(ctx: &SubscriberContext, socket: &mut Socket) -> String {
         match frame.opcode {
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                 ctx.stats.record_frame(&frame.payload, unix_now_ns());
+                if role != ReaderRole::Fast {
+                    slow_readers::track(&frame.payload, last);
+                }
+                if role == ReaderRole::Slow
+                    && let Some(pause) = ctx.slow.as_ref().and_then(|slow| slow.pause())
+                {
+                    tokio::time::sleep(pause).await;
+                }
             }
             OpCode::Close => return format!("closed by the server: {}", close_text(&frame)),
             OpCode::Ping | OpCode::Pong => {}
@@ -188,7 +215,8 @@ async fn open_and_subscribe(
     ctx: &SubscriberContext,
     spec: &SubscriberSpec,
 ) -> Result<Socket, String> {
-    let stream = connect_tcp(ctx.endpoint.address, spec.source_ip)
+    let recv_buffer = (spec.role == ReaderRole::Slow).then_some(slow_readers::SLOW_RECV_BUFFER);
+    let stream = connect_tcp(ctx.endpoint.address, spec.source_ip, recv_buffer)
         .await
         .map_err(|e| format!("TCP connect to {}: {e}", ctx.endpoint.address))?;
     let request = hyper::Request::builder()
@@ -280,8 +308,13 @@ fn close_text(frame: &Frame<'_>) -> String {
     }
 }
 
-/// A TCP connection to `target`, from `source` when given.
-async fn connect_tcp(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+/// A TCP connection to `target`, from `source` when given, with a receive
+/// buffer of `recv_buffer` bytes when given (a slow reader).
+async fn connect_tcp(
+    target: SocketAddr,
+    source: Option<IpAddr>,
+    recv_buffer: Option<u32>,
+) -> io::Result<TcpStream> {
     let socket = if target.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -292,6 +325,9 @@ async fn connect_tcp(target: SocketAddr, source: Option<IpAddr>) -> io::Result<T
         socket.bind(SocketAddr::new(ip, 0))?;
     }
     socket.set_nodelay(true)?;
+    if let Some(bytes) = recv_buffer {
+        socket.set_recv_buffer_size(bytes)?;
+    }
     socket.connect(target).await
 }
 
