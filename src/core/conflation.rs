@@ -40,29 +40,38 @@ pub(crate) fn policy_for(config: &CoreConfig, channel: &str) -> SlowClientPolicy
         .unwrap_or(config.slow_client_policy)
 }
 
-/// A queued message's part in conflation, in one `u64` so a queue entry
-/// stays as small as it can (an `Option<u64>` would add 8 bytes of padding
-/// to every entry of every client that keeps up).
+/// A queued frame's kind and part in conflation, in one `u64`, so a queue
+/// entry is a `Bytes` and a `u64`: 40 bytes, as before conflation existed
+/// (an `Option<u64>` beside the kind made it 56, and the larger buffers
+/// cost every client that keeps up a measurable share of allocator work).
+/// The lowest values are reserved: control frames, the close frame, and
+/// messages that are never replaced; every other value is a conflating
+/// channel's (channel, key) hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Tag(u64);
 
 impl Tag {
-    /// May hold any key (a JSON-array batch, a replayed message, a control
-    /// frame): never replaced, and no newer value is moved ahead of it.
-    pub(crate) const BARRIER: Tag = Tag(0);
+    /// A control frame (ack, error, pong, ping).
+    pub(crate) const CONTROL: Tag = Tag(0);
+    /// The close frame.
+    pub(crate) const CLOSE: Tag = Tag(1);
+    /// A message that may hold any key (a JSON-array batch, a replayed
+    /// message): never replaced, and no newer value is moved ahead of it.
+    pub(crate) const BARRIER: Tag = Tag(2);
     /// One message of a channel that does not conflate: never replaced, but
     /// it holds no key of a conflating channel, so values may pass it.
-    pub(crate) const FIXED: Tag = Tag(1);
+    pub(crate) const FIXED: Tag = Tag(3);
 
     /// The tag of a conflating channel's message whose (channel, key) hash
-    /// is `hash` (see [`tag`]); the two reserved values fold onto 2.
+    /// is `hash` (see [`tag`]); the reserved values fold onto the first
+    /// free one.
     pub(crate) fn key(hash: u64) -> Tag {
-        Tag(hash.max(2))
+        Tag(hash.max(4))
     }
 
     /// Whether a newer value of the same tag may replace it.
     pub(crate) fn replaceable(self) -> bool {
-        self.0 >= 2
+        self.0 >= 4
     }
 }
 
@@ -141,5 +150,7 @@ mod tests {
             Tag::FIXED
         );
         assert!(!Tag::BARRIER.replaceable() && !Tag::FIXED.replaceable());
+        assert!(!Tag::CONTROL.replaceable() && !Tag::CLOSE.replaceable());
+        assert!(Tag::key(3).replaceable());
     }
 }
