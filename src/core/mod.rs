@@ -11,14 +11,12 @@
 //! * `lifecycle.rs`, `requests.rs`, `fanout.rs`: the `impl Core` blocks for
 //!   a connection's life, client frames and publishing.
 //! * `subscriptions.rs`, `outbound.rs`, `permissions.rs`, `rate_limit.rs`,
-//!   `timers.rs`, `connection.rs`, `conn_map.rs`, `config.rs`: one policy or
-//!   table each.
+//!   `timers.rs`, `connection.rs`, `conn_map.rs`, `conn_slab.rs`,
+//!   `config.rs`: one policy or table each.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::Instant;
-
-use slab::Slab;
 
 use crate::proto;
 use crate::proto::codes::CloseCode;
@@ -27,6 +25,7 @@ mod compression;
 mod config;
 mod conflation;
 mod conn_map;
+mod conn_slab;
 mod connection;
 mod fanout;
 mod history;
@@ -54,6 +53,7 @@ pub use outputs::ConnInspection;
 pub use outputs::{CloseReason, DropReason, Event, Output, Stats, Transmit, VerifyRequest};
 pub use store::HistoryStats;
 
+use conn_slab::ConnSlab;
 use connection::Connection;
 use recovery::Replay;
 use store::Store;
@@ -134,8 +134,8 @@ pub struct Core {
     anchor: Instant,
     /// Unix milliseconds at `anchor`.
     anchor_unix_ms: u64,
-    /// Open connections (including those closing); the key is the `ConnId`.
-    conns: Slab<Connection>,
+    /// Open connections (including those closing), by `ConnId`.
+    conns: ConnSlab<Connection>,
     /// Open connections per remote address, for `max_connections_per_ip`.
     per_address: HashMap<IpAddr, usize>,
     /// Who is subscribed to what.
@@ -187,7 +187,7 @@ impl Core {
             config,
             anchor: now,
             anchor_unix_ms: unix_ms,
-            conns: Slab::new(),
+            conns: ConnSlab::new(),
             per_address: HashMap::new(),
             subscriptions: SubscriptionIndex::default(),
             ready: VecDeque::new(),
@@ -280,7 +280,7 @@ impl Core {
     /// The socket failed or hit EOF. The core forgets the connection now; no
     /// disconnect output follows (the shell already knows).
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
-        if let Some(c) = self.conns.get(conn.0) {
+        if let Some(c) = self.conns.get(conn) {
             let reason = c.closing.unwrap_or(CloseReason::ConnectionLost);
             self.forget(now, conn, reason);
         }
@@ -288,7 +288,7 @@ impl Core {
 
     /// The last [`Transmit`] for `conn` has been handed to the kernel.
     pub fn handle_write_complete(&mut self, now: Instant, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(conn.0) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
         if c.outbound.write_complete() {
@@ -329,7 +329,7 @@ impl Core {
     /// after what is already queued.
     pub fn handle_shutdown(&mut self, now: Instant) {
         self.shutting_down = true;
-        let open: Vec<ConnId> = self.conns.iter().map(|(key, _)| ConnId(key)).collect();
+        let open: Vec<ConnId> = self.conns.iter().map(|(conn, _)| conn).collect();
         for conn in open {
             self.begin_close(now, conn, CloseCode::GoingAway, CloseReason::Shutdown);
         }
@@ -359,7 +359,7 @@ impl Core {
     /// Frames of the first ready connection that has any.
     fn next_transmit(&mut self) -> Option<Transmit> {
         while let Some(conn) = self.ready.pop_front() {
-            let Some(c) = self.conns.get_mut(conn.0) else {
+            let Some(c) = self.conns.get_mut(conn) else {
                 continue;
             };
             c.in_ready = false;
@@ -411,7 +411,7 @@ impl Core {
     /// One connection's state, for property tests and fuzzing.
     #[doc(hidden)]
     pub fn inspect(&self, conn: ConnId) -> Option<ConnInspection> {
-        let c = self.conns.get(conn.0)?;
+        let c = self.conns.get(conn)?;
         Some(ConnInspection {
             channels: self
                 .subscriptions

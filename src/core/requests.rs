@@ -38,7 +38,7 @@ impl Core {
     /// Applies the inbound rate limit; false if the frame must not be
     /// processed.
     fn admit(&mut self, now: Instant, conn: ConnId) -> bool {
-        let Some(c) = self.conns.get_mut(conn.0) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return false;
         };
         match c.rate.take(now) {
@@ -132,7 +132,7 @@ impl Core {
     fn refusal(&self, conn: ConnId, name: &str, new_so_far: usize) -> Option<(ErrorCode, String)> {
         let c = self
             .conns
-            .get(conn.0)
+            .get(conn)
             .expect("callers checked the connection exists");
         if let Err(err) = channel::validate(name) {
             let message = format!(
@@ -217,7 +217,7 @@ impl Core {
         requested: Option<u32>,
     ) -> Vec<(String, u32)> {
         let cap = self.config.subscription_max_rate.max(1);
-        let Some(c) = self.conns.get_mut(conn.0) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return Vec::new();
         };
         let rate = match (requested.map(|r| r.min(cap)), c.identity.max_rate) {
@@ -265,7 +265,7 @@ impl Core {
             .cloned()
             .collect();
         self.drop_replays(conn, Some(&removed));
-        if let Some(c) = self.conns.get_mut(conn.0) {
+        if let Some(c) = self.conns.get_mut(conn) {
             let before = c.throttles.len();
             c.throttles.retain(|t| !removed.contains(&t.channel));
             self.throttled -= before - c.throttles.len();
