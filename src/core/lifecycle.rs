@@ -122,21 +122,23 @@ impl Core {
         Ok(conn)
     }
 
-    /// Records inbound activity; false if the connection is unknown or
-    /// closing (its frames are then ignored).
-    pub(super) fn touch(&mut self, now: Instant, conn: ConnId) -> bool {
-        let Some(c) = self.conns.get_mut(conn) else {
-            return false;
-        };
-        if c.closing.is_some() {
-            return false;
+    /// Whether frames from `conn` are still processed: false if the
+    /// connection is unknown (or a stale handle) or closing.
+    pub(super) fn accepts_input(&self, conn: ConnId) -> bool {
+        self.conns.get(conn).is_some_and(|c| c.closing.is_none())
+    }
+
+    /// Inbound activity proves the client alive: pushes its idle deadline
+    /// (`connection_timeout`) back to `now` plus the timeout.
+    pub(super) fn reset_idle_timer(&mut self, now: Instant, conn: ConnId) {
+        if self.config.connection_timeout.is_zero() {
+            return;
         }
-        if !self.config.connection_timeout.is_zero() {
+        if let Some(c) = self.conns.get_mut(conn) {
             c.timers
                 .set(Timer::Idle, now + self.config.connection_timeout);
             self.reschedule(conn);
         }
-        true
     }
 
     /// Lists `conn` for [`Core::poll_output`] if its writer is idle and

@@ -221,7 +221,8 @@ impl Core {
 
     /// A WebSocket Ping from the client: the core queues the Pong.
     pub fn handle_ping(&mut self, now: Instant, conn: ConnId, payload: &[u8]) {
-        if self.touch(now, conn) {
+        if self.accepts_input(conn) {
+            self.reset_idle_timer(now, conn);
             self.enqueue(
                 now,
                 conn,
@@ -233,12 +234,15 @@ impl Core {
 
     /// Inbound activity that carries no request (a Pong frame).
     pub fn handle_activity(&mut self, now: Instant, conn: ConnId) {
-        self.touch(now, conn);
+        if self.accepts_input(conn) {
+            self.reset_idle_timer(now, conn);
+        }
     }
 
     /// The client sent a frame over `max_message_bytes`: close 1009.
     pub fn handle_frame_too_big(&mut self, now: Instant, conn: ConnId) {
-        if self.touch(now, conn) {
+        if self.accepts_input(conn) {
+            self.reset_idle_timer(now, conn);
             self.begin_close(now, conn, CloseCode::TooBig, CloseReason::FrameTooBig);
         }
     }
@@ -246,7 +250,8 @@ impl Core {
     /// The client sent a compressed message that is not valid DEFLATE:
     /// close 1007 (RFC 7692 §8.1 fails the connection).
     pub fn handle_bad_compressed_data(&mut self, now: Instant, conn: ConnId) {
-        if self.touch(now, conn) {
+        if self.accepts_input(conn) {
+            self.reset_idle_timer(now, conn);
             self.begin_close(
                 now,
                 conn,
@@ -260,7 +265,8 @@ impl Core {
     /// close 1002, then the socket is dropped once the close is written or
     /// `slow_close_grace` passes. Nothing else it sent is processed.
     pub fn handle_protocol_violation(&mut self, now: Instant, conn: ConnId) {
-        if self.touch(now, conn) {
+        if self.accepts_input(conn) {
+            self.reset_idle_timer(now, conn);
             self.begin_close(
                 now,
                 conn,
@@ -272,7 +278,8 @@ impl Core {
 
     /// The client sent a close frame: the core answers it and disconnects.
     pub fn handle_peer_close(&mut self, now: Instant, conn: ConnId) {
-        if self.touch(now, conn) {
+        if self.accepts_input(conn) {
+            self.reset_idle_timer(now, conn);
             self.begin_close(now, conn, CloseCode::Normal, CloseReason::ClientClosed);
         }
     }

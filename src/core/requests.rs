@@ -85,9 +85,10 @@ impl Core {
     }
 
     pub(super) fn text(&mut self, now: Instant, conn: ConnId, payload: &[u8]) {
-        if !self.touch(now, conn) {
+        if !self.accepts_input(conn) {
             return;
         }
+        self.reset_idle_timer(now, conn);
         if std::str::from_utf8(payload).is_err() {
             // RFC 6455 §8.1: an endpoint MUST fail the connection.
             self.begin_close(
@@ -121,7 +122,11 @@ impl Core {
     }
 
     pub(super) fn binary(&mut self, now: Instant, conn: ConnId) {
-        if !self.touch(now, conn) || !self.admit(now, conn) {
+        if !self.accepts_input(conn) {
+            return;
+        }
+        self.reset_idle_timer(now, conn);
+        if !self.admit(now, conn) {
             return;
         }
         let message = "Binary frames are not supported; send JSON text frames.";
