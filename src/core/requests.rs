@@ -14,17 +14,6 @@ use crate::proto::client::{self, ClientFrame, RequestId, SubscribeOptions};
 use crate::proto::codes::{CloseCode, ErrorCode};
 use crate::proto::server;
 
-/// Longest piece of a client-supplied channel name quoted back in an error.
-const QUOTED_NAME_CHARS: usize = 140;
-
-fn quoted(name: &str) -> String {
-    let mut shown: String = name.chars().take(QUOTED_NAME_CHARS).collect();
-    if shown.len() < name.len() {
-        shown.push('…');
-    }
-    shown
-}
-
 /// Channels in the order first named, without repeats.
 fn deduplicated(channels: Vec<String>) -> Vec<String> {
     let mut seen = std::collections::HashSet::with_capacity(channels.len());
@@ -140,10 +129,7 @@ impl Core {
             .get(conn)
             .expect("callers checked the connection exists");
         if let Err(err) = channel::validate(name) {
-            let message = format!(
-                "Channel \"{}\" is not a valid channel name: it {err}.",
-                quoted(name)
-            );
+            let message = channel::refusal_message(name, err);
             return Some((ErrorCode::InvalidChannel, message));
         }
         if let Err(denied) = permissions::check(&c.identity, &self.config.channel_rules, name) {
