@@ -61,9 +61,9 @@ impl<T> ConnMap<T> {
     /// Removes and returns the value of `conn` (nothing for a stale handle).
     pub(crate) fn remove(&mut self, conn: &ConnId) -> Option<T> {
         let slot = self.slots.get_mut(conn.index())?;
-        if !slot
+        if slot
             .as_ref()
-            .is_some_and(|(generation, _)| *generation == conn.generation())
+            .is_none_or(|(generation, _)| *generation != conn.generation())
         {
             return None;
         }
