@@ -53,7 +53,7 @@ pub(crate) fn delay_for(
 impl Core {
     /// The delay `conn` gets `channel` with, if any.
     pub(super) fn delay_of(&self, conn: ConnId, channel: &str) -> Option<Duration> {
-        let c = self.conns.get(conn.0)?;
+        let c = self.conns.get(conn)?;
         delay_for(&self.config, &c.identity, channel)
     }
 
@@ -125,7 +125,7 @@ impl Core {
             })
             .filter(|due| *due > now)
             .min();
-        let Some(c) = self.conns.get_mut(conn.0) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
         if c.closing.is_some() || c.timers.get(Timer::Delay) == next {
