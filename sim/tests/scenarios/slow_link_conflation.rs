@@ -21,9 +21,9 @@ use crate::{TEST, policy, sim_error};
 /// Healthy clients next to the slow one.
 const HEALTHY: usize = 2;
 
-/// Messages published: several times the slow client's queue (16 frames)
-/// plus what the simulated network buffers. Small, so 60 seeds stay cheap.
-const MESSAGES: usize = 200;
+/// Messages published: many times the slow client's queue (8 frames) plus
+/// what the simulated network buffers. Small, so 60 seeds stay cheap.
+const MESSAGES: usize = 400;
 
 /// The `pos` of the last message per channel in `log`, checking on the way
 /// that each channel's offsets only grow (stream order).
@@ -57,7 +57,7 @@ fn slow_link_conflation(seed: u64) -> Result<Trace, String> {
     let mut sim = world.sim(Duration::from_secs(60));
     let mut config = sim_config();
     config.core.slow_client_policy = SlowClientPolicy::Conflate;
-    config.core.client_buffer_frames = 16;
+    config.core.client_buffer_frames = 8;
     world.start_server(&mut sim, config, source);
     let ready = Gate::default();
     let left = Gate::default();
@@ -103,9 +103,9 @@ fn slow_link_conflation(seed: u64) -> Result<Trace, String> {
             // The slow link: long stalls, short bursts of reading.
             while !over.is_set() {
                 client.pause();
-                tokio::time::sleep(Duration::from_millis(rng.random_range(100..300))).await;
+                tokio::time::sleep(Duration::from_millis(rng.random_range(200..400))).await;
                 client.resume();
-                tokio::time::sleep(Duration::from_millis(rng.random_range(5..20))).await;
+                tokio::time::sleep(Duration::from_millis(rng.random_range(2..10))).await;
             }
             // The stream paused: the link catches up.
             done.wait(Duration::from_secs(40)).await?;
