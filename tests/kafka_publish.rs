@@ -4,6 +4,7 @@
 //! `WS_PUBLISH_TIMEOUT`, never 200; the batch endpoint and its limits.
 
 mod kafka_support;
+mod server_support;
 
 use std::time::Duration;
 
