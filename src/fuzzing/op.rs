@@ -7,9 +7,10 @@
 //! enum with proptest strategies, so one vocabulary covers every harness.
 //!
 //! Indices are the language's only names: a connection is an index into
-//! the connections the harness currently holds (modulo their count), a
-//! channel or user an index into the harness's own cast (the fuzz targets
-//! use `scenario`'s channels and users; each test its own small set).
+//! the harness's connections (modulo their count: the fuzz harness counts
+//! those it holds, the state-machine model every one it opened), a channel
+//! or user an index into the harness's own cast (the fuzz targets use
+//! `scenario`'s channels and users; each test its own small set).
 
 use arbitrary::Arbitrary;
 
@@ -151,7 +152,8 @@ pub enum Op {
     },
     /// The socket of a connection that is writing takes everything.
     WriteComplete {
-        /// Which connection, among those with a write in flight.
+        /// Which connection (the fuzz harness counts only those with a
+        /// write in flight).
         conn: u8,
     },
     /// Every socket takes what was written to it.
