@@ -133,13 +133,11 @@ impl ReferenceStateMachine for CoreModel {
     fn apply(mut state: Model, step: &Op) -> Model {
         let count = state.conns.len();
         match step {
-            Op::Open { channels, .. } => {
-                if !state.shutting_down {
-                    state.conns.push(ModelConn {
-                        channels: channels.iter().map(|&c| channel(c)).collect(),
-                        open: true,
-                    });
-                }
+            Op::Open { channels, .. } if !state.shutting_down => {
+                state.conns.push(ModelConn {
+                    channels: channels.iter().map(|&c| channel(c)).collect(),
+                    open: true,
+                });
             }
             Op::Subscribe { conn, channels, .. } => {
                 let conn = &mut state.conns[usize::from(*conn) % count];
