@@ -3,8 +3,9 @@
 //! writes starting, completing or stalling, closes, shutdown). The
 //! `core_ops` fuzz target decodes it with `arbitrary` (or reads it from a
 //! script), and the property and state-machine tests
-//! (`tests/core_props.rs`, `tests/core_state_machine.rs`) generate the same
-//! enum with proptest strategies, so one vocabulary covers every harness.
+//! (`tests/core_props.rs`, `tests/core_recovery_props.rs`,
+//! `tests/core_state_machine.rs`) generate the same enum with proptest
+//! strategies, so one vocabulary covers every harness.
 //!
 //! Indices are the language's only names: a connection is an index into
 //! the harness's connections (modulo their count: the fuzz harness counts
