@@ -1,5 +1,5 @@
 //! The invariants every simulation run must keep, checked over the run's
-//! [`Trace`] after the run, whatever the scenario:
+//! [`Trace`](crate::recorder::Trace) after the run, whatever the scenario:
 //!
 //! 1. every message a client received was published, on the channel it says;
 //! 2. nothing is delivered to a non-subscriber;
