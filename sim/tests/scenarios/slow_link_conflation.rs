@@ -16,7 +16,12 @@ use sim::seeds::run_seeds;
 use sim::world::{Flag, Gate, World, channel, partition_of, sim_config};
 use ws_realtime::core::SlowClientPolicy;
 
-use crate::{TEST, policy, sim_error};
+use crate::{TEST, policy};
+
+/// Turns a turmoil failure into the scenario's error.
+fn sim_error(error: Box<dyn std::error::Error>) -> String {
+    format!("simulation failed: {error}")
+}
 
 /// Healthy clients next to the slow one.
 const HEALTHY: usize = 2;
