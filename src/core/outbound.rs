@@ -119,6 +119,11 @@ pub(crate) struct Outbound {
     /// instant per queue, not per frame, so stamping costs nothing on the hot
     /// path. Kept when that message is dropped (the figure errs high).
     oldest_ingest: Option<Instant>,
+    /// Frames in the last batch taken: the room an empty queue reserves at
+    /// its first push, so a busy connection's queue is allocated once per
+    /// batch instead of growing 4, 8, 16, 32… (a reallocation and a copy
+    /// each) on every turn, while an idle one still holds no queue at all.
+    last_batch: u32,
 }
 
 impl Outbound {
@@ -138,6 +143,7 @@ impl Outbound {
             max_frames,
             max_bytes,
             oldest_ingest: None,
+            last_batch: 0,
         }
     }
 
@@ -206,6 +212,12 @@ impl Outbound {
     }
 
     fn push_tagged(&mut self, frame: Bytes, kind: FrameKind, tag: Option<u64>) {
+        if self.queue.capacity() == 0 {
+            // A multiple of 4, so `take_batch` turns the buffer into the
+            // batch's `Vec<Bytes>` in place (see there).
+            let room = (self.last_batch as usize).clamp(4, self.max_frames.max(4));
+            self.queue.reserve_exact(room.next_multiple_of(4));
+        }
         self.queued_bytes += frame.len();
         if kind == FrameKind::Control {
             self.control.frames += 1;
@@ -387,9 +399,13 @@ impl Outbound {
         self.in_flight_bytes = self.queued_bytes;
         self.queued_bytes = 0;
         self.control_in_flight = self.control;
-        // Taking the queue (not draining it) frees its buffer: an idle
-        // connection then holds no queue memory at all.
-        let queue = std::mem::take(&mut self.queue);
+        self.last_batch = u32::try_from(self.queue.len()).unwrap_or(u32::MAX);
+        // Taking the queue (not draining it) hands its buffer over: an idle
+        // connection then holds no queue memory at all. The batch is built
+        // in that same buffer (a `Vec` from a `VecDeque` only moves, and a
+        // mapped `Vec` is collected in place, as `Queued` is larger than
+        // `Bytes` with the same alignment): no allocation per batch.
+        let queue = Vec::from(std::mem::take(&mut self.queue));
         Some(queue.into_iter().map(|q| q.frame).collect())
     }
 
