@@ -9,6 +9,15 @@
 //! is, the fewer writes per message. A batch holds at most half a client's
 //! queue of messages, so a burst (a Kafka fetch after a stall) is written in
 //! several turns instead of overflowing every queue at once.
+//!
+//! A drain writes every socket, which at a thousand subscribers takes
+//! milliseconds. Every [`WRITES_PER_LOOK`] writes it lets the other tasks
+//! run and takes the source messages that came meanwhile: each is told it
+//! is taken (so an HTTP publisher is answered within a fraction of a drain,
+//! not after it) and held for the next turn's batch, where every socket
+//! gets it in the one write of that turn. Without this, a publisher with a
+//! bounded number of requests in flight gets one round of them per drain,
+//! and under load its publishes are refused instead of the batches growing.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,6 +43,9 @@ const MAX_MESSAGE_BATCH: usize = 256;
 
 /// Most rounds of yielding and taking before a drain.
 const TAKE_ROUNDS: usize = 4;
+
+/// Sockets written in a drain between two looks at the source messages.
+const WRITES_PER_LOOK: usize = 128;
 
 /// Inputs to the driver.
 pub(crate) enum Command {
@@ -114,6 +126,10 @@ pub(crate) struct Driver {
     /// Most source messages taken before a drain: half a client's queue, so
     /// one batch can never overflow a healthy client's queue by itself.
     message_batch: usize,
+    /// Messages taken while the last drain wrote, in arrival order: already
+    /// told they are taken, handed to the core first thing next turn (and
+    /// counted in its batch), so each socket still gets one write per turn.
+    held: Vec<Ingest>,
     /// Verifies `refresh` tokens in tasks of their own, so the driver never
     /// waits for crypto or a key fetch; `None` refuses every refresh.
     verifier: Option<Arc<Verifier>>,
@@ -155,6 +171,7 @@ impl Driver {
             verified_tx,
             verified_rx: Some(verified_rx),
             message_batch: (client_buffer_frames / 2).clamp(1, MAX_MESSAGE_BATCH),
+            held: Vec::new(),
             core,
             slots: ConnMap::default(),
             logs: ConnLogs::default(),
@@ -187,6 +204,9 @@ impl Driver {
         let mut stats_timer =
             tokio::time::interval_at(tokio::time::Instant::now() + STATS_INTERVAL, STATS_INTERVAL);
         loop {
+            // Messages held by the last drain go first: they came before
+            // anything the select can take now.
+            let held = self.publish_held();
             let deadline = self.deadline.map(tokio::time::Instant::from_std);
             let sleep = async move {
                 match deadline {
@@ -199,14 +219,15 @@ impl Driver {
                 command = commands.recv() => match command {
                     Some(command) => {
                         self.on_command(command);
-                        self.take_waiting(&mut commands, &mut ingest, 0).await;
+                        self.take_waiting(&mut commands, &mut ingest, held).await;
                     }
                     None => break,
                 },
-                message = ingest.recv(), if ingest_open => match message {
+                // A full batch held already: the ready branch drains it first.
+                message = ingest.recv(), if ingest_open && held < self.message_batch => match message {
                     Some(message) => {
                         self.on_ingest(message);
-                        self.take_waiting(&mut commands, &mut ingest, 1).await;
+                        self.take_waiting(&mut commands, &mut ingest, held + 1).await;
                     }
                     None => ingest_open = false,
                 },
@@ -214,9 +235,10 @@ impl Driver {
                     self.serve_deadline(now());
                 }
                 Some(answer) = verified.recv() => self.on_verified(answer),
-                _ = stats_timer.tick() => {
-                    self.log_stats();
-                    continue;
+                _ = stats_timer.tick() => self.log_stats(),
+                // The held messages are in the core: drain without waiting.
+                () = std::future::ready(()), if held > 0 => {
+                    self.take_waiting(&mut commands, &mut ingest, held).await;
                 }
             }
             // The select prefers input, so under a steady stream of it the
@@ -226,8 +248,19 @@ impl Driver {
             if self.deadline.is_some_and(|at| at <= now) {
                 self.serve_deadline(now);
             }
-            self.drain();
+            self.drain(&mut ingest).await;
         }
+    }
+
+    /// Hands the messages held by the last drain to the core, in order;
+    /// returns how many there were.
+    fn publish_held(&mut self) -> usize {
+        let held = std::mem::take(&mut self.held);
+        let count = held.len();
+        for message in held {
+            self.on_ingest(message);
+        }
+        count
     }
 
     /// Lets the tasks that are ready run first (the HTTP handlers of other
@@ -455,6 +488,15 @@ impl Driver {
         });
     }
 
+    /// Takes a message while a drain writes: tells its source it is taken
+    /// and holds it for the next turn.
+    fn hold(&mut self, mut message: Ingest) {
+        if let Some(taken) = message.taken.take() {
+            let _ = taken.send(());
+        }
+        self.held.push(message);
+    }
+
     fn on_ingest(&mut self, message: Ingest) {
         let Ingest {
             publish,
@@ -505,9 +547,12 @@ impl Driver {
     }
 
     /// Drains every output of the core, in the order it gives them: frames
-    /// to write, sockets to drop, events, and last its next deadline.
-    fn drain(&mut self) {
-        let now = now();
+    /// to write, sockets to drop, events, and last its next deadline. Every
+    /// [`WRITES_PER_LOOK`] writes it yields and holds the source messages
+    /// that came meanwhile (see [`Driver::hold`]), up to a batch.
+    async fn drain(&mut self, ingest: &mut mpsc::Receiver<Ingest>) {
+        let mut now = now();
+        let mut writes = 0;
         // A deadline the inputs of this turn made due already (a batch
         // flush with no delay) is served at once, but only once per drain,
         // so a timer that keeps coming due cannot hold the driver here.
@@ -524,6 +569,19 @@ impl Driver {
                     match slot.link.clone() {
                         Some(link) => self.write(now, &link, transmit),
                         None => slot.parked = Some(Box::new(transmit)),
+                    }
+                    writes += 1;
+                    if writes % WRITES_PER_LOOK == 0 && self.held.len() < self.message_batch {
+                        // Lets the publishers' tasks read their requests,
+                        // and answer the ones held at the last look.
+                        tokio::task::yield_now().await;
+                        while self.held.len() < self.message_batch {
+                            let Ok(message) = ingest.try_recv() else {
+                                break;
+                            };
+                            self.hold(message);
+                        }
+                        now = self::now();
                     }
                 }
                 Some(Output::Disconnect(conn)) => {
