@@ -99,7 +99,12 @@ impl TimerTable {
     /// The earliest armed deadline.
     pub(crate) fn next(&self) -> Option<Instant> {
         // One base for all: the smallest offset is the earliest deadline.
-        let earliest = self.offsets.iter().copied().filter(|&o| o != DISARMED).min()?;
+        let earliest = self
+            .offsets
+            .iter()
+            .copied()
+            .filter(|&o| o != DISARMED)
+            .min()?;
         self.instant(earliest)
     }
 
@@ -113,7 +118,8 @@ impl TimerTable {
         // Beyond what `Instant` holds (only for clamped offsets): a far
         // future deadline stays far, a far past one is due.
         Some(if offset >= 0 {
-            base.checked_add(distance).unwrap_or(base + std::time::Duration::from_secs(1 << 32))
+            base.checked_add(distance)
+                .unwrap_or(base + std::time::Duration::from_secs(1 << 32))
         } else {
             base.checked_sub(distance).unwrap_or(base)
         })
@@ -134,15 +140,27 @@ mod tests {
         assert_eq!(table.get(Timer::Idle), None);
         table.clear(Timer::Heartbeat);
         assert_eq!(table.next(), None, "clearing an empty table arms nothing");
-        table.set(Timer::Heartbeat, start + Duration::from_nanos(25_000_000_007));
-        table.set(Timer::CloseGrace, start - Duration::from_nanos(1_000_000_003));
-        table.set(Timer::TokenExpiry, start + Duration::from_secs(86_400 * 365));
+        table.set(
+            Timer::Heartbeat,
+            start + Duration::from_nanos(25_000_000_007),
+        );
+        table.set(
+            Timer::CloseGrace,
+            start - Duration::from_nanos(1_000_000_003),
+        );
+        table.set(
+            Timer::TokenExpiry,
+            start + Duration::from_secs(86_400 * 365),
+        );
         assert_eq!(table.get(Timer::Idle), None);
         assert_eq!(
             table.get(Timer::Heartbeat),
             Some(start + Duration::from_nanos(25_000_000_007))
         );
-        assert_eq!(table.next(), Some(start - Duration::from_nanos(1_000_000_003)));
+        assert_eq!(
+            table.next(),
+            Some(start - Duration::from_nanos(1_000_000_003))
+        );
         assert!(table.take_expired(Timer::CloseGrace, start));
         assert!(!table.take_expired(Timer::CloseGrace, start), "taken once");
         assert!(!table.take_expired(Timer::Heartbeat, start));
