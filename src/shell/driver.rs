@@ -687,4 +687,75 @@ mod tests {
         );
         task.abort();
     }
+
+    /// A message that arrives while a drain writes is taken (its source
+    /// told at once, so an HTTP publisher is answered) and held for the
+    /// next turn, which hands it to the core ahead of anything newer.
+    #[tokio::test]
+    async fn a_message_arriving_during_a_drain_is_answered_and_held_for_the_next_turn() {
+        let core = Core::new(CoreConfig::default(), now(), 0);
+        let (drained, _) = watch::channel(false);
+        let mut driver = Driver::new(core, Arc::new(Metrics::new()), drained, 256);
+        // More subscribers than one look's worth of writes (their sockets
+        // are never attached, so the transmits are parked: still counted).
+        let mut conns = Vec::new();
+        for user in 0..WRITES_PER_LOOK + 10 {
+            let (reply, answer) = oneshot::channel();
+            let open = Open {
+                identity: Identity {
+                    user_id: format!("user{user}"),
+                    roles: Vec::new(),
+                    channel_patterns: None,
+                    expires_at_unix_ms: None,
+                    max_rate: None,
+                },
+                remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                channels: vec!["lines".to_owned()],
+                deflate: None,
+            };
+            driver.on_command(Command::Open {
+                open: Box::new(open),
+                reply,
+            });
+            conns.push(answer.await.unwrap().expect("admitted"));
+        }
+        let (ingest_tx, mut ingest) = mpsc::channel(4);
+        driver.drain(&mut ingest).await;
+        // The acks were parked; as if each socket had written them.
+        for &conn in &conns {
+            let slot = driver.slots.get_mut(&conn).expect("open");
+            assert!(slot.parked.take().is_some());
+            driver.core.handle_write_complete(now(), conn);
+        }
+        let message = |taken| Ingest {
+            publish: Publish {
+                channel: "lines".to_owned(),
+                pos: None,
+                payload: Bytes::from_static(b"{}"),
+                key: None,
+            },
+            taken: Some(taken),
+            received_at: now(),
+            source: "test",
+        };
+        let (first_taken, mut first_answer) = oneshot::channel();
+        driver.on_ingest(message(first_taken));
+        assert!(
+            first_answer.try_recv().is_ok(),
+            "the turn's message is taken"
+        );
+        // The second comes after the turn took its input: only a look
+        // during the drain can see it.
+        let (second_taken, mut second_answer) = oneshot::channel();
+        ingest_tx.try_send(message(second_taken)).unwrap();
+        driver.drain(&mut ingest).await;
+        assert!(
+            second_answer.try_recv().is_ok(),
+            "the publisher was answered during the drain"
+        );
+        assert_eq!(driver.held.len(), 1, "held for the next turn");
+        assert!(ingest.try_recv().is_err(), "taken off the queue");
+        assert_eq!(driver.publish_held(), 1);
+        assert!(driver.held.is_empty());
+    }
 }
