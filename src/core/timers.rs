@@ -174,9 +174,4 @@ mod tests {
             Some(start + Duration::from_secs(86_400 * 365))
         );
     }
-
-    #[test]
-    fn a_table_is_half_the_size_of_seven_optional_instants() {
-        assert!(std::mem::size_of::<TimerTable>() <= 72);
-    }
 }
