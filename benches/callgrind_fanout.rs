@@ -2,10 +2,12 @@
 //! (`benches/callgrind.sh`): instruction counts are deterministic where
 //! wall-clock numbers on a shared machine are not.
 //!
-//! `callgrind_fanout [PUBLISHES]` opens 1 000 subscribers to one channel,
-//! then publishes PUBLISHES messages, draining every output after each one
-//! as the shell would. The script runs it twice with different counts and
-//! divides the difference by the extra deliveries, so set-up cost cancels.
+//! `callgrind_fanout [PUBLISHES] [BATCH]` opens 1 000 subscribers to one
+//! channel, then publishes PUBLISHES messages, draining every output after
+//! each BATCH of them (default 1) as the shell's driver does after each turn:
+//! under load a turn takes many messages, and each socket gets them in one
+//! transmit. The script runs it twice with different counts and divides the
+//! difference by the extra deliveries, so set-up cost cancels.
 //! `CALLGRIND_POLICY=conflate` (or `drop_oldest`) runs it under that
 //! slow-client policy, with every subscriber keeping up, and snapshots keyed
 //! by `symbol` so the message key is worked out under every policy alike.
@@ -54,11 +56,11 @@ fn drain(core: &mut Core, now: Instant) {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; any number is the publish count.
-    let publishes: i64 = std::env::args()
-        .skip(1)
-        .find_map(|arg| arg.parse().ok())
-        .unwrap_or(100);
+    // `cargo bench` passes `--bench`; the first number is the publish
+    // count, the second the messages per turn.
+    let mut numbers = std::env::args().skip(1).filter_map(|arg| arg.parse().ok());
+    let publishes: i64 = numbers.next().unwrap_or(100);
+    let batch: i64 = numbers.next().unwrap_or(1).max(1);
     let now = Instant::now();
     let slow_client_policy = match std::env::var("CALLGRIND_POLICY").as_deref() {
         Ok("conflate") => SlowClientPolicy::Conflate,
@@ -116,7 +118,9 @@ fn main() {
             },
         );
         delivered += outcome.delivered;
-        drain(&mut core, now);
+        if offset % batch == 0 || offset == publishes {
+            drain(&mut core, now);
+        }
     }
     assert_eq!(delivered, SUBSCRIBERS * publishes as usize);
     println!("delivered {delivered}");

@@ -50,6 +50,8 @@ pub use config::{
     SlowClientPolicy,
 };
 pub(crate) use conn_map::ConnMap;
+#[doc(hidden)]
+pub use connection::connection_record_size;
 pub use inputs::{ConnId, Identity, Open, Publish, PublishOutcome, Refusal};
 #[doc(hidden)]
 pub use outputs::ConnInspection;

@@ -445,11 +445,16 @@ impl Outbound {
         // keeps up allocates no queue per batch: taking it cost every
         // delivery a malloc and a free whose glibc size-class work was a
         // third of the instructions per delivery (BENCHMARKS.md, callgrind).
-        // Only a small buffer is kept; one a burst grew is given back, so an
-        // idle connection holds at most `KEPT_ENTRIES` entries (320 bytes),
-        // and one that never got a frame holds none.
+        // Only a small buffer is kept; one a burst grew is given back, so a
+        // connection holds at most `KEPT_ENTRIES` entries (320 bytes) between
+        // batches, and one that never got a message holds none.
+        // A batch of control frames only (the acks and pongs of a connection
+        // that receives no messages) gives the buffer back all the same, so an
+        // idle subscriber's queue costs nothing between its pings.
         let frames = self.queue.drain(..).map(|q| q.frame).collect();
-        if self.queue.capacity() > KEPT_ENTRIES {
+        if self.control_in_flight.frames == self.in_flight_frames {
+            self.queue.shrink_to(0);
+        } else if self.queue.capacity() > KEPT_ENTRIES {
             self.queue.shrink_to(KEPT_ENTRIES);
         }
         Some(frames)
@@ -788,6 +793,22 @@ mod tests {
         let lens: Vec<usize> = out.queued().map(Bytes::len).collect();
         assert_eq!(lens, [1, 4, 3]);
         assert_eq!(out.control().frames, 1);
+    }
+
+    #[test]
+    fn a_batch_of_control_frames_only_gives_the_buffer_back() {
+        // An idle subscriber got its ack (a control frame) and nothing since:
+        // it must hold no queue memory, or every idle connection pays for one.
+        let mut out = Outbound::new(100, 100_000, CONTROL);
+        out.push(
+            frame(1),
+            FrameKind::Control,
+            SlowClientPolicy::Disconnect,
+            Tag::CONTROL,
+        );
+        out.take_batch();
+        out.write_complete();
+        assert_eq!(out.queue.capacity(), 0);
     }
 
     #[test]

@@ -9,6 +9,15 @@
 //! is, the fewer writes per message. A batch holds at most half a client's
 //! queue of messages, so a burst (a Kafka fetch after a stall) is written in
 //! several turns instead of overflowing every queue at once.
+//!
+//! A drain writes every socket, which at a thousand subscribers takes
+//! milliseconds. Every [`WRITES_PER_LOOK`] writes it lets the other tasks
+//! run and takes the source messages that came meanwhile: each is told it
+//! is taken (so an HTTP publisher is answered within a fraction of a drain,
+//! not after it) and held for the next turn's batch, where every socket
+//! gets it in the one write of that turn. Without this, a publisher with a
+//! bounded number of requests in flight gets one round of them per drain,
+//! and under load its publishes are refused instead of the batches growing.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,6 +43,9 @@ const MAX_MESSAGE_BATCH: usize = 256;
 
 /// Most rounds of yielding and taking before a drain.
 const TAKE_ROUNDS: usize = 4;
+
+/// Sockets written in a drain between two looks at the source messages.
+const WRITES_PER_LOOK: usize = 128;
 
 /// Inputs to the driver.
 pub(crate) enum Command {
@@ -110,6 +122,10 @@ pub(crate) struct Driver {
     /// Most source messages taken before a drain: half a client's queue, so
     /// one batch can never overflow a healthy client's queue by itself.
     message_batch: usize,
+    /// Messages taken while the last drain wrote, in arrival order: already
+    /// told they are taken, handed to the core first thing next turn (and
+    /// counted in its batch), so each socket still gets one write per turn.
+    held: Vec<Ingest>,
     /// Verifies `refresh` tokens in tasks of their own, so the driver never
     /// waits for crypto or a key fetch; `None` refuses every refresh.
     verifier: Option<Arc<Verifier>>,
@@ -151,6 +167,7 @@ impl Driver {
             verified_tx,
             verified_rx: Some(verified_rx),
             message_batch: (client_buffer_frames / 2).clamp(1, MAX_MESSAGE_BATCH),
+            held: Vec::new(),
             core,
             slots: ConnMap::default(),
             logs: ConnLogs::default(),
@@ -182,6 +199,9 @@ impl Driver {
         let mut stats_timer =
             tokio::time::interval_at(tokio::time::Instant::now() + STATS_INTERVAL, STATS_INTERVAL);
         loop {
+            // Messages held by the last drain go first: they came before
+            // anything the select can take now.
+            let held = self.publish_held();
             let deadline = self.deadline.map(tokio::time::Instant::from_std);
             let sleep = async move {
                 match deadline {
@@ -194,14 +214,15 @@ impl Driver {
                 command = commands.recv() => match command {
                     Some(command) => {
                         self.on_command(command);
-                        self.take_waiting(&mut commands, &mut ingest, 0).await;
+                        self.take_waiting(&mut commands, &mut ingest, held).await;
                     }
                     None => break,
                 },
-                message = ingest.recv(), if ingest_open => match message {
+                // A full batch held already: the ready branch drains it first.
+                message = ingest.recv(), if ingest_open && held < self.message_batch => match message {
                     Some(message) => {
                         self.on_ingest(message);
-                        self.take_waiting(&mut commands, &mut ingest, 1).await;
+                        self.take_waiting(&mut commands, &mut ingest, held + 1).await;
                     }
                     None => ingest_open = false,
                 },
@@ -209,9 +230,10 @@ impl Driver {
                     self.serve_deadline(now());
                 }
                 Some(answer) = verified.recv() => self.on_verified(answer),
-                _ = stats_timer.tick() => {
-                    self.log_stats();
-                    continue;
+                _ = stats_timer.tick() => self.log_stats(),
+                // The held messages are in the core: drain without waiting.
+                () = std::future::ready(()), if held > 0 => {
+                    self.take_waiting(&mut commands, &mut ingest, held).await;
                 }
             }
             // The select prefers input, so under a steady stream of it the
@@ -221,8 +243,19 @@ impl Driver {
             if self.deadline.is_some_and(|at| at <= now) {
                 self.serve_deadline(now);
             }
-            self.drain();
+            self.drain(&mut ingest).await;
         }
+    }
+
+    /// Hands the messages held by the last drain to the core, in order;
+    /// returns how many there were.
+    fn publish_held(&mut self) -> usize {
+        let held = std::mem::take(&mut self.held);
+        let count = held.len();
+        for message in held {
+            self.on_ingest(message);
+        }
+        count
     }
 
     /// Lets the tasks that are ready run first (the HTTP handlers of other
@@ -430,6 +463,15 @@ impl Driver {
         });
     }
 
+    /// Takes a message while a drain writes: tells its source it is taken
+    /// and holds it for the next turn.
+    fn hold(&mut self, mut message: Ingest) {
+        if let Some(taken) = message.taken.take() {
+            let _ = taken.send(());
+        }
+        self.held.push(message);
+    }
+
     fn on_ingest(&mut self, message: Ingest) {
         let Ingest {
             publish,
@@ -480,9 +522,12 @@ impl Driver {
     }
 
     /// Drains every output of the core, in the order it gives them: frames
-    /// to write, sockets to drop, events, and last its next deadline.
-    fn drain(&mut self) {
-        let now = now();
+    /// to write, sockets to drop, events, and last its next deadline. Every
+    /// [`WRITES_PER_LOOK`] writes it yields and holds the source messages
+    /// that came meanwhile (see [`Driver::hold`]), up to a batch.
+    async fn drain(&mut self, ingest: &mut mpsc::Receiver<Ingest>) {
+        let mut now = now();
+        let mut writes = 0;
         // A deadline the inputs of this turn made due already (a batch
         // flush with no delay) is served at once, but only once per drain,
         // so a timer that keeps coming due cannot hold the driver here.
@@ -499,6 +544,19 @@ impl Driver {
                     match slot.link.clone() {
                         Some(link) => self.write(now, &link, transmit),
                         None => slot.parked = Some(Box::new(transmit)),
+                    }
+                    writes += 1;
+                    if writes % WRITES_PER_LOOK == 0 && self.held.len() < self.message_batch {
+                        // Lets the publishers' tasks read their requests,
+                        // and answer the ones held at the last look.
+                        tokio::task::yield_now().await;
+                        while self.held.len() < self.message_batch {
+                            let Ok(message) = ingest.try_recv() else {
+                                break;
+                            };
+                            self.hold(message);
+                        }
+                        now = self::now();
                     }
                 }
                 Some(Output::Disconnect(conn)) => {
@@ -629,5 +687,77 @@ mod tests {
             "the silent connection was not closed: {encoded}"
         );
         task.abort();
+    }
+
+    /// A message that arrives while a drain writes is taken (its source
+    /// told at once, so an HTTP publisher is answered) and held for the
+    /// next turn, which hands it to the core ahead of anything newer.
+    #[tokio::test]
+    async fn a_message_arriving_during_a_drain_is_answered_and_held_for_the_next_turn() {
+        let core = Core::new(CoreConfig::default(), now(), 0);
+        let (drained, _) = watch::channel(false);
+        let mut driver = Driver::new(core, Arc::new(Metrics::new()), drained, 256);
+        // More subscribers than one look's worth of writes (their sockets
+        // are never attached, so the transmits are parked: still counted).
+        let mut conns = Vec::new();
+        for user in 0..WRITES_PER_LOOK + 10 {
+            let (reply, answer) = oneshot::channel();
+            let open = Open {
+                identity: Identity {
+                    user_id: format!("user{user}"),
+                    roles: Vec::new(),
+                    channel_patterns: None,
+                    expires_at_unix_ms: None,
+                    max_rate: None,
+                    delay: None,
+                },
+                remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                channels: vec!["lines".to_owned()],
+                deflate: None,
+            };
+            driver.on_command(Command::Open {
+                open: Box::new(open),
+                reply,
+            });
+            conns.push(answer.await.unwrap().expect("admitted"));
+        }
+        let (ingest_tx, mut ingest) = mpsc::channel(4);
+        driver.drain(&mut ingest).await;
+        // The acks were parked; as if each socket had written them.
+        for &conn in &conns {
+            let slot = driver.slots.get_mut(&conn).expect("open");
+            assert!(slot.parked.take().is_some());
+            driver.core.handle_write_complete(now(), conn);
+        }
+        let message = |taken| Ingest {
+            publish: Publish {
+                channel: "lines".to_owned(),
+                pos: None,
+                payload: Bytes::from_static(b"{}"),
+                key: None,
+            },
+            taken: Some(taken),
+            received_at: now(),
+            source: "test",
+        };
+        let (first_taken, mut first_answer) = oneshot::channel();
+        driver.on_ingest(message(first_taken));
+        assert!(
+            first_answer.try_recv().is_ok(),
+            "the turn's message is taken"
+        );
+        // The second comes after the turn took its input: only a look
+        // during the drain can see it.
+        let (second_taken, mut second_answer) = oneshot::channel();
+        ingest_tx.try_send(message(second_taken)).unwrap();
+        driver.drain(&mut ingest).await;
+        assert!(
+            second_answer.try_recv().is_ok(),
+            "the publisher was answered during the drain"
+        );
+        assert_eq!(driver.held.len(), 1, "held for the next turn");
+        assert!(ingest.try_recv().is_err(), "taken off the queue");
+        assert_eq!(driver.publish_held(), 1);
+        assert!(driver.held.is_empty());
     }
 }

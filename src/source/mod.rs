@@ -64,7 +64,10 @@ pub struct SourceContext {
 pub struct Ingest {
     /// The message.
     pub publish: Publish,
-    /// Told once the core has taken the message (for Kafka group commits).
+    /// Told once the driver has taken the message (for Kafka group commits
+    /// and the HTTP answer): the core has it, or, if it came while a drain
+    /// was writing, the driver holds it in memory for its next turn, as the
+    /// core holds queued frames.
     pub taken: Option<oneshot::Sender<()>>,
     /// When the source received it, for the publish-to-send histogram.
     pub received_at: Instant,
