@@ -12,20 +12,23 @@ use super::outbound::FrameKind;
 use super::throttle::{Held, Offer};
 use super::timers::Timer;
 use super::{ConnId, Core, Event, Publish, PublishOutcome, SlowClientPolicy};
-use crate::proto::server;
+use crate::proto::server::{self, EncodedMessage};
 
 impl Core {
+    /// Positions, encodes (unless `routed` brings the frame and sequence),
+    /// stores and fans out one message.
     pub(super) fn publish(
         &mut self,
         now: Instant,
-        publish: Publish,
+        publish: &Publish,
+        routed: Option<(&EncodedMessage, Option<u64>)>,
         ingested: Instant,
     ) -> PublishOutcome {
         // Positioned, encoded once and stored (the ring holds a refcounted
         // clone of the very frame every subscriber gets).
         let want_tag =
             self.throttled > 0 || self.config.slow_client_policy == SlowClientPolicy::Conflate;
-        let (channel_id, encoded, tag) = self.store.publish(now, &publish, want_tag);
+        let (channel_id, encoded, tag) = self.store.publish(now, publish, routed, want_tag);
         let mut subscribers = std::mem::take(&mut self.fanout_scratch);
         subscribers.clear();
         if let Some(slab) = self.subscriptions.subscribers(&publish.channel) {

@@ -92,14 +92,18 @@ impl Store {
         self.ids.get(channel).copied()
     }
 
-    /// Positions a message, encodes it once, stores the frame and returns
-    /// the channel index, the encoded message and, when `want_tag` (some
-    /// subscriber conflates or is rate limited), its (channel, key) tag: the
-    /// key is worked out once per message, by the same rule as snapshots.
+    /// Positions a message, encodes it once (unless a [`Routed`] message
+    /// brings its frame: `routed`), stores the frame and returns the channel
+    /// index, the encoded message and, when `want_tag` (some subscriber
+    /// conflates or is rate limited), its (channel, key) tag: the key is
+    /// worked out once per message, by the same rule as snapshots.
+    ///
+    /// [`Routed`]: super::Routed
     pub(crate) fn publish(
         &mut self,
         now: Instant,
         publish: &Publish,
+        routed: Option<(&EncodedMessage, Option<u64>)>,
         want_tag: bool,
     ) -> (u32, EncodedMessage, Option<u64>) {
         let id = match self.ids.get(&publish.channel) {
@@ -122,6 +126,23 @@ impl Store {
             Some(Position::Sequence(_)) | None => None,
         };
         let (stream, offset) = channel.advance(kafka, &self.config.epoch);
+        if let Some((encoded, sequence)) = routed {
+            debug_assert!(
+                sequence.is_none_or(|seq| seq == offset),
+                "the router's sequence is the store's: both see every message in order"
+            );
+            // A copy of the shared frame, made once per message: every
+            // subscriber clone below then bumps a refcount only this
+            // worker's thread touches, instead of one cache line bouncing
+            // between every core for every delivery.
+            let frame = Bytes::copy_from_slice(&encoded.frame);
+            let encoded = EncodedMessage {
+                frame,
+                header_len: encoded.header_len,
+                kind: encoded.kind,
+            };
+            return self.store(now, id, publish, encoded, stream, offset, want_tag);
+        }
         let pos = match &publish.pos {
             Some(Position::Offset {
                 topic,
@@ -138,6 +159,24 @@ impl Store {
             },
         };
         let encoded = crate::proto::server::message(&publish.channel, pos, &publish.payload);
+        self.store(now, id, publish, encoded, stream, offset, want_tag)
+    }
+
+    /// Stores the positioned, encoded message of channel `id`; the rest of
+    /// [`Store::publish`].
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn store(
+        &mut self,
+        now: Instant,
+        id: u32,
+        publish: &Publish,
+        encoded: EncodedMessage,
+        stream: u32,
+        offset: u64,
+        want_tag: bool,
+    ) -> (u32, EncodedMessage, Option<u64>) {
+        let channel = &mut self.channels[id as usize];
         let key = (want_tag || (channel.limits.enabled() && channel.limits.snapshot_keys > 0))
             .then(|| {
                 message_key(

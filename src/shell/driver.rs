@@ -17,13 +17,14 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::auth::{AuthError, Verifier};
-use crate::core::{ConnMap, Core, Event, Identity, Open, Output, Refusal, Transmit};
+use crate::core::{ConnMap, Core, Event, Identity, Open, Output, Refusal, Stats, Transmit};
 use crate::metrics::Metrics;
 use crate::proto::client::RequestId;
 use crate::shell::batch::{WriteStart, Written};
 use crate::shell::conn_log::ConnLogs;
 use crate::shell::link::{ConnKey, Link};
 use crate::shell::offload;
+use crate::shell::workers::RoutedBatch;
 use crate::source::Ingest;
 
 /// Most commands taken per round.
@@ -71,6 +72,68 @@ pub(crate) enum Command {
     WriteComplete { key: ConnKey, written: Written },
     /// Begin the graceful shutdown.
     Shutdown,
+}
+
+/// Where the driver's messages come from: the sources' queue itself (one
+/// worker), or the batches the router hands every worker.
+pub(crate) trait Feed: Send + 'static {
+    /// What one receive yields.
+    type Item: Send;
+    /// The next item; `None` once every sender is gone.
+    fn recv(&mut self) -> impl std::future::Future<Output = Option<Self::Item>> + Send;
+    /// An item already waiting.
+    fn try_recv(&mut self) -> Option<Self::Item>;
+    /// Hands `item` to the driver's core; returns how many messages it held.
+    fn take(driver: &mut Driver, item: Self::Item) -> usize;
+}
+
+impl Feed for mpsc::Receiver<Ingest> {
+    type Item = Ingest;
+
+    async fn recv(&mut self) -> Option<Ingest> {
+        mpsc::Receiver::recv(self).await
+    }
+
+    fn try_recv(&mut self) -> Option<Ingest> {
+        mpsc::Receiver::try_recv(self).ok()
+    }
+
+    #[inline]
+    fn take(driver: &mut Driver, item: Ingest) -> usize {
+        driver.on_ingest(item);
+        1
+    }
+}
+
+impl Feed for mpsc::Receiver<Arc<RoutedBatch>> {
+    type Item = Arc<RoutedBatch>;
+
+    async fn recv(&mut self) -> Option<Arc<RoutedBatch>> {
+        mpsc::Receiver::recv(self).await
+    }
+
+    fn try_recv(&mut self) -> Option<Arc<RoutedBatch>> {
+        mpsc::Receiver::try_recv(self).ok()
+    }
+
+    fn take(driver: &mut Driver, item: Arc<RoutedBatch>) -> usize {
+        driver.on_routed(&item)
+    }
+}
+
+/// How a driver reports its core's gauges.
+enum StatsReport {
+    /// The only core: its counts are the totals.
+    Whole,
+    /// One worker of several: it adds its changes to the totals.
+    Worker {
+        /// What it reported last.
+        before: Stats,
+        /// Whether it reports history (every worker holds the same).
+        history: bool,
+        /// Its own connection gauge, to see the spread over workers.
+        connections: prometheus_client::metrics::gauge::Gauge,
+    },
 }
 
 /// The driver's view of one live connection. Dropping it closes the socket.
@@ -125,6 +188,8 @@ pub(crate) struct Driver {
     /// The core's next deadline, as the last drain reported it
     /// ([`Output::Timeout`]); `None` when it has none, or once served.
     deadline: Option<Instant>,
+    /// Whether its core's counts are the totals or one worker's share.
+    report: StatsReport,
 }
 
 /// The outcome of verifying a `refresh` token.
@@ -154,7 +219,7 @@ impl Driver {
             verifier: None,
             verified_tx,
             verified_rx: Some(verified_rx),
-            message_batch: (client_buffer_frames / 2).clamp(1, MAX_MESSAGE_BATCH),
+            message_batch: message_batch(client_buffer_frames),
             core,
             slots: ConnMap::default(),
             logs: ConnLogs::default(),
@@ -164,7 +229,20 @@ impl Driver {
             shutting_down: false,
             dropped: 0,
             deadline: None,
+            report: StatsReport::Whole,
         }
+    }
+
+    /// Makes this driver worker `index` of several: it reports its share
+    /// of the gauges (history only from worker 0, since every worker holds
+    /// the same).
+    pub(crate) fn as_worker(mut self, index: usize) -> Driver {
+        self.report = StatsReport::Worker {
+            before: Stats::default(),
+            history: index == 0,
+            connections: self.metrics.worker_connections(index),
+        };
+        self
     }
 
     /// Lets `refresh` frames be verified with `verifier`.
@@ -174,10 +252,10 @@ impl Driver {
     }
 
     /// Runs until both input channels are closed.
-    pub(crate) async fn run(
+    pub(crate) async fn run<F: Feed>(
         mut self,
         mut commands: mpsc::Receiver<Command>,
-        mut ingest: mpsc::Receiver<Ingest>,
+        mut ingest: F,
     ) {
         let mut ingest_open = true;
         let mut verified = self
@@ -205,8 +283,8 @@ impl Driver {
                 },
                 message = ingest.recv(), if ingest_open => match message {
                     Some(message) => {
-                        self.on_ingest(message);
-                        self.take_waiting(&mut commands, &mut ingest, 1).await;
+                        let taken = F::take(&mut self, message);
+                        self.take_waiting(&mut commands, &mut ingest, taken).await;
                     }
                     None => ingest_open = false,
                 },
@@ -240,10 +318,10 @@ impl Driver {
     /// than after them, and publishes that arrive meanwhile join the batch:
     /// the batches grow with the load, up to `message_batch` messages
     /// (`taken` of them already are).
-    async fn take_waiting(
+    async fn take_waiting<F: Feed>(
         &mut self,
         commands: &mut mpsc::Receiver<Command>,
-        ingest: &mut mpsc::Receiver<Ingest>,
+        ingest: &mut F,
         mut taken: usize,
     ) {
         for _ in 0..TAKE_ROUNDS {
@@ -256,11 +334,10 @@ impl Driver {
             }
             let before = taken;
             while taken < self.message_batch {
-                let Ok(message) = ingest.try_recv() else {
+                let Some(message) = ingest.try_recv() else {
                     break;
                 };
-                self.on_ingest(message);
-                taken += 1;
+                taken += F::take(self, message);
             }
             if taken == before || taken >= self.message_batch {
                 break;
@@ -472,6 +549,18 @@ impl Driver {
             .record_source_message(source, outcome.kind.as_str());
     }
 
+    /// Hands a routed batch to the core, then tells the router this worker
+    /// has taken it; returns how many messages it held.
+    fn on_routed(&mut self, batch: &RoutedBatch) -> usize {
+        let now = now();
+        for message in &batch.messages {
+            self.core
+                .handle_publish_routed(now, &message.routed, message.received_at);
+        }
+        batch.taken_by_one();
+        batch.messages.len()
+    }
+
     fn is_live(&self, key: ConnKey) -> bool {
         self.slots
             .get(&key.conn)
@@ -552,7 +641,21 @@ impl Driver {
                 }
             }
         }
-        self.metrics.record_stats(self.core.stats());
+        match &mut self.report {
+            StatsReport::Whole => self.metrics.record_stats(self.core.stats()),
+            StatsReport::Worker {
+                before,
+                history,
+                connections,
+            } => {
+                let stats = self.core.stats();
+                if stats != *before {
+                    self.metrics.record_worker_stats(before, &stats, *history);
+                    connections.set(stats.connections as i64);
+                    *before = stats;
+                }
+            }
+        }
         if self.shutting_down && self.core.is_drained() {
             self.drained.send_replace(true);
         }
@@ -570,6 +673,13 @@ impl Driver {
             "stats"
         );
     }
+}
+
+/// Most source messages taken before a drain for a client queue of
+/// `client_buffer_frames`: half of it, so one batch can never overflow a
+/// healthy client's queue by itself (the router batches by the same bound).
+pub(crate) fn message_batch(client_buffer_frames: usize) -> usize {
+    (client_buffer_frames / 2).clamp(1, MAX_MESSAGE_BATCH)
 }
 
 /// The driver's clock: tokio's, so turmoil's simulated time drives it too.
