@@ -7,6 +7,7 @@ use sim::client::SimClient;
 use sim::recorder::{Happening, Trace};
 use sim::seeds::run_seeds;
 use sim::world::{Flag, Gate, World, channel, partition_of, sim_config};
+use ws_realtime::config::ServerConfig;
 
 use crate::{TEST, policy, sim_error};
 
@@ -17,9 +18,19 @@ const CHANNELS: usize = 5;
 /// half subscribing at connect and half with a `subscribe` frame), then
 /// `messages` messages on random channels, then everyone leaves.
 pub(crate) fn fan_out(seed: u64, clients: usize, messages: usize) -> Result<Trace, String> {
+    fan_out_with(seed, clients, messages, sim_config())
+}
+
+/// [`fan_out`] against a server configured by `config`.
+pub(crate) fn fan_out_with(
+    seed: u64,
+    clients: usize,
+    messages: usize,
+    config: ServerConfig,
+) -> Result<Trace, String> {
     let (world, source) = World::new(seed);
     let mut sim = world.sim(Duration::from_secs(60));
-    world.start_server(&mut sim, sim_config(), source);
+    world.start_server(&mut sim, config, source);
     let ready = Gate::default();
     let left = Gate::default();
     let done = Flag::default();

@@ -16,6 +16,7 @@ mod shutdown;
 mod slow_consumer;
 mod source_stall;
 mod token_refresh;
+mod workers;
 
 /// This test binary's name, for replay commands.
 const TEST: &str = "scenarios";

@@ -7,6 +7,7 @@ use sim::client::SimClient;
 use sim::recorder::Trace;
 use sim::seeds::run_seeds;
 use sim::world::{Gate, World, channel, partition_of, sim_config};
+use ws_realtime::config::ServerConfig;
 
 use crate::{TEST, policy, sim_error};
 
@@ -14,9 +15,13 @@ use crate::{TEST, policy, sim_error};
 const CLIENTS: usize = 12;
 
 fn shutdown_under_load(seed: u64) -> Result<Trace, String> {
+    shutdown_under_load_with(seed, sim_config())
+}
+
+/// [`shutdown_under_load`] against a server configured by `config`.
+pub(crate) fn shutdown_under_load_with(seed: u64, config: ServerConfig) -> Result<Trace, String> {
     let (world, source) = World::new(seed);
     let mut sim = world.sim(Duration::from_secs(60));
-    let config = sim_config();
     let shutdown_timeout = config.shutdown_timeout;
     world.start_server(&mut sim, config, source);
     let ready = Gate::default();
