@@ -2,10 +2,18 @@
 //! (`benches/callgrind.sh`): instruction counts are deterministic where
 //! wall-clock numbers on a shared machine are not.
 //!
-//! `callgrind_fanout [PUBLISHES]` opens 1 000 subscribers to one channel,
-//! then publishes PUBLISHES messages, draining every output after each one
-//! as the shell would. The script runs it twice with different counts and
-//! divides the difference by the extra deliveries, so set-up cost cancels.
+//! `callgrind_fanout [PUBLISHES] [WORKERS]` opens 1 000 subscribers to one
+//! channel, then publishes PUBLISHES messages, draining every output after
+//! each one as the shell would. The script runs it twice with different
+//! counts and divides the difference by the extra deliveries, so set-up
+//! cost cancels.
+//!
+//! With WORKERS > 1 the subscribers are spread over that many cores (as
+//! `WS_WORKERS` spreads connections) and each message goes the way the
+//! workers' server sends it: routed and encoded once (`Router`), shared
+//! behind one `Arc`, and handed to every core (`handle_publish_routed`).
+//! Everything runs on one thread, so the count is the total work of all
+//! workers per delivery; WORKERS = 1 is the single-driver path.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -13,7 +21,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use ws_realtime::core::{Core, CoreConfig, Identity, Open, Output, Publish};
+use std::sync::Arc;
+
+use ws_realtime::core::{Core, CoreConfig, Identity, Open, Output, Publish, Router};
 use ws_realtime::proto::position::Position;
 
 const PAYLOAD: &[u8] = br#"{"symbol":"AAPL","bid":187.25,"ask":187.27,"last":187.26,"volume":1234567,"timestamp":1705238400000}"#;
@@ -47,19 +57,35 @@ fn drain(core: &mut Core, now: Instant) {
     }
 }
 
+/// A publish of offset `offset` on the channel every subscriber has.
+fn publish(offset: i64) -> Publish {
+    Publish {
+        channel: "lines".into(),
+        pos: Some(Position::Offset {
+            topic: "lines".to_owned(),
+            partition: 0,
+            offset,
+        }),
+        payload: Bytes::from_static(PAYLOAD),
+        key: None,
+    }
+}
+
 fn main() {
-    // `cargo bench` passes `--bench`; any number is the publish count.
-    let publishes: i64 = std::env::args()
-        .skip(1)
-        .find_map(|arg| arg.parse().ok())
-        .unwrap_or(100);
+    // `cargo bench` passes `--bench`; the numbers are the publish count and
+    // the number of workers.
+    let mut numbers = std::env::args().skip(1).filter_map(|arg| arg.parse().ok());
+    let publishes: i64 = numbers.next().unwrap_or(100);
+    let workers = usize::try_from(numbers.next().unwrap_or(1)).unwrap_or(1).max(1);
     let now = Instant::now();
     let config = CoreConfig {
         max_connections: 0,
         rate_limit_per_second: 0,
         ..CoreConfig::default()
     };
-    let mut core = Core::new(config, now, 1_705_238_400_000);
+    let mut cores: Vec<Core> = (0..workers)
+        .map(|_| Core::new(config.clone(), now, 1_705_238_400_000))
+        .collect();
     for user in 0..SUBSCRIBERS {
         let identity = Identity {
             user_id: format!("user{user}"),
@@ -68,36 +94,40 @@ fn main() {
             expires_at_unix_ms: None,
             max_rate: None,
         };
-        core.handle_open(
-            now,
-            Open {
-                identity,
-                remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                channels: vec!["lines".into()],
-                deflate: None,
-            },
-        )
-        .expect("no limits configured");
+        // Round-robin, as connections spread over the workers.
+        cores[user % workers]
+            .handle_open(
+                now,
+                Open {
+                    identity,
+                    remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    channels: vec!["lines".into()],
+                    deflate: None,
+                },
+            )
+            .expect("no limits configured");
     }
-    drain(&mut core, now);
+    for core in &mut cores {
+        drain(core, now);
+    }
     let mut delivered = 0;
-    for offset in 1..=publishes {
-        let outcome = core.handle_publish(
-            now,
-            Publish {
-                channel: "lines".into(),
-                pos: Some(Position::Offset {
-                    topic: "lines".to_owned(),
-                    partition: 0,
-                    offset,
-                }),
-                payload: Bytes::from_static(PAYLOAD),
-                key: None,
-            },
-        );
-        delivered += outcome.delivered;
-        drain(&mut core, now);
+    if workers == 1 {
+        let core = &mut cores[0];
+        for offset in 1..=publishes {
+            delivered += core.handle_publish(now, publish(offset)).delivered;
+            drain(core, now);
+        }
+    } else {
+        let mut router = Router::new(&config.history.epoch);
+        for offset in 1..=publishes {
+            let routed = Arc::new(router.route(publish(offset)));
+            for core in &mut cores {
+                let shared = Arc::clone(&routed);
+                delivered += core.handle_publish_routed(now, &shared, now).delivered;
+                drain(core, now);
+            }
+        }
     }
     assert_eq!(delivered, SUBSCRIBERS * publishes as usize);
-    println!("delivered {delivered}");
+    println!("delivered {delivered} over {workers} workers");
 }
