@@ -76,7 +76,9 @@ fn main() {
     // the number of workers.
     let mut numbers = std::env::args().skip(1).filter_map(|arg| arg.parse().ok());
     let publishes: i64 = numbers.next().unwrap_or(100);
-    let workers = usize::try_from(numbers.next().unwrap_or(1)).unwrap_or(1).max(1);
+    let workers = usize::try_from(numbers.next().unwrap_or(1))
+        .unwrap_or(1)
+        .max(1);
     let now = Instant::now();
     let config = CoreConfig {
         max_connections: 0,

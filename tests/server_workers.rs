@@ -81,6 +81,28 @@ async fn every_worker_delivers_each_message_once_in_order_with_the_same_position
         metrics.messages_sent.get() >= (9 * MESSAGES) as u64
     })
     .await;
+
+    // Every worker keeps the history: a client recovers from the same
+    // cursor whichever worker it lands on (three new ones: one each).
+    let cursor = first_positions.expect("nine clients")[9].clone();
+    for i in 0..3 {
+        let mut late = connect(server.address, &format!("late{i}"), "").await;
+        let subscribe = serde_json::json!({
+            "type": "subscribe", "channels": ["lines"], "since": {"lines": cursor}, "id": 1
+        });
+        use futures_util::SinkExt;
+        within(late.send(tokio_tungstenite::tungstenite::Message::Text(
+            subscribe.to_string().into(),
+        )))
+        .await
+        .unwrap();
+        let ack = next_json(&mut late).await;
+        assert_eq!(ack["recovered"]["lines"], true, "{ack}");
+        for seq in 10..MESSAGES {
+            let message = next_json(&mut late).await;
+            assert_eq!(message["data"]["seq"], seq, "replayed in order: {message}");
+        }
+    }
     within(server.shutdown()).await.unwrap();
 }
 

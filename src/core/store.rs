@@ -131,17 +131,19 @@ impl Store {
                 sequence.is_none_or(|seq| seq == offset),
                 "the router's sequence is the store's: both see every message in order"
             );
-            // A copy of the shared frame, made once per message: every
-            // subscriber clone below then bumps a refcount only this
-            // worker's thread touches, instead of one cache line bouncing
-            // between every core for every delivery.
-            let frame = Bytes::copy_from_slice(&encoded.frame);
-            let encoded = EncodedMessage {
-                frame,
+            // History keeps the shared frame, so every worker's ring points
+            // at one copy in memory. Fan-out gets a copy of its own, made
+            // once per message: every subscriber's clone then bumps a
+            // refcount only this worker's thread touches, instead of one
+            // cache line bouncing between the cores for every delivery.
+            let (id, _, tag) =
+                self.store(now, id, publish, encoded.clone(), stream, offset, want_tag);
+            let local = EncodedMessage {
+                frame: Bytes::copy_from_slice(&encoded.frame),
                 header_len: encoded.header_len,
                 kind: encoded.kind,
             };
-            return self.store(now, id, publish, encoded, stream, offset, want_tag);
+            return (id, local, tag);
         }
         let pos = match &publish.pos {
             Some(Position::Offset {
