@@ -100,9 +100,10 @@ cpu_after=$(cpu_secs)
 busy_after=$(other_cpu)
 [ "$wait_status" -eq 0 ] || { echo "a load process failed ($wait_status):" >&2; cat "$work"/load*.err >&2; }
 
-python3 - "$work" "$loaders" "$server_cores" "$cpu_before" "$cpu_after" \
+python3 - "$work" "$loaders" "$workers" "$cpu_before" "$cpu_after" \
     "$busy_before" "$busy_after" "$started" "$ended" "$(getconf CLK_TCK)" "$(nproc)" <<'EOF'
 import json, sys
+# Per server core = per worker: the server has one core per worker.
 work, loaders, server_cores = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 cpu = float(sys.argv[5]) - float(sys.argv[4])
 busy = (float(sys.argv[7]) - float(sys.argv[6])) / float(sys.argv[10])
