@@ -44,7 +44,7 @@ impl Core {
                 continue;
             }
             if self.throttled > 0
-                && let Some(c) = self.conns.get_mut(conn.0)
+                && let Some(c) = self.conns.get_mut(conn)
                 && let Some(throttle) = c
                     .throttles
                     .iter_mut()
@@ -127,7 +127,7 @@ impl Core {
     /// The `Throttle` timer: sends every held value whose interval is over,
     /// in the order they arrived, and re-arms for the next one.
     pub(super) fn release_throttled(&mut self, now: Instant, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(conn.0) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
         let mut due = Vec::new();
@@ -147,7 +147,7 @@ impl Core {
     /// Holds a message for the connection's next batch; sends the batch when
     /// it is full.
     fn add_to_batch(&mut self, now: Instant, conn: ConnId, message: BatchedMessage) -> bool {
-        let Some(c) = self.conns.get_mut(conn.0) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return false;
         };
         if c.closing.is_some() {
@@ -158,7 +158,7 @@ impl Core {
             self.flush_batch(now, conn);
             // A full batch that overflowed the queue closed the connection:
             // then this message did not get through.
-            return self.conns.get(conn.0).is_some_and(|c| c.closing.is_none());
+            return self.conns.get(conn).is_some_and(|c| c.closing.is_none());
         }
         if c.batch.len() == 1 {
             c.timers
@@ -171,7 +171,7 @@ impl Core {
     /// Sends what is waiting in the connection's batch: a lone message as its
     /// shared frame, several as one JSON array.
     pub(super) fn flush_batch(&mut self, now: Instant, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(conn.0) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
         c.timers.clear(Timer::BatchFlush);
@@ -208,7 +208,7 @@ impl Core {
     /// first such subscriber), else `plain`; one refcount increment either way.
     fn message_frame_for(&mut self, conn: ConnId, plain: &Bytes) -> Bytes {
         self.conns
-            .get(conn.0)
+            .get(conn)
             .and_then(|c| c.deflate)
             .and_then(|deflate| self.compression.compressed_for(deflate, plain))
             .unwrap_or_else(|| plain.clone())
@@ -225,7 +225,7 @@ impl Core {
     ) -> bool {
         // Frames that did not come through `message_frame_for` (a batch,
         // a lone batched message) are chosen here.
-        let frame = match self.conns.get(conn.0).and_then(|c| c.deflate) {
+        let frame = match self.conns.get(conn).and_then(|c| c.deflate) {
             Some(deflate) if !self.compression.is_shared_compressed(&frame) => self
                 .compression
                 .compressed_for(deflate, &frame)
@@ -233,7 +233,7 @@ impl Core {
             _ => frame,
         };
         let queued = self.enqueue_tagged(now, conn, frame, FrameKind::Message, tag);
-        if queued && let Some(c) = self.conns.get_mut(conn.0) {
+        if queued && let Some(c) = self.conns.get_mut(conn) {
             c.outbound.note_ingest(ingested);
         }
         queued

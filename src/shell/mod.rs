@@ -7,7 +7,7 @@
 //!   router handing every worker each message once, connection spreading.
 //! * `batch`: writing one transmit, resumable where the socket filled up.
 //! * `link`: what the driver and a connection's task share (the socket and
-//!   a write handed over), and the `ConnKey` naming a connection.
+//!   a write handed over).
 //! * `connection`: the task that reads each upgraded socket.
 //! * `socket`: the readiness-driven socket both share.
 //! * `conn_log`: log lines about connections, with their identity.
