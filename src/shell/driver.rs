@@ -231,7 +231,7 @@ impl Driver {
     /// Makes this driver worker `index` of several: it reports its share
     /// of the gauges (history only from worker 0, since every worker holds
     /// the same).
-    pub(crate) fn as_worker(mut self, index: usize) -> Driver {
+    pub(crate) fn into_worker(mut self, index: usize) -> Driver {
         self.report = StatsReport::Worker {
             before: Stats::default(),
             history: index == 0,

@@ -521,7 +521,7 @@ async fn serve_workers<L: MakeAccept, S: Spawn>(
             Some(ingest) => Box::pin(worker(listener, serving, driver, command_rx, ingest, life)),
             None => {
                 let feed = routed.next().expect("one routed feed per worker");
-                let driver = driver.as_worker(index);
+                let driver = driver.into_worker(index);
                 Box::pin(worker(listener, serving, driver, command_rx, feed, life))
             }
         };
