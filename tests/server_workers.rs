@@ -159,3 +159,77 @@ async fn shutdown_closes_every_client_of_every_worker_with_1001() {
     );
     assert!(try_connect(address, "").await.is_err(), "nothing listens");
 }
+
+/// The production path: one `SO_REUSEPORT` listener and one OS thread per
+/// worker (`run_workers`), publishing over HTTP through any worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_threads_on_a_shared_port_serve_and_shut_down() {
+    // A free port: run_workers binds it itself, every worker's socket to it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut config = workers_config(2);
+    config.bind_address = address;
+    let (trigger, shutdown) = ws_realtime::shutdown::channel();
+    let observers = ws_realtime::shell::Observers::default();
+    let metrics = observers.metrics.clone();
+    let server = tokio::spawn(ws_realtime::shell::run_workers(
+        config,
+        Vec::new(),
+        shutdown,
+        observers,
+    ));
+    let mut clients = Vec::new();
+    for attempt in 0..200 {
+        match try_connect(
+            address,
+            &format!("token={}&channels=lines", token("t", &[])),
+        )
+        .await
+        {
+            Ok(client) => clients.push(client),
+            Err(_) if clients.is_empty() && attempt < 100 => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("connect: {error}"),
+        }
+        if clients.len() == 16 {
+            break;
+        }
+    }
+    for client in &mut clients {
+        assert_eq!(next_json(client).await["type"], "connected");
+        assert_eq!(next_json(client).await["type"], "subscribed");
+    }
+    eventually("sixteen connections in all", || {
+        metrics.connections.get() == 16
+    })
+    .await;
+    let (a, b) = (
+        metrics.worker_connections(0).get(),
+        metrics.worker_connections(1).get(),
+    );
+    assert_eq!(a + b, 16, "every connection is on a worker");
+    // Each publish is answered by whichever worker's thread took the
+    // request, and reaches the subscribers of both.
+    for seq in 0..5 {
+        let body = format!(r#"{{"channel":"lines","data":{{"seq":{seq}}}}}"#);
+        let (status, answer) = post_publish(address, Some(API_KEY), &body).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    for client in &mut clients {
+        for seq in 0..5 {
+            let message = next_json(client).await;
+            assert_eq!(message["data"]["seq"], seq, "{message}");
+        }
+    }
+    trigger.trigger();
+    for client in &mut clients {
+        assert_eq!(close_code(client).await, Some(1001));
+    }
+    within(server).await.unwrap().unwrap();
+    assert_eq!(metrics.connections.get(), 0);
+}
