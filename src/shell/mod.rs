@@ -2,6 +2,8 @@
 //!
 //! * [`server`]: [`run`] over any [`Accept`], and [`start`] for tests.
 //! * `admission`: connection limits counted from accept.
+//! * `listen`: the [`Accept`] trait, the TCP listener, `SO_REUSEPORT`
+//!   sockets per worker.
 //! * `driver`: the task that owns a core (one per worker).
 //! * [`workers`]: several workers (`WS_WORKERS`): threads or tasks, the
 //!   router handing every worker each message once, connection spreading.
@@ -24,6 +26,7 @@ mod connection;
 mod driver;
 mod http;
 mod link;
+mod listen;
 mod offload;
 mod rewind;
 pub mod server;

@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::core::{Routed, Router};
 use crate::metrics::Metrics;
-use crate::shell::server::Accept;
+use crate::shell::listen::Accept;
 use crate::source::Ingest;
 
 /// A worker's whole life as a future (its accept loop, driver and drain).
