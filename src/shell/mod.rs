@@ -36,6 +36,8 @@ mod ui;
 pub mod upgrade;
 pub mod workers;
 
+#[doc(hidden)]
+pub use connection::serving_future_size;
 pub use server::{
     Accept, ListenOptions, MakeAccept, Observers, Ready, ReusePort, ServerError, ServerHandle,
     TcpAccept, run, run_observed, run_workers, start,

@@ -7,8 +7,6 @@
 //! 1001 within the shutdown timeout.
 
 use sim::seeds::run_seeds;
-use sim::world::sim_config;
-use ws_realtime::config::ServerConfig;
 
 use crate::fan_out::fan_out_with;
 use crate::shutdown::shutdown_under_load_with;
@@ -17,19 +15,13 @@ use crate::{TEST, policy};
 /// Workers of the simulated server.
 const WORKERS: usize = 3;
 
-fn three_workers() -> ServerConfig {
-    let mut config = sim_config();
-    config.workers = WORKERS;
-    config
-}
-
 #[test]
 fn three_workers_deliver_every_message_of_a_channel_exactly_once_in_order() {
     run_seeds(
         TEST,
         "workers::three_workers_deliver_every_message_of_a_channel_exactly_once_in_order",
         policy(),
-        |seed| fan_out_with(seed, 30, 200, three_workers()),
+        |seed| fan_out_with(seed, 30, 200, WORKERS),
     );
 }
 
@@ -39,6 +31,6 @@ fn three_workers_close_every_client_with_1001_on_shutdown() {
         TEST,
         "workers::three_workers_close_every_client_with_1001_on_shutdown",
         policy(),
-        |seed| shutdown_under_load_with(seed, three_workers()),
+        |seed| shutdown_under_load_with(seed, WORKERS),
     );
 }
