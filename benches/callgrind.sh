@@ -5,6 +5,8 @@
 #
 #   benches/callgrind.sh            # builds benches/callgrind_fanout.rs
 #   benches/callgrind.sh BINARY     # measures an already built copy
+#   WORKERS=4 benches/callgrind.sh  # the subscribers spread over 4 cores,
+#                                   # each message routed once for all
 #
 # Runs the driver with 50 and 150 publishes and divides the difference in
 # instructions by the 100 000 extra deliveries, so set-up cost cancels.
@@ -25,13 +27,13 @@ fi
 count() {
     local out
     out=$(mktemp /tmp/callgrind.out.XXXXXX)
-    valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" "$1" "${BATCH:-1}" >/dev/null 2>&1
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" "$1" "${BATCH:-1}" "${WORKERS:-1}" >/dev/null 2>&1
     sed -n 's/^summary: //p' "$out"
     rm -f "$out"
 }
 low=$(count 50)
 high=$(count 150)
-echo "messages per turn: ${BATCH:-1}"
+echo "messages per turn: ${BATCH:-1}, workers: ${WORKERS:-1}"
 echo "instructions: 50 publishes $low, 150 publishes $high"
 echo "instructions per delivery: $(( (high - low) / 100000 ))" \
     "($(( (high - low) / 100 )) per publish to 1000 subscribers)"

@@ -2,15 +2,22 @@
 //! (`benches/callgrind.sh`): instruction counts are deterministic where
 //! wall-clock numbers on a shared machine are not.
 //!
-//! `callgrind_fanout [PUBLISHES] [BATCH]` opens 1 000 subscribers to one
-//! channel, then publishes PUBLISHES messages, draining every output after
-//! each BATCH of them (default 1) as the shell's driver does after each turn:
-//! under load a turn takes many messages, and each socket gets them in one
-//! transmit. The script runs it twice with different counts and divides the
-//! difference by the extra deliveries, so set-up cost cancels.
+//! `callgrind_fanout [PUBLISHES] [BATCH] [WORKERS]` opens 1 000 subscribers
+//! to one channel, then publishes PUBLISHES messages, draining every output
+//! after each BATCH of them (default 1) as the shell's driver does after each
+//! turn: under load a turn takes many messages, and each socket gets them in
+//! one transmit. The script runs it twice with different counts and divides
+//! the difference by the extra deliveries, so set-up cost cancels.
 //! `CALLGRIND_POLICY=conflate` (or `drop_oldest`) runs it under that
 //! slow-client policy, with every subscriber keeping up, and snapshots keyed
 //! by `symbol` so the message key is worked out under every policy alike.
+//!
+//! With WORKERS > 1 the subscribers are spread over that many cores (as
+//! `WS_WORKERS` spreads connections) and each message goes the way the
+//! workers' server sends it: routed and encoded once (`Router`), shared
+//! behind one `Arc`, and handed to every core (`handle_publish_routed`).
+//! Everything runs on one thread, so the count is the total work of all
+//! workers per delivery; WORKERS = 1 is the single-driver path.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -18,8 +25,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use std::sync::Arc;
+
 use ws_realtime::core::{
-    Core, CoreConfig, HistoryConfig, HistoryLimits, Identity, Open, Output, Publish,
+    Core, CoreConfig, HistoryConfig, HistoryLimits, Identity, Open, Output, Publish, Router,
     SlowClientPolicy,
 };
 use ws_realtime::proto::position::Position;
@@ -55,12 +64,29 @@ fn drain(core: &mut Core, now: Instant) {
     }
 }
 
+/// A publish of offset `offset` on the channel every subscriber has.
+fn publish(offset: i64) -> Publish {
+    Publish {
+        channel: "lines".into(),
+        pos: Some(Position::Offset {
+            topic: "lines".to_owned(),
+            partition: 0,
+            offset,
+        }),
+        payload: Bytes::from_static(PAYLOAD),
+        key: None,
+    }
+}
+
 fn main() {
-    // `cargo bench` passes `--bench`; the first number is the publish
-    // count, the second the messages per turn.
+    // `cargo bench` passes `--bench`; the numbers are the publish count,
+    // the messages per turn and the number of workers.
     let mut numbers = std::env::args().skip(1).filter_map(|arg| arg.parse().ok());
     let publishes: i64 = numbers.next().unwrap_or(100);
     let batch: i64 = numbers.next().unwrap_or(1).max(1);
+    let workers = usize::try_from(numbers.next().unwrap_or(1))
+        .unwrap_or(1)
+        .max(1);
     let now = Instant::now();
     let slow_client_policy = match std::env::var("CALLGRIND_POLICY").as_deref() {
         Ok("conflate") => SlowClientPolicy::Conflate,
@@ -80,7 +106,9 @@ fn main() {
         },
         ..CoreConfig::default()
     };
-    let mut core = Core::new(config, now, 1_705_238_400_000);
+    let mut cores: Vec<Core> = (0..workers)
+        .map(|_| Core::new(config.clone(), now, 1_705_238_400_000))
+        .collect();
     for user in 0..SUBSCRIBERS {
         let identity = Identity {
             user_id: format!("user{user}"),
@@ -90,38 +118,45 @@ fn main() {
             max_rate: None,
             delay: None,
         };
-        core.handle_open(
-            now,
-            Open {
-                identity,
-                remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                channels: vec!["lines".into()],
-                deflate: None,
-            },
-        )
-        .expect("no limits configured");
+        // Round-robin, as connections spread over the workers.
+        cores[user % workers]
+            .handle_open(
+                now,
+                Open {
+                    identity,
+                    remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    channels: vec!["lines".into()],
+                    deflate: None,
+                },
+            )
+            .expect("no limits configured");
     }
-    drain(&mut core, now);
+    for core in &mut cores {
+        drain(core, now);
+    }
     let mut delivered = 0;
-    for offset in 1..=publishes {
-        let outcome = core.handle_publish(
-            now,
-            Publish {
-                channel: "lines".into(),
-                pos: Some(Position::Offset {
-                    topic: "lines".to_owned(),
-                    partition: 0,
-                    offset,
-                }),
-                payload: Bytes::from_static(PAYLOAD),
-                key: None,
-            },
-        );
-        delivered += outcome.delivered;
-        if offset % batch == 0 || offset == publishes {
-            drain(&mut core, now);
+    let turn_ends = |offset: i64| offset % batch == 0 || offset == publishes;
+    if workers == 1 {
+        let core = &mut cores[0];
+        for offset in 1..=publishes {
+            delivered += core.handle_publish(now, publish(offset)).delivered;
+            if turn_ends(offset) {
+                drain(core, now);
+            }
+        }
+    } else {
+        let mut router = Router::new(&config.history.epoch);
+        for offset in 1..=publishes {
+            let routed = Arc::new(router.route(publish(offset)));
+            for core in &mut cores {
+                let shared = Arc::clone(&routed);
+                delivered += core.handle_publish_routed(now, &shared, now).delivered;
+                if turn_ends(offset) {
+                    drain(core, now);
+                }
+            }
         }
     }
     assert_eq!(delivered, SUBSCRIBERS * publishes as usize);
-    println!("delivered {delivered}");
+    println!("delivered {delivered} over {workers} workers");
 }

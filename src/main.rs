@@ -11,9 +11,9 @@ use tracing_subscriber::EnvFilter;
 
 use cli::{Cli, Command};
 use ws_realtime::config::{LogFormat, ServerConfig, Settings};
-use ws_realtime::shell::{ListenOptions, TcpAccept, run};
+use ws_realtime::shell::{ListenOptions, TcpAccept, run, run_workers};
 use ws_realtime::shutdown::{self, ShutdownTrigger};
-use ws_realtime::source::build_sources;
+use ws_realtime::source::{Source, build_sources};
 
 /// Exit status for an invalid configuration.
 const EXIT_CONFIG: u8 = 2;
@@ -97,6 +97,9 @@ fn serve(file: Option<&Path>) -> ExitCode {
         Err(error) => return config_error(&error),
     };
     raise_open_files_limit();
+    if config.workers > 1 {
+        return serve_workers(config, sources);
+    }
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime can be built");
     runtime.block_on(async move {
         let accept =
@@ -110,6 +113,28 @@ fn serve(file: Option<&Path>) -> ExitCode {
         let (trigger, shutdown) = shutdown::channel();
         tokio::spawn(trigger_on_signal(trigger));
         match run(accept, config, sources, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(%error, "server failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// `serve` with `WS_WORKERS` > 1: the workers are threads of their own;
+/// this runtime runs the sources and the router, one thread is plenty.
+fn serve_workers(config: ServerConfig, sources: Vec<Box<dyn Source>>) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime can be built");
+    runtime.block_on(async move {
+        let (trigger, shutdown) = shutdown::channel();
+        tokio::spawn(trigger_on_signal(trigger));
+        let observers = ws_realtime::shell::Observers::default();
+        match run_workers(config, sources, shutdown, observers).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 tracing::error!(%error, "server failed");

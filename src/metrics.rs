@@ -84,6 +84,13 @@ pub struct SourceKindLabel {
     pub kind: String,
 }
 
+/// Label set with one `worker` (its index, from 0).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabel {
+    /// The worker's index.
+    pub worker: String,
+}
+
 /// Every metric the server exposes at `/metrics`.
 #[derive(Debug)]
 pub struct Metrics {
@@ -141,6 +148,9 @@ pub struct Metrics {
     pub bytes_uncompressed: Counter,
     /// Open connections that negotiated permessage-deflate.
     pub deflate_connections: Gauge,
+    /// Open connections per worker (`WS_WORKERS` > 1), to see how evenly
+    /// accepted connections spread over the workers.
+    pub worker_connections: Family<WorkerLabel, Gauge>,
     /// The core's saved-bytes total as last seen, so each stats update adds
     /// only what is new to `bytes_uncompressed`.
     compression_saved_seen: AtomicU64,
@@ -176,6 +186,7 @@ impl Metrics {
             source_gaps: Family::default(),
             bytes_uncompressed: Counter::default(),
             deflate_connections: Gauge::default(),
+            worker_connections: Family::default(),
             compression_saved_seen: AtomicU64::new(0),
             registry: Registry::default(),
         };
@@ -196,6 +207,11 @@ impl Metrics {
             "websocket_connections_total",
             "Active WebSocket connections",
             metrics.connections.clone(),
+        );
+        registry.register(
+            "websocket_worker_connections",
+            "Active WebSocket connections per worker thread (WS_WORKERS > 1)",
+            metrics.worker_connections.clone(),
         );
         registry.register(
             "websocket_connections_opened",
@@ -395,6 +411,57 @@ impl Metrics {
         let evicted = stats.history.evictions;
         self.history_evictions
             .inc_by(evicted.saturating_sub(self.history_evictions.get()));
+    }
+
+    /// One worker's share of the gauges when several cores run
+    /// (`WS_WORKERS` > 1): each adds the change since its last report
+    /// (`before`), so the totals are the sums over the workers. History is
+    /// reported by one worker only (`history`): every worker holds the same
+    /// history, so a sum would count it once per worker.
+    pub fn record_worker_stats(&self, before: &Stats, stats: &Stats, history: bool) {
+        let change = |gauge: &Gauge, before: usize, now: usize| {
+            if now != before {
+                gauge.inc_by(now as i64 - before as i64);
+            }
+        };
+        change(&self.connections, before.connections, stats.connections);
+        change(
+            &self.subscriptions,
+            before.subscriptions,
+            stats.subscriptions,
+        );
+        change(&self.channels, before.channels, stats.channels);
+        change(
+            &self.deflate_connections,
+            before.deflate_connections,
+            stats.deflate_connections,
+        );
+        self.bytes_uncompressed.inc_by(
+            stats
+                .compression_saved_bytes
+                .saturating_sub(before.compression_saved_bytes),
+        );
+        if history {
+            self.history_messages.set(stats.history.messages as i64);
+            self.history_snapshot_keys
+                .set(stats.history.snapshot_keys as i64);
+            self.history_bytes.set(stats.history.bytes as i64);
+            self.history_evictions.inc_by(
+                stats
+                    .history
+                    .evictions
+                    .saturating_sub(before.history.evictions),
+            );
+        }
+    }
+
+    /// The gauge of worker `index`'s open connections.
+    pub fn worker_connections(&self, index: usize) -> Gauge {
+        self.worker_connections
+            .get_or_create(&WorkerLabel {
+                worker: index.to_string(),
+            })
+            .clone()
     }
 
     /// Counts one write of `frames` frames and `bytes` bytes to a socket.

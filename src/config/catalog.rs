@@ -141,6 +141,7 @@ pub const SETTINGS: &[Setting] = &[
     s("WS_MAX_REQUEST_HEAD_BYTES", Server, "`16384`", "largest request line + headers (1024–1048576); 431 and close above it"),
     s("WS_SOCKET_SEND_BUFFER", Server, "`262144`", "`SO_SNDBUF` of accepted sockets (4096–67108864; `0` = kernel autotuning); part of the per-client memory bound"),
     s("WS_LISTEN_BACKLOG", Server, "the system's `net.core.somaxconn` (4096 if unreadable)", "listen backlog: connections the kernel queues before they are accepted"),
+    s("WS_WORKERS", Server, "the CPUs the process may run on (`available_parallelism`)", "worker threads, each with its own core state machine and connections (1–1024; `1` = one driver for everything); sizing: [operations.md](operations.md#workers-and-sizing-a-host)"),
     s("WS_HANDSHAKE_TIMEOUT", Server, "`10s`", "time a client has to send its request headers (and, with TLS, to finish the TLS handshake)"),
     s("WS_TLS_CERT_FILE", Server, "unset", "PEM certificate chain, leaf first: the port serves `wss://` and `https://` instead of `ws://` and `http://` ([operations.md](operations.md#tls)); a bare name is looked up in `$CREDENTIALS_DIRECTORY`"),
     s("WS_TLS_KEY_FILE", Server, "unset", "PEM private key of that certificate (PKCS#8, RSA or EC); set with `WS_TLS_CERT_FILE`, a bare name as above"),

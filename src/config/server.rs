@@ -195,6 +195,10 @@ pub struct ServerConfig {
     /// The listen backlog (`WS_LISTEN_BACKLOG`), so a reconnect storm after
     /// a failover is queued by the kernel instead of refused.
     pub listen_backlog: u32,
+    /// Worker threads (`WS_WORKERS`): each owns a core state machine, its
+    /// connections and a current-thread runtime, so fan-out uses every core;
+    /// 1 is the single-driver server.
+    pub workers: usize,
     /// Serve TLS on the port with these files; plain TCP when `None`.
     pub tls: Option<TlsFiles>,
     /// Serve the live page at `/` (`WS_UI`; always on under `dev`).
@@ -285,6 +289,7 @@ impl ServerConfig {
             max_request_head_bytes: head_bytes(settings)?,
             socket_send_buffer: send_buffer(settings)?,
             listen_backlog: positive_u32(settings, "WS_LISTEN_BACKLOG", system_somaxconn())?,
+            workers: workers(settings)?,
             tls: tls_files(settings, std::env::var_os("CREDENTIALS_DIRECTORY"))?,
             ui: settings.bool_or("WS_UI", false)?,
             ui_token: None,
@@ -347,6 +352,7 @@ impl ServerConfig {
             max_request_head_bytes: DEFAULT_MAX_REQUEST_HEAD_BYTES,
             socket_send_buffer: DEFAULT_SOCKET_SEND_BUFFER,
             listen_backlog: system_somaxconn(),
+            workers: 1,
             tls: None,
             ui: false,
             ui_token: None,
@@ -625,6 +631,29 @@ fn positive_u32(settings: &Settings, name: &str, default: u32) -> Result<u32, Co
     u32::try_from(value).map_err(|_| {
         ConfigError::invalid(name, &value.to_string(), "a whole number below 4294967296")
     })
+}
+
+/// Most workers accepted: far above any host's cores, low enough that a
+/// typo (`WS_WORKERS=40000`) is an error instead of 40 000 threads.
+pub const MAX_WORKERS: u64 = 1024;
+
+/// The CPUs this process may run on (its affinity mask and cgroup quota),
+/// the default of `WS_WORKERS`.
+pub fn available_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+/// `WS_WORKERS`: 1 to [`MAX_WORKERS`], by default [`available_workers`].
+fn workers(settings: &Settings) -> Result<usize, ConfigError> {
+    let value = positive(settings, "WS_WORKERS", available_workers() as u64)?;
+    if value > MAX_WORKERS {
+        return Err(ConfigError::invalid(
+            "WS_WORKERS",
+            &value.to_string(),
+            "a whole number from 1 to 1024 (usually the number of cores)",
+        ));
+    }
+    Ok(value as usize)
 }
 
 /// The machine's host name, the default server id.

@@ -230,3 +230,17 @@ fn owner_rule_without_sub_placeholder_is_refused() {
     let err = ServerConfig::from_settings(&settings).unwrap_err();
     assert!(err.to_string().contains("channels.rules"), "{err}");
 }
+
+#[test]
+fn workers_default_to_the_available_cpus_and_bad_values_name_the_variable() {
+    assert_eq!(
+        config(&[]).unwrap().workers,
+        crate::config::server::available_workers()
+    );
+    assert_eq!(config(&[("WS_WORKERS", "3")]).unwrap().workers, 3);
+    assert_eq!(config(&[("WS_WORKERS", "1")]).unwrap().workers, 1);
+    for value in ["0", "-2", "four", "1025"] {
+        let error = config(&[("WS_WORKERS", value)]).unwrap_err().to_string();
+        assert!(error.contains("WS_WORKERS"), "{value:?}: {error}");
+    }
+}

@@ -13,21 +13,26 @@ use super::outbound::FrameKind;
 use super::throttle::{Held, Offer};
 use super::timers::Timer;
 use super::{ConnId, Core, Event, Publish, PublishOutcome, SlowClientPolicy};
-use crate::proto::server;
+use crate::proto::server::{self, EncodedMessage};
 
 impl Core {
+    /// Positions, encodes (unless `routed` brings the frame and sequence),
+    /// stores and fans out one message.
     pub(super) fn publish(
         &mut self,
         now: Instant,
-        publish: Publish,
+        publish: &Publish,
+        routed: Option<(&EncodedMessage, Option<u64>)>,
         ingested: Instant,
     ) -> PublishOutcome {
         // Positioned, encoded once and stored (the ring holds a refcounted
         // clone of the very frame every subscriber gets).
         let config = &self.config;
-        let published = self.store.publish(now, &publish, self.throttled > 0, |ch| {
-            super::conflation::policy_for(config, ch)
-        });
+        let published = self
+            .store
+            .publish(now, publish, routed, self.throttled > 0, |ch| {
+                super::conflation::policy_for(config, ch)
+            });
         let (channel_id, encoded, hash) = (published.channel, published.encoded, published.hash);
         // One delivery for every subscriber that is not rate limited.
         let live = Delivery::live(published.policy, hash);

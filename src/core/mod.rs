@@ -14,6 +14,8 @@
 //!   `timers.rs`, `connection.rs`, `conn_map.rs`, `conn_slab.rs`,
 //!   `config.rs`: one policy or table each; `conflation.rs`, `throttle.rs`
 //!   and `delay.rs`: what a slow, rate-limited or delayed subscriber gets.
+//! * `route.rs`: the [`Router`] that positions and encodes a message once
+//!   for the cores of several workers.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
@@ -40,6 +42,7 @@ mod rate_limit;
 mod recovery;
 mod refresh;
 mod requests;
+mod route;
 mod store;
 mod subscriptions;
 mod throttle;
@@ -56,6 +59,7 @@ pub use inputs::{ConnId, Identity, Open, Publish, PublishOutcome, Refusal};
 #[doc(hidden)]
 pub use outputs::ConnInspection;
 pub use outputs::{CloseReason, DropReason, Event, Output, Stats, Transmit, VerifyRequest};
+pub use route::{Routed, Router};
 pub use store::HistoryStats;
 
 use conn_slab::ConnSlab;
@@ -317,7 +321,24 @@ impl Core {
 
     /// A message from a source: encoded once, queued for every subscriber.
     pub fn handle_publish(&mut self, now: Instant, publish: Publish) -> PublishOutcome {
-        self.publish(now, publish, now)
+        self.publish(now, &publish, None, now)
+    }
+
+    /// [`Core::handle_publish_ingested`] for a message a [`Router`] has
+    /// positioned and encoded once for every worker's core: this core
+    /// stores and fans out that frame instead of building its own.
+    pub fn handle_publish_routed(
+        &mut self,
+        now: Instant,
+        routed: &Routed,
+        ingested: Instant,
+    ) -> PublishOutcome {
+        self.publish(
+            now,
+            &routed.publish,
+            Some((&routed.encoded, routed.sequence)),
+            ingested,
+        )
     }
 
     /// [`Core::handle_publish`] for a message a source received at
@@ -329,7 +350,7 @@ impl Core {
         publish: Publish,
         ingested: Instant,
     ) -> PublishOutcome {
-        self.publish(now, publish, ingested)
+        self.publish(now, &publish, None, ingested)
     }
 
     /// The instant of an [`Output::Timeout`] has passed.

@@ -142,16 +142,20 @@ impl Store {
         self.policies[id as usize]
     }
 
-    /// Positions a message, encodes it once, stores the frame and returns
-    /// what fan-out needs: the channel, the encoded message, its policy
+    /// Positions a message, encodes it once (unless a [`Routed`] message
+    /// brings its frame: `routed`), stores the frame and returns what
+    /// fan-out needs: the channel, the encoded message, its policy
     /// (`policy_for` is asked once per channel) and, when `want_tag` (some
     /// subscription is rate limited) or the channel conflates, its (channel,
     /// key) hash: the key is worked out once per message, by the same rule
     /// as snapshots.
+    ///
+    /// [`Routed`]: super::Routed
     pub(crate) fn publish(
         &mut self,
         now: Instant,
         publish: &Publish,
+        routed: Option<(&EncodedMessage, Option<u64>)>,
         want_tag: bool,
         policy_for: impl FnOnce(&str) -> SlowClientPolicy,
     ) -> Published {
@@ -168,6 +172,35 @@ impl Store {
             Some(Position::Sequence(_)) | None => None,
         };
         let (stream, offset) = channel.advance(kafka, &self.config.epoch);
+        if let Some((encoded, sequence)) = routed {
+            debug_assert!(
+                sequence.is_none_or(|seq| seq == offset),
+                "the router's sequence is the store's: both see every message in order"
+            );
+            // History keeps the shared frame, so every worker's ring points
+            // at one copy in memory. Fan-out gets a copy of its own, made
+            // once per message: every subscriber's clone then bumps a
+            // refcount only this worker's thread touches, instead of one
+            // cache line bouncing between the cores for every delivery.
+            let published = self.store(
+                now,
+                id,
+                publish,
+                encoded.clone(),
+                (stream, offset),
+                want_tag,
+                policy,
+            );
+            let local = EncodedMessage {
+                frame: Bytes::copy_from_slice(&encoded.frame),
+                header_len: encoded.header_len,
+                kind: encoded.kind,
+            };
+            return Published {
+                encoded: local,
+                ..published
+            };
+        }
         let pos = match &publish.pos {
             Some(Position::Offset {
                 topic,
@@ -184,6 +217,32 @@ impl Store {
             },
         };
         let encoded = crate::proto::server::message(&publish.channel, pos, &publish.payload);
+        self.store(
+            now,
+            id,
+            publish,
+            encoded,
+            (stream, offset),
+            want_tag,
+            policy,
+        )
+    }
+
+    /// Stores the positioned, encoded message of channel `id`; the rest of
+    /// [`Store::publish`].
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn store(
+        &mut self,
+        now: Instant,
+        id: u32,
+        publish: &Publish,
+        encoded: EncodedMessage,
+        (stream, offset): (u32, u64),
+        want_tag: bool,
+        policy: SlowClientPolicy,
+    ) -> Published {
+        let channel = &mut self.channels[id as usize];
         let key = (want_tag || (channel.limits.enabled() && channel.limits.snapshot_keys > 0))
             .then(|| {
                 message_key(

@@ -26,13 +26,14 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::auth::{AuthError, Verifier};
-use crate::core::{ConnId, ConnMap, Core, Event, Identity, Open, Output, Refusal, Transmit};
+use crate::core::{ConnId, ConnMap, Core, Event, Identity, Open, Output, Refusal, Stats, Transmit};
 use crate::metrics::Metrics;
 use crate::proto::client::RequestId;
 use crate::shell::batch::{WriteStart, Written};
 use crate::shell::conn_log::ConnLogs;
 use crate::shell::link::Link;
 use crate::shell::offload;
+use crate::shell::workers::RoutedBatch;
 use crate::source::Ingest;
 
 /// Most commands taken per round.
@@ -85,6 +86,88 @@ pub(crate) enum Command {
     Shutdown,
 }
 
+/// Where the driver's messages come from: the sources' queue itself (one
+/// worker), or the batches the router hands every worker.
+pub(crate) trait Feed: Send + 'static {
+    /// What one receive yields.
+    type Item: Send;
+    /// The next item; `None` once every sender is gone.
+    fn recv(&mut self) -> impl std::future::Future<Output = Option<Self::Item>> + Send;
+    /// An item already waiting.
+    fn try_recv(&mut self) -> Option<Self::Item>;
+    /// Hands `item` to the driver's core; returns how many messages it held.
+    fn take(driver: &mut Driver, item: Self::Item) -> usize;
+    /// Takes `item` while a drain writes: its sources hear it is taken now,
+    /// the core gets it first thing next turn (see [`Driver::hold`]).
+    fn hold(driver: &mut Driver, item: Self::Item);
+}
+
+impl Feed for mpsc::Receiver<Ingest> {
+    type Item = Ingest;
+
+    async fn recv(&mut self) -> Option<Ingest> {
+        mpsc::Receiver::recv(self).await
+    }
+
+    fn try_recv(&mut self) -> Option<Ingest> {
+        mpsc::Receiver::try_recv(self).ok()
+    }
+
+    #[inline]
+    fn take(driver: &mut Driver, item: Ingest) -> usize {
+        driver.on_ingest(item);
+        1
+    }
+
+    fn hold(driver: &mut Driver, item: Ingest) {
+        driver.hold(Held::Ingest(item));
+    }
+}
+
+impl Feed for mpsc::Receiver<Arc<RoutedBatch>> {
+    type Item = Arc<RoutedBatch>;
+
+    async fn recv(&mut self) -> Option<Arc<RoutedBatch>> {
+        mpsc::Receiver::recv(self).await
+    }
+
+    fn try_recv(&mut self) -> Option<Arc<RoutedBatch>> {
+        mpsc::Receiver::try_recv(self).ok()
+    }
+
+    fn take(driver: &mut Driver, item: Arc<RoutedBatch>) -> usize {
+        driver.on_routed(&item)
+    }
+
+    fn hold(driver: &mut Driver, item: Arc<RoutedBatch>) {
+        driver.hold(Held::Routed(item));
+    }
+}
+
+/// A source message (or a worker's routed batch) taken while a drain wrote,
+/// waiting for the next turn.
+enum Held {
+    /// From the sources' queue (one worker).
+    Ingest(Ingest),
+    /// From the router (several workers).
+    Routed(Arc<RoutedBatch>),
+}
+
+/// How a driver reports its core's gauges.
+enum StatsReport {
+    /// The only core: its counts are the totals.
+    Whole,
+    /// One worker of several: it adds its changes to the totals.
+    Worker {
+        /// What it reported last.
+        before: Stats,
+        /// Whether it reports history (every worker holds the same).
+        history: bool,
+        /// Its own connection gauge, to see the spread over workers.
+        connections: prometheus_client::metrics::gauge::Gauge,
+    },
+}
+
 /// The driver's view of one live connection. Dropping it closes the socket.
 struct Slot {
     /// The socket, once the upgrade completed.
@@ -125,7 +208,7 @@ pub(crate) struct Driver {
     /// Messages taken while the last drain wrote, in arrival order: already
     /// told they are taken, handed to the core first thing next turn (and
     /// counted in its batch), so each socket still gets one write per turn.
-    held: Vec<Ingest>,
+    held: Vec<Held>,
     /// Verifies `refresh` tokens in tasks of their own, so the driver never
     /// waits for crypto or a key fetch; `None` refuses every refresh.
     verifier: Option<Arc<Verifier>>,
@@ -137,6 +220,8 @@ pub(crate) struct Driver {
     /// The core's next deadline, as the last drain reported it
     /// ([`Output::Timeout`]); `None` when it has none, or once served.
     deadline: Option<Instant>,
+    /// Whether its core's counts are the totals or one worker's share.
+    report: StatsReport,
 }
 
 /// The outcome of verifying a `refresh` token.
@@ -166,7 +251,7 @@ impl Driver {
             verifier: None,
             verified_tx,
             verified_rx: Some(verified_rx),
-            message_batch: (client_buffer_frames / 2).clamp(1, MAX_MESSAGE_BATCH),
+            message_batch: message_batch(client_buffer_frames),
             held: Vec::new(),
             core,
             slots: ConnMap::default(),
@@ -176,7 +261,20 @@ impl Driver {
             shutting_down: false,
             dropped: 0,
             deadline: None,
+            report: StatsReport::Whole,
         }
+    }
+
+    /// Makes this driver worker `index` of several: it reports its share
+    /// of the gauges (history only from worker 0, since every worker holds
+    /// the same).
+    pub(crate) fn into_worker(mut self, index: usize) -> Driver {
+        self.report = StatsReport::Worker {
+            before: Stats::default(),
+            history: index == 0,
+            connections: self.metrics.worker_connections(index),
+        };
+        self
     }
 
     /// Lets `refresh` frames be verified with `verifier`.
@@ -186,10 +284,10 @@ impl Driver {
     }
 
     /// Runs until both input channels are closed.
-    pub(crate) async fn run(
+    pub(crate) async fn run<F: Feed>(
         mut self,
         mut commands: mpsc::Receiver<Command>,
-        mut ingest: mpsc::Receiver<Ingest>,
+        mut ingest: F,
     ) {
         let mut ingest_open = true;
         let mut verified = self
@@ -221,8 +319,8 @@ impl Driver {
                 // A full batch held already: the ready branch drains it first.
                 message = ingest.recv(), if ingest_open && held < self.message_batch => match message {
                     Some(message) => {
-                        self.on_ingest(message);
-                        self.take_waiting(&mut commands, &mut ingest, held + 1).await;
+                        let taken = F::take(&mut self, message);
+                        self.take_waiting(&mut commands, &mut ingest, held + taken).await;
                     }
                     None => ingest_open = false,
                 },
@@ -251,9 +349,15 @@ impl Driver {
     /// returns how many there were.
     fn publish_held(&mut self) -> usize {
         let held = std::mem::take(&mut self.held);
-        let count = held.len();
-        for message in held {
-            self.on_ingest(message);
+        let mut count = 0;
+        for item in held {
+            count += match item {
+                Held::Ingest(message) => {
+                    self.on_ingest(message);
+                    1
+                }
+                Held::Routed(batch) => self.publish_routed(&batch),
+            };
         }
         count
     }
@@ -268,10 +372,10 @@ impl Driver {
     /// than after them, and publishes that arrive meanwhile join the batch:
     /// the batches grow with the load, up to `message_batch` messages
     /// (`taken` of them already are).
-    async fn take_waiting(
+    async fn take_waiting<F: Feed>(
         &mut self,
         commands: &mut mpsc::Receiver<Command>,
-        ingest: &mut mpsc::Receiver<Ingest>,
+        ingest: &mut F,
         mut taken: usize,
     ) {
         for _ in 0..TAKE_ROUNDS {
@@ -284,11 +388,10 @@ impl Driver {
             }
             let before = taken;
             while taken < self.message_batch {
-                let Ok(message) = ingest.try_recv() else {
+                let Some(message) = ingest.try_recv() else {
                     break;
                 };
-                self.on_ingest(message);
-                taken += 1;
+                taken += F::take(self, message);
             }
             if taken == before || taken >= self.message_batch {
                 break;
@@ -465,11 +568,16 @@ impl Driver {
 
     /// Takes a message while a drain writes: tells its source it is taken
     /// and holds it for the next turn.
-    fn hold(&mut self, mut message: Ingest) {
-        if let Some(taken) = message.taken.take() {
-            let _ = taken.send(());
+    fn hold(&mut self, mut item: Held) {
+        match &mut item {
+            Held::Ingest(message) => {
+                if let Some(taken) = message.taken.take() {
+                    let _ = taken.send(());
+                }
+            }
+            Held::Routed(batch) => batch.taken_by_one(),
         }
-        self.held.push(message);
+        self.held.push(item);
     }
 
     fn on_ingest(&mut self, message: Ingest) {
@@ -487,6 +595,24 @@ impl Driver {
         }
         self.metrics
             .record_source_message(source, outcome.kind.as_str());
+    }
+
+    /// Hands a routed batch to the core, then tells the router this worker
+    /// has taken it; returns how many messages it held.
+    fn on_routed(&mut self, batch: &RoutedBatch) -> usize {
+        let count = self.publish_routed(batch);
+        batch.taken_by_one();
+        count
+    }
+
+    /// Hands a routed batch's messages to the core; returns how many.
+    fn publish_routed(&mut self, batch: &RoutedBatch) -> usize {
+        let now = now();
+        for message in &batch.messages {
+            self.core
+                .handle_publish_routed(now, &message.routed, message.received_at);
+        }
+        batch.messages.len()
     }
 
     /// Whether `conn` still has its slot: commands from a dead connection's
@@ -525,7 +651,7 @@ impl Driver {
     /// to write, sockets to drop, events, and last its next deadline. Every
     /// [`WRITES_PER_LOOK`] writes it yields and holds the source messages
     /// that came meanwhile (see [`Driver::hold`]), up to a batch.
-    async fn drain(&mut self, ingest: &mut mpsc::Receiver<Ingest>) {
+    async fn drain<F: Feed>(&mut self, ingest: &mut F) {
         let mut now = now();
         let mut writes = 0;
         // A deadline the inputs of this turn made due already (a batch
@@ -551,10 +677,10 @@ impl Driver {
                         // and answer the ones held at the last look.
                         tokio::task::yield_now().await;
                         while self.held.len() < self.message_batch {
-                            let Ok(message) = ingest.try_recv() else {
+                            let Some(item) = ingest.try_recv() else {
                                 break;
                             };
-                            self.hold(message);
+                            F::hold(self, item);
                         }
                         now = self::now();
                     }
@@ -585,7 +711,21 @@ impl Driver {
                 }
             }
         }
-        self.metrics.record_stats(self.core.stats());
+        match &mut self.report {
+            StatsReport::Whole => self.metrics.record_stats(self.core.stats()),
+            StatsReport::Worker {
+                before,
+                history,
+                connections,
+            } => {
+                let stats = self.core.stats();
+                if stats != *before {
+                    self.metrics.record_worker_stats(before, &stats, *history);
+                    connections.set(stats.connections as i64);
+                    *before = stats;
+                }
+            }
+        }
         if self.shutting_down && self.core.is_drained() {
             self.drained.send_replace(true);
         }
@@ -603,6 +743,13 @@ impl Driver {
             "stats"
         );
     }
+}
+
+/// Most source messages taken before a drain for a client queue of
+/// `client_buffer_frames`: half of it, so one batch can never overflow a
+/// healthy client's queue by itself (the router batches by the same bound).
+pub(crate) fn message_batch(client_buffer_frames: usize) -> usize {
+    (client_buffer_frames / 2).clamp(1, MAX_MESSAGE_BATCH)
 }
 
 /// The driver's clock: tokio's, so turmoil's simulated time drives it too.

@@ -2,7 +2,11 @@
 //!
 //! * [`server`]: [`run`] over any [`Accept`], and [`start`] for tests.
 //! * `admission`: connection limits counted from accept.
-//! * `driver`: the one task that owns the core.
+//! * `listen`: the [`Accept`] trait, the TCP listener, `SO_REUSEPORT`
+//!   sockets per worker.
+//! * `driver`: the task that owns a core (one per worker).
+//! * [`workers`]: several workers (`WS_WORKERS`): threads or tasks, the
+//!   router handing every worker each message once, connection spreading.
 //! * `batch`: writing one transmit, resumable where the socket filled up.
 //! * `link`: what the driver and a connection's task share (the socket and
 //!   a write handed over).
@@ -22,6 +26,7 @@ mod connection;
 mod driver;
 mod http;
 mod link;
+mod listen;
 mod offload;
 mod rewind;
 pub mod server;
@@ -29,10 +34,11 @@ mod socket;
 pub mod tls;
 mod ui;
 pub mod upgrade;
+pub mod workers;
 
 #[doc(hidden)]
 pub use connection::serving_future_size;
 pub use server::{
-    Accept, ListenOptions, Observers, ServerError, ServerHandle, TcpAccept, run, run_observed,
-    start,
+    Accept, ListenOptions, MakeAccept, Observers, Ready, ReusePort, ServerError, ServerHandle,
+    TcpAccept, run, run_observed, run_workers, start,
 };

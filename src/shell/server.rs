@@ -4,7 +4,6 @@
 //! [`Shutdown`] signal fires: not ready → stop accepting → close everyone
 //! with 1001 → wait for the drain (bounded) → stop the sources.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,20 +11,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::auth::{AuthConfig, AuthKeys, JwksHandle, Verifier};
 use crate::config::{PublishVia, ServerConfig};
-use crate::core::Core;
+use crate::core::{Core, Router};
 use crate::metrics::Metrics;
 use crate::shell::admission::{self, Admission, Admitted};
-use crate::shell::driver::{Command, Driver};
+use crate::shell::driver::{self, Command, Driver, Feed};
 use crate::shell::http::{self, AppState};
+pub use crate::shell::listen::{Accept, ListenOptions, MakeAccept, Ready, ReusePort, TcpAccept};
 use crate::shell::tls::{Tls, TlsError};
 use crate::shell::ui::LivePage;
 use crate::shell::upgrade::UpgradePolicy;
+use crate::shell::workers::{self, Spawn, Tasks, Threads, WorkerFuture};
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::source::bus::Bus;
 use crate::source::http::PublishApi;
@@ -39,100 +39,6 @@ const INGEST_QUEUE: usize = 4096;
 
 /// hyper's smallest read buffer limit (it panics below it): one read chunk.
 const HYPER_MIN_BUF: usize = 8192;
-
-/// A listener: yields connected byte streams and their peer addresses.
-pub trait Accept: Send + 'static {
-    /// A connected stream.
-    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-
-    /// The next connection.
-    fn accept(
-        &mut self,
-    ) -> impl Future<Output = std::io::Result<(Self::Stream, SocketAddr)>> + Send;
-
-    /// The address it listens on (with the real port when bound to port 0).
-    fn local_addr(&self) -> std::io::Result<SocketAddr>;
-}
-
-/// [`Accept`] over a tokio TCP listener.
-#[derive(Debug)]
-pub struct TcpAccept {
-    /// The bound listener.
-    listener: TcpListener,
-}
-
-/// How the listening socket is set up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListenOptions {
-    /// The listen backlog (`WS_LISTEN_BACKLOG`).
-    pub backlog: u32,
-    /// `SO_SNDBUF` (`WS_SOCKET_SEND_BUFFER`), inherited by every accepted
-    /// socket; 0 keeps the kernel's autotuning.
-    pub send_buffer: usize,
-}
-
-impl Default for ListenOptions {
-    fn default() -> ListenOptions {
-        ListenOptions {
-            backlog: crate::config::server::system_somaxconn(),
-            send_buffer: crate::config::server::DEFAULT_SOCKET_SEND_BUFFER,
-        }
-    }
-}
-
-impl From<&ServerConfig> for ListenOptions {
-    fn from(config: &ServerConfig) -> ListenOptions {
-        ListenOptions {
-            backlog: config.listen_backlog,
-            send_buffer: config.socket_send_buffer,
-        }
-    }
-}
-
-impl TcpAccept {
-    /// Binds `address` with the default [`ListenOptions`].
-    pub async fn bind(address: SocketAddr) -> std::io::Result<TcpAccept> {
-        TcpAccept::listen(address, &ListenOptions::default()).await
-    }
-
-    /// Binds `address` and listens with `options`. The send buffer is set on
-    /// the listening socket, so accepted sockets inherit it (and the lock
-    /// that keeps the kernel from autotuning it) at no cost per accept.
-    pub async fn listen(
-        address: SocketAddr,
-        options: &ListenOptions,
-    ) -> std::io::Result<TcpAccept> {
-        let socket = if address.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        if options.send_buffer > 0 {
-            socket.set_send_buffer_size(u32::try_from(options.send_buffer).unwrap_or(u32::MAX))?;
-        }
-        socket.bind(address)?;
-        Ok(TcpAccept {
-            listener: socket.listen(options.backlog)?,
-        })
-    }
-}
-
-impl Accept for TcpAccept {
-    type Stream = tokio::net::TcpStream;
-
-    async fn accept(&mut self) -> std::io::Result<(Self::Stream, SocketAddr)> {
-        let (stream, remote) = self.listener.accept().await?;
-        // Frames are coalesced per write already; waiting for more would only
-        // add latency.
-        let _ = stream.set_nodelay(true);
-        Ok((stream, remote))
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-}
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -250,9 +156,72 @@ fn load_tls(config: &ServerConfig) -> Result<Option<Arc<Tls>>, ServerError> {
     })
 }
 
-/// Runs the server until `shutdown` fires and the drain completes.
+/// Runs the server until `shutdown` fires and the drain completes. With
+/// `WS_WORKERS` > 1 the workers are tasks of this runtime and `accept`'s
+/// connections are handed to them round-robin (the simulation and tests;
+/// production uses [`run_workers`]).
 async fn serve<A: Accept>(
-    mut accept: A,
+    accept: A,
+    config: ServerConfig,
+    tls: Option<Arc<Tls>>,
+    sources: Vec<Box<dyn Source>>,
+    shutdown: Shutdown,
+    observers: Observers,
+) {
+    if config.workers <= 1 {
+        let listeners = vec![Ready(accept)];
+        serve_workers(listeners, &Tasks, config, tls, sources, shutdown, observers).await;
+        return;
+    }
+    let (accepts, distributor) = workers::distribute(accept, config.workers);
+    let distributor = tokio::spawn(distributor);
+    let listeners = accepts.into_iter().map(Ready).collect();
+    serve_workers(listeners, &Tasks, config, tls, sources, shutdown, observers).await;
+    distributor.abort();
+}
+
+/// Production with `WS_WORKERS` workers: one `SO_REUSEPORT` listener and
+/// one OS thread (with its own current-thread runtime, core and
+/// connections) per worker; the sources and the router run on the calling
+/// runtime. One worker is [`run`] on a plain listener.
+pub async fn run_workers(
+    config: ServerConfig,
+    sources: Vec<Box<dyn Source>>,
+    shutdown: Shutdown,
+    observers: Observers,
+) -> Result<(), ServerError> {
+    let tls = load_tls(&config)?;
+    let options = ListenOptions::from(&config);
+    let bind_error = |source| ServerError::Bind {
+        address: config.bind_address,
+        source,
+    };
+    if config.workers <= 1 {
+        let accept = TcpAccept::listen(config.bind_address, &options)
+            .await
+            .map_err(bind_error)?;
+        let listeners = vec![Ready(accept)];
+        serve_workers(listeners, &Tasks, config, tls, sources, shutdown, observers).await;
+        return Ok(());
+    }
+    let listeners =
+        ReusePort::bind(config.bind_address, &options, config.workers).map_err(bind_error)?;
+    serve_workers(
+        listeners, &Threads, config, tls, sources, shutdown, observers,
+    )
+    .await;
+    Ok(())
+}
+
+/// Runs one worker per listener until `shutdown` fires and every worker
+/// has drained: the sources (and, with several workers, the router that
+/// hands their messages to every worker) run here, each worker where
+/// `spawner` puts it. One worker reads the sources' queue itself, as the
+/// single-driver server always has.
+#[allow(clippy::too_many_arguments)]
+async fn serve_workers<L: MakeAccept, S: Spawn>(
+    listeners: Vec<L>,
+    spawner: &S,
     config: ServerConfig,
     tls: Option<Arc<Tls>>,
     sources: Vec<Box<dyn Source>>,
@@ -264,20 +233,8 @@ async fn serve<A: Accept>(
     let unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let core = Core::new(config.core.clone(), start, unix_ms);
-
-    let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (sink, ingest_rx) = PublishSink::channel(INGEST_QUEUE);
-    let (drained_tx, mut drained) = watch::channel(false);
     let verifier = Arc::new(verifier(&config, &readiness));
-    let driver = Driver::new(
-        core,
-        metrics.clone(),
-        drained_tx,
-        config.core.client_buffer_frames,
-    )
-    .with_verifier(verifier.clone());
-    let driver = tokio::spawn(driver.run(command_rx, ingest_rx));
 
     // The bus of POST /api/publish, before the sources move into their tasks.
     let bus = publish_bus(&config, &sources, &sink);
@@ -296,44 +253,178 @@ async fn serve<A: Accept>(
         tracing::info!(source = name, "starting source");
         source_tasks.spawn(source.run(ctx));
     }
-
-    let state = Arc::new(AppState {
-        commands: commands.clone(),
-        verifier,
-        policy: UpgradePolicy {
-            allowed_origins: config.allowed_origins.clone(),
-            assessment_channel: config.assessment_channel.clone(),
-        },
-        publish: config
-            .api_key
-            .clone()
-            .map(|key| PublishApi::new(key, bus, config.max_publish_bytes, &config.publish)),
-        readiness: readiness.clone(),
-        metrics: metrics.clone(),
-        max_message_bytes: config.core.max_message_bytes,
-        compression: config.compression,
-        ui: config.ui.then(|| LivePage::new(config.ui_token.as_deref())),
-    });
     drop(sink);
 
     if let Some(tls) = &tls {
         tls.spawn_watcher(source_shutdown.clone());
     }
-    if let Ok(address) = accept.local_addr() {
+    if let Some(Ok(address)) = listeners.first().map(MakeAccept::local_addr) {
         let tls = tls.is_some();
-        tracing::info!(%address, tls, server_id = %config.core.server_id, "listening");
+        let workers = listeners.len();
+        tracing::info!(%address, tls, workers, server_id = %config.core.server_id, "listening");
     }
     let admission = Admission::new(
         config.core.max_connections,
         config.core.max_connections_per_ip,
     );
-    let serving = HttpServing {
-        state,
-        tls,
-        admission,
-        handshake_timeout: config.handshake_timeout,
-        head_limit: config.max_request_head_bytes,
+    let message_batch = driver::message_batch(config.core.client_buffer_frames);
+
+    // One worker reads the sources' queue; several get routed batches.
+    let count = listeners.len();
+    let mut direct = Some(ingest_rx);
+    let mut routed = Vec::new();
+    let mut router = None;
+    if count > 1 {
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..count).map(|_| mpsc::channel(ROUTED_QUEUE)).unzip();
+        routed = receivers;
+        router = Some(tokio::spawn(workers::route(
+            direct.take().expect("taken once"),
+            senders,
+            Router::new(&config.core.history.epoch),
+            metrics.clone(),
+            message_batch,
+        )));
+    }
+    let mut routed = routed.into_iter();
+
+    let (stop_trigger, stop) = shutdown::channel();
+    let mut drained = Vec::with_capacity(count);
+    let mut ended = Vec::with_capacity(count);
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (drained_tx, drained_rx) = watch::channel(false);
+        let driver = Driver::new(
+            Core::new(config.core.clone(), start, unix_ms),
+            metrics.clone(),
+            drained_tx,
+            config.core.client_buffer_frames,
+        )
+        .with_verifier(verifier.clone());
+        let state = Arc::new(AppState {
+            commands: commands.clone(),
+            verifier: verifier.clone(),
+            policy: UpgradePolicy {
+                allowed_origins: config.allowed_origins.clone(),
+                assessment_channel: config.assessment_channel.clone(),
+            },
+            publish: config.api_key.clone().map(|key| {
+                PublishApi::new(key, bus.clone(), config.max_publish_bytes, &config.publish)
+            }),
+            readiness: readiness.clone(),
+            metrics: metrics.clone(),
+            max_message_bytes: config.core.max_message_bytes,
+            compression: config.compression,
+            ui: config.ui.then(|| LivePage::new(config.ui_token.as_deref())),
+        });
+        let serving = HttpServing {
+            state,
+            tls: tls.clone(),
+            admission: admission.clone(),
+            handshake_timeout: config.handshake_timeout,
+            head_limit: config.max_request_head_bytes,
+        };
+        let (report, reported) = oneshot::channel();
+        drained.push(reported);
+        let life = WorkerLife {
+            index,
+            commands,
+            drained: drained_rx,
+            shutdown: shutdown.clone(),
+            stop: stop.clone(),
+            report,
+            shutdown_timeout: config.shutdown_timeout,
+        };
+        let future: WorkerFuture = match direct.take() {
+            Some(ingest) => Box::pin(worker(listener, serving, driver, command_rx, ingest, life)),
+            None => {
+                let feed = routed.next().expect("one routed feed per worker");
+                let driver = driver.into_worker(index);
+                Box::pin(worker(listener, serving, driver, command_rx, feed, life))
+            }
+        };
+        ended.push(spawner.spawn(index, future));
+    }
+    drop(bus);
+
+    shutdown.wait().await;
+    tracing::info!("shutting down: draining connections");
+    readiness.set_draining();
+    // Each worker gives up on its drain at the timeout by itself.
+    for reported in drained {
+        let _ = reported.await;
+    }
+    source_trigger.trigger();
+    let stop_sources = async { while source_tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(config.shutdown_timeout, stop_sources)
+        .await
+        .is_err()
+    {
+        tracing::warn!("sources did not stop in time");
+    }
+    source_tasks.abort_all();
+    stop_trigger.trigger();
+    for worker in ended {
+        worker.await;
+    }
+    if let Some(router) = router {
+        router.abort();
+        let _ = router.await;
+    }
+    tracing::info!("shut down");
+}
+
+/// Batches of routed messages that may wait for one worker.
+const ROUTED_QUEUE: usize = 64;
+
+/// What a worker needs for its shutdown, besides its listener and driver.
+struct WorkerLife {
+    /// Its index, for logs.
+    index: usize,
+    /// Into its driver.
+    commands: mpsc::Sender<Command>,
+    /// Turns true once its core has closed every connection.
+    drained: watch::Receiver<bool>,
+    /// The graceful shutdown.
+    shutdown: Shutdown,
+    /// Fires after the sources have stopped: the worker ends.
+    stop: Shutdown,
+    /// Told once this worker has drained (or given up on it).
+    report: oneshot::Sender<()>,
+    /// `WS_SHUTDOWN_TIMEOUT_SECONDS`.
+    shutdown_timeout: Duration,
+}
+
+/// One worker: its driver, and the accept loop of its listener until the
+/// shutdown has drained its connections; then it waits for `stop`.
+async fn worker<L: MakeAccept, F: Feed>(
+    listener: L,
+    serving: HttpServing,
+    driver: Driver,
+    command_rx: mpsc::Receiver<Command>,
+    feed: F,
+    life: WorkerLife,
+) where
+    F::Item: 'static,
+{
+    let WorkerLife {
+        index,
+        commands,
+        mut drained,
+        mut shutdown,
+        mut stop,
+        report,
+        shutdown_timeout,
+    } = life;
+    let mut accept = match listener.make() {
+        Ok(accept) => accept,
+        Err(error) => {
+            tracing::error!(worker = index, %error, "cannot listen; this worker takes no connections");
+            let _ = report.send(());
+            return;
+        }
     };
+    let driver = tokio::spawn(driver.run(command_rx, feed));
     let mut http_connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -344,8 +435,6 @@ async fn serve<A: Accept>(
         }
     }
 
-    tracing::info!("shutting down: draining connections");
-    readiness.set_draining();
     let _ = commands.send(Command::Shutdown).await;
     // Accepting goes on while the connections drain, so a new upgrade gets
     // 503 shutting_down (and probes their answers) instead of a refused
@@ -355,14 +444,14 @@ async fn serve<A: Accept>(
         let _ = drained.wait_for(|done| *done).await.map(|_| ());
     };
     tokio::pin!(drain);
-    let give_up = tokio::time::sleep(config.shutdown_timeout);
+    let give_up = tokio::time::sleep(shutdown_timeout);
     tokio::pin!(give_up);
     loop {
         tokio::select! {
             biased;
             () = &mut drain => break,
             () = &mut give_up => {
-                tracing::warn!(timeout = ?config.shutdown_timeout, "drain timed out; dropping the remaining connections");
+                tracing::warn!(timeout = ?shutdown_timeout, worker = index, "drain timed out; dropping the remaining connections");
                 break;
             }
             accepted = accept.accept() => serving.on_accept(&mut http_connections, accepted).await,
@@ -370,19 +459,16 @@ async fn serve<A: Accept>(
         }
     }
     drop(accept);
-    source_trigger.trigger();
-    let stop_sources = async { while source_tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(config.shutdown_timeout, stop_sources)
-        .await
-        .is_err()
-    {
-        tracing::warn!("sources did not stop in time");
+    let _ = report.send(());
+    loop {
+        tokio::select! {
+            () = stop.wait() => break,
+            Some(_) = http_connections.join_next(), if !http_connections.is_empty() => {}
+        }
     }
-    source_tasks.abort_all();
     http_connections.abort_all();
     driver.abort();
     let _ = driver.await;
-    tracing::info!("shut down");
 }
 
 /// Serves HTTP/1.1 on one connection (plain or after its TLS handshake):

@@ -17,7 +17,19 @@ const CHANNELS: usize = 5;
 /// half subscribing at connect and half with a `subscribe` frame), then
 /// `messages` messages on random channels, then everyone leaves.
 pub(crate) fn fan_out(seed: u64, clients: usize, messages: usize) -> Result<Trace, String> {
-    let mut run = World::builder().start(seed);
+    fan_out_with(seed, clients, messages, 1)
+}
+
+/// [`fan_out`] against a server with `workers` workers (`WS_WORKERS`).
+pub(crate) fn fan_out_with(
+    seed: u64,
+    clients: usize,
+    messages: usize,
+    workers: usize,
+) -> Result<Trace, String> {
+    let mut run = World::builder()
+        .configure(move |config| config.workers = workers)
+        .start(seed);
     for i in 0..clients {
         let mut rng = run.world.rng(i as u64);
         let mut wanted: Vec<String> = Vec::new();

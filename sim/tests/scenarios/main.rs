@@ -21,6 +21,7 @@ mod slow_consumer;
 mod slow_link_conflation;
 mod source_stall;
 mod token_refresh;
+mod workers;
 
 /// This test binary's name, for replay commands.
 const TEST: &str = "scenarios";

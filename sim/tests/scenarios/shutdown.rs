@@ -14,7 +14,13 @@ use crate::{TEST, policy};
 const CLIENTS: usize = 12;
 
 fn shutdown_under_load(seed: u64) -> Result<Trace, String> {
-    let builder = World::builder();
+    shutdown_under_load_with(seed, 1)
+}
+
+/// [`shutdown_under_load`] against a server with `workers` workers
+/// (`WS_WORKERS`).
+pub(crate) fn shutdown_under_load_with(seed: u64, workers: usize) -> Result<Trace, String> {
+    let builder = World::builder().configure(move |config| config.workers = workers);
     let shutdown_timeout = builder.config().shutdown_timeout;
     let mut run = builder.start(seed);
     // Clients end with the server's 1001 close, not by leaving: they arrive
