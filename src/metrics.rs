@@ -136,6 +136,12 @@ pub struct Metrics {
     pub bytes_uncompressed: Counter,
     /// Open connections that negotiated permessage-deflate.
     pub deflate_connections: Gauge,
+    /// Bytes held in all connections' outbound queues (queued + being
+    /// written): the process's part of what slow clients cost.
+    pub outbound_bytes: Gauge,
+    /// The most bytes one connection's outbound queue has held since start
+    /// (stays within the per-client bound of docs/protocol.md).
+    pub outbound_peak_bytes: Gauge,
     /// The core's saved-bytes total as last seen, so each stats update adds
     /// only what is new to `bytes_uncompressed`.
     compression_saved_seen: AtomicU64,
@@ -171,6 +177,8 @@ impl Metrics {
             source_gaps: Family::default(),
             bytes_uncompressed: Counter::default(),
             deflate_connections: Gauge::default(),
+            outbound_bytes: Gauge::default(),
+            outbound_peak_bytes: Gauge::default(),
             compression_saved_seen: AtomicU64::new(0),
             registry: Registry::default(),
         };
@@ -293,6 +301,16 @@ impl Metrics {
             metrics.history_bytes.clone(),
         );
         registry.register(
+            "websocket_outbound_bytes",
+            "Bytes held in all connections' outbound queues (queued or being written)",
+            metrics.outbound_bytes.clone(),
+        );
+        registry.register(
+            "websocket_outbound_peak_bytes",
+            "The most bytes one connection's outbound queue has held since start",
+            metrics.outbound_peak_bytes.clone(),
+        );
+        registry.register(
             "websocket_history_evictions",
             "Stored messages and snapshot entries evicted by the count, byte or age bounds",
             metrics.history_evictions.clone(),
@@ -387,6 +405,7 @@ impl Metrics {
         self.history_snapshot_keys
             .set(stats.history.snapshot_keys as i64);
         self.history_bytes.set(stats.history.bytes as i64);
+        self.outbound_bytes.set(stats.outbound_bytes as i64);
         let evicted = stats.history.evictions;
         self.history_evictions
             .inc_by(evicted.saturating_sub(self.history_evictions.get()));

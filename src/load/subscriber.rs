@@ -281,7 +281,10 @@ fn close_text(frame: &Frame<'_>) -> String {
 }
 
 /// A TCP connection to `target`, from `source` when given.
-async fn connect_tcp(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+pub(crate) async fn connect_tcp(
+    target: SocketAddr,
+    source: Option<IpAddr>,
+) -> io::Result<TcpStream> {
     let socket = if target.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -329,7 +332,7 @@ pub fn unix_now_ns() -> u64 {
 }
 
 /// Runs hyper's client connection task (which finishes the upgrade) on tokio.
-struct SpawnExecutor;
+pub(crate) struct SpawnExecutor;
 
 impl<F> hyper::rt::Executor<F> for SpawnExecutor
 where

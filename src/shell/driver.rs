@@ -553,6 +553,9 @@ impl Driver {
             }
         }
         self.metrics.record_stats(self.core.stats());
+        self.metrics
+            .outbound_peak_bytes
+            .set(self.core.outbound_peak_bytes() as i64);
         if self.shutting_down && self.core.is_drained() {
             self.drained.send_replace(true);
         }

@@ -12,7 +12,9 @@
 //!    what the server counted as dropped;
 //! 6. every client that went silent is closed by the server within the bound;
 //! 7. when every client has gone, the core's tables are empty;
-//! 8. every frame the server sends is one protocol v1 describes.
+//! 8. every frame the server sends is one protocol v1 describes;
+//! 9. no connection's outbound queue ever held more than the per-client
+//!    bound, and at the end nothing is held in queues or socket buffers.
 //!
 //! Sequence numbers give a causal order, so "published while subscribed" has
 //! a precise meaning: after the client read the ack that added the channel,
@@ -36,6 +38,9 @@ pub struct CheckPolicy {
     /// Every client leaves before the end, so the core's tables must be
     /// empty in the last sample.
     pub expect_empty_at_end: bool,
+    /// The most bytes one connection's outbound queue may hold
+    /// (`Core::outbound_bound_bytes` of the server's configuration).
+    pub outbound_bound: usize,
 }
 
 /// One broken invariant, with enough detail to find it in the trace.
@@ -435,6 +440,18 @@ pub fn check(trace: &[Record], policy: CheckPolicy) -> Result<Summary, Vec<Viola
     }
 
     check_silent_clients_closed(trace, policy, &samples, &mut violate);
+    if let Some((at, sample)) = samples
+        .iter()
+        .find(|(_, sample)| sample.outbound_peak_bytes > policy.outbound_bound as i64)
+    {
+        violate(
+            "outbound_within_bound",
+            format!(
+                "a connection's queue held {} bytes by {at:?}, bound {}",
+                sample.outbound_peak_bytes, policy.outbound_bound
+            ),
+        );
+    }
     if policy.expect_empty_at_end {
         check_tables_empty(trace, &samples, &mut violate);
     }
@@ -549,7 +566,12 @@ fn check_tables_empty(
     }
     match samples.last() {
         Some((at, sample)) if last_end.is_none_or(|end| *at > end) => {
-            if sample.connections != 0 || sample.subscriptions != 0 || sample.channels != 0 {
+            if sample.connections != 0
+                || sample.subscriptions != 0
+                || sample.channels != 0
+                || sample.outbound_bytes != 0
+                || sample.socket_unread_bytes != 0
+            {
                 violate(
                     "tables_empty_at_end",
                     format!("everyone left but the core still holds {sample:?}"),
