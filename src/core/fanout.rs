@@ -41,7 +41,7 @@ impl Core {
                 continue;
             }
             if self.throttled > 0
-                && let Some(c) = self.conns.get_mut(conn.0)
+                && let Some(c) = self.conns.get_mut(conn)
                 && let Some(throttle) = c
                     .throttles
                     .iter_mut()
@@ -124,7 +124,7 @@ impl Core {
     /// The `Throttle` timer: sends every held value whose interval is over,
     /// in the order they arrived, and re-arms for the next one.
     pub(super) fn release_throttled(&mut self, now: Instant, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(conn.0) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
         let mut due = Vec::new();
@@ -144,7 +144,7 @@ impl Core {
     /// Holds a message for the connection's next batch; sends the batch when
     /// it is full.
     fn add_to_batch(&mut self, now: Instant, conn: ConnId, message: BatchedMessage) -> bool {
-        let Some(c) = self.conns.get_mut(conn.0) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return false;
         };
         if c.closing.is_some() {
@@ -155,7 +155,7 @@ impl Core {
             self.flush_batch(now, conn);
             // A full batch that overflowed the queue closed the connection:
             // then this message did not get through.
-            return self.conns.get(conn.0).is_some_and(|c| c.closing.is_none());
+            return self.conns.get(conn).is_some_and(|c| c.closing.is_none());
         }
         if c.batch.len() == 1 {
             c.timers
@@ -168,7 +168,7 @@ impl Core {
     /// Sends what is waiting in the connection's batch: a lone message as its
     /// shared frame, several as one JSON array.
     pub(super) fn flush_batch(&mut self, now: Instant, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(conn.0) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
         c.timers.clear(Timer::BatchFlush);
@@ -205,7 +205,7 @@ impl Core {
     /// first such subscriber), else `plain`; one refcount increment either way.
     fn message_frame_for(&mut self, conn: ConnId, plain: &Bytes) -> Bytes {
         self.conns
-            .get(conn.0)
+            .get(conn)
             .and_then(|c| c.deflate)
             .and_then(|deflate| self.compression.compressed_for(deflate, plain))
             .unwrap_or_else(|| plain.clone())
@@ -222,7 +222,7 @@ impl Core {
     ) -> bool {
         // Frames that did not come through `message_frame_for` (a batch,
         // a lone batched message) are chosen here.
-        let frame = match self.conns.get(conn.0).and_then(|c| c.deflate) {
+        let frame = match self.conns.get(conn).and_then(|c| c.deflate) {
             Some(deflate) if !self.compression.is_shared_compressed(&frame) => self
                 .compression
                 .compressed_for(deflate, &frame)
@@ -230,7 +230,7 @@ impl Core {
             _ => frame,
         };
         let queued = self.enqueue_tagged(now, conn, frame, FrameKind::Message, tag);
-        if queued && let Some(c) = self.conns.get_mut(conn.0) {
+        if queued && let Some(c) = self.conns.get_mut(conn) {
             c.outbound.note_ingest(ingested);
         }
         queued

@@ -8,14 +8,45 @@ use bytes::Bytes;
 use crate::proto::codes::PayloadKind;
 use crate::proto::position::Position;
 
-/// Handle of one connection inside the core: a slab key. Stable while the
-/// connection lives; reused after it is gone.
+/// Handle of one connection inside the core: a slab index plus that slot's
+/// generation (as quinn's handles and slotmap keys do). The index is reused
+/// once the connection is gone, the generation is not: a stale handle held
+/// by the shell (a late command from a dead socket's task) can never address
+/// the connection that took its slot over; the core ignores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub usize);
+pub struct ConnId {
+    /// The slot in the core's table; small and dense, so tables indexed by
+    /// it are plain vectors.
+    index: u32,
+    /// How many connections held this slot before this one; bumped when a
+    /// connection leaves the slot, so older handles stop matching.
+    generation: u32,
+}
+
+impl ConnId {
+    /// The handle of slot `index` at `generation`. Only the core mints
+    /// handles for real connections; tests build them to address tables.
+    pub(crate) fn new(index: usize, generation: u32) -> ConnId {
+        ConnId {
+            index: u32::try_from(index).expect("fewer than 2^32 connections at once"),
+            generation,
+        }
+    }
+
+    /// The slot index, for tables indexed by connection.
+    pub(crate) fn index(self) -> usize {
+        self.index as usize
+    }
+
+    /// The slot's generation this handle was minted for.
+    pub(crate) fn generation(self) -> u32 {
+        self.generation
+    }
+}
 
 impl std::fmt::Display for ConnId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
+        write!(f, "{}v{}", self.index, self.generation)
     }
 }
 

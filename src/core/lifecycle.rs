@@ -78,7 +78,7 @@ impl Core {
             self.unix_ms(now),
         );
         let user_id = open.identity.user_id.clone();
-        let key = self.conns.insert(Connection {
+        let conn = self.conns.insert(Connection {
             identity: open.identity,
             remote: open.remote,
             opened_at: now,
@@ -103,7 +103,6 @@ impl Core {
             refresh_pending: false,
         });
         self.deflate_connections += usize::from(open.deflate.is_some());
-        let conn = ConnId(key);
         self.events.push_back(Event::Opened {
             conn,
             connection_id,
@@ -123,27 +122,29 @@ impl Core {
         Ok(conn)
     }
 
-    /// Records inbound activity; false if the connection is unknown or
-    /// closing (its frames are then ignored).
-    pub(super) fn touch(&mut self, now: Instant, conn: ConnId) -> bool {
-        let Some(c) = self.conns.get_mut(conn.0) else {
-            return false;
-        };
-        if c.closing.is_some() {
-            return false;
+    /// Whether frames from `conn` are still processed: false if the
+    /// connection is unknown (or a stale handle) or closing.
+    pub(super) fn accepts_input(&self, conn: ConnId) -> bool {
+        self.conns.get(conn).is_some_and(|c| c.closing.is_none())
+    }
+
+    /// Inbound activity proves the client alive: pushes its idle deadline
+    /// (`connection_timeout`) back to `now` plus the timeout.
+    pub(super) fn reset_idle_timer(&mut self, now: Instant, conn: ConnId) {
+        if self.config.connection_timeout.is_zero() {
+            return;
         }
-        if !self.config.connection_timeout.is_zero() {
+        if let Some(c) = self.conns.get_mut(conn) {
             c.timers
                 .set(Timer::Idle, now + self.config.connection_timeout);
             self.reschedule(conn);
         }
-        true
     }
 
     /// Lists `conn` for [`Core::poll_output`] if its writer is idle and
     /// something is queued.
     pub(super) fn mark_ready(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get_mut(conn.0)
+        if let Some(c) = self.conns.get_mut(conn)
             && !c.in_ready
             && c.outbound.ready()
         {
@@ -175,7 +176,7 @@ impl Core {
         tag: Option<u64>,
     ) -> bool {
         let policy = self.config.slow_client_policy;
-        let Some(c) = self.conns.get_mut(conn.0) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return false;
         };
         if c.closing.is_some() {
@@ -218,7 +219,7 @@ impl Core {
     pub(super) fn enqueue_if_room(&mut self, now: Instant, conn: ConnId, frame: Bytes) -> bool {
         let fits = self
             .conns
-            .get(conn.0)
+            .get(conn)
             .is_some_and(|c| c.closing.is_none() && c.outbound.control_fits(frame.len()));
         fits && self.enqueue(now, conn, frame, FrameKind::Control)
     }
@@ -237,7 +238,7 @@ impl Core {
     /// (`also_dropped` counts a message that never got in), and tell the
     /// client why ahead of anything else.
     pub(super) fn close_slow_consumer(&mut self, now: Instant, conn: ConnId, also_dropped: u64) {
-        let Some(c) = self.conns.get_mut(conn.0) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
         let before = c.outbound.bytes();
@@ -263,7 +264,7 @@ impl Core {
         code: CloseCode,
         reason: CloseReason,
     ) {
-        if self.conns.get(conn.0).is_none_or(|c| c.closing.is_some()) {
+        if self.conns.get(conn).is_none_or(|c| c.closing.is_some()) {
             return;
         }
         if reason != CloseReason::SlowConsumer {
@@ -271,7 +272,7 @@ impl Core {
             self.flush_batch(now, conn);
         }
         let grace = self.config.slow_close_grace;
-        let Some(c) = self.conns.get_mut(conn.0) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
         if c.closing.is_some() {
@@ -294,7 +295,7 @@ impl Core {
 
     /// Removes the connection from the core and reports it closed.
     pub(super) fn forget(&mut self, now: Instant, conn: ConnId, reason: CloseReason) {
-        let Some(c) = self.conns.try_remove(conn.0) else {
+        let Some(c) = self.conns.remove(conn) else {
             return;
         };
         self.outbound_bytes -= c.outbound.bytes();
@@ -321,7 +322,7 @@ impl Core {
 
     /// Files the connection under its earliest timer.
     pub(super) fn reschedule(&mut self, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(conn.0) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
         let next = c.timers.next();
@@ -344,7 +345,7 @@ impl Core {
                 break;
             }
             self.deadlines.pop_first();
-            if let Some(c) = self.conns.get_mut(conn.0) {
+            if let Some(c) = self.conns.get_mut(conn) {
                 c.scheduled = None;
             }
             due.push(conn);
@@ -357,7 +358,7 @@ impl Core {
 
     fn fire_timers(&mut self, now: Instant, conn: ConnId) {
         for timer in Timer::ALL {
-            let Some(c) = self.conns.get_mut(conn.0) else {
+            let Some(c) = self.conns.get_mut(conn) else {
                 return;
             };
             if !c.timers.take_expired(timer, now) {

@@ -11,14 +11,12 @@
 //! * `lifecycle.rs`, `requests.rs`, `fanout.rs`: the `impl Core` blocks for
 //!   a connection's life, client frames and publishing.
 //! * `subscriptions.rs`, `outbound.rs`, `permissions.rs`, `rate_limit.rs`,
-//!   `timers.rs`, `connection.rs`, `conn_map.rs`, `config.rs`: one policy or
-//!   table each.
+//!   `timers.rs`, `connection.rs`, `conn_map.rs`, `conn_slab.rs`,
+//!   `config.rs`: one policy or table each.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::Instant;
-
-use slab::Slab;
 
 use crate::proto;
 use crate::proto::codes::CloseCode;
@@ -27,6 +25,7 @@ mod compression;
 mod config;
 mod conflation;
 mod conn_map;
+mod conn_slab;
 mod connection;
 mod fanout;
 mod history;
@@ -54,6 +53,7 @@ pub use outputs::ConnInspection;
 pub use outputs::{CloseReason, DropReason, Event, Output, Stats, Transmit, VerifyRequest};
 pub use store::HistoryStats;
 
+use conn_slab::ConnSlab;
 use connection::Connection;
 use recovery::Replay;
 use store::Store;
@@ -134,8 +134,8 @@ pub struct Core {
     anchor: Instant,
     /// Unix milliseconds at `anchor`.
     anchor_unix_ms: u64,
-    /// Open connections (including those closing); the key is the `ConnId`.
-    conns: Slab<Connection>,
+    /// Open connections (including those closing), by `ConnId`.
+    conns: ConnSlab<Connection>,
     /// Open connections per remote address, for `max_connections_per_ip`.
     per_address: HashMap<IpAddr, usize>,
     /// Who is subscribed to what.
@@ -195,7 +195,7 @@ impl Core {
             config,
             anchor: now,
             anchor_unix_ms: unix_ms,
-            conns: Slab::new(),
+            conns: ConnSlab::new(),
             per_address: HashMap::new(),
             subscriptions: SubscriptionIndex::default(),
             ready: VecDeque::new(),
@@ -231,7 +231,8 @@ impl Core {
 
     /// A WebSocket Ping from the client: the core queues the Pong.
     pub fn handle_ping(&mut self, now: Instant, conn: ConnId, payload: &[u8]) {
-        if self.touch(now, conn) {
+        if self.accepts_input(conn) {
+            self.reset_idle_timer(now, conn);
             self.enqueue(
                 now,
                 conn,
@@ -243,12 +244,15 @@ impl Core {
 
     /// Inbound activity that carries no request (a Pong frame).
     pub fn handle_activity(&mut self, now: Instant, conn: ConnId) {
-        self.touch(now, conn);
+        if self.accepts_input(conn) {
+            self.reset_idle_timer(now, conn);
+        }
     }
 
     /// The client sent a frame over `max_message_bytes`: close 1009.
     pub fn handle_frame_too_big(&mut self, now: Instant, conn: ConnId) {
-        if self.touch(now, conn) {
+        if self.accepts_input(conn) {
+            self.reset_idle_timer(now, conn);
             self.begin_close(now, conn, CloseCode::TooBig, CloseReason::FrameTooBig);
         }
     }
@@ -256,7 +260,8 @@ impl Core {
     /// The client sent a compressed message that is not valid DEFLATE:
     /// close 1007 (RFC 7692 §8.1 fails the connection).
     pub fn handle_bad_compressed_data(&mut self, now: Instant, conn: ConnId) {
-        if self.touch(now, conn) {
+        if self.accepts_input(conn) {
+            self.reset_idle_timer(now, conn);
             self.begin_close(
                 now,
                 conn,
@@ -270,7 +275,8 @@ impl Core {
     /// close 1002, then the socket is dropped once the close is written or
     /// `slow_close_grace` passes. Nothing else it sent is processed.
     pub fn handle_protocol_violation(&mut self, now: Instant, conn: ConnId) {
-        if self.touch(now, conn) {
+        if self.accepts_input(conn) {
+            self.reset_idle_timer(now, conn);
             self.begin_close(
                 now,
                 conn,
@@ -282,7 +288,8 @@ impl Core {
 
     /// The client sent a close frame: the core answers it and disconnects.
     pub fn handle_peer_close(&mut self, now: Instant, conn: ConnId) {
-        if self.touch(now, conn) {
+        if self.accepts_input(conn) {
+            self.reset_idle_timer(now, conn);
             self.begin_close(now, conn, CloseCode::Normal, CloseReason::ClientClosed);
         }
     }
@@ -290,7 +297,7 @@ impl Core {
     /// The socket failed or hit EOF. The core forgets the connection now; no
     /// disconnect output follows (the shell already knows).
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
-        if let Some(c) = self.conns.get(conn.0) {
+        if let Some(c) = self.conns.get(conn) {
             let reason = c.closing.unwrap_or(CloseReason::ConnectionLost);
             self.forget(now, conn, reason);
         }
@@ -298,7 +305,7 @@ impl Core {
 
     /// The last [`Transmit`] for `conn` has been handed to the kernel.
     pub fn handle_write_complete(&mut self, now: Instant, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(conn.0) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
         let before = c.outbound.bytes();
@@ -342,7 +349,7 @@ impl Core {
     /// after what is already queued.
     pub fn handle_shutdown(&mut self, now: Instant) {
         self.shutting_down = true;
-        let open: Vec<ConnId> = self.conns.iter().map(|(key, _)| ConnId(key)).collect();
+        let open: Vec<ConnId> = self.conns.iter().map(|(conn, _)| conn).collect();
         for conn in open {
             self.begin_close(now, conn, CloseCode::GoingAway, CloseReason::Shutdown);
         }
@@ -372,7 +379,7 @@ impl Core {
     /// Frames of the first ready connection that has any.
     fn next_transmit(&mut self) -> Option<Transmit> {
         while let Some(conn) = self.ready.pop_front() {
-            let Some(c) = self.conns.get_mut(conn.0) else {
+            let Some(c) = self.conns.get_mut(conn) else {
                 continue;
             };
             c.in_ready = false;
@@ -442,7 +449,7 @@ impl Core {
     /// One connection's state, for property tests and fuzzing.
     #[doc(hidden)]
     pub fn inspect(&self, conn: ConnId) -> Option<ConnInspection> {
-        let c = self.conns.get(conn.0)?;
+        let c = self.conns.get(conn)?;
         Some(ConnInspection {
             channels: self
                 .subscriptions

@@ -179,7 +179,7 @@ impl Core {
                     } else {
                         self.enqueue(now, conn, frame, kind);
                     }
-                    if self.conns.get(conn.0).is_none_or(|c| c.closing.is_some()) {
+                    if self.conns.get(conn).is_none_or(|c| c.closing.is_some()) {
                         return;
                     }
                 }
@@ -200,7 +200,7 @@ impl Core {
     }
 
     fn replay_step(&self, conn: ConnId, replay: &mut Replay) -> Step {
-        let Some(c) = self.conns.get(conn.0) else {
+        let Some(c) = self.conns.get(conn) else {
             return Step::Wait;
         };
         let channel = &self.store.channels[replay.channel as usize];

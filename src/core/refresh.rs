@@ -69,7 +69,7 @@ impl Core {
     pub(super) fn refresh_due(&mut self, now: Instant, conn: ConnId) {
         let Some(exp) = self
             .conns
-            .get(conn.0)
+            .get(conn)
             .and_then(|c| c.identity.expires_at_unix_ms)
         else {
             return;
@@ -86,7 +86,7 @@ impl Core {
         id: Option<RequestId>,
         token: String,
     ) {
-        let Some(c) = self.conns.get_mut(conn.0) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
         if c.refresh_pending {
@@ -117,7 +117,7 @@ impl Core {
         id: Option<RequestId>,
         identity: Identity,
     ) {
-        let Some(c) = self.conns.get_mut(conn.0) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
         c.refresh_pending = false;
@@ -144,13 +144,13 @@ impl Core {
         self.arm_token_timers(now, &mut timers, expires_at);
         let c = self
             .conns
-            .get_mut(conn.0)
+            .get_mut(conn)
             .expect("the connection was found above and nothing removed it");
         c.timers = timers;
         c.identity = identity;
         self.reschedule(conn);
 
-        let c = &self.conns[conn.0];
+        let c = &self.conns[conn];
         let revoked: Vec<String> = self
             .subscriptions
             .channels_of(conn)
@@ -173,7 +173,7 @@ impl Core {
             self.subscriptions.unsubscribe(conn, channel);
         }
         // Nor release the values its `maxRate` held back.
-        if let Some(c) = self.conns.get_mut(conn.0) {
+        if let Some(c) = self.conns.get_mut(conn) {
             let before = c.throttles.len();
             c.throttles.retain(|t| !revoked.contains(&t.channel));
             self.throttled -= before - c.throttles.len();
@@ -203,7 +203,7 @@ impl Core {
         code: &'static str,
         message: &str,
     ) {
-        let Some(c) = self.conns.get_mut(conn.0) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
         c.refresh_pending = false;

@@ -14,17 +14,6 @@ use crate::proto::client::{self, ClientFrame, RequestId, SubscribeOptions};
 use crate::proto::codes::{CloseCode, ErrorCode};
 use crate::proto::server;
 
-/// Longest piece of a client-supplied channel name quoted back in an error.
-const QUOTED_NAME_CHARS: usize = 140;
-
-fn quoted(name: &str) -> String {
-    let mut shown: String = name.chars().take(QUOTED_NAME_CHARS).collect();
-    if shown.len() < name.len() {
-        shown.push('…');
-    }
-    shown
-}
-
 /// Channels in the order first named, without repeats.
 fn deduplicated(channels: Vec<String>) -> Vec<String> {
     let mut seen = std::collections::HashSet::with_capacity(channels.len());
@@ -38,7 +27,7 @@ impl Core {
     /// Applies the inbound rate limit; false if the frame must not be
     /// processed.
     fn admit(&mut self, now: Instant, conn: ConnId) -> bool {
-        let Some(c) = self.conns.get_mut(conn.0) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return false;
         };
         match c.rate.take(now) {
@@ -85,9 +74,10 @@ impl Core {
     }
 
     pub(super) fn text(&mut self, now: Instant, conn: ConnId, payload: &[u8]) {
-        if !self.touch(now, conn) {
+        if !self.accepts_input(conn) {
             return;
         }
+        self.reset_idle_timer(now, conn);
         if std::str::from_utf8(payload).is_err() {
             // RFC 6455 §8.1: an endpoint MUST fail the connection.
             self.begin_close(
@@ -121,7 +111,11 @@ impl Core {
     }
 
     pub(super) fn binary(&mut self, now: Instant, conn: ConnId) {
-        if !self.touch(now, conn) || !self.admit(now, conn) {
+        if !self.accepts_input(conn) {
+            return;
+        }
+        self.reset_idle_timer(now, conn);
+        if !self.admit(now, conn) {
             return;
         }
         let message = "Binary frames are not supported; send JSON text frames.";
@@ -132,13 +126,10 @@ impl Core {
     fn refusal(&self, conn: ConnId, name: &str, new_so_far: usize) -> Option<(ErrorCode, String)> {
         let c = self
             .conns
-            .get(conn.0)
+            .get(conn)
             .expect("callers checked the connection exists");
         if let Err(err) = channel::validate(name) {
-            let message = format!(
-                "Channel \"{}\" is not a valid channel name: it {err}.",
-                quoted(name)
-            );
+            let message = channel::refusal_message(name, err);
             return Some((ErrorCode::InvalidChannel, message));
         }
         if let Err(denied) = permissions::check(&c.identity, &self.config.channel_rules, name) {
@@ -217,7 +208,7 @@ impl Core {
         requested: Option<u32>,
     ) -> Vec<(String, u32)> {
         let cap = self.config.subscription_max_rate.max(1);
-        let Some(c) = self.conns.get_mut(conn.0) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return Vec::new();
         };
         let rate = match (requested.map(|r| r.min(cap)), c.identity.max_rate) {
@@ -265,7 +256,7 @@ impl Core {
             .cloned()
             .collect();
         self.drop_replays(conn, Some(&removed));
-        if let Some(c) = self.conns.get_mut(conn.0) {
+        if let Some(c) = self.conns.get_mut(conn) {
             let before = c.throttles.len();
             c.throttles.retain(|t| !removed.contains(&t.channel));
             self.throttled -= before - c.throttles.len();

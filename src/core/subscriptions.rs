@@ -153,11 +153,11 @@ mod tests {
     #[test]
     fn subscribe_and_unsubscribe_keep_both_directions_in_step() {
         let mut index = SubscriptionIndex::default();
-        assert!(index.subscribe(ConnId(1), "lines"));
-        assert!(!index.subscribe(ConnId(1), "lines"));
-        assert!(index.subscribe(ConnId(2), "lines"));
-        assert!(index.subscribe(ConnId(1), "analytics"));
-        assert_eq!(index.channels_of(ConnId(1)), ["analytics", "lines"]);
+        assert!(index.subscribe(ConnId::new(1, 0), "lines"));
+        assert!(!index.subscribe(ConnId::new(1, 0), "lines"));
+        assert!(index.subscribe(ConnId::new(2, 0), "lines"));
+        assert!(index.subscribe(ConnId::new(1, 0), "analytics"));
+        assert_eq!(index.channels_of(ConnId::new(1, 0)), ["analytics", "lines"]);
         let mut lines: Vec<ConnId> = index
             .subscribers("lines")
             .expect("has subscribers")
@@ -165,13 +165,13 @@ mod tests {
             .map(|(_, c)| *c)
             .collect();
         lines.sort();
-        assert_eq!(lines, [ConnId(1), ConnId(2)]);
+        assert_eq!(lines, [ConnId::new(1, 0), ConnId::new(2, 0)]);
         assert_eq!((index.pair_count(), index.channel_count()), (3, 2));
-        assert!(index.unsubscribe(ConnId(2), "lines"));
-        assert!(!index.unsubscribe(ConnId(2), "lines"));
-        index.remove_conn(ConnId(1));
+        assert!(index.unsubscribe(ConnId::new(2, 0), "lines"));
+        assert!(!index.unsubscribe(ConnId::new(2, 0), "lines"));
+        index.remove_conn(ConnId::new(1, 0));
         assert_eq!((index.pair_count(), index.channel_count()), (0, 0));
         assert!(index.subscribers("lines").is_none());
-        assert!(!index.holds(ConnId(1), "analytics"));
+        assert!(!index.holds(ConnId::new(1, 0), "analytics"));
     }
 }

@@ -1,6 +1,8 @@
 //! Which channel names protocol v1 accepts: 1–128 characters of
-//! `A-Z a-z 0-9 _ . : @ # / -`. Checked before permissions so a malformed
-//! name is reported as such, not as forbidden.
+//! `A-Z a-z 0-9 _ . : @ # / -`. The one home of this rule: the subscribe
+//! frame (core), HTTP publish and Kafka routing all call it and word a
+//! refusal with [`refusal_message`]. Checked before permissions so a
+//! malformed name is reported as such, not as forbidden.
 
 /// Longest channel name.
 pub const MAX_CHANNEL_LEN: usize = 128;
@@ -19,6 +21,10 @@ pub enum ChannelNameError {
     BadCharacter,
 }
 
+/// How much of a refused name an error message quotes: enough to recognise
+/// it, not a 64 KiB echo.
+const QUOTED_NAME_CHARS: usize = 140;
+
 /// Checks a channel name.
 pub fn validate(name: &str) -> Result<(), ChannelNameError> {
     if name.is_empty() {
@@ -27,14 +33,32 @@ pub fn validate(name: &str) -> Result<(), ChannelNameError> {
     if name.len() > MAX_CHANNEL_LEN {
         return Err(ChannelNameError::TooLong);
     }
-    if !name.bytes().all(is_channel_byte) {
+    if !name.chars().all(is_channel_char) {
         return Err(ChannelNameError::BadCharacter);
     }
     Ok(())
 }
 
-fn is_channel_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'@' | b'#' | b'/' | b'-')
+/// Whether `c` may appear in a channel name (`A-Z a-z 0-9 _ . : @ # / -`).
+pub fn is_channel_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '@' | '#' | '/' | '-')
+}
+
+/// The text every entry point answers an invalid `name` with.
+pub fn refusal_message(name: &str, error: ChannelNameError) -> String {
+    format!(
+        "Channel \"{}\" is not a valid channel name: it {error}.",
+        quoted(name)
+    )
+}
+
+/// `name` cut to [`QUOTED_NAME_CHARS`], with an ellipsis if it was longer.
+pub fn quoted(name: &str) -> String {
+    let mut shown: String = name.chars().take(QUOTED_NAME_CHARS).collect();
+    if shown.len() < name.len() {
+        shown.push('…');
+    }
+    shown
 }
 
 #[cfg(test)]

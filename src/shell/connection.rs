@@ -17,10 +17,11 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 
+use crate::core::ConnId;
 use crate::proto::client_frames::{FrameReader, Inbound};
 use crate::shell::admission::Admitted;
 use crate::shell::driver::Command;
-use crate::shell::link::{ConnKey, Link, Wake};
+use crate::shell::link::{Link, Wake};
 use crate::shell::socket::{Buffered, Socket};
 
 /// How long a closing socket gets to see the client's FIN before it is dropped.
@@ -60,7 +61,7 @@ macro_rules! send {
 /// (the simulation's streams) through the buffered adapter.
 pub(crate) async fn start(
     upgraded: Upgraded,
-    key: ConnKey,
+    conn: ConnId,
     commands: mpsc::Sender<Command>,
     reader: FrameReader,
     admitted: Arc<Admitted>,
@@ -68,11 +69,11 @@ pub(crate) async fn start(
     let admitted = Some(admitted);
     match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
         Ok(parts) => {
-            let link = Link::new(key, parts.io.into_inner(), admitted);
+            let link = Link::new(conn, parts.io.into_inner(), admitted);
             attach(link, parts.read_buf, commands, reader).await;
         }
         Err(upgraded) => {
-            let link = Link::new(key, Buffered::new(TokioIo::new(upgraded)), admitted);
+            let link = Link::new(conn, Buffered::new(TokioIo::new(upgraded)), admitted);
             attach(link, Bytes::new(), commands, reader).await;
         }
     }
@@ -89,7 +90,7 @@ async fn attach<S: Socket>(
     let link = Arc::new(link);
     let shared: Arc<Link> = link.clone();
     let attach = Command::Attach {
-        key: link.key,
+        conn: link.conn,
         link: shared,
     };
     if commands.send(attach).await.is_ok() {
@@ -114,13 +115,13 @@ fn serve<S: Socket>(
 ) -> impl Future<Output = ()> + Send {
     let mut input = (!early.is_empty()).then(|| Box::new(BytesMut::from(&early[..])));
     async move {
-        // `link.key` is read where needed rather than copied into a local:
+        // `link.conn` is read where needed rather than copied into a local:
         // a local would be stored in this future for the socket's life.
         // Set once the client's input ended (EOF as `UnexpectedEof`).
         let mut ended: Option<io::Error> = None;
         loop {
             loop {
-                let command = match forward_frames(&mut reader, &mut input, link.key, &commands) {
+                let command = match forward_frames(&mut reader, &mut input, link.conn, &commands) {
                     Forwarded::All => break,
                     Forwarded::Over => return,
                     Forwarded::Full(command) => command,
@@ -131,7 +132,7 @@ fn serve<S: Socket>(
             }
             if let Some(error) = ended.take() {
                 let closed = Command::Closed {
-                    key: link.key,
+                    conn: link.conn,
                     error: (error.kind() != io::ErrorKind::UnexpectedEof).then_some(error),
                 };
                 send!(commands, closed);
@@ -144,7 +145,7 @@ fn serve<S: Socket>(
                     if !send!(
                         commands,
                         Command::WriteComplete {
-                            key: link.key,
+                            conn: link.conn,
                             written,
                         }
                     ) {
@@ -153,7 +154,7 @@ fn serve<S: Socket>(
                 }
                 Wake::Failed(error) => {
                     let closed = Command::Closed {
-                        key: link.key,
+                        conn: link.conn,
                         error: Some(error),
                     };
                     send!(commands, closed);
@@ -223,14 +224,14 @@ enum Forwarded {
 fn forward_frames(
     reader: &mut FrameReader,
     input: &mut Option<Box<BytesMut>>,
-    key: ConnKey,
+    conn: ConnId,
     commands: &mpsc::Sender<Command>,
 ) -> Forwarded {
     let Some(buffer) = input.as_mut() else {
         return Forwarded::All;
     };
     while let Some(inbound) = reader.next(buffer) {
-        match commands.try_send(command_for(inbound, key)) {
+        match commands.try_send(command_for(inbound, conn)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Closed(_)) => return Forwarded::Over,
             Err(mpsc::error::TrySendError::Full(command)) => return Forwarded::Full(command),
@@ -243,25 +244,25 @@ fn forward_frames(
 }
 
 /// The driver command for a client frame.
-fn command_for(inbound: Inbound, key: ConnKey) -> Command {
+fn command_for(inbound: Inbound, conn: ConnId) -> Command {
     match inbound {
-        Inbound::Text(payload) => Command::Text { key, payload },
-        Inbound::Binary => Command::Binary { key },
-        Inbound::Ping(payload) => Command::Ping { key, payload },
-        Inbound::Pong => Command::Pong { key },
-        Inbound::Close => Command::PeerClose { key },
+        Inbound::Text(payload) => Command::Text { conn, payload },
+        Inbound::Binary => Command::Binary { conn },
+        Inbound::Ping(payload) => Command::Ping { conn, payload },
+        Inbound::Pong => Command::Pong { conn },
+        Inbound::Close => Command::PeerClose { conn },
         // The core answers with 1009; the task stays to write the close
         // and drain the rest of the frame, so the client gets it.
-        Inbound::TooBig => Command::TooBig { key },
+        Inbound::TooBig => Command::TooBig { conn },
         // The core answers with 1002 (RFC 6455 §7.4.1) and drops the socket
         // once that is written or its grace passes; the reader discards
         // everything after the violation meanwhile.
         // The core answers with 1007; as with 1009, the task stays to write
         // the close while the reader discards what follows.
-        Inbound::BadCompressedData => Command::BadCompressedData { key },
+        Inbound::BadCompressedData => Command::BadCompressedData { conn },
         Inbound::Invalid(why) => {
             tracing::debug!(why, "client broke the protocol");
-            Command::ProtocolError { key }
+            Command::ProtocolError { conn }
         }
     }
 }
@@ -302,11 +303,8 @@ mod tests {
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
         let (_client, (server, _)) = (client.unwrap(), accepted.unwrap());
-        let key = ConnKey {
-            conn: crate::core::ConnId(0),
-            serial: 1,
-        };
-        let link = Arc::new(Link::new(key, server, None));
+        let conn = crate::core::ConnId::new(0, 0);
+        let link = Arc::new(Link::new(conn, server, None));
         let (commands, _rx) = mpsc::channel(1);
         let serving = serve(link, Bytes::new(), commands, FrameReader::new(1024));
         let size = std::mem::size_of_val(&serving);

@@ -17,12 +17,12 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::auth::{AuthError, Verifier};
-use crate::core::{ConnMap, Core, Event, Identity, Open, Output, Refusal, Transmit};
+use crate::core::{ConnId, ConnMap, Core, Event, Identity, Open, Output, Refusal, Transmit};
 use crate::metrics::Metrics;
 use crate::proto::client::RequestId;
 use crate::shell::batch::{WriteStart, Written};
 use crate::shell::conn_log::ConnLogs;
-use crate::shell::link::{ConnKey, Link};
+use crate::shell::link::Link;
 use crate::shell::offload;
 use crate::source::Ingest;
 
@@ -42,41 +42,39 @@ pub(crate) enum Command {
     /// each connection's serving task, idle or not.
     Open {
         open: Box<Open>,
-        reply: oneshot::Sender<Result<ConnKey, Refusal>>,
+        reply: oneshot::Sender<Result<ConnId, Refusal>>,
     },
     /// The admitted connection finished its upgrade: here is its socket.
-    Attach { key: ConnKey, link: Arc<Link> },
+    Attach { conn: ConnId, link: Arc<Link> },
     /// A complete text message.
-    Text { key: ConnKey, payload: Bytes },
+    Text { conn: ConnId, payload: Bytes },
     /// A complete binary message.
-    Binary { key: ConnKey },
+    Binary { conn: ConnId },
     /// A WebSocket Ping.
-    Ping { key: ConnKey, payload: Bytes },
+    Ping { conn: ConnId, payload: Bytes },
     /// A WebSocket Pong (proof of life).
-    Pong { key: ConnKey },
+    Pong { conn: ConnId },
     /// A message over the inbound size limit.
-    TooBig { key: ConnKey },
+    TooBig { conn: ConnId },
     /// A compressed message that is not valid DEFLATE.
-    BadCompressedData { key: ConnKey },
+    BadCompressedData { conn: ConnId },
     /// A frame no client may send: close 1002.
-    ProtocolError { key: ConnKey },
+    ProtocolError { conn: ConnId },
     /// The client sent a close frame.
-    PeerClose { key: ConnKey },
+    PeerClose { conn: ConnId },
     /// The socket failed (`error`), hit EOF, or never finished upgrading.
     Closed {
-        key: ConnKey,
+        conn: ConnId,
         error: Option<std::io::Error>,
     },
     /// The connection's task handed the rest of a batch to the kernel.
-    WriteComplete { key: ConnKey, written: Written },
+    WriteComplete { conn: ConnId, written: Written },
     /// Begin the graceful shutdown.
     Shutdown,
 }
 
 /// The driver's view of one live connection. Dropping it closes the socket.
 struct Slot {
-    /// Guards against stale commands after the id is reused.
-    serial: u64,
     /// The socket, once the upgrade completed.
     link: Option<Arc<Link>>,
     /// A batch the core sent before the socket was attached (the acks of
@@ -100,8 +98,6 @@ pub(crate) struct Driver {
     slots: ConnMap<Slot>,
     /// Log identity of every connection the core holds.
     logs: ConnLogs,
-    /// Next [`ConnKey::serial`].
-    next_serial: u64,
     /// Counters and gauges for `/metrics`.
     metrics: Arc<Metrics>,
     /// Set true once shutdown began and the core holds no connection.
@@ -130,7 +126,7 @@ pub(crate) struct Driver {
 /// The outcome of verifying a `refresh` token.
 struct Verified {
     /// The connection that asked.
-    key: ConnKey,
+    conn: ConnId,
     /// The request's id.
     id: Option<RequestId>,
     /// The identity, or why not.
@@ -158,7 +154,6 @@ impl Driver {
             core,
             slots: ConnMap::default(),
             logs: ConnLogs::default(),
-            next_serial: 0,
             metrics,
             drained,
             shutting_down: false,
@@ -275,20 +270,14 @@ impl Driver {
                 let remote = open.remote;
                 match self.core.handle_open(now, *open) {
                     Ok(conn) => {
-                        self.next_serial += 1;
-                        let key = ConnKey {
-                            conn,
-                            serial: self.next_serial,
-                        };
                         self.slots.insert(
                             conn,
                             Slot {
-                                serial: key.serial,
                                 link: None,
                                 parked: None,
                             },
                         );
-                        if reply.send(Ok(key)).is_err() {
+                        if reply.send(Ok(conn)).is_err() {
                             // The HTTP handler is gone: the client will never
                             // upgrade, so the core must forget it.
                             self.slots.remove(&conn);
@@ -307,57 +296,53 @@ impl Driver {
                     self.core.handle_shutdown(now);
                 }
             }
-            Command::Text { key, payload } => {
-                if self.is_live(key) {
+            Command::Text { conn, payload } => {
+                if self.is_live(conn) {
                     self.metrics.messages_received.inc();
-                    self.core.handle_text(now, key.conn, &payload);
+                    self.core.handle_text(now, conn, &payload);
                 }
             }
-            Command::Binary { key } => {
-                if self.is_live(key) {
+            Command::Binary { conn } => {
+                if self.is_live(conn) {
                     self.metrics.messages_received.inc();
-                    self.core.handle_binary(now, key.conn);
+                    self.core.handle_binary(now, conn);
                 }
             }
-            Command::Ping { key, payload } => {
-                if self.is_live(key) {
+            Command::Ping { conn, payload } => {
+                if self.is_live(conn) {
                     self.metrics.messages_received.inc();
-                    self.core.handle_ping(now, key.conn, &payload);
+                    self.core.handle_ping(now, conn, &payload);
                 }
             }
-            Command::Pong { key } => {
-                if self.is_live(key) {
+            Command::Pong { conn } => {
+                if self.is_live(conn) {
                     self.metrics.messages_received.inc();
-                    self.core.handle_activity(now, key.conn);
+                    self.core.handle_activity(now, conn);
                 }
             }
-            Command::TooBig { key } => {
-                if self.is_live(key) {
-                    self.core.handle_frame_too_big(now, key.conn);
+            Command::TooBig { conn } => {
+                if self.is_live(conn) {
+                    self.core.handle_frame_too_big(now, conn);
                 }
             }
-            Command::BadCompressedData { key } => {
-                if self.is_live(key) {
-                    self.core.handle_bad_compressed_data(now, key.conn);
+            Command::BadCompressedData { conn } => {
+                if self.is_live(conn) {
+                    self.core.handle_bad_compressed_data(now, conn);
                 }
             }
-            Command::ProtocolError { key } => {
-                if self.is_live(key) {
-                    self.core.handle_protocol_violation(now, key.conn);
+            Command::ProtocolError { conn } => {
+                if self.is_live(conn) {
+                    self.core.handle_protocol_violation(now, conn);
                 }
             }
-            Command::PeerClose { key } => {
-                if self.is_live(key) {
+            Command::PeerClose { conn } => {
+                if self.is_live(conn) {
                     self.metrics.messages_received.inc();
-                    self.core.handle_peer_close(now, key.conn);
+                    self.core.handle_peer_close(now, conn);
                 }
             }
-            Command::Attach { key, link } => {
-                let Some(slot) = self
-                    .slots
-                    .get_mut(&key.conn)
-                    .filter(|s| s.serial == key.serial)
-                else {
+            Command::Attach { conn, link } => {
+                let Some(slot) = self.slots.get_mut(&conn) else {
                     // Dropped while upgrading (a shutdown, say).
                     link.close();
                     return;
@@ -367,19 +352,19 @@ impl Driver {
                     self.write(now, &link, *transmit);
                 }
             }
-            Command::Closed { key, error } => {
-                if self.is_live(key) {
+            Command::Closed { conn, error } => {
+                if self.is_live(conn) {
                     if let Some(error) = error {
-                        tracing::debug!(conn = %key.conn, connection_id = self.logs.connection_id(key.conn), user = self.logs.user_id(key.conn), %error, "socket ended");
+                        tracing::debug!(conn = %conn, connection_id = self.logs.connection_id(conn), user = self.logs.user_id(conn), %error, "socket ended");
                     }
-                    self.slots.remove(&key.conn);
-                    self.core.handle_closed(now, key.conn);
+                    self.slots.remove(&conn);
+                    self.core.handle_closed(now, conn);
                 }
             }
-            Command::WriteComplete { key, written } => {
+            Command::WriteComplete { conn, written } => {
                 written.record(&self.metrics);
-                if self.is_live(key) {
-                    self.core.handle_write_complete(now, key.conn);
+                if self.is_live(conn) {
+                    self.core.handle_write_complete(now, conn);
                 }
             }
         }
@@ -387,37 +372,27 @@ impl Driver {
 
     /// Hands a verified (or refused) `refresh` token back to the core.
     fn on_verified(&mut self, answer: Verified) {
-        let Verified { key, id, result } = answer;
-        if !self.is_live(key) {
+        let Verified { conn, id, result } = answer;
+        if !self.is_live(conn) {
             return;
         }
         let now = now();
         match result {
-            Ok(identity) => self
-                .core
-                .handle_refresh_verified(now, key.conn, id, identity),
+            Ok(identity) => self.core.handle_refresh_verified(now, conn, id, identity),
             Err(error) => {
-                tracing::info!(conn = %key.conn, connection_id = self.logs.connection_id(key.conn), user = self.logs.user_id(key.conn), error = error.code(), "refresh refused");
-                self.core.handle_refresh_rejected(
-                    now,
-                    key.conn,
-                    id,
-                    error.code(),
-                    &error.to_string(),
-                );
+                tracing::info!(conn = %conn, connection_id = self.logs.connection_id(conn), user = self.logs.user_id(conn), error = error.code(), "refresh refused");
+                self.core
+                    .handle_refresh_rejected(now, conn, id, error.code(), &error.to_string());
             }
         }
     }
 
     /// Starts verifying a `refresh` token in a task of its own.
     fn verify_refresh(&mut self, request: crate::core::VerifyRequest) {
-        let Some(serial) = self.slots.get(&request.conn).map(|slot| slot.serial) else {
+        let conn = request.conn;
+        if !self.is_live(conn) {
             return;
-        };
-        let key = ConnKey {
-            conn: request.conn,
-            serial,
-        };
+        }
         let answers = self.verified_tx.clone();
         let Some(verifier) = self.verifier.clone() else {
             let result = Err(AuthError::AlgorithmNotAllowed {
@@ -425,7 +400,7 @@ impl Driver {
                 accepted: "no token at all: refresh is not configured".to_owned(),
             });
             let _ = answers.send(Verified {
-                key,
+                conn,
                 id: request.id,
                 result,
             });
@@ -448,7 +423,7 @@ impl Driver {
                     offload::off_the_workers(move || verifier.verify(&token, now_unix_secs)).await;
             }
             let _ = answers.send(Verified {
-                key,
+                conn,
                 id: request.id,
                 result,
             });
@@ -472,10 +447,10 @@ impl Driver {
             .record_source_message(source, outcome.kind.as_str());
     }
 
-    fn is_live(&self, key: ConnKey) -> bool {
-        self.slots
-            .get(&key.conn)
-            .is_some_and(|s| s.serial == key.serial)
+    /// Whether `conn` still has its slot: commands from a dead connection's
+    /// tasks carry an older generation of the id and find none.
+    fn is_live(&self, conn: ConnId) -> bool {
+        self.slots.get(&conn).is_some()
     }
 
     /// Writes `transmit` into its socket, or parks it until the socket is

@@ -250,8 +250,8 @@ async fn upgrade(
             crate::core::Refusal::ShuttingDown,
         ));
     }
-    let key = match answer.await {
-        Ok(Ok(key)) => key,
+    let conn = match answer.await {
+        Ok(Ok(conn)) => conn,
         Ok(Err(refusal)) => return refuse(&UpgradeRefusal::from_core(refusal)),
         Err(_) => {
             return refuse(&UpgradeRefusal::from_core(
@@ -265,11 +265,11 @@ async fn upgrade(
                 let stream: TokioIo<hyper::upgrade::Upgraded> = ws.into_inner();
                 let (commands, max) = (state.commands.clone(), state.max_message_bytes);
                 let reader = FrameReader::new(max).with_deflate(deflate.is_some());
-                connection::start(stream.into_inner(), key, commands, reader, admitted).await;
+                connection::start(stream.into_inner(), conn, commands, reader, admitted).await;
             }
             Err(error) => {
                 tracing::debug!(%remote, %error, "upgrade did not complete");
-                let closed = Command::Closed { key, error: None };
+                let closed = Command::Closed { conn, error: None };
                 let _ = state.commands.send(closed).await;
             }
         }

@@ -1,8 +1,7 @@
 //! What the driver and one connection's task share: the [`Link`] (the
-//! socket plus the handover of a write the driver could not finish), and the
-//! [`ConnKey`] that names the connection in every command. Its own file so
-//! that the driver and the connection's task both build on it without
-//! importing each other.
+//! socket plus the handover of a write the driver could not finish). Its own
+//! file so that the driver and the connection's task both build on it
+//! without importing each other.
 //!
 //! Writes: the driver writes each [`Transmit`] (everything queued for the
 //! socket) straight into the socket, in vectored writes, with no task switch.
@@ -19,22 +18,12 @@ use crate::shell::admission::Admitted;
 use crate::shell::batch::{Batch, WriteStart, Written};
 use crate::shell::socket::{Socket, lock};
 
-/// Identifies one connection for its whole life: a [`ConnId`] is reused
-/// after the core forgets it, so commands from a dead connection's tasks
-/// carry the serial too and are ignored once it no longer matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ConnKey {
-    /// The core's handle.
-    pub(crate) conn: ConnId,
-    /// Unique per connection for the life of the process.
-    pub(crate) serial: u64,
-}
-
 /// What the driver and a connection's task share.
 pub(crate) struct Link<S: ?Sized = dyn Socket> {
     /// Which connection this is (here, not in the task, whose every byte
-    /// each idle connection pays for).
-    pub(super) key: ConnKey,
+    /// each idle connection pays for). Its generation makes the commands of
+    /// a dead connection's tasks miss the connection that reuses the slot.
+    pub(super) conn: ConnId,
     /// The handover between driver and task, locked briefly by either.
     state: Mutex<Handover>,
     /// This socket's share of the connection limits counted from accept,
@@ -59,9 +48,9 @@ struct Handover {
 }
 
 impl<S: Socket> Link<S> {
-    pub(super) fn new(key: ConnKey, socket: S, admitted: Option<Arc<Admitted>>) -> Link<S> {
+    pub(super) fn new(conn: ConnId, socket: S, admitted: Option<Arc<Admitted>>) -> Link<S> {
         Link {
-            key,
+            conn,
             state: Mutex::new(Handover::default()),
             _admitted: admitted,
             socket,

@@ -5,7 +5,7 @@
 //! * `driver`: the one task that owns the core.
 //! * `batch`: writing one transmit, resumable where the socket filled up.
 //! * `link`: what the driver and a connection's task share (the socket and
-//!   a write handed over), and the `ConnKey` naming a connection.
+//!   a write handed over).
 //! * `connection`: the task that reads each upgraded socket.
 //! * `socket`: the readiness-driven socket both share.
 //! * `conn_log`: log lines about connections, with their identity.

@@ -523,7 +523,7 @@ mod tests {
             .collect();
         let expected: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
         let mut batch = Batch::new(crate::core::Transmit {
-            conn: crate::core::ConnId(0),
+            conn: crate::core::ConnId::new(0, 0),
             frames,
             oldest_ingest: None,
         });

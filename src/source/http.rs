@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::config::PublishSettings;
+use crate::proto::channel;
 use crate::source::bus::Bus;
 use crate::source::outcome::{BusRecord, Outcome};
 use crate::source::{SourceContext, SourceFuture};
@@ -348,12 +349,14 @@ fn parse_message(body: &[u8]) -> Result<Message, PublishResponse> {
             format!("at most {MAX_CHANNELS_PER_PUBLISH} channels per message"),
         ));
     }
-    if let Some(bad) = channels.iter().find(|c| !is_valid_channel(c)) {
-        return Err(PublishResponse::error(
-            400,
-            "invalid_channel",
-            format!("channel {bad:?} must be 1–128 characters of A-Z a-z 0-9 _ . : @ # / -"),
-        ));
+    for name in &channels {
+        if let Err(error) = channel::validate(name) {
+            return Err(PublishResponse::error(
+                400,
+                "invalid_channel",
+                channel::refusal_message(name, error),
+            ));
+        }
     }
     Ok(Message {
         channels,
@@ -412,14 +415,6 @@ impl crate::source::Source for HttpSource {
             ctx.shutdown.wait().await;
         })
     }
-}
-
-/// Channel names as the protocol allows them.
-pub fn is_valid_channel(channel: &str) -> bool {
-    (1..=128).contains(&channel.len())
-        && channel
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.:@#/-".contains(&b))
 }
 
 /// Compares without an early exit, so timing does not reveal the key.

@@ -8,17 +8,12 @@
 
 use regex::Regex;
 
-/// The longest channel name the core accepts.
-pub const MAX_CHANNEL_LEN: usize = 128;
+use crate::proto::channel::{self, MAX_CHANNEL_LEN, is_channel_char};
 
-/// Whether `c` may appear in a channel name (`A-Z a-z 0-9 _ . : @ # / -`).
-pub fn is_channel_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '@' | '#' | '/' | '-')
-}
-
-/// Whether `name` is a channel name the core accepts.
-pub fn is_valid_channel(name: &str) -> bool {
-    !name.is_empty() && name.len() <= MAX_CHANNEL_LEN && name.chars().all(is_channel_char)
+/// Whether `name` is a channel name the core accepts (the rule lives in
+/// `proto::channel`).
+fn is_valid_channel(name: &str) -> bool {
+    channel::validate(name).is_ok()
 }
 
 /// Why a template string was refused.
