@@ -523,11 +523,13 @@ impl Harness {
         let stats = self.core.stats();
         assert_eq!(stats.connections, connections, "stats.connections");
         assert_eq!(stats.outbound_bytes, held_bytes, "stats.outbound_bytes");
+        let peak = self.core.outbound_peak_bytes();
         assert!(
-            self.core.outbound_peak_bytes() >= peak_bytes,
-            "outbound peak {} below a connection's {peak_bytes} held bytes",
-            self.core.outbound_peak_bytes()
+            peak >= peak_bytes,
+            "outbound peak {peak} below a connection's {peak_bytes} held bytes"
         );
+        let bound = crate::core::Core::outbound_bound_bytes(config);
+        assert!(peak <= bound, "outbound peak {peak} over the bound {bound}");
         assert_eq!(stats.subscriptions, subscriptions, "stats.subscriptions");
         assert_eq!(stats.channels, channels.len(), "stats.channels");
         assert!(
