@@ -167,11 +167,14 @@ fn never_readers(seed: u64) -> Result<Trace, String> {
     }
     {
         let (seen, horde_ready, done) = (seen.clone(), horde_ready.clone(), done.clone());
+        let buffers = world.send_buffers.clone();
         sim.client("horde", async move {
             let upgraded = Gate::default();
+            let mut sockets = Vec::with_capacity(NEVER_READERS);
             for i in 0..NEVER_READERS {
                 let (seen, upgraded, done) = (seen.clone(), upgraded.clone(), done.clone());
-                tokio::spawn(async move {
+                let buffers = buffers.clone();
+                sockets.push(tokio::spawn(async move {
                     // Paced: turmoil's accept queue panics when it is full
                     // (a kernel's refuses quietly).
                     tokio::time::sleep(CONNECT_PACE * i as u32).await;
@@ -182,15 +185,25 @@ fn never_readers(seed: u64) -> Result<Trace, String> {
                     if stream.write_all(head.as_bytes()).await.is_err() {
                         return;
                     }
-                    if let Ok(local) = stream.local_addr() {
-                        seen.lock().expect("not poisoned").never_readers.push(local);
-                    }
+                    let Ok(local) = stream.local_addr() else {
+                        return;
+                    };
+                    seen.lock().expect("not poisoned").never_readers.push(local);
                     upgraded.arrive();
-                    // Never read; hold the socket until the run is over (the
-                    // server must give up on it by itself).
+                    // Never read; hold the socket until the server has given
+                    // up on it by itself (bounded: the check after the run
+                    // reports one that was never dropped).
                     let _ = done.wait(Duration::from_secs(55)).await;
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                    while tokio::time::Instant::now() < deadline
+                        && buffers
+                            .account(local)
+                            .is_none_or(|account| account.dropped_at.is_none())
+                    {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                     drop(stream);
-                });
+                }));
             }
             upgraded
                 .wait_for(NEVER_READERS, Duration::from_secs(20))
@@ -198,6 +211,9 @@ fn never_readers(seed: u64) -> Result<Trace, String> {
             // Give the server time to upgrade them all before publishing.
             tokio::time::sleep(Duration::from_secs(1)).await;
             horde_ready.set();
+            for socket in sockets {
+                socket.await?;
+            }
             Ok(())
         });
     }
