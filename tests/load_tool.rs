@@ -288,6 +288,8 @@ fn storm_args(address: SocketAddr) -> LoadArgs {
         "1s".to_owned(),
         "--grace".to_owned(),
         "1s".to_owned(),
+        "--bystanders".to_owned(),
+        "4".to_owned(),
         "--quiet".to_owned(),
         "--server-pid".to_owned(),
         std::process::id().to_string(),
@@ -314,6 +316,17 @@ async fn recover_storm_replays_what_every_connection_missed_with_no_gap_or_dupli
     let [p50, p99, max] = storm.recover_ms;
     assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{summary:?}");
     assert!(summary.server_rss_kib.is_some(), "--server-pid was given");
+    let bystanders = summary.bystanders.as_ref().expect("--bystanders 4");
+    assert_eq!(bystanders.subscribed, 4, "{summary:?}");
+    assert_eq!(
+        (bystanders.gaps, bystanders.duplicates),
+        (0, 0),
+        "{summary:?}"
+    );
+    assert!(
+        bystanders.latency_before_ms[0] > 0.0 && bystanders.latency_during_ms[0] > 0.0,
+        "bystanders measured latency before and during the storm: {summary:?}"
+    );
     assert!(summary.clean(), "{}", summary.to_text());
     server.shutdown().await.expect("the server shuts down");
 }

@@ -144,6 +144,12 @@ pub struct LoadArgs {
     #[arg(long, conflicts_with = "idle")]
     pub recover: bool,
 
+    /// With --recover: this many more connections that stay connected
+    /// through the storm on the same channels, to show what the storm does
+    /// to everyone else's latency (p50/p99 before the drop and from it on).
+    #[arg(long, default_value_t = 0)]
+    pub bystanders: usize,
+
     /// With --recover: how long every connection stays away.
     #[arg(long, default_value = "2s", value_parser = parse_span)]
     pub offline: Duration,

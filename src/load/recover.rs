@@ -66,11 +66,15 @@ struct ClientSpec {
     channel: String,
     /// The source address to bind, if any.
     source_ip: Option<IpAddr>,
+    /// Stays connected through the storm and measures latency instead.
+    bystander: bool,
 }
 
 /// What one connection saw.
 #[derive(Debug, Default, Clone)]
 struct ClientReport {
+    /// One of the `--bystanders`.
+    bystander: bool,
     /// Subscribed before the storm.
     subscribed: bool,
     /// Reconnected and got the recover ack.
@@ -91,6 +95,11 @@ struct ClientReport {
     caught_up: Option<Duration>,
     /// Messages read in all.
     messages: u64,
+    /// A bystander's latencies (µs, receive time minus the payload's stamp)
+    /// before the drop.
+    latency_before: Vec<u64>,
+    /// A bystander's latencies from the drop to the end.
+    latency_during: Vec<u64>,
 }
 
 /// Runs the storm as `args` describe and returns its summary.
@@ -105,7 +114,7 @@ pub async fn run(args: &LoadArgs) -> Result<RecoverSummary, LoadError> {
         .publish
         .clone()
         .expect("a plan without --idle has a publish target");
-    let connections = plan.connections;
+    let connections = plan.connections + args.bystanders;
     let connect_spread = Duration::from_secs_f64(connections as f64 / args.connect_rate);
     let start = Instant::now();
     let planned = connect_spread
@@ -148,6 +157,7 @@ pub async fn run(args: &LoadArgs) -> Result<RecoverSummary, LoadError> {
             channel: plan.channels[index % plan.channels.len()].clone(),
             source_ip: (!plan.source_ips.is_empty())
                 .then(|| plan.source_ips[index % plan.source_ips.len()]),
+            bystander: index >= plan.connections,
         };
         clients.spawn(storm_client(
             context.clone(),
@@ -279,7 +289,10 @@ async fn storm_client(
     mut stage: watch::Receiver<Stage>,
     setup: mpsc::UnboundedSender<Result<usize, String>>,
 ) -> ClientReport {
-    let mut report = ClientReport::default();
+    let mut report = ClientReport {
+        bystander: spec.bystander,
+        ..ClientReport::default()
+    };
     let channel_index = ctx
         .plan
         .channels
@@ -305,10 +318,24 @@ async fn storm_client(
     report.subscribed = true;
     let _ = setup.send(Ok(channel_index));
     let mut cursor = Cursor::parse(ack.position(&spec.channel));
+    if spec.bystander {
+        // Reads through the whole storm; only its latency is of interest.
+        let watch = Some(stage.clone());
+        tokio::select! {
+            _ = reach(&mut stage, Stage::Stop) => {
+                let close = socket.write_frame(Frame::close(1000, b"load test finished"));
+                let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+            }
+            error = read_messages(&mut socket, &spec.channel, &mut cursor, &mut report, None, watch) => {
+                ctx.errors.note_error(&format!("bystander: {error}"));
+            }
+        }
+        return report;
+    }
     // Live until the drop: every message moves the cursor.
     tokio::select! {
         _ = reach(&mut stage, Stage::Drop) => {}
-        error = read_messages(&mut socket, &spec.channel, &mut cursor, &mut report, None) => {
+        error = read_messages(&mut socket, &spec.channel, &mut cursor, &mut report, None, None) => {
             ctx.errors.note_error(&error);
             return report;
         }
@@ -358,7 +385,7 @@ async fn storm_client(
             let close = socket.write_frame(Frame::close(1000, b"load test finished"));
             let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
         }
-        error = read_messages(&mut socket, &spec.channel, &mut cursor, &mut report, catch_up) => {
+        error = read_messages(&mut socket, &spec.channel, &mut cursor, &mut report, catch_up, None) => {
             ctx.errors.note_error(&format!("after the reconnect: {error}"));
         }
     }
@@ -377,13 +404,16 @@ async fn reach(stage: &mut watch::Receiver<Stage>, at: Stage) -> Stage {
 /// Reads `message` frames of `channel` into the cursor and the report until
 /// the connection ends; returns why it ended. With `catch_up` (the
 /// reconnect's start, monotonic and unix ns), counts replayed messages and
-/// notes when the first one published after the start arrives.
+/// notes when the first one published after the start arrives. With
+/// `latency` (a bystander's view of the storm), records each message's
+/// latency as before or during the storm.
 async fn read_messages(
     socket: &mut Socket,
     channel: &str,
     cursor: &mut Cursor,
     report: &mut ClientReport,
     catch_up: Option<(Instant, u64)>,
+    latency: Option<watch::Receiver<Stage>>,
 ) -> String {
     loop {
         let frame = match socket.read_frame().await {
@@ -405,6 +435,13 @@ async fn read_messages(
                         }
                         Step::Duplicate => report.duplicates += 1,
                         Step::Malformed => return format!("unreadable pos {:?}", message.pos),
+                    }
+                    if let (Some(stage), Some(ts)) = (&latency, message.ts) {
+                        let micros = unix_now_ns().saturating_sub(ts) / 1_000;
+                        match *stage.borrow() {
+                            Stage::Live => report.latency_before.push(micros),
+                            _ => report.latency_during.push(micros),
+                        }
                     }
                     if let (Some((began, began_ns)), Some(ts)) = (catch_up, message.ts) {
                         if ts < began_ns {

@@ -27,6 +27,8 @@ pub struct RecoverSummary {
     pub subscribed: usize,
     /// The storm itself.
     pub storm: StormSummary,
+    /// The `--bystanders`, if any.
+    pub bystanders: Option<BystanderSummary>,
     /// `http` or `kafka`.
     pub publish_via: &'static str,
     /// Publishes per second, through the whole run.
@@ -74,6 +76,24 @@ pub struct StormSummary {
     pub messages: u64,
 }
 
+/// What the storm did to connections that stayed.
+#[derive(Debug, Clone, Serialize)]
+pub struct BystanderSummary {
+    /// `--bystanders`.
+    pub requested: usize,
+    /// Subscribed before the storm.
+    pub subscribed: usize,
+    /// Latency in ms (receive time minus the payload's stamp) before the
+    /// drop: p50, p99.
+    pub latency_before_ms: [f64; 2],
+    /// The same from the drop to the end (the storm and its replays).
+    pub latency_during_ms: [f64; 2],
+    /// Holes in their streams.
+    pub gaps: u64,
+    /// Messages they got twice.
+    pub duplicates: u64,
+}
+
 impl RecoverSummary {
     /// Whether every connection reconnected, recovered and caught up with
     /// no gap and no duplicate.
@@ -85,6 +105,10 @@ impl RecoverSummary {
             && storm.caught_up == storm.reconnected
             && storm.gaps == 0
             && storm.duplicates == 0
+            && self
+                .bystanders
+                .as_ref()
+                .is_none_or(|b| b.subscribed == b.requested && b.gaps == 0 && b.duplicates == 0)
     }
 
     /// The summary as text.
@@ -123,6 +147,21 @@ impl RecoverSummary {
             "published {} ({} failed); {} messages read",
             self.published, self.publish_failed, s.messages
         );
+        if let Some(b) = &self.bystanders {
+            let _ = writeln!(
+                out,
+                "bystanders {}/{}: latency p50/p99 {:.1}/{:.1} ms before the drop, {:.1}/{:.1} ms \
+                 from it on; gaps {}, duplicates {}",
+                b.subscribed,
+                b.requested,
+                b.latency_before_ms[0],
+                b.latency_before_ms[1],
+                b.latency_during_ms[0],
+                b.latency_during_ms[1],
+                b.gaps,
+                b.duplicates
+            );
+        }
         if let Some([before, peak, after]) = self.server_rss_kib {
             let _ = writeln!(
                 out,
@@ -155,6 +194,9 @@ pub(super) fn summarize(
     errors: &ConnectionCounters,
     [before, peak, after]: [Option<u64>; 3],
 ) -> RecoverSummary {
+    let (bystanders, reports): (Vec<ClientReport>, Vec<ClientReport>) =
+        reports.iter().cloned().partition(|r| r.bystander);
+    let reports = &reports;
     let reconnected: Vec<&ClientReport> = reports.iter().filter(|r| r.reconnected).collect();
     let mut times: Vec<Duration> = reconnected.iter().filter_map(|r| r.caught_up).collect();
     times.sort_unstable();
@@ -194,6 +236,30 @@ pub(super) fn summarize(
             recover_ms: [quantile(0.5), quantile(0.99), quantile(1.0)],
             messages: reports.iter().map(|r| r.messages).sum(),
         },
+        bystanders: (args.bystanders > 0).then(|| {
+            let mut before: Vec<u64> = bystanders
+                .iter()
+                .flat_map(|b| b.latency_before.clone())
+                .collect();
+            let mut during: Vec<u64> = bystanders
+                .iter()
+                .flat_map(|b| b.latency_during.clone())
+                .collect();
+            BystanderSummary {
+                requested: args.bystanders,
+                subscribed: bystanders.iter().filter(|b| b.subscribed).count(),
+                latency_before_ms: [
+                    micros_quantile(&mut before, 0.5),
+                    micros_quantile(&mut before, 0.99),
+                ],
+                latency_during_ms: [
+                    micros_quantile(&mut during, 0.5),
+                    micros_quantile(&mut during, 0.99),
+                ],
+                gaps: bystanders.iter().map(|b| b.gaps).sum(),
+                duplicates: bystanders.iter().map(|b| b.duplicates).sum(),
+            }
+        }),
         publish_via: via(plan),
         publish_rate: args.publish_rate,
         published,
@@ -201,4 +267,14 @@ pub(super) fn summarize(
         server_rss_kib: before.zip(peak).zip(after).map(|((b, p), a)| [b, p, a]),
         errors: errors.error_sample(),
     }
+}
+
+/// The `q` quantile of `samples` (µs) in ms; 0 when there are none.
+fn micros_quantile(samples: &mut [u64], q: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    samples.sort_unstable();
+    let index = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+    samples[index] as f64 / 1_000.0
 }
