@@ -204,6 +204,56 @@ fn fan_out(c: &mut Criterion) {
     group.finish();
 }
 
+/// JSON-array batching (`WS_BATCH_MAX`): each subscriber's array is built
+/// for it, copying every batched message's JSON once per subscriber, where
+/// unbatched fan-out shares one frame. Ten messages to `n` subscribers,
+/// batched ten to an array against sent one by one; throughput is per
+/// delivery (message × subscriber). `array_of_10` is the copy alone.
+fn batching(c: &mut Criterion) {
+    const MESSAGES: i64 = 10;
+    let mut group = c.benchmark_group("batching");
+    for n in [100usize, 1_000] {
+        let now = Instant::now();
+        group.throughput(Throughput::Elements(n as u64 * MESSAGES as u64));
+        for (name, batch_max) in [("one_by_one", 1usize), ("arrays_of_10", 10)] {
+            let config = CoreConfig {
+                batch_max,
+                batch_delay: Duration::from_millis(50),
+                ..CoreConfig::default()
+            };
+            let mut core = core_with(n, now, config);
+            let mut offset = 0;
+            group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
+                b.iter(|| {
+                    for _ in 0..MESSAGES {
+                        offset += 1;
+                        publish(&mut core, now, offset);
+                    }
+                    drain(&mut core, now);
+                })
+            });
+        }
+    }
+    group.finish();
+    let messages: Vec<_> = (0..10)
+        .map(|offset| {
+            let pos = MessagePos::Offset {
+                topic: "lines",
+                partition: 0,
+                offset,
+            };
+            server::message("lines", pos, PAYLOAD)
+        })
+        .collect();
+    c.bench_function("batching/array_of_10", |b| {
+        b.iter(|| {
+            black_box(server::batch(
+                messages.iter().map(|m| &m.frame[m.header_len..]),
+            ))
+        })
+    });
+}
+
 fn encoding(c: &mut Criterion) {
     let mut group = c.benchmark_group("encode_message");
     let text = b"market closed for the day, reopening at 09:30 local time";
@@ -456,6 +506,7 @@ fn deflate_fan_out(c: &mut Criterion) {
 criterion_group!(
     benches,
     fan_out,
+    batching,
     history,
     conflation,
     encoding,

@@ -19,86 +19,37 @@ mod outputs;
 
 use outputs::Outputs;
 use ws_realtime::core::*;
+use ws_realtime::fuzzing::op::{Op, PayloadChoice};
 use ws_realtime::proto::ws_frame::{self, Opcode};
 
 const CHANNELS: [&str; 5] = ["a", "b", "c", "admin-x", "bad name"];
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone)]
-enum Op {
-    Open {
-        user: u8,
-        admin: bool,
-        channels: Vec<u8>,
-    },
-    Subscribe {
-        conn: u8,
-        channels: Vec<u8>,
-        symbols: bool,
-    },
-    Unsubscribe {
-        conn: u8,
-        channels: Vec<u8>,
-    },
-    JsonPing {
-        conn: u8,
-    },
-    Garbage {
-        conn: u8,
-        bytes: Vec<u8>,
-    },
-    Binary {
-        conn: u8,
-    },
-    WsPing {
-        conn: u8,
-    },
-    Activity {
-        conn: u8,
-    },
-    TooBig {
-        conn: u8,
-    },
-    PeerClose {
-        conn: u8,
-    },
-    Lost {
-        conn: u8,
-    },
-    Publish {
-        channel: u8,
-        size: u16,
-        binary: bool,
-    },
-    Transmit,
-    WriteComplete {
-        conn: u8,
-    },
-    Advance {
-        millis: u32,
-    },
-    Shutdown,
-}
-
+/// One operation of the shared language (`ws_realtime::fuzzing::op`), drawn
+/// from the part of it this test models: no recovery (its order check has
+/// no replays) and no explicit positions (it numbers messages itself).
+/// Channels index [`CHANNELS`]; odd users are admins; `LegacySubscribe`
+/// sends the channel names as symbols.
 fn op() -> impl Strategy<Value = Op> {
     let conn = any::<u8>();
     let channels = prop::collection::vec(0u8..5, 0..4);
     prop_oneof![
-        3 => (any::<u8>(), any::<bool>(), channels.clone()).prop_map(|(user, admin, channels)| Op::Open { user, admin, channels }),
-        4 => (conn, channels.clone(), any::<bool>()).prop_map(|(conn, channels, symbols)| Op::Subscribe { conn, channels, symbols }),
-        2 => (conn, channels).prop_map(|(conn, channels)| Op::Unsubscribe { conn, channels }),
-        1 => conn.prop_map(|conn| Op::JsonPing { conn }),
-        1 => (conn, prop::collection::vec(any::<u8>(), 0..24)).prop_map(|(conn, bytes)| Op::Garbage { conn, bytes }),
+        3 => (any::<u8>(), channels.clone()).prop_map(|(user, channels)| Op::Open { user, address: 0, channels, expires_in_secs: None }),
+        2 => (conn, channels.clone()).prop_map(|(conn, channels)| Op::Subscribe { conn, id: Some(1), channels }),
+        2 => (conn, channels.clone()).prop_map(|(conn, symbols)| Op::LegacySubscribe { conn, symbols }),
+        2 => (conn, channels).prop_map(|(conn, channels)| Op::Unsubscribe { conn, id: None, channels }),
+        1 => conn.prop_map(|conn| Op::JsonPing { conn, id: Some(7) }),
+        1 => (conn, prop::collection::vec(any::<u8>(), 0..24)).prop_map(|(conn, bytes)| Op::Text { conn, bytes }),
         1 => conn.prop_map(|conn| Op::Binary { conn }),
-        1 => conn.prop_map(|conn| Op::WsPing { conn }),
+        1 => conn.prop_map(|conn| Op::WsPing { conn, payload: b"p".to_vec() }),
         1 => conn.prop_map(|conn| Op::Activity { conn }),
-        1 => conn.prop_map(|conn| Op::TooBig { conn }),
+        1 => conn.prop_map(|conn| Op::FrameTooBig { conn }),
         1 => conn.prop_map(|conn| Op::PeerClose { conn }),
-        1 => conn.prop_map(|conn| Op::Lost { conn }),
-        8 => (0u8..4, 0u16..400, any::<bool>()).prop_map(|(channel, size, binary)| Op::Publish { channel, size, binary }),
-        5 => Just(Op::Transmit),
+        1 => conn.prop_map(|conn| Op::SocketClosed { conn }),
+        8 => (0u8..4, 0u16..400, any::<bool>()).prop_map(|(channel, size, binary)| Op::Publish { channel, offset: None, payload: PayloadChoice::Filler { size, binary } }),
+        5 => Just(Op::Poll),
         5 => conn.prop_map(|conn| Op::WriteComplete { conn }),
-        3 => (0u32..15_000).prop_map(|millis| Op::Advance { millis }),
+        3 => (0u16..15_000).prop_map(|millis| Op::Advance { millis }),
         1 => Just(Op::Shutdown),
     ]
 }
@@ -156,6 +107,16 @@ struct Model {
     in_flight: Option<Vec<Bytes>>,
 }
 
+/// The channel index `i` names.
+fn channel_name(index: u8) -> &'static str {
+    CHANNELS[usize::from(index) % CHANNELS.len()]
+}
+
+/// The channel names of `indices`.
+fn names(indices: &[u8]) -> Vec<&'static str> {
+    indices.iter().map(|&i| channel_name(i)).collect()
+}
+
 struct World {
     core: Core,
     /// What the core has output and the test has not yet looked at.
@@ -178,16 +139,34 @@ impl World {
         }
     }
 
+    /// A text frame from held connection `index`, if there is one.
+    fn text(&mut self, index: u8, bytes: &[u8]) {
+        if let Some(conn) = self.pick(index) {
+            self.inbound(conn);
+            self.core.handle_text(self.now, conn, bytes);
+        }
+    }
+
+    /// `conn`'s socket takes its write in flight, if it has one.
+    fn write_complete(&mut self, conn: ConnId) -> Result<(), TestCaseError> {
+        let Some(frames) = self.models.get_mut(&conn).and_then(|m| m.in_flight.take()) else {
+            return Ok(());
+        };
+        self.receive(conn, &frames)?;
+        self.core.handle_write_complete(self.now, conn);
+        Ok(())
+    }
+
     fn apply(&mut self, op: Op) -> Result<(), TestCaseError> {
         match op {
-            Op::Open {
-                user,
-                admin,
-                channels,
-            } => {
+            Op::Open { user, channels, .. } => {
                 let identity = Identity {
                     user_id: format!("user{user}"),
-                    roles: if admin { vec!["admin".into()] } else { vec![] },
+                    roles: if user % 2 == 1 {
+                        vec!["admin".into()]
+                    } else {
+                        vec![]
+                    },
                     channel_patterns: None,
                     expires_at_unix_ms: None,
                     max_rate: None,
@@ -217,25 +196,15 @@ impl World {
                     );
                 }
             }
-            Op::Subscribe {
-                conn,
-                channels,
-                symbols,
-            } => {
-                let Some(conn) = self.pick(conn) else {
-                    return Ok(());
-                };
-                let names: Vec<&str> = channels.iter().map(|&i| CHANNELS[usize::from(i)]).collect();
-                let frame = if symbols {
-                    json!({"action":"subscribe","symbols":names,"id":"s"})
-                } else {
-                    json!({"type":"subscribe","channels":names,"id":1})
-                };
-                self.inbound(conn);
-                self.core
-                    .handle_text(self.now, conn, frame.to_string().as_bytes());
+            Op::Subscribe { conn, channels, .. } => {
+                let frame = json!({"type":"subscribe","channels":names(&channels),"id":1});
+                self.text(conn, frame.to_string().as_bytes());
             }
-            Op::Unsubscribe { conn, channels } => {
+            Op::LegacySubscribe { conn, symbols } => {
+                let frame = json!({"action":"subscribe","symbols":names(&symbols),"id":"s"});
+                self.text(conn, frame.to_string().as_bytes());
+            }
+            Op::Unsubscribe { conn, channels, .. } => {
                 let Some(conn) = self.pick(conn) else {
                     return Ok(());
                 };
@@ -249,7 +218,7 @@ impl World {
                         .as_bytes(),
                 );
             }
-            Op::JsonPing { conn } => {
+            Op::JsonPing { conn, .. } => {
                 let Some(conn) = self.pick(conn) else {
                     return Ok(());
                 };
@@ -257,7 +226,8 @@ impl World {
                 self.core
                     .handle_text(self.now, conn, br#"{"type":"ping","id":7}"#);
             }
-            Op::Garbage { conn, bytes } => {
+            Op::JsonPong { conn } => self.text(conn, br#"{"type":"pong"}"#),
+            Op::Text { conn, bytes } => {
                 let Some(conn) = self.pick(conn) else {
                     return Ok(());
                 };
@@ -271,7 +241,7 @@ impl World {
                 self.inbound(conn);
                 self.core.handle_binary(self.now, conn);
             }
-            Op::WsPing { conn } => {
+            Op::WsPing { conn, .. } => {
                 let Some(conn) = self.pick(conn) else {
                     return Ok(());
                 };
@@ -285,7 +255,7 @@ impl World {
                 self.inbound(conn);
                 self.core.handle_activity(self.now, conn);
             }
-            Op::TooBig { conn } => {
+            Op::FrameTooBig { conn } => {
                 let Some(conn) = self.pick(conn) else {
                     return Ok(());
                 };
@@ -299,7 +269,7 @@ impl World {
                 self.inbound(conn);
                 self.core.handle_peer_close(self.now, conn);
             }
-            Op::Lost { conn } => {
+            Op::SocketClosed { conn } => {
                 let Some(conn) = self.pick(conn) else {
                     return Ok(());
                 };
@@ -310,21 +280,32 @@ impl World {
                 }
             }
             Op::Publish {
-                channel,
-                size,
-                binary,
-            } => self.publish(CHANNELS[usize::from(channel)], size, binary)?,
-            Op::Transmit => self.take_outputs()?,
+                channel, payload, ..
+            } => {
+                let (size, binary) = match payload {
+                    PayloadChoice::Filler { size, binary } => (size, binary),
+                    other => (other.bytes().len() as u16, false),
+                };
+                self.publish(channel_name(channel), size, binary)?;
+            }
+            Op::PublishBurst { channel, count } => {
+                for _ in 0..count % 64 {
+                    self.publish(channel_name(channel), 8, false)?;
+                }
+            }
+            // Outside what this test models (see `op`): its generator never
+            // draws them.
+            Op::PublishAt { .. } | Op::Recover { .. } => {}
+            Op::Poll => self.take_outputs()?,
+            Op::WriteAll => {
+                for conn in self.open.clone() {
+                    self.write_complete(conn)?;
+                }
+            }
             Op::WriteComplete { conn } => {
-                let Some(conn) = self.pick(conn) else {
-                    return Ok(());
-                };
-                let Some(frames) = self.models.get_mut(&conn).and_then(|m| m.in_flight.take())
-                else {
-                    return Ok(());
-                };
-                self.receive(conn, &frames)?;
-                self.core.handle_write_complete(self.now, conn);
+                if let Some(conn) = self.pick(conn) {
+                    self.write_complete(conn)?;
+                }
             }
             Op::Advance { millis } => {
                 let target = self.now + Duration::from_millis(u64::from(millis));
@@ -608,7 +589,7 @@ proptest! {
         // Shut down and let every socket drain or time out: nothing is left.
         world.apply(Op::Shutdown)?;
         for _ in 0..50 {
-            world.apply(Op::Transmit)?;
+            world.apply(Op::Poll)?;
             for conn in world.open.clone() {
                 if let Some(frames) = world.models.get_mut(&conn).and_then(|m| m.in_flight.take()) {
                     world.receive(conn, &frames)?;

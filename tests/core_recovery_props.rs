@@ -9,27 +9,28 @@ mod core_support;
 
 use core_support::*;
 use proptest::prelude::*;
+use ws_realtime::fuzzing::op::{Op, PayloadChoice};
 use ws_realtime::proto::cursor::{self, Cursor};
 use ws_realtime::proto::position::Position;
 
-#[derive(Debug, Clone)]
-enum Op {
-    /// A message on the channel: Kafka partition 0/1 (offset step) or own.
-    Publish { source: u8, step: u8 },
-    /// The client reads what the server wrote (some batches).
-    Read { batches: u8 },
-    /// The connection dies (what was not read is lost).
-    Disconnect,
-    /// A new connection subscribes with the client's cursor.
-    Recover,
-}
-
+/// Operations of the shared language (`ws_realtime::fuzzing::op`) this
+/// property needs, all about the one client and its channel: a publish from
+/// Kafka partition 0 or 1 (offset step) or this process's own sequence; the
+/// socket taking one batch (`WriteComplete`, whatever its index: the client
+/// reads what the server wrote, other connections' batches are dropped);
+/// the connection dying (`SocketClosed`: what was not read is lost); a new
+/// connection recovering (`Recover`, with the client's own cursor by the
+/// client rule, whatever `since` the operation carries).
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0u8..3, 1u8..4).prop_map(|(source, step)| Op::Publish { source, step }),
-        3 => (1u8..4).prop_map(|batches| Op::Read { batches }),
-        1 => Just(Op::Disconnect),
-        2 => Just(Op::Recover),
+        6 => (0u8..3, 1u32..4).prop_map(|(source, step)| Op::Publish {
+            channel: 0,
+            offset: (source < 2).then_some((source, step)),
+            payload: PayloadChoice::Filler { size: 0, binary: false },
+        }),
+        6 => Just(Op::WriteComplete { conn: 0 }),
+        1 => Just(Op::SocketClosed { conn: 0 }),
+        2 => Just(Op::Recover { conn: 0, channel: 0, since: None, snapshot: false, history: None }),
     ]
 }
 
@@ -52,14 +53,14 @@ struct World {
 }
 
 impl World {
-    fn publish(&mut self, source: u8, step: u8) {
+    fn publish(&mut self, offset: Option<(u8, u32)>) {
         let n = self.stream.len() as u64;
-        let pos = if source < 2 {
-            let slot = &mut self.next_offset[source as usize];
+        let pos = if let Some((source, step)) = offset {
+            let slot = &mut self.next_offset[usize::from(source % 2)];
             *slot += i64::from(step);
             Some(Position::Offset {
                 topic: "quotes".into(),
-                partition: i32::from(source),
+                partition: i32::from(source % 2),
                 offset: *slot,
             })
         } else {
@@ -214,17 +215,19 @@ proptest! {
         };
         for op in ops {
             match op {
-                Op::Publish { source, step } => world.publish(source, step),
-                Op::Read { batches } => {
-                    let frames = world.read(batches)?;
+                Op::Publish { offset, .. } => world.publish(offset),
+                Op::WriteComplete { .. } => {
+                    let frames = world.read(1)?;
                     world.apply_frames(frames)?;
                 }
-                Op::Disconnect => {
+                Op::SocketClosed { .. } => {
                     if let Some(conn) = world.client.conn.take() {
                         world.h.core.handle_closed(world.h.now, conn);
                     }
                 }
-                Op::Recover => world.recover()?,
+                Op::Recover { .. } => world.recover()?,
+                // Never drawn by `op`.
+                _ => {}
             }
             if world.closed() {
                 // Closed as a slow consumer: the client notices and recovers.

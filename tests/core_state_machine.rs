@@ -26,6 +26,7 @@ use ws_realtime::core::{
     CloseReason, ConnId, Core, CoreConfig, Event, Identity, Open, Output, Publish,
     SlowClientPolicy, Transmit,
 };
+use ws_realtime::fuzzing::op::{Op, PayloadChoice};
 use ws_realtime::proto::position::Position;
 
 /// The few channels the model plays with, so subscriptions overlap.
@@ -56,40 +57,33 @@ struct Model {
     policy: SlowClientPolicy,
 }
 
-/// One step.
-#[derive(Debug, Clone)]
-enum Step {
-    /// A client connects with these connect-time channels.
-    Open(Vec<&'static str>),
-    /// Connection `n % conns` sends `subscribe`.
-    Subscribe(usize, Vec<&'static str>),
-    /// Connection `n % conns` sends `unsubscribe`.
-    Unsubscribe(usize, Vec<&'static str>),
-    /// A source publishes on a channel.
-    Publish(&'static str),
-    /// The socket of connection `n % conns` takes what was written to it.
-    Flush(usize),
-    /// Every socket takes what was written to it.
-    FlushAll,
-    /// Connection `n % conns` sends a close frame.
-    PeerClose(usize),
-    /// The socket of connection `n % conns` fails.
-    Lost(usize),
-    /// Simulated time passes (well below the heartbeat timeout).
-    Tick(u64),
-    /// The server drains.
-    Shutdown,
-}
-
 struct CoreModel;
 
-fn channel_set() -> impl Strategy<Value = Vec<&'static str>> {
-    proptest::sample::subsequence(CHANNELS.to_vec(), 0..=CHANNELS.len())
+/// A set of channels, by index into [`CHANNELS`].
+fn channel_set() -> impl Strategy<Value = Vec<u8>> {
+    proptest::sample::subsequence(vec![0u8, 1, 2], 0..=CHANNELS.len())
+}
+
+/// The channel index `i` names.
+fn channel(index: u8) -> &'static str {
+    CHANNELS[usize::from(index) % CHANNELS.len()]
+}
+
+/// A step of the shared operation language (`ws_realtime::fuzzing::op`),
+/// from the part this model covers. Connection indices address every
+/// connection ever opened (the model keeps closed ones), modulo their count.
+fn open(channels: Vec<u8>) -> Op {
+    Op::Open {
+        user: 0,
+        address: 0,
+        channels,
+        expires_in_secs: None,
+    }
 }
 
 impl ReferenceStateMachine for CoreModel {
     type State = Model;
-    type Transition = Step;
+    type Transition = Op;
 
     fn init_state() -> BoxedStrategy<Model> {
         prop_oneof![
@@ -104,72 +98,72 @@ impl ReferenceStateMachine for CoreModel {
         .boxed()
     }
 
-    fn transitions(state: &Model) -> BoxedStrategy<Step> {
+    fn transitions(state: &Model) -> BoxedStrategy<Op> {
         if state.conns.is_empty() {
-            return channel_set().prop_map(Step::Open).boxed();
+            return channel_set().prop_map(open).boxed();
         }
-        let channel = proptest::sample::select(CHANNELS.to_vec());
+        let conn = any::<u8>();
         prop_oneof![
-            3 => channel_set().prop_map(Step::Open),
-            4 => (any::<usize>(), channel_set()).prop_map(|(n, c)| Step::Subscribe(n, c)),
-            2 => (any::<usize>(), channel_set()).prop_map(|(n, c)| Step::Unsubscribe(n, c)),
-            10 => channel.prop_map(Step::Publish),
-            4 => any::<usize>().prop_map(Step::Flush),
-            3 => Just(Step::FlushAll),
-            1 => any::<usize>().prop_map(Step::PeerClose),
-            1 => any::<usize>().prop_map(Step::Lost),
-            2 => (1u64..500).prop_map(Step::Tick),
-            1 => Just(Step::Shutdown),
+            3 => channel_set().prop_map(open),
+            4 => (conn, channel_set()).prop_map(|(conn, channels)| Op::Subscribe { conn, id: Some(1), channels }),
+            2 => (conn, channel_set()).prop_map(|(conn, channels)| Op::Unsubscribe { conn, id: Some(1), channels }),
+            10 => (0u8..3).prop_map(|channel| Op::Publish { channel, offset: None, payload: PayloadChoice::Filler { size: 0, binary: false } }),
+            4 => conn.prop_map(|conn| Op::WriteComplete { conn }),
+            3 => Just(Op::WriteAll),
+            1 => conn.prop_map(|conn| Op::PeerClose { conn }),
+            1 => conn.prop_map(|conn| Op::SocketClosed { conn }),
+            2 => (1u16..500).prop_map(|millis| Op::Advance { millis }),
+            1 => Just(Op::Shutdown),
         ]
         .boxed()
     }
 
-    fn preconditions(state: &Model, step: &Step) -> bool {
+    fn preconditions(state: &Model, step: &Op) -> bool {
         // Shrinking may remove the opens a step refers to.
         match step {
-            Step::Subscribe(..)
-            | Step::Unsubscribe(..)
-            | Step::Flush(_)
-            | Step::PeerClose(_)
-            | Step::Lost(_) => !state.conns.is_empty(),
+            Op::Subscribe { .. }
+            | Op::Unsubscribe { .. }
+            | Op::WriteComplete { .. }
+            | Op::PeerClose { .. }
+            | Op::SocketClosed { .. } => !state.conns.is_empty(),
             _ => true,
         }
     }
 
-    fn apply(mut state: Model, step: &Step) -> Model {
+    fn apply(mut state: Model, step: &Op) -> Model {
         let count = state.conns.len();
         match step {
-            Step::Open(channels) => {
-                if !state.shutting_down {
-                    state.conns.push(ModelConn {
-                        channels: channels.iter().copied().collect(),
-                        open: true,
-                    });
+            Op::Open { channels, .. } if !state.shutting_down => {
+                state.conns.push(ModelConn {
+                    channels: channels.iter().map(|&c| channel(c)).collect(),
+                    open: true,
+                });
+            }
+            Op::Subscribe { conn, channels, .. } => {
+                let conn = &mut state.conns[usize::from(*conn) % count];
+                if conn.open && !state.shutting_down {
+                    conn.channels.extend(channels.iter().map(|&c| channel(c)));
                 }
             }
-            Step::Subscribe(n, channels) => {
-                let conn = &mut state.conns[n % count];
+            Op::Unsubscribe { conn, channels, .. } => {
+                let conn = &mut state.conns[usize::from(*conn) % count];
                 if conn.open && !state.shutting_down {
-                    conn.channels.extend(channels.iter().copied());
-                }
-            }
-            Step::Unsubscribe(n, channels) => {
-                let conn = &mut state.conns[n % count];
-                if conn.open && !state.shutting_down {
-                    for channel in channels {
-                        conn.channels.remove(channel);
+                    for &c in channels {
+                        conn.channels.remove(channel(c));
                     }
                 }
             }
-            Step::PeerClose(n) | Step::Lost(n) => {
-                let conn = &mut state.conns[n % count];
+            Op::PeerClose { conn } | Op::SocketClosed { conn } => {
+                let conn = &mut state.conns[usize::from(*conn) % count];
                 conn.open = false;
                 conn.channels.clear();
             }
-            Step::Shutdown => {
+            Op::Shutdown => {
                 state.shutting_down = true;
             }
-            Step::Publish(_) | Step::Flush(_) | Step::FlushAll | Step::Tick(_) => {}
+            // Publishes, writes and time change no subscription; the other
+            // operations are never drawn here.
+            _ => {}
         }
         state
     }
@@ -454,18 +448,18 @@ impl StateMachineTest for CoreModel {
         Harness::new(model.policy)
     }
 
-    fn apply(mut sut: Harness, model: &Model, step: Step) -> Harness {
+    fn apply(mut sut: Harness, model: &Model, step: Op) -> Harness {
         if std::env::var_os("MODEL_DEBUG").is_some() {
             eprintln!("step {step:?}");
         }
         let count = sut.conns.len();
-        let kind = if matches!(step, Step::Subscribe(..)) {
+        let kind = if matches!(step, Op::Subscribe { .. }) {
             "subscribe"
         } else {
             "unsubscribe"
         };
         match step {
-            Step::Open(channels) => {
+            Op::Open { channels, .. } => {
                 let open = Open {
                     identity: Identity {
                         user_id: format!("user{count}"),
@@ -475,7 +469,7 @@ impl StateMachineTest for CoreModel {
                         max_rate: None,
                     },
                     remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                    channels: channels.iter().map(|c| c.to_string()).collect(),
+                    channels: channels.iter().map(|&c| channel(c).to_owned()).collect(),
                     deflate: None,
                 };
                 match sut.core.handle_open(sut.now, open) {
@@ -496,16 +490,20 @@ impl StateMachineTest for CoreModel {
                     }
                 }
             }
-            Step::Subscribe(n, channels) | Step::Unsubscribe(n, channels) if count > 0 => {
-                let index = n % count;
+            Op::Subscribe { conn, channels, .. } | Op::Unsubscribe { conn, channels, .. }
+                if count > 0 =>
+            {
+                let index = usize::from(conn) % count;
                 if let Some(id) = sut.conns[index].id {
+                    let channels: Vec<&str> = channels.iter().map(|&c| channel(c)).collect();
                     let frame = serde_json::json!({"type": kind, "channels": channels, "id": 1});
                     sut.conns[index].requests_since_transmit += 1;
                     sut.core
                         .handle_text(sut.now, id, frame.to_string().as_bytes());
                 }
             }
-            Step::Publish(channel) => {
+            Op::Publish { channel: index, .. } => {
+                let channel = channel(index);
                 let seq = sut.next_message;
                 sut.next_message += 1;
                 sut.channel_of.insert(seq, channel);
@@ -539,33 +537,33 @@ impl StateMachineTest for CoreModel {
                     },
                 );
             }
-            Step::Flush(n) if count > 0 => sut.flush(n % count),
-            Step::FlushAll => {
+            Op::WriteComplete { conn } if count > 0 => sut.flush(usize::from(conn) % count),
+            Op::WriteAll => {
                 for index in 0..count {
                     sut.flush(index);
                 }
             }
-            Step::PeerClose(n) if count > 0 => {
-                let index = n % count;
+            Op::PeerClose { conn } if count > 0 => {
+                let index = usize::from(conn) % count;
                 if let Some(id) = sut.conns[index].id {
                     sut.conns[index].closing = true;
                     sut.core.handle_peer_close(sut.now, id);
                 }
             }
-            Step::Lost(n) if count > 0 => {
-                let index = n % count;
+            Op::SocketClosed { conn } if count > 0 => {
+                let index = usize::from(conn) % count;
                 if let Some(id) = sut.conns[index].id.take() {
                     sut.conns[index].in_flight = None;
                     sut.core.handle_closed(sut.now, id);
                 }
             }
-            Step::Tick(ms) => {
-                sut.now += Duration::from_millis(ms);
+            Op::Advance { millis } => {
+                sut.now += Duration::from_millis(u64::from(millis));
                 if sut.deadline.is_some_and(|at| at <= sut.now) {
                     sut.core.handle_timeout(sut.now);
                 }
             }
-            Step::Shutdown => {
+            Op::Shutdown => {
                 for conn in &mut sut.conns {
                     conn.closing = true;
                 }

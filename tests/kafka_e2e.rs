@@ -3,6 +3,7 @@
 //! WebSocket on 127.0.0.1 with tokio-tungstenite. Every wait is bounded.
 
 mod kafka_support;
+mod server_support;
 
 use std::time::Duration;
 

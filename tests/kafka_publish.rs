@@ -4,6 +4,7 @@
 //! `WS_PUBLISH_TIMEOUT`, never 200; the batch endpoint and its limits.
 
 mod kafka_support;
+mod server_support;
 
 use std::time::Duration;
 
@@ -173,40 +174,6 @@ async fn a_batch_is_stored_whole_delivered_in_order_and_bad_batches_are_4xx_json
     }
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
-}
-
-/// A measurement, not a check: the fetch requests a server sends to an idle
-/// broker, the price of the short `fetch.wait.max.ms` default. Run with
-/// `cargo test --release --test kafka_publish -- --ignored --nocapture idle`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement: prints the idle fetch rate"]
-async fn idle_fetch_requests_per_second_are_reported() {
-    let kafka = EmbeddedKafka::start(&[("lines", 3)]).unwrap();
-    let server = start_publishing_server(
-        kafka.bootstrap_servers(),
-        &[("WS_KAFKA_TOPICS", "lines"), EARLIEST],
-    )
-    .await;
-    let mut client = connect(server.address, "channels=lines").await;
-    let (status, _) = post_json(
-        server.address,
-        "/api/publish",
-        r#"{"channel":"lines","data":1}"#,
-    )
-    .await;
-    assert_eq!(status, 200);
-    next_message(&mut client).await;
-    kafka.track_requests().unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    kafka.take_request_count(1).unwrap();
-    let window = Duration::from_secs(10);
-    tokio::time::sleep(window).await;
-    let fetches = kafka.take_request_count(1).unwrap();
-    println!(
-        "idle: {fetches} fetch requests in {window:?} = {:.0}/s (one broker; topics lines (3 partitions) and the publish topic)",
-        fetches as f64 / window.as_secs_f64()
-    );
-    server.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@
 //! `recovered:true`, then the live stream. Every wait is bounded.
 
 mod kafka_support;
+mod server_support;
 
 use std::time::Duration;
 

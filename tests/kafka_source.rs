@@ -443,66 +443,6 @@ async fn broker_unreachable_at_start_then_reachable_later_starts_the_flow_and_tu
     source.stop().await;
 }
 
-/// Throughput of produce → mock cluster → source → sink, printed for the
-/// record (run with `--ignored --nocapture`); it asserts completeness and
-/// order, never speed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement, run by hand"]
-async fn measure_mock_cluster_throughput() {
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    const COUNT: usize = 50_000;
-    let kafka = EmbeddedKafka::start(&[("lines", 3)]).unwrap();
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka.bootstrap_servers())
-        .set("linger.ms", "5")
-        .create()
-        .unwrap();
-    let payload = br#"{"symbol":"AAPL","bid":189.51,"ask":189.53,"timestamp":1795440062000}"#;
-    let produce_started = Instant::now();
-    for chunk in 0..COUNT / 1000 {
-        let sends = (0..1000).map(|i| {
-            let key = format!("k{}", chunk * 1000 + i);
-            let producer = &producer;
-            async move {
-                producer
-                    .send(
-                        FutureRecord::to("lines").key(&key).payload(&payload[..]),
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    .map_err(|(e, _)| e)
-            }
-        });
-        for result in futures_util::future::join_all(sends).await {
-            result.expect("the mock acknowledges");
-        }
-    }
-    let produce_elapsed = produce_started.elapsed();
-    let mut source = start_source(
-        &kafka,
-        &[("WS_KAFKA_TOPICS", "lines"), ("WS_KAFKA_START", "earliest")],
-    );
-    let first = source.next().await;
-    let consume_started = Instant::now();
-    let mut last_offset = std::collections::HashMap::new();
-    let (p, o) = offset_of(&first);
-    last_offset.insert(p, o);
-    for _ in 1..COUNT {
-        let (p, o) = offset_of(&source.next().await);
-        if let Some(previous) = last_offset.insert(p, o) {
-            assert!(o > previous, "order kept per partition");
-        }
-    }
-    let consume_elapsed = consume_started.elapsed();
-    println!(
-        "produced {COUNT} in {produce_elapsed:?} ({:.0}/s); consumed {} in {consume_elapsed:?} ({:.0}/s)",
-        COUNT as f64 / produce_elapsed.as_secs_f64(),
-        COUNT - 1,
-        (COUNT - 1) as f64 / consume_elapsed.as_secs_f64(),
-    );
-    source.stop().await;
-}
-
 /// The lag gauge of `topic` partition 0, if reported yet.
 fn lag(metrics: &Metrics, topic: &str) -> Option<i64> {
     let prefix = "websocket_kafka_consumer_lag{";

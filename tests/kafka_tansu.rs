@@ -6,6 +6,7 @@
 //! nothing here asserts watermarks, lag or tail offsets.
 
 mod kafka_support;
+mod server_support;
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener};

@@ -12,70 +12,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Full};
 use prometheus_parse::{Scrape, Value};
 use server_support::*;
 use tokio_tungstenite::tungstenite::Message;
 use ws_realtime::core::Publish;
 use ws_realtime::source::{Source, SourceContext, SourceFuture};
-
-/// One HTTP/1.1 connection kept open across requests, so requests can be
-/// made after the listener closed (during the drain).
-struct HttpConnection {
-    address: SocketAddr,
-    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-}
-
-/// A response: status, content type, body.
-struct Answer {
-    status: u16,
-    content_type: String,
-    body: String,
-}
-
-impl HttpConnection {
-    async fn open(address: SocketAddr) -> HttpConnection {
-        let stream = within(tokio::net::TcpStream::connect(address))
-            .await
-            .expect("connects");
-        let (sender, connection) = within(hyper::client::conn::http1::handshake(
-            hyper_util::rt::TokioIo::new(stream),
-        ))
-        .await
-        .expect("handshake");
-        tokio::spawn(connection);
-        HttpConnection { address, sender }
-    }
-
-    async fn get(&mut self, path: &str, accept: Option<&str>) -> Answer {
-        within(self.sender.ready())
-            .await
-            .expect("connection usable");
-        let mut request = hyper::Request::get(path).header("host", self.address.to_string());
-        if let Some(accept) = accept {
-            request = request.header("accept", accept);
-        }
-        let request = request.body(Full::new(Bytes::new())).unwrap();
-        let response = within(self.sender.send_request(request))
-            .await
-            .expect("a response");
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        let body = within(response.into_body().collect())
-            .await
-            .expect("a body")
-            .to_bytes();
-        Answer {
-            status,
-            content_type,
-            body: String::from_utf8(body.to_vec()).expect("UTF-8 body"),
-        }
-    }
-}
 
 /// Prometheus' own `Accept` header.
 const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.1";
@@ -91,10 +32,10 @@ impl Exposition {
         let mut http = HttpConnection::open(address).await;
         let answer = http.get("/metrics", accept).await;
         assert_eq!(answer.status, 200);
-        let scrape = Scrape::parse(answer.body.lines().map(|l| Ok(l.to_owned())))
+        let body = answer.text();
+        let scrape = Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
             .expect("/metrics is valid Prometheus text");
-        let types = answer
-            .body
+        let types = body
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .filter_map(|l| l.split_once(' '))
@@ -454,7 +395,7 @@ async fn ready_and_healthz_turn_503_naming_the_drain() {
     let mut http = HttpConnection::open(server.address).await;
     let ready = http.get("/ready", None).await;
     assert_eq!(
-        (ready.status, ready.body.as_str()),
+        (ready.status, ready.text().as_str()),
         (200, r#"{"status":"ready"}"#)
     );
 
@@ -464,12 +405,13 @@ async fn ready_and_healthz_turn_503_naming_the_drain() {
 
     let ready = http.get("/ready", None).await;
     assert_eq!(ready.status, 503);
-    let json: serde_json::Value = serde_json::from_str(&ready.body).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&ready.body).unwrap();
     assert_eq!(json["status"], "not_ready");
     assert_eq!(json["reasons"], serde_json::json!(["draining"]));
     let healthz = http.get("/healthz", None).await;
     assert_eq!(healthz.status, 503);
-    assert!(healthz.body.contains("draining"), "{}", healthz.body);
+    let healthz_body = healthz.text();
+    assert!(healthz_body.contains("draining"), "{healthz_body}");
     let health = http.get("/health", None).await;
     assert_eq!(health.status, 200, "alive while draining");
     within(server.task).await.unwrap().unwrap();

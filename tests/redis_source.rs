@@ -10,6 +10,7 @@
 mod redis_support;
 // Its WebSocket client and HTTP helpers are not Kafka-specific.
 mod kafka_support;
+mod server_support;
 
 use std::time::Duration;
 

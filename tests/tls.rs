@@ -134,38 +134,34 @@ fn leaf(pem: &str) -> CertificateDer<'static> {
     CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
 }
 
-/// One HTTP/1.1 request over any stream; the status and body.
-async fn request<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
-    head: &str,
+/// One HTTP/1.1 request over any stream (a TLS session, or plain TCP where
+/// the test expects the server to serve it); the status and body.
+async fn request<S>(
+    stream: S,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
     body: &str,
-) -> (u16, String) {
-    let text = format!(
-        "{head}\r\nhost: localhost\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    within(stream.write_all(text.as_bytes())).await.unwrap();
-    let mut answer = Vec::new();
-    let _ = within(stream.read_to_end(&mut answer)).await;
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("an HTTP answer: {answer:?}"));
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_owned());
-    (status, body)
+) -> (u16, String)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let answer = HttpConnection::over(stream, "localhost")
+        .await
+        .request(method, path, headers, body.as_bytes())
+        .await;
+    (answer.status, answer.text())
 }
 
 /// Publishes `data` on `channel` with `POST /api/publish` over https.
 async fn publish(ca: &TestCa, address: SocketAddr, channel: &str, data: &str) {
     let body = format!(r#"{{"channel":"{channel}","data":{data}}}"#);
-    let head = format!(
-        "POST /api/publish HTTP/1.1\r\nx-api-key: {API_KEY}\r\ncontent-type: application/json"
-    );
-    let (status, answer) = request(tls_connect(ca, address).await, &head, &body).await;
+    let headers = [
+        ("x-api-key", API_KEY.to_owned()),
+        ("content-type", "application/json".to_owned()),
+    ];
+    let stream = tls_connect(ca, address).await;
+    let (status, answer) = request(stream, "POST", "/api/publish", &headers, &body).await;
     assert_eq!(status, 200, "{answer}");
 }
 
@@ -244,8 +240,8 @@ async fn a_wss_client_receives_what_is_published_over_https() {
     let mut client = wss_subscribe(&ca, server.address, "lines").await;
     receives(&ca, server.address, &mut client, "lines").await;
     for path in ["/health", "/ready", "/metrics"] {
-        let head = format!("GET {path} HTTP/1.1");
-        let (status, _) = request(tls_connect(&ca, server.address).await, &head, "").await;
+        let stream = tls_connect(&ca, server.address).await;
+        let (status, _) = request(stream, "GET", path, &[], "").await;
         assert_eq!(status, 200, "{path}");
     }
     within(server.shutdown()).await.unwrap();
@@ -259,7 +255,7 @@ async fn tls_1_2_and_1_3_are_both_served() {
     for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
         let stream = tls_connect_with(&ca, server.address, &[version]).await;
         assert_eq!(stream.get_ref().1.protocol_version(), Some(version.version));
-        let (status, body) = request(stream, "GET /health HTTP/1.1", "").await;
+        let (status, body) = request(stream, "GET", "/health", &[], "").await;
         assert_eq!((status, body.as_str()), (200, r#"{"status":"alive"}"#));
     }
     within(server.shutdown()).await.unwrap();
@@ -341,7 +337,7 @@ async fn plain_http_and_garbage_are_closed_and_a_good_client_is_unaffected() {
 
     // Plain HTTP: a 400 that says why, then the connection closes.
     let tcp = TcpStream::connect(server.address).await.unwrap();
-    let (status, body) = request(tcp, "GET /health HTTP/1.1", "").await;
+    let (status, body) = request(tcp, "GET", "/health", &[], "").await;
     assert_eq!(status, 400);
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["error"], "tls_required");
@@ -366,7 +362,7 @@ async fn plain_http_and_garbage_are_closed_and_a_good_client_is_unaffected() {
 
     receives(&ca, server.address, &mut client, "lines").await;
     let fresh = tls_connect(&ca, server.address).await;
-    assert_eq!(request(fresh, "GET /health HTTP/1.1", "").await.0, 200);
+    assert_eq!(request(fresh, "GET", "/health", &[], "").await.0, 200);
     within(server.shutdown()).await.unwrap();
 }
 
@@ -395,7 +391,7 @@ async fn a_plain_server_is_untouched_by_the_tls_code() {
     let ca = TestCa::new();
     let server = started(config()).await;
     let tcp = TcpStream::connect(server.address).await.unwrap();
-    assert_eq!(request(tcp, "GET /health HTTP/1.1", "").await.0, 200);
+    assert_eq!(request(tcp, "GET", "/health", &[], "").await.0, 200);
     let tcp = TcpStream::connect(server.address).await.unwrap();
     let name = ServerName::try_from("localhost").unwrap();
     let handshake = within(ca.connector(rustls::ALL_VERSIONS).connect(name, tcp)).await;

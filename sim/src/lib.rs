@@ -12,12 +12,17 @@
 //! * [`send_buffer`]: the kernel's send buffer (`SO_SNDBUF`) in bytes,
 //!   which turmoil's segment-counted TCP does not model.
 //! * [`seeds`]: which seeds run, and replaying a failure.
+//! * [`run`]: `World::builder()`, the one way a scenario sets up its run.
+//! * [`steps`]: what the scenarios' hosts share (steady subscribers, the
+//!   feeder's wind-down, the run's gates).
 
 pub mod accept;
 pub mod checker;
 pub mod client;
 pub mod fake_source;
 pub mod recorder;
+pub mod run;
 pub mod seeds;
 pub mod send_buffer;
+pub mod steps;
 pub mod world;

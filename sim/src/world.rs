@@ -200,7 +200,8 @@ pub struct World {
 }
 
 impl World {
-    /// A fresh world for `seed`, and the source to hand to the server.
+    /// A fresh world for `seed`, and the source to hand to the server. New
+    /// scenarios use [`World::builder`], which also starts the server.
     pub fn new(seed: u64) -> (World, FakeSource) {
         let (world, mut sources) = World::replicated(seed, 1);
         (world, sources.remove(0))

@@ -10,143 +10,13 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::harness::Harness;
+use super::op::{CursorChoice, Op};
 use super::scenario::{self, ConfigChoice, PayloadChoice};
 use crate::core::{ConnId, CoreConfig, Publish, SlowClientPolicy};
 use crate::proto::position::Position;
 
 /// Operations per input; keeps one run short so the fuzzer explores widely.
 const MAX_OPS: usize = 256;
-
-/// One thing the shell does. Connections are named by an index into the
-/// connections the shell currently holds.
-#[derive(Debug, Clone, Arbitrary)]
-enum Op {
-    Open {
-        user: u8,
-        address: u8,
-        channels: Vec<u8>,
-        expires_in_secs: Option<u8>,
-    },
-    Subscribe {
-        conn: u8,
-        id: Option<u16>,
-        channels: Vec<u8>,
-    },
-    Unsubscribe {
-        conn: u8,
-        id: Option<u16>,
-        channels: Vec<u8>,
-    },
-    LegacySubscribe {
-        conn: u8,
-        symbols: Vec<u8>,
-    },
-    JsonPing {
-        conn: u8,
-        id: Option<u16>,
-    },
-    JsonPong {
-        conn: u8,
-    },
-    Text {
-        conn: u8,
-        bytes: Vec<u8>,
-    },
-    Binary {
-        conn: u8,
-    },
-    WsPing {
-        conn: u8,
-        payload: Vec<u8>,
-    },
-    Activity {
-        conn: u8,
-    },
-    FrameTooBig {
-        conn: u8,
-    },
-    PeerClose {
-        conn: u8,
-    },
-    SocketClosed {
-        conn: u8,
-    },
-    Publish {
-        channel: u8,
-        offset: Option<(u8, u32)>,
-        payload: PayloadChoice,
-    },
-    /// A Kafka message at an explicit position (scripts only: arbitrary
-    /// inputs get increasing offsets from `Publish`).
-    #[arbitrary(skip)]
-    PublishAt {
-        channel: u8,
-        partition: i32,
-        offset: i64,
-        payload: Vec<u8>,
-    },
-    PublishBurst {
-        channel: u8,
-        count: u8,
-    },
-    /// A subscribe asking for stream state: `since` a cursor, `snapshot`
-    /// or `history`.
-    Recover {
-        conn: u8,
-        channel: u8,
-        since: Option<CursorChoice>,
-        snapshot: bool,
-        history: Option<u8>,
-    },
-    WriteComplete {
-        conn: u8,
-    },
-    WriteAll,
-    Advance {
-        millis: u16,
-    },
-    Shutdown,
-}
-
-/// A `since` cursor: mostly well-formed ones near what the core hands out
-/// (own sequences, the fuzz topic's partitions, another epoch), sometimes
-/// arbitrary text.
-#[derive(Debug, Clone, Arbitrary)]
-enum CursorChoice {
-    /// Entries built from parts.
-    Entries(Vec<CursorEntry>),
-    /// Any text, as a client might send.
-    Raw(String),
-}
-
-/// One entry of a built cursor.
-#[derive(Debug, Clone, Arbitrary)]
-enum CursorEntry {
-    /// This process's sequence (`~0:n`).
-    Own(u8),
-    /// Another process's sequence.
-    Foreign(u8),
-    /// A Kafka position of the fuzz topic.
-    Kafka(u8, u16),
-}
-
-impl CursorChoice {
-    fn text(&self) -> String {
-        match self {
-            CursorChoice::Raw(text) => text.clone(),
-            CursorChoice::Entries(entries) => entries
-                .iter()
-                .take(6)
-                .map(|e| match e {
-                    CursorEntry::Own(n) => format!("~0:{n}"),
-                    CursorEntry::Foreign(n) => format!("~beef:{n}"),
-                    CursorEntry::Kafka(p, o) => format!("t:{}:{o}", p % 4),
-                })
-                .collect::<Vec<_>>()
-                .join(","),
-        }
-    }
-}
 
 /// Fuzz target body: decodes a configuration and a sequence of operations
 /// from `data` and runs them against one core. Input starting with `#` is a
@@ -507,6 +377,8 @@ fn run(harness: &mut Harness, op: Op, next_offset: &mut [i64; 4]) {
             }
         }
         Op::WriteAll => harness.flush(4),
+        // The harness takes the core's outputs after every operation.
+        Op::Poll => {}
         Op::Advance { millis } => harness.advance(Duration::from_millis(u64::from(millis))),
         Op::Shutdown => harness.shutdown(),
     }

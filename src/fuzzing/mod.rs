@@ -5,12 +5,16 @@
 //!
 //! Each function panics on a finding (a broken invariant or a wrong answer)
 //! and returns quietly otherwise, including on input it cannot decode.
+//!
+//! [`op`] is the one operation language for the core, shared by the
+//! `core_ops` target and the core's property and state-machine tests.
 
 mod client_frame;
 mod client_wire;
 mod core_ops;
 mod extension_offer;
 mod harness;
+pub mod op;
 mod scenario;
 mod source_payload;
 mod upgrade;

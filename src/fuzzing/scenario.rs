@@ -149,7 +149,7 @@ impl ConfigChoice {
 
 /// A fuzz-chosen payload for a publish.
 #[derive(Debug, Clone, Arbitrary)]
-pub(crate) enum PayloadChoice {
+pub enum PayloadChoice {
     /// A small JSON object, as a market feed sends.
     Quote {
         /// Price in cents.
@@ -161,11 +161,21 @@ pub(crate) enum PayloadChoice {
     Json(ArbitraryJson),
     /// Raw bytes: JSON, text or binary, whatever they happen to be.
     Raw(Vec<u8>),
+    /// A payload of about `size` bytes, JSON or binary (generated tests
+    /// that stamp their own sequence number into it; not drawn by the
+    /// fuzzer, so committed seeds decode as before).
+    #[arbitrary(skip)]
+    Filler {
+        /// Roughly how many bytes.
+        size: u16,
+        /// Binary (not UTF-8) rather than a JSON object.
+        binary: bool,
+    },
 }
 
 impl PayloadChoice {
     /// The payload bytes.
-    pub(crate) fn bytes(&self) -> Vec<u8> {
+    pub fn bytes(&self) -> Vec<u8> {
         match self {
             PayloadChoice::Quote { price, symbol } => format!(
                 r#"{{"symbol":"{}","price":{}.{:02},"ts":1767225600000}}"#,
@@ -176,13 +186,18 @@ impl PayloadChoice {
             .into_bytes(),
             PayloadChoice::Json(json) => json.to_value(0).to_string().into_bytes(),
             PayloadChoice::Raw(bytes) => bytes.clone(),
+            PayloadChoice::Filler { size, binary: true } => vec![0xff; usize::from(*size)],
+            PayloadChoice::Filler {
+                size,
+                binary: false,
+            } => format!(r#"{{"pad":"{}"}}"#, "x".repeat(usize::from(*size))).into_bytes(),
         }
     }
 }
 
 /// A JSON value shaped by the fuzzer (strings with escapes, nesting, floats).
 #[derive(Debug, Clone, Arbitrary)]
-pub(crate) enum ArbitraryJson {
+pub enum ArbitraryJson {
     /// `null`.
     Null,
     /// `true` / `false`.

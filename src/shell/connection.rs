@@ -103,7 +103,7 @@ async fn attach<S: Socket>(
 /// the handshake.
 ///
 /// This future lives as long as the socket, idle or not, so it is kept
-/// small (guarded by a test): an `async move` block rather than an
+/// small (measured by `benches/footprint.rs`): an `async move` block rather than an
 /// `async fn` (whose parameters would be stored twice), no temporaries held
 /// across a wait, and the waits that are rare and large (room in a full
 /// driver queue, the close's timer) boxed so they cost nothing until used.
@@ -290,26 +290,19 @@ async fn linger<S: Socket + ?Sized>(link: &Link<S>) {
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, until_eof).await;
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The serving task is what every idle connection costs most: its
-    /// future lives as long as the socket. A guard against regrowth (it was
-    /// 1.2 KiB with the upgrade's state in it).
-    #[tokio::test]
-    async fn the_serving_future_stays_small() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
-        let (client, accepted) = tokio::join!(client, listener.accept());
-        let (_client, (server, _)) = (client.unwrap(), accepted.unwrap());
-        let conn = crate::core::ConnId::new(0, 0);
-        let link = Arc::new(Link::new(conn, server, None));
-        let (commands, _rx) = mpsc::channel(1);
-        let serving = serve(link, Bytes::new(), commands, FrameReader::new(1024));
-        let size = std::mem::size_of_val(&serving);
-        // 144 bytes puts the whole task (tokio adds ~100 bytes, in 128-byte
-        // steps) in 256 bytes.
-        assert!(size <= 144, "serve() future is {size} bytes");
-    }
+/// The size in bytes of the future that serves one connection, measured on
+/// a real loopback socket. It is what every idle connection costs most (the
+/// future lives as long as the socket), so `benches/footprint.rs` reports it
+/// against its budget; not an API.
+#[doc(hidden)]
+pub async fn serving_future_size() -> io::Result<usize> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let client = tokio::net::TcpStream::connect(listener.local_addr()?);
+    let (client, accepted) = tokio::join!(client, listener.accept());
+    let (_client, (server, _)) = (client?, accepted?);
+    let conn = crate::core::ConnId::new(0, 0);
+    let link = Arc::new(Link::new(conn, server, None));
+    let (commands, _rx) = mpsc::channel(1);
+    let serving = serve(link, Bytes::new(), commands, FrameReader::new(1024));
+    Ok(std::mem::size_of_val(&serving))
 }

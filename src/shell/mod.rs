@@ -30,6 +30,8 @@ pub mod tls;
 mod ui;
 pub mod upgrade;
 
+#[doc(hidden)]
+pub use connection::serving_future_size;
 pub use server::{
     Accept, ListenOptions, Observers, ServerError, ServerHandle, TcpAccept, run, run_observed,
     start,

@@ -1,13 +1,13 @@
 //! Shared helpers of the `kafka_*` end-to-end tests: a server on 127.0.0.1:0
 //! running the real Kafka source, tokens, and a tokio-tungstenite client
-//! with a timeout on every await.
+//! with a timeout on every await. HTTP goes through `server_support::http`,
+//! so a test using this module also declares `mod server_support;`.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
@@ -104,25 +104,7 @@ pub async fn http_status(address: SocketAddr, path: &str) -> u16 {
 
 /// The HTTP status and body of `GET path`.
 pub async fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = timeout(WAIT, TcpStream::connect(address))
-        .await
-        .unwrap()
-        .unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&response);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {text}"));
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, body.to_owned())
+    crate::server_support::http::http_get(address, path).await
 }
 
 /// The offset `group` has committed for `topic` partition 0, asked of the
@@ -229,34 +211,12 @@ pub async fn start_publishing_server(brokers: &str, pairs: &[(&str, &str)]) -> S
 }
 
 /// `POST path` with a JSON `body` and the API key: the status and the JSON
-/// answer.
+/// answer (every publish answer is JSON; anything else fails the test).
 pub async fn post_json(address: SocketAddr, path: &str, body: &str) -> (u16, serde_json::Value) {
-    let mut stream = timeout(WAIT, TcpStream::connect(address))
-        .await
-        .unwrap()
-        .unwrap();
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {address}\r\nX-API-Key: {API_KEY}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&response);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {text}"));
-    let (_, json) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no body: {text}"));
-    let json = serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {json}"));
-    (status, json)
+    let answer = crate::server_support::http::post_json(address, path, Some(API_KEY), body).await;
+    let json = serde_json::from_slice(&answer.body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&answer.body)));
+    (answer.status, json)
 }
 
 /// Whether a `message` frame's `pos` is the position a publish answer gave:

@@ -3,6 +3,10 @@
 //! await, and a source the test can publish through directly.
 #![allow(dead_code)]
 
+pub mod http;
+#[allow(unused_imports)]
+pub use http::{HttpConnection, http_request};
+
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -221,59 +225,15 @@ pub async fn subscribe(client: &mut Client, channels: &[&str], id: u64) -> serde
     ack
 }
 
-/// `POST /api/publish` with `body` and `key`; returns status and body.
+/// `POST /api/publish` with `body` and `key`; returns status and body
+/// (`Null` when the body is not JSON).
 pub async fn post_publish(
     address: SocketAddr,
     key: Option<&str>,
     body: &str,
 ) -> (u16, serde_json::Value) {
-    let mut headers = vec![("content-type", "application/json".to_owned())];
-    if let Some(key) = key {
-        headers.push(("x-api-key", key.to_owned()));
-    }
-    let (status, body) =
-        http_request(address, "POST", "/api/publish", &headers, body.as_bytes()).await;
-    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-    (status, json)
-}
-
-/// A plain HTTP/1.1 request; returns the status and body.
-pub async fn http_request(
-    address: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, String)],
-    body: &[u8],
-) -> (u16, Vec<u8>) {
-    use http_body_util::{BodyExt, Full};
-    let stream = within(TcpStream::connect(address)).await.expect("connects");
-    let (mut sender, connection) = within(hyper::client::conn::http1::handshake::<
-        _,
-        Full<bytes::Bytes>,
-    >(hyper_util::rt::TokioIo::new(stream)))
-    .await
-    .expect("handshake");
-    tokio::spawn(connection);
-    let mut request = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", address.to_string());
-    for (name, value) in headers {
-        request = request.header(*name, value);
-    }
-    let request = request
-        .body(Full::new(bytes::Bytes::copy_from_slice(body)))
-        .unwrap();
-    let response = within(sender.send_request(request))
-        .await
-        .expect("a response");
-    let status = response.status().as_u16();
-    let body = within(response.into_body().collect())
-        .await
-        .expect("a body")
-        .to_bytes()
-        .to_vec();
-    (status, body)
+    let answer = http::post_json(address, "/api/publish", key, body).await;
+    (answer.status, answer.json())
 }
 
 /// A complete WebSocket upgrade request head for `/ws?{query}` with `extra`

@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use rand::Rng;
 use sim::client::SimClient;
-use sim::recorder::{Happening, Trace};
+use sim::recorder::Trace;
+use sim::run::{FeedEnd, Part};
 use sim::seeds::run_seeds;
-use sim::world::{Flag, Gate, World, channel, partition_of, sim_config};
+use sim::world::{World, channel, partition_of};
 
-use crate::{TEST, policy, sim_error};
+use crate::{TEST, policy};
 
 /// Client hosts; each connects several times in a row.
 const HOSTS: usize = 16;
@@ -27,14 +28,10 @@ const MESSAGES: usize = 400;
 /// vanishing (socket dropped, no close frame); the last ones stay until
 /// publishing is over and then close, so at the end nobody is left.
 pub(crate) fn churn(seed: u64) -> Result<Trace, String> {
-    let (world, source) = World::new(seed);
-    let mut sim = world.sim(Duration::from_secs(60));
-    world.start_server(&mut sim, sim_config(), source);
-    let left = Gate::default();
-    let done = Flag::default();
+    let mut run = World::builder().start(seed);
     for host in 0..HOSTS {
-        let (world, left, done) = (world.clone(), left.clone(), done.clone());
-        sim.client(format!("w{host}"), async move {
+        run.client(&format!("w{host}"), Part::Leaver, |steps| async move {
+            let world = &steps.world;
             let mut rng = world.rng(1000 + host as u64);
             for generation in 0..GENERATIONS {
                 let name = format!("w{host}.{generation}");
@@ -62,7 +59,7 @@ pub(crate) fn churn(seed: u64) -> Result<Trace, String> {
                 }
                 let last = generation + 1 == GENERATIONS;
                 if last {
-                    done.wait(Duration::from_secs(40)).await?;
+                    steps.wait_done().await?;
                     client.leave().await;
                 } else if rng.random_bool(0.3) {
                     client.vanish();
@@ -70,30 +67,21 @@ pub(crate) fn churn(seed: u64) -> Result<Trace, String> {
                     client.leave().await;
                 }
             }
-            left.arrive();
+            steps.left.arrive();
             Ok(())
         });
     }
-    let feeder = world.clone();
-    sim.client("feeder", async move {
-        let world = feeder;
+    run.feeder(FeedEnd::default(), |steps| async move {
+        let world = steps.world;
         let mut rng = world.rng(u64::MAX);
         for _ in 0..MESSAGES {
             let index = rng.random_range(0..CHANNELS);
             world.feed.publish(&channel(index), partition_of(index));
             tokio::time::sleep(Duration::from_millis(rng.random_range(1..12))).await;
         }
-        world.wait_taken(MESSAGES, Duration::from_secs(20)).await?;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        world.recorder.record(Happening::Quiesced);
-        done.set();
-        left.wait_for(HOSTS, Duration::from_secs(30)).await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        world.sample();
-        Ok(())
+        Ok(MESSAGES)
     });
-    sim.run().map_err(sim_error)?;
-    Ok(world.recorder.trace())
+    run.finish()
 }
 
 #[test]

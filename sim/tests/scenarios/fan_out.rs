@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use rand::Rng;
-use sim::client::SimClient;
 use sim::recorder::{Happening, Trace};
+use sim::run::{FeedEnd, Subscriber};
 use sim::seeds::run_seeds;
-use sim::world::{Flag, Gate, World, channel, partition_of, sim_config};
+use sim::world::{World, channel, partition_of};
 
-use crate::{TEST, policy, sim_error};
+use crate::{TEST, policy};
 
 /// Channels the fan-out publishes on.
 const CHANNELS: usize = 5;
@@ -17,14 +17,9 @@ const CHANNELS: usize = 5;
 /// half subscribing at connect and half with a `subscribe` frame), then
 /// `messages` messages on random channels, then everyone leaves.
 pub(crate) fn fan_out(seed: u64, clients: usize, messages: usize) -> Result<Trace, String> {
-    let (world, source) = World::new(seed);
-    let mut sim = world.sim(Duration::from_secs(60));
-    world.start_server(&mut sim, sim_config(), source);
-    let ready = Gate::default();
-    let left = Gate::default();
-    let done = Flag::default();
+    let mut run = World::builder().start(seed);
     for i in 0..clients {
-        let mut rng = world.rng(i as u64);
+        let mut rng = run.world.rng(i as u64);
         let mut wanted: Vec<String> = Vec::new();
         if i % 10 != 0 {
             for _ in 0..rng.random_range(1..=3) {
@@ -34,33 +29,21 @@ pub(crate) fn fan_out(seed: u64, clients: usize, messages: usize) -> Result<Trac
                 }
             }
         }
-        let at_connect = rng.random_bool(0.5);
-        let name = format!("c{i}");
-        let (world, ready, left, done) = (world.clone(), ready.clone(), left.clone(), done.clone());
-        sim.client(name.clone(), async move {
-            let connect_channels = if at_connect {
-                wanted.clone()
-            } else {
-                Vec::new()
-            };
-            let options = world.client(&name, &connect_channels);
-            let mut client = SimClient::connect(options, world.recorder.clone()).await?;
-            client.wait_connected().await?;
-            if !at_connect && !wanted.is_empty() {
-                client.subscribe(&wanted).await?;
-            }
-            client.wait_subscribed(&wanted).await?;
-            ready.arrive();
-            done.wait(Duration::from_secs(40)).await?;
-            client.leave().await;
-            left.arrive();
-            Ok(())
+        let subscriber = Subscriber::new(format!("c{i}"), wanted);
+        run.subscriber(if rng.random_bool(0.5) {
+            subscriber
+        } else {
+            subscriber.by_frame()
         });
     }
-    let feeder = world.clone();
-    sim.client("feeder", async move {
-        let world = feeder;
-        ready.wait_for(clients, Duration::from_secs(20)).await?;
+    // Every message is taken; a few network latencies deliver it.
+    let end = FeedEnd {
+        settle: Duration::from_millis(500),
+        leave_limit: Duration::from_secs(20),
+        linger: Duration::from_millis(300),
+    };
+    run.feeder(end, move |steps| async move {
+        let world = steps.world;
         let mut rng = world.rng(u64::MAX);
         for _ in 0..messages {
             let index = rng.random_range(0..CHANNELS);
@@ -69,18 +52,9 @@ pub(crate) fn fan_out(seed: u64, clients: usize, messages: usize) -> Result<Trac
                 tokio::time::sleep(Duration::from_millis(rng.random_range(1..20))).await;
             }
         }
-        world.wait_taken(messages, Duration::from_secs(20)).await?;
-        // Every message is taken; a few network latencies deliver it.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        world.recorder.record(Happening::Quiesced);
-        done.set();
-        left.wait_for(clients, Duration::from_secs(20)).await?;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        world.sample();
-        Ok(())
+        Ok(messages)
     });
-    sim.run().map_err(sim_error)?;
-    let trace = world.recorder.trace();
+    let trace = run.finish()?;
     let received = trace
         .iter()
         .filter(|r| matches!(r.what, Happening::Received { .. }))

@@ -4,111 +4,77 @@
 use std::time::Duration;
 
 use rand::Rng;
-use sim::client::SimClient;
 use sim::recorder::{Happening, Trace};
+use sim::run::{FeedEnd, Part, Subscriber};
 use sim::seeds::run_seeds;
-use sim::world::{Flag, Gate, SERVER, World, channel, partition_of, sim_config};
+use sim::world::{SERVER, World, channel, partition_of};
 
-use crate::{TEST, policy, sim_error};
+use crate::{TEST, policy};
 
 /// Clients whose links stay up.
 const STEADY: usize = 3;
 
 /// One run: the client `held` loses its link for `hold`.
 fn held_link(seed: u64, hold: Duration) -> Result<Trace, String> {
-    let (world, source) = World::new(seed);
-    let mut sim = world.sim(Duration::from_secs(60));
-    let config = sim_config();
-    let timeout = config.core.connection_timeout;
-    world.start_server(&mut sim, config, source);
-    let ready = Gate::default();
-    let left = Gate::default();
-    let started = Flag::default();
-    let done = Flag::default();
+    let builder = World::builder();
+    let timeout = builder.config().core.connection_timeout;
+    let mut run = builder.start(seed);
     let channels = vec![channel(0), channel(1)];
     for i in 0..STEADY {
-        let name = format!("steady{i}");
-        let (world, ready, left, done) = (world.clone(), ready.clone(), left.clone(), done.clone());
-        let channels = channels.clone();
-        sim.client(name.clone(), async move {
-            let client =
-                SimClient::connect(world.client(&name, &channels), world.recorder.clone()).await?;
-            client.wait_connected().await?;
-            client.wait_subscribed(&channels).await?;
-            ready.arrive();
-            done.wait(Duration::from_secs(40)).await?;
-            client.leave().await;
-            left.arrive();
-            Ok(())
-        });
+        run.subscriber(Subscriber::new(format!("steady{i}"), channels.clone()));
     }
-    {
-        let (world, ready, left, done) = (world.clone(), ready.clone(), left.clone(), done.clone());
-        let (started, channels) = (started.clone(), channels.clone());
-        sim.client("held", async move {
-            let client =
-                SimClient::connect(world.client("held", &channels), world.recorder.clone()).await?;
-            client.wait_connected().await?;
-            client.wait_subscribed(&channels).await?;
-            ready.arrive();
-            started.wait(Duration::from_secs(20)).await?;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            world.recorder.record(Happening::WentSilent {
-                client: "held".into(),
-            });
-            turmoil::hold(SERVER, "held");
-            tokio::time::sleep(hold).await;
-            turmoil::release(SERVER, "held");
-            world.recorder.record(Happening::Recovered {
-                client: "held".into(),
-            });
-            if hold > timeout {
-                client
-                    .wait_for("close after the held link", Duration::from_secs(10), |s| {
-                        s.closed.is_some()
-                    })
-                    .await?;
-            } else {
-                done.wait(Duration::from_secs(40)).await?;
-                if let Some(closed) = client.state().closed {
-                    return Err(
-                        format!("a {hold:?} hold closed the connection ({closed:?})").into(),
-                    );
-                }
-                client.leave().await;
+    run.client("held", Part::Member, |steps| async move {
+        let client = steps.connect_subscribed(0, "held", &channels).await?;
+        steps.ready.arrive();
+        steps.started.wait(Duration::from_secs(20)).await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        steps.world.recorder.record(Happening::WentSilent {
+            client: "held".into(),
+        });
+        turmoil::hold(SERVER, "held");
+        tokio::time::sleep(hold).await;
+        turmoil::release(SERVER, "held");
+        steps.world.recorder.record(Happening::Recovered {
+            client: "held".into(),
+        });
+        if hold > timeout {
+            client
+                .wait_for("close after the held link", Duration::from_secs(10), |s| {
+                    s.closed.is_some()
+                })
+                .await?;
+        } else {
+            steps.wait_done().await?;
+            if let Some(closed) = client.state().closed {
+                return Err(format!("a {hold:?} hold closed the connection ({closed:?})").into());
             }
-            left.arrive();
-            Ok(())
-        });
-    }
-    let feeder = world.clone();
-    sim.client("feeder", async move {
-        let world = feeder;
-        let mut rng = world.rng(u64::MAX);
-        ready.wait_for(STEADY + 1, Duration::from_secs(20)).await?;
-        started.set();
-        // Publish through the hold and a little past it.
-        let end = tokio::time::Instant::now() + hold + Duration::from_secs(1);
-        let mut sent = 0;
-        while tokio::time::Instant::now() < end {
-            let index = rng.random_range(0..2);
-            world.feed.publish(&channel(index), partition_of(index));
-            sent += 1;
-            // Slow enough that the held socket's buffers (64 segments) and
-            // queue (64 frames) do not fill: the heartbeat timeout must be
-            // what closes it, not the slow-consumer policy.
-            tokio::time::sleep(Duration::from_millis(rng.random_range(60..120))).await;
+            client.leave().await;
         }
-        world.wait_taken(sent, Duration::from_secs(20)).await?;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        world.recorder.record(Happening::Quiesced);
-        done.set();
-        left.wait_for(STEADY + 1, Duration::from_secs(30)).await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        world.sample();
+        steps.left.arrive();
         Ok(())
     });
-    sim.run().map_err(sim_error)?;
+    run.feeder(
+        FeedEnd::default().settle(Duration::from_secs(2)),
+        move |steps| async move {
+            let world = steps.world;
+            let mut rng = world.rng(u64::MAX);
+            // Publish through the hold and a little past it.
+            let end = tokio::time::Instant::now() + hold + Duration::from_secs(1);
+            let mut sent = 0;
+            while tokio::time::Instant::now() < end {
+                let index = rng.random_range(0..2);
+                world.feed.publish(&channel(index), partition_of(index));
+                sent += 1;
+                // Slow enough that the held socket's buffers (64 segments) and
+                // queue (64 frames) do not fill: the heartbeat timeout must be
+                // what closes it, not the slow-consumer policy.
+                tokio::time::sleep(Duration::from_millis(rng.random_range(60..120))).await;
+            }
+            Ok(sent)
+        },
+    );
+    let world = run.world.clone();
+    let trace = run.finish()?;
     let failures = world.metrics.heartbeat_failures.get();
     let expected = u64::from(hold > timeout);
     if failures != expected {
@@ -116,7 +82,7 @@ fn held_link(seed: u64, hold: Duration) -> Result<Trace, String> {
             "{failures} heartbeat failures counted, expected {expected}"
         ));
     }
-    Ok(world.recorder.trace())
+    Ok(trace)
 }
 
 #[test]

@@ -1,6 +1,10 @@
 //! The simulation scenarios, one module per property. Every run of every
 //! scenario is also checked against all the invariants of
-//! `sim::checker` (see `sim::seeds::run_seeds`).
+//! `sim::checker` (see `sim::seeds::run_seeds`). A scenario sets up its run
+//! with `World::builder()` and the shared steps of `sim::run`: steady
+//! subscribers, its own hosts (counted as members, leavers or bystanders),
+//! and a feeder whose wind-down (quiesce, everyone leaves, last sample) is
+//! the same everywhere.
 
 use std::time::Duration;
 
@@ -33,9 +37,4 @@ fn policy() -> CheckPolicy {
         expect_empty_at_end: true,
         outbound_bound: Core::outbound_bound_bytes(&sim_config().core),
     }
-}
-
-/// Turns a turmoil failure into the scenario's error.
-fn sim_error(error: Box<dyn std::error::Error>) -> String {
-    format!("simulation failed: {error}")
 }

@@ -19,14 +19,14 @@ use std::time::Duration;
 
 use rand::Rng;
 use sim::checker::max_delivery_delay;
-use sim::client::SimClient;
 use sim::recorder::{Happening, Trace};
+use sim::run::{FeedEnd, Part, Steps, Subscriber};
 use sim::seeds::run_costly_seeds;
-use sim::world::{Flag, Gate, PORT, SERVER, World, channel, partition_of, sim_config, token};
+use sim::world::{Gate, PORT, SERVER, World, channel, partition_of, token};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ws_realtime::core::Core;
 
-use crate::{TEST, policy, sim_error};
+use crate::{TEST, policy};
 
 /// Seeds in a plain `cargo test` (a run takes ~1.7 s in a debug build);
 /// `SIM_SEEDS=N` runs N/4 (15 in `.ci/sim`).
@@ -122,183 +122,167 @@ async fn read_until_closed(
 }
 
 fn never_readers(seed: u64) -> Result<Trace, String> {
-    let (world, source) = World::new(seed);
-    // Room for more segments than the modelled send buffer holds, so the
-    // byte bound (the server's setting) is what fills, as on a real host.
-    let mut sim = world
-        .sim_builder(Duration::from_secs(60))
-        .tcp_capacity(TCP_SEGMENTS)
-        .build();
-    let mut config = sim_config();
-    config.socket_send_buffer = SEND_BUFFER;
-    config.max_request_head_bytes = HEAD_LIMIT;
-    config.core.client_buffer_bytes = CLIENT_BUFFER_BYTES;
-    config.core.client_buffer_frames = 4096;
-    // Silence alone must not cut the never-readers: the byte bound must.
-    config.core.connection_timeout = Duration::from_secs(40);
-    let handshake_timeout = config.handshake_timeout;
-    let per_client = Core::outbound_bound_bytes(&config.core);
-    world.start_server(&mut sim, config, source);
-
-    let ready = Gate::default();
-    let left = Gate::default();
-    let horde_ready = Flag::default();
-    let done = Flag::default();
+    let builder = World::builder()
+        .configure(|config| {
+            config.socket_send_buffer = SEND_BUFFER;
+            config.max_request_head_bytes = HEAD_LIMIT;
+            config.core.client_buffer_bytes = CLIENT_BUFFER_BYTES;
+            config.core.client_buffer_frames = 4096;
+            // Silence alone must not cut the never-readers: the byte bound must.
+            config.core.connection_timeout = Duration::from_secs(40);
+        })
+        // Room for more segments than the modelled send buffer holds, so the
+        // byte bound (the server's setting) is what fills, as on a real host.
+        .tcp_capacity(TCP_SEGMENTS);
+    let handshake_timeout = builder.config().handshake_timeout;
+    let per_client = Core::outbound_bound_bytes(&builder.config().core);
+    let mut run = builder.start(seed);
+    let world = run.world.clone();
     let seen = Arc::new(Mutex::new(Horde::default()));
     let channels = vec![channel(0), channel(1)];
     for i in 0..GOOD {
-        let name = format!("good{i}");
-        let (world, ready, left, done) = (world.clone(), ready.clone(), left.clone(), done.clone());
-        let channels = channels.clone();
-        sim.client(name.clone(), async move {
-            let client =
-                SimClient::connect(world.client(&name, &channels), world.recorder.clone()).await?;
-            client.wait_connected().await?;
-            client.wait_subscribed(&channels).await?;
-            ready.arrive();
-            done.wait(Duration::from_secs(50)).await?;
-            if let Some(closed) = client.state().closed {
-                return Err(format!("{name} was closed: {closed:?}").into());
-            }
-            client.leave().await;
-            left.arrive();
-            Ok(())
-        });
+        run.subscriber(Subscriber::new(format!("good{i}"), channels.clone()).stays_open());
     }
-    {
-        let (seen, horde_ready, done) = (seen.clone(), horde_ready.clone(), done.clone());
-        let buffers = world.send_buffers.clone();
-        sim.client("horde", async move {
-            let upgraded = Gate::default();
-            let mut sockets = Vec::with_capacity(NEVER_READERS);
-            for i in 0..NEVER_READERS {
-                let (seen, upgraded, done) = (seen.clone(), upgraded.clone(), done.clone());
-                let buffers = buffers.clone();
-                sockets.push(tokio::spawn(async move {
-                    // Paced: turmoil's accept queue panics when it is full
-                    // (a kernel's refuses quietly).
-                    tokio::time::sleep(CONNECT_PACE * i as u32).await;
-                    let Ok(mut stream) = connect().await else {
-                        return;
-                    };
-                    let head = upgrade_head(&format!("horde{i}"), &channel(0));
-                    if stream.write_all(head.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    let Ok(local) = stream.local_addr() else {
-                        return;
-                    };
-                    seen.lock().expect("not poisoned").never_readers.push(local);
-                    upgraded.arrive();
-                    // Never read; hold the socket until the server has given
-                    // up on it by itself (bounded: the check after the run
-                    // reports one that was never dropped).
-                    let _ = done.wait(Duration::from_secs(55)).await;
-                    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                    while tokio::time::Instant::now() < deadline
-                        && buffers
-                            .account(local)
-                            .is_none_or(|account| account.dropped_at.is_none())
-                    {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    drop(stream);
-                }));
-            }
-            upgraded
-                .wait_for(NEVER_READERS, Duration::from_secs(20))
-                .await?;
-            // Give the server time to upgrade them all before publishing.
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            horde_ready.set();
-            for socket in sockets {
-                socket.await?;
-            }
-            Ok(())
-        });
-    }
-    {
-        let (seen, horde_ready) = (seen.clone(), horde_ready.clone());
-        sim.client("slowloris", async move {
-            horde_ready.wait(Duration::from_secs(30)).await?;
-            let mut tasks = Vec::new();
-            for i in 0..SLOWLORIS {
-                tasks.push(tokio::spawn(async move {
-                    let stream = connect().await.ok()?;
-                    let at = elapsed();
-                    let (mut reader, mut writer) = stream.into_split();
-                    let head = format!("GET /ws HTTP/1.1\r\nHost: {SERVER}\r\n");
-                    writer.write_all(head.as_bytes()).await.ok()?;
-                    // One header line a second, never the blank line, while
-                    // watching for the server to give up on the head.
-                    let trickle = async {
-                        for line in 0..15 {
-                            let header = format!("X-Slow-{i}-{line}: a\r\n");
-                            if writer.write_all(header.as_bytes()).await.is_err() {
-                                break;
-                            }
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                        std::future::pending::<()>().await;
-                    };
-                    let closed = tokio::select! {
-                        () = trickle => false,
-                        (_, closed) = read_until_closed(&mut reader, Duration::from_secs(20)) => closed,
-                    };
-                    Some((at, closed.then(elapsed)))
-                }));
-            }
-            let mut oversized = connect().await?;
-            // A head over the limit, sent in slow chunks.
-            let mut head = format!("GET /ws HTTP/1.1\r\nHost: {SERVER}\r\nX-Big: ").into_bytes();
-            head.extend(std::iter::repeat_n(b'a', 2 * HEAD_LIMIT));
-            head.extend_from_slice(b"\r\n\r\n");
-            for chunk in head.chunks(512) {
-                if oversized.write_all(chunk).await.is_err() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            let (answer, closed) = read_until_closed(&mut oversized, Duration::from_secs(5)).await;
-            let answer = String::from_utf8_lossy(&answer).into_owned();
-            if !closed {
-                return Err(format!("an oversized head was not closed: {answer:?}").into());
-            }
-            seen.lock().expect("not poisoned").oversized = Some((answer, elapsed()));
-            for task in tasks {
-                let outcome = task.await.map_err(|e| e.to_string())?;
-                let outcome = outcome.ok_or("a slowloris socket failed to connect or write")?;
-                seen.lock().expect("not poisoned").slowloris.push(outcome);
-            }
-            Ok(())
-        });
-    }
-    let feeder = world.clone();
-    sim.client("feeder", async move {
-        let world = feeder;
-        let mut rng = world.rng(u64::MAX);
-        ready.wait_for(GOOD, Duration::from_secs(20)).await?;
-        horde_ready.wait(Duration::from_secs(30)).await?;
+    let horde_seen = seen.clone();
+    run.client("horde", Part::Member, |steps| horde(steps, horde_seen));
+    let slowloris_seen = seen.clone();
+    run.client("slowloris", Part::Bystander, |steps| {
+        slowloris(steps, slowloris_seen)
+    });
+    run.feeder(FeedEnd::default(), |steps| async move {
+        let mut rng = steps.world.rng(u64::MAX);
         for _ in 0..MESSAGES {
             let index = rng.random_range(0..2);
-            world.feed.publish(&channel(index), partition_of(index));
+            steps
+                .world
+                .feed
+                .publish(&channel(index), partition_of(index));
             tokio::time::sleep(Duration::from_millis(rng.random_range(1..8))).await;
         }
-        world.wait_taken(MESSAGES, Duration::from_secs(20)).await?;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        world.recorder.record(Happening::Quiesced);
-        // Long enough for every slowloris socket to meet the handshake timeout.
-        tokio::time::sleep(Duration::from_secs(8)).await;
-        done.set();
-        left.wait_for(GOOD, Duration::from_secs(30)).await?;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        world.sample();
-        Ok(())
+        Ok(MESSAGES)
     });
-    sim.run().map_err(sim_error)?;
+    let trace = run.finish()?;
+    check_run(&world, &trace, &seen, per_client, handshake_timeout)?;
+    Ok(trace)
+}
 
-    let trace = world.recorder.trace();
-    let delay = max_delivery_delay(&trace, |client| client.starts_with("good"))
+/// The never-readers: one host, many sockets. A member: ready once all have
+/// upgraded, and it leaves (drops every socket) once the server has dropped
+/// each of them by itself, after the run is done.
+async fn horde(steps: Steps, seen: Arc<Mutex<Horde>>) -> turmoil::Result {
+    let upgraded = Gate::default();
+    let mut sockets = Vec::with_capacity(NEVER_READERS);
+    for i in 0..NEVER_READERS {
+        let (seen, upgraded, steps) = (seen.clone(), upgraded.clone(), steps.clone());
+        sockets.push(tokio::spawn(async move {
+            // Paced: turmoil's accept queue panics when it is full (a
+            // kernel's refuses quietly).
+            tokio::time::sleep(CONNECT_PACE * i as u32).await;
+            let Ok(mut stream) = connect().await else {
+                return;
+            };
+            let head = upgrade_head(&format!("horde{i}"), &channel(0));
+            if stream.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let Ok(local) = stream.local_addr() else {
+                return;
+            };
+            seen.lock().expect("not poisoned").never_readers.push(local);
+            upgraded.arrive();
+            // Never read; hold the socket until the server has given up on
+            // it by itself (bounded: the check after the run reports one
+            // that was never dropped).
+            let _ = steps.wait_done().await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            let buffers = &steps.world.send_buffers;
+            while tokio::time::Instant::now() < deadline
+                && buffers
+                    .account(local)
+                    .is_none_or(|account| account.dropped_at.is_none())
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            drop(stream);
+        }));
+    }
+    upgraded
+        .wait_for(NEVER_READERS, Duration::from_secs(20))
+        .await?;
+    // Give the server time to upgrade them all before the feed starts.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    steps.ready.arrive();
+    for socket in sockets {
+        socket.await?;
+    }
+    steps.left.arrive();
+    Ok(())
+}
+
+/// The slowloris heads and the oversized one, during the feed.
+async fn slowloris(steps: Steps, seen: Arc<Mutex<Horde>>) -> turmoil::Result {
+    steps.started.wait(Duration::from_secs(30)).await?;
+    let mut tasks = Vec::new();
+    for i in 0..SLOWLORIS {
+        tasks.push(tokio::spawn(async move {
+            let stream = connect().await.ok()?;
+            let at = elapsed();
+            let (mut reader, mut writer) = stream.into_split();
+            let head = format!("GET /ws HTTP/1.1\r\nHost: {SERVER}\r\n");
+            writer.write_all(head.as_bytes()).await.ok()?;
+            // One header line a second, never the blank line, while watching
+            // for the server to give up on the head.
+            let trickle = async {
+                for line in 0..15 {
+                    let header = format!("X-Slow-{i}-{line}: a\r\n");
+                    if writer.write_all(header.as_bytes()).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                std::future::pending::<()>().await;
+            };
+            let closed = tokio::select! {
+                () = trickle => false,
+                (_, closed) = read_until_closed(&mut reader, Duration::from_secs(20)) => closed,
+            };
+            Some((at, closed.then(elapsed)))
+        }));
+    }
+    let mut oversized = connect().await?;
+    // A head over the limit, sent in slow chunks.
+    let mut head = format!("GET /ws HTTP/1.1\r\nHost: {SERVER}\r\nX-Big: ").into_bytes();
+    head.extend(std::iter::repeat_n(b'a', 2 * HEAD_LIMIT));
+    head.extend_from_slice(b"\r\n\r\n");
+    for chunk in head.chunks(512) {
+        if oversized.write_all(chunk).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (answer, closed) = read_until_closed(&mut oversized, Duration::from_secs(5)).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    if !closed {
+        return Err(format!("an oversized head was not closed: {answer:?}").into());
+    }
+    seen.lock().expect("not poisoned").oversized = Some((answer, elapsed()));
+    for task in tasks {
+        let outcome = task.await?;
+        let outcome = outcome.ok_or("a slowloris socket failed to connect or write")?;
+        seen.lock().expect("not poisoned").slowloris.push(outcome);
+    }
+    Ok(())
+}
+
+/// The scenario's own expectations, after the run.
+fn check_run(
+    world: &World,
+    trace: &Trace,
+    seen: &Mutex<Horde>,
+    per_client: usize,
+    handshake_timeout: Duration,
+) -> Result<(), String> {
+    let delay = max_delivery_delay(trace, |client| client.starts_with("good"))
         .ok_or("good clients received nothing")?;
     if delay > GOOD_DELAY_BOUND {
         return Err(format!(
@@ -306,7 +290,7 @@ fn never_readers(seed: u64) -> Result<Trace, String> {
         ));
     }
     let seen = seen.lock().expect("not poisoned");
-    check_never_readers(&world, &seen.never_readers)?;
+    check_never_readers(world, &seen.never_readers)?;
     let slow = world.metrics.slow_consumer_disconnects.get();
     if slow != NEVER_READERS as u64 {
         return Err(format!(
@@ -330,8 +314,7 @@ fn never_readers(seed: u64) -> Result<Trace, String> {
             "queues and socket buffers held {worst} bytes at most; expected some, and at most {total_bound}"
         ));
     }
-    check_slowloris(&seen, handshake_timeout)?;
-    Ok(trace)
+    check_slowloris(&seen, handshake_timeout)
 }
 
 /// Every never-reader filled its send buffer (the bound was reached: the

@@ -16,9 +16,9 @@ use sim::client::{Delivery, SimClient};
 use sim::fake_source::FEED_TOPIC;
 use sim::recorder::{Happening, MsgId, Trace};
 use sim::seeds::run_seeds;
-use sim::world::{Flag, Gate, SERVER, World, channel, partition_of, sim_config};
+use sim::world::{Flag, Gate, SERVER, World, channel, partition_of};
 
-use crate::{TEST, policy, sim_error};
+use crate::{TEST, policy};
 
 /// Channels published on: 0..=3 (channel 3 shares partition 0 with channel
 /// 0, so a channel's offsets have holes the cursor must cope with).
@@ -69,17 +69,13 @@ fn cursor_offset(cursor: &str, partition: i32) -> Option<i64> {
 /// One run: `roamer` subscribes on A, is cut off, A crashes, and it recovers
 /// on B.
 fn recover_on_other_replica(seed: u64) -> Result<Trace, String> {
-    let (world, mut sources) = World::replicated(seed, 2);
-    let mut sim = world.sim(Duration::from_secs(60));
-    let source_b = sources.pop().expect("two sources");
-    let source_a = sources.pop().expect("two sources");
     // Fixed, distinct epochs: two processes, and a deterministic trace.
-    let mut config_a = sim_config();
-    config_a.core.history.epoch = "a1a1a1a1".to_owned();
-    let mut config_b = sim_config();
-    config_b.core.history.epoch = "b2b2b2b2".to_owned();
-    world.start_replica(&mut sim, 0, config_a, source_a);
-    world.start_replica(&mut sim, 1, config_b, source_b);
+    let mut run = World::builder()
+        .replicas(2)
+        .configure_replica(0, |a| a.core.history.epoch = "a1a1a1a1".to_owned())
+        .configure_replica(1, |b| b.core.history.epoch = "b2b2b2b2".to_owned())
+        .start(seed);
+    let (world, sim) = (run.world.clone(), &mut run.sim);
 
     let channels = vec![channel(0), channel(1)];
     let warm = Flag::default();
@@ -193,19 +189,15 @@ fn recover_on_other_replica(seed: u64) -> Result<Trace, String> {
         Ok(())
     });
     let mut crashed = false;
-    loop {
+    let trace = run.finish_stepping(|sim| {
         if !crashed && crash.is_set() {
             sim.crash(SERVER);
             crashed = true;
         }
-        if sim.step().map_err(sim_error)? {
-            break;
-        }
-    }
+    })?;
     if !crashed {
         return Err("replica A was never crashed".into());
     }
-    let trace = world.recorder.trace();
     let outcome = outcome.lock().expect("not poisoned");
     for ch in &channels {
         if outcome.recovered.get(ch) != Some(&true) {

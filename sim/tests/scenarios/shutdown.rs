@@ -3,34 +3,30 @@
 use std::time::Duration;
 
 use rand::Rng;
-use sim::client::SimClient;
 use sim::recorder::Trace;
+use sim::run::Part;
 use sim::seeds::run_seeds;
-use sim::world::{Gate, World, channel, partition_of, sim_config};
+use sim::world::{Gate, World, channel, partition_of};
 
-use crate::{TEST, policy, sim_error};
+use crate::{TEST, policy};
 
 /// Connected clients when the shutdown starts.
 const CLIENTS: usize = 12;
 
 fn shutdown_under_load(seed: u64) -> Result<Trace, String> {
-    let (world, source) = World::new(seed);
-    let mut sim = world.sim(Duration::from_secs(60));
-    let config = sim_config();
-    let shutdown_timeout = config.shutdown_timeout;
-    world.start_server(&mut sim, config, source);
-    let ready = Gate::default();
+    let builder = World::builder();
+    let shutdown_timeout = builder.config().shutdown_timeout;
+    let mut run = builder.start(seed);
+    // Clients end with the server's 1001 close, not by leaving: they arrive
+    // at `closed` instead of `left`.
     let closed = Gate::default();
     for i in 0..CLIENTS {
         let name = format!("c{i}");
-        let (world, ready, closed) = (world.clone(), ready.clone(), closed.clone());
+        let closed = closed.clone();
         let channels = vec![channel(i % 3), channel(3)];
-        sim.client(name.clone(), async move {
-            let client =
-                SimClient::connect(world.client(&name, &channels), world.recorder.clone()).await?;
-            client.wait_connected().await?;
-            client.wait_subscribed(&channels).await?;
-            ready.arrive();
+        run.client(&name.clone(), Part::Member, |steps| async move {
+            let client = steps.connect_subscribed(0, &name, &channels).await?;
+            steps.ready.arrive();
             client
                 .wait_for("the shutdown close", Duration::from_secs(30), |s| {
                     s.closed.is_some()
@@ -44,11 +40,13 @@ fn shutdown_under_load(seed: u64) -> Result<Trace, String> {
             Ok(())
         });
     }
-    let feeder = world.clone();
-    sim.client("feeder", async move {
-        let world = feeder;
+    run.client("feeder", Part::Bystander, |steps| async move {
+        let world = steps.world;
         let mut rng = world.rng(u64::MAX);
-        ready.wait_for(CLIENTS, Duration::from_secs(20)).await?;
+        steps
+            .ready
+            .wait_for(CLIENTS, Duration::from_secs(20))
+            .await?;
         let mut sent = 0;
         let shutdown_after = rng.random_range(100..300);
         while sent < shutdown_after + 100 {
@@ -86,8 +84,7 @@ fn shutdown_under_load(seed: u64) -> Result<Trace, String> {
         world.sample();
         Ok(())
     });
-    sim.run().map_err(sim_error)?;
-    Ok(world.recorder.trace())
+    run.finish()
 }
 
 /// Waits until the server's `run` has returned; the simulated time it did.

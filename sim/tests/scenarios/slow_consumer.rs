@@ -4,13 +4,13 @@ use std::time::Duration;
 
 use rand::Rng;
 use sim::checker::{CheckPolicy, max_delivery_delay};
-use sim::client::SimClient;
 use sim::recorder::{Happening, Trace};
+use sim::run::{FeedEnd, Part, Subscriber};
 use sim::seeds::run_seeds;
-use sim::world::{Flag, Gate, World, channel, partition_of, sim_config};
+use sim::world::{Flag, World, channel, partition_of};
 use ws_realtime::core::SlowClientPolicy;
 
-use crate::{TEST, policy, sim_error};
+use crate::{TEST, policy};
 
 /// Healthy clients next to the slow one.
 const HEALTHY: usize = 4;
@@ -25,108 +25,76 @@ const HEALTHY_DELAY_BOUND: Duration = Duration::from_millis(500);
 
 /// One run with the given slow-client policy.
 fn slow_consumer(seed: u64, slow_policy: SlowClientPolicy) -> Result<Trace, String> {
-    let (world, source) = World::new(seed);
-    let mut sim = world.sim(Duration::from_secs(60));
-    let mut config = sim_config();
-    config.core.slow_client_policy = slow_policy;
-    config.core.client_buffer_frames = 32;
-    // Long enough for the resumed client to read its backlog and the close.
-    config.core.slow_close_grace = Duration::from_secs(3);
-    world.start_server(&mut sim, config, source);
-    let ready = Gate::default();
-    let left = Gate::default();
-    let started = Flag::default();
+    let mut run = World::builder()
+        .policy(slow_policy)
+        .configure(|config| {
+            config.core.client_buffer_frames = 32;
+            // Long enough for the resumed client to read its backlog and the close.
+            config.core.slow_close_grace = Duration::from_secs(3);
+        })
+        .start(seed);
     let over = Flag::default();
-    let done = Flag::default();
     let channels = vec![channel(0), channel(1)];
     for i in 0..HEALTHY {
-        let name = format!("healthy{i}");
-        let (world, ready, left, done) = (world.clone(), ready.clone(), left.clone(), done.clone());
-        let channels = channels.clone();
-        sim.client(name.clone(), async move {
-            let client =
-                SimClient::connect(world.client(&name, &channels), world.recorder.clone()).await?;
-            client.wait_connected().await?;
-            client.wait_subscribed(&channels).await?;
-            ready.arrive();
-            done.wait(Duration::from_secs(40)).await?;
-            client.leave().await;
-            left.arrive();
-            Ok(())
-        });
+        run.subscriber(Subscriber::new(format!("healthy{i}"), channels.clone()));
     }
-    {
-        let (world, ready, left, done) = (world.clone(), ready.clone(), left.clone(), done.clone());
-        let (started, over, channels) = (started.clone(), over.clone(), channels.clone());
-        sim.client("slow", async move {
-            let client =
-                SimClient::connect(world.client("slow", &channels), world.recorder.clone()).await?;
-            client.wait_connected().await?;
-            client.wait_subscribed(&channels).await?;
-            ready.arrive();
-            started.wait(Duration::from_secs(20)).await?;
-            client.pause();
-            over.wait(Duration::from_secs(20)).await?;
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            client.resume();
-            match slow_policy {
-                SlowClientPolicy::Disconnect => {
-                    client
-                        .wait_for("slow consumer close", Duration::from_secs(10), |s| {
-                            s.closed.is_some()
-                        })
-                        .await?;
-                    let closed = client.state().closed;
-                    if closed != Some(Some(1008)) {
-                        return Err(
-                            format!("slow client ended with {closed:?}, not close 1008").into()
-                        );
-                    }
-                }
-                SlowClientPolicy::DropOldest | SlowClientPolicy::Conflate => {
-                    done.wait(Duration::from_secs(40)).await?;
-                    let state = client.state();
-                    if state.closed.is_some() {
-                        return Err(format!(
-                            "{slow_policy:?} closed the slow client: {:?}",
-                            state.closed
-                        )
-                        .into());
-                    }
-                    if state.messages >= MESSAGES {
-                        return Err("the slow client lost nothing: it was never slow".into());
-                    }
-                    client.leave().await;
+    let slow_over = over.clone();
+    run.client("slow", Part::Member, |steps| async move {
+        let client = steps.connect_subscribed(0, "slow", &channels).await?;
+        steps.ready.arrive();
+        steps.started.wait(Duration::from_secs(20)).await?;
+        client.pause();
+        slow_over.wait(Duration::from_secs(20)).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        client.resume();
+        match slow_policy {
+            SlowClientPolicy::Disconnect => {
+                client
+                    .wait_for("slow consumer close", Duration::from_secs(10), |s| {
+                        s.closed.is_some()
+                    })
+                    .await?;
+                let closed = client.state().closed;
+                if closed != Some(Some(1008)) {
+                    return Err(format!("slow client ended with {closed:?}, not close 1008").into());
                 }
             }
-            left.arrive();
-            Ok(())
-        });
-    }
-    let feeder = world.clone();
-    sim.client("feeder", async move {
-        let world = feeder;
-        let mut rng = world.rng(u64::MAX);
-        ready.wait_for(HEALTHY + 1, Duration::from_secs(20)).await?;
-        started.set();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        for _ in 0..MESSAGES {
-            let index = rng.random_range(0..2);
-            world.feed.publish(&channel(index), partition_of(index));
-            tokio::time::sleep(Duration::from_millis(rng.random_range(1..6))).await;
+            SlowClientPolicy::DropOldest | SlowClientPolicy::Conflate => {
+                steps.wait_done().await?;
+                let state = client.state();
+                if state.closed.is_some() {
+                    return Err(format!(
+                        "{slow_policy:?} closed the slow client: {:?}",
+                        state.closed
+                    )
+                    .into());
+                }
+                if state.messages >= MESSAGES {
+                    return Err("the slow client lost nothing: it was never slow".into());
+                }
+                client.leave().await;
+            }
         }
-        world.wait_taken(MESSAGES, Duration::from_secs(20)).await?;
-        over.set();
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        world.recorder.record(Happening::Quiesced);
-        done.set();
-        left.wait_for(HEALTHY + 1, Duration::from_secs(30)).await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        world.sample();
+        steps.left.arrive();
         Ok(())
     });
-    sim.run().map_err(sim_error)?;
-    let trace = world.recorder.trace();
+    run.feeder(
+        FeedEnd::default().settle(Duration::from_secs(2)),
+        |steps| async move {
+            let world = steps.world;
+            let mut rng = world.rng(u64::MAX);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            for _ in 0..MESSAGES {
+                let index = rng.random_range(0..2);
+                world.feed.publish(&channel(index), partition_of(index));
+                tokio::time::sleep(Duration::from_millis(rng.random_range(1..6))).await;
+            }
+            world.wait_taken(MESSAGES, Duration::from_secs(20)).await?;
+            over.set();
+            Ok(MESSAGES)
+        },
+    );
+    let trace = run.finish()?;
     let delay = max_delivery_delay(&trace, |client| client.starts_with("healthy"))
         .ok_or("healthy clients received nothing")?;
     if delay > HEALTHY_DELAY_BOUND {

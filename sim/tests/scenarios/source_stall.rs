@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use rand::Rng;
-use sim::client::SimClient;
-use sim::recorder::{Happening, Trace};
+use sim::recorder::Trace;
+use sim::run::{FeedEnd, Subscriber};
 use sim::seeds::run_seeds;
-use sim::world::{Flag, Gate, World, channel, partition_of, sim_config};
+use sim::world::{World, channel, partition_of};
 
-use crate::{TEST, policy, sim_error};
+use crate::{TEST, policy};
 
 /// Subscribed clients.
 const CLIENTS: usize = 8;
@@ -18,39 +18,16 @@ const CLIENTS: usize = 8;
 const BATCH: usize = 100;
 
 fn stall_and_recover(seed: u64) -> Result<Trace, String> {
-    let (world, source) = World::new(seed);
-    let mut sim = world.sim(Duration::from_secs(60));
-    let config = sim_config();
+    let builder = World::builder();
     // Longer than the connection timeout: only heartbeats keep clients alive.
-    let stall = config.core.connection_timeout + Duration::from_secs(2);
-    world.start_server(&mut sim, config, source);
-    let ready = Gate::default();
-    let left = Gate::default();
-    let done = Flag::default();
+    let stall = builder.config().core.connection_timeout + Duration::from_secs(2);
+    let mut run = builder.start(seed);
     for i in 0..CLIENTS {
-        let name = format!("c{i}");
-        let (world, ready, left, done) = (world.clone(), ready.clone(), left.clone(), done.clone());
-        let channels = vec![channel(i % 3)];
-        sim.client(name.clone(), async move {
-            let client =
-                SimClient::connect(world.client(&name, &channels), world.recorder.clone()).await?;
-            client.wait_connected().await?;
-            client.wait_subscribed(&channels).await?;
-            ready.arrive();
-            done.wait(Duration::from_secs(40)).await?;
-            if let Some(closed) = client.state().closed {
-                return Err(format!("{name} was closed during the stall: {closed:?}").into());
-            }
-            client.leave().await;
-            left.arrive();
-            Ok(())
-        });
+        run.subscriber(Subscriber::new(format!("c{i}"), vec![channel(i % 3)]).stays_open());
     }
-    let feeder = world.clone();
-    sim.client("feeder", async move {
-        let world = feeder;
+    run.feeder(FeedEnd::default(), move |steps| async move {
+        let world = steps.world;
         let mut rng = world.rng(u64::MAX);
-        ready.wait_for(CLIENTS, Duration::from_secs(20)).await?;
         for batch in 0..2 {
             for _ in 0..BATCH {
                 let index = rng.random_range(0..3);
@@ -74,16 +51,9 @@ fn stall_and_recover(seed: u64) -> Result<Trace, String> {
                 }
             }
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        world.recorder.record(Happening::Quiesced);
-        done.set();
-        left.wait_for(CLIENTS, Duration::from_secs(30)).await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        world.sample();
-        Ok(())
+        Ok(2 * BATCH)
     });
-    sim.run().map_err(sim_error)?;
-    Ok(world.recorder.trace())
+    run.finish()
 }
 
 #[test]

@@ -9,11 +9,12 @@ use std::time::Duration;
 use rand::Rng;
 use sim::client::SimClient;
 use sim::recorder::{Happening, Trace};
+use sim::run::{FeedEnd, Part};
 use sim::seeds::run_seeds;
-use sim::world::{Flag, Gate, SERVER, World, channel, partition_of, sim_config, token_expiring};
+use sim::world::{SERVER, World, channel, partition_of, token_expiring};
 use ws_realtime::metrics::ReasonLabel;
 
-use crate::{TEST, policy, sim_error};
+use crate::{TEST, policy};
 
 /// Lifetime of the first tokens, in (wall-clock) seconds.
 const FIRST_TOKEN_SECS: u64 = 8;
@@ -22,19 +23,14 @@ const FIRST_TOKEN_SECS: u64 = 8;
 const LEAD: Duration = Duration::from_secs(3);
 
 fn token_refresh(seed: u64) -> Result<Trace, String> {
-    let (world, source) = World::new(seed);
-    let mut sim = world.sim(Duration::from_secs(60));
-    let mut config = sim_config();
-    config.core.refresh_lead = LEAD;
-    world.start_server(&mut sim, config, source);
-    let ready = Gate::default();
-    let left = Gate::default();
-    let done = Flag::default();
+    let mut run = World::builder()
+        .configure(|config| config.core.refresh_lead = LEAD)
+        .start(seed);
     let channels = vec![channel(0), channel(1)];
     {
-        let (world, ready, left, done) = (world.clone(), ready.clone(), left.clone(), done.clone());
         let channels = channels.clone();
-        sim.client("refresher", async move {
+        run.client("refresher", Part::Member, |steps| async move {
+            let (world, ready, left) = (&steps.world, &steps.ready, &steps.left);
             let mut options = world.client("refresher", &channels);
             options.token = token_expiring("refresher", FIRST_TOKEN_SECS);
             let client = SimClient::connect(options, world.recorder.clone()).await?;
@@ -65,7 +61,7 @@ fn token_refresh(seed: u64) -> Result<Trace, String> {
             client
                 .wait_for("refreshed", Duration::from_secs(5), |s| s.refreshed > 0)
                 .await?;
-            done.wait(Duration::from_secs(40)).await?;
+            steps.wait_done().await?;
             let state = client.state();
             if let Some(closed) = state.closed {
                 return Err(format!("the refreshed client was closed ({closed:?})").into());
@@ -79,9 +75,9 @@ fn token_refresh(seed: u64) -> Result<Trace, String> {
         });
     }
     {
-        let (world, ready, left) = (world.clone(), ready.clone(), left.clone());
         let channels = channels.clone();
-        sim.client("expirer", async move {
+        run.client("expirer", Part::Member, |steps| async move {
+            let (world, ready, left) = (&steps.world, &steps.ready, &steps.left);
             let mut options = world.client("expirer", &channels);
             options.token = token_expiring("expirer", FIRST_TOKEN_SECS);
             let client = SimClient::connect(options, world.recorder.clone()).await?;
@@ -105,30 +101,26 @@ fn token_refresh(seed: u64) -> Result<Trace, String> {
             Ok(())
         });
     }
-    let feeder = world.clone();
-    sim.client("feeder", async move {
-        let world = feeder;
-        let mut rng = world.rng(u64::MAX);
-        ready.wait_for(2, Duration::from_secs(20)).await?;
-        // Publish past the first tokens' expiry.
-        let end = tokio::time::Instant::now() + FIRST_TOKEN_SECS_DURATION + Duration::from_secs(3);
-        let mut sent = 0;
-        while tokio::time::Instant::now() < end {
-            let index = rng.random_range(0..2);
-            world.feed.publish(&channel(index), partition_of(index));
-            sent += 1;
-            tokio::time::sleep(Duration::from_millis(rng.random_range(60..120))).await;
-        }
-        world.wait_taken(sent, Duration::from_secs(20)).await?;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        world.recorder.record(Happening::Quiesced);
-        done.set();
-        left.wait_for(2, Duration::from_secs(30)).await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        world.sample();
-        Ok(())
-    });
-    sim.run().map_err(sim_error)?;
+    run.feeder(
+        FeedEnd::default().settle(Duration::from_secs(2)),
+        |steps| async move {
+            let world = steps.world;
+            let mut rng = world.rng(u64::MAX);
+            // Publish past the first tokens' expiry.
+            let end =
+                tokio::time::Instant::now() + FIRST_TOKEN_SECS_DURATION + Duration::from_secs(3);
+            let mut sent = 0;
+            while tokio::time::Instant::now() < end {
+                let index = rng.random_range(0..2);
+                world.feed.publish(&channel(index), partition_of(index));
+                sent += 1;
+                tokio::time::sleep(Duration::from_millis(rng.random_range(60..120))).await;
+            }
+            Ok(sent)
+        },
+    );
+    let world = run.world.clone();
+    let trace = run.finish()?;
     let expired = world
         .metrics
         .connections_closed
@@ -141,7 +133,7 @@ fn token_refresh(seed: u64) -> Result<Trace, String> {
             "{expired} connections closed for token expiry, expected 1"
         ));
     }
-    Ok(world.recorder.trace())
+    Ok(trace)
 }
 
 const FIRST_TOKEN_SECS_DURATION: Duration = Duration::from_secs(FIRST_TOKEN_SECS);
