@@ -151,6 +151,12 @@ pub struct Metrics {
     /// Open connections per worker (`WS_WORKERS` > 1), to see how evenly
     /// accepted connections spread over the workers.
     pub worker_connections: Family<WorkerLabel, Gauge>,
+    /// Bytes held in all connections' outbound queues (queued + being
+    /// written): the process's part of what slow clients cost.
+    pub outbound_bytes: Gauge,
+    /// The most bytes one connection's outbound queue has held since start
+    /// (stays within the per-client bound of docs/protocol.md).
+    pub outbound_peak_bytes: Gauge,
     /// The core's saved-bytes total as last seen, so each stats update adds
     /// only what is new to `bytes_uncompressed`.
     compression_saved_seen: AtomicU64,
@@ -187,6 +193,8 @@ impl Metrics {
             bytes_uncompressed: Counter::default(),
             deflate_connections: Gauge::default(),
             worker_connections: Family::default(),
+            outbound_bytes: Gauge::default(),
+            outbound_peak_bytes: Gauge::default(),
             compression_saved_seen: AtomicU64::new(0),
             registry: Registry::default(),
         };
@@ -314,6 +322,16 @@ impl Metrics {
             metrics.history_bytes.clone(),
         );
         registry.register(
+            "websocket_outbound_bytes",
+            "Bytes held in all connections' outbound queues (queued or being written)",
+            metrics.outbound_bytes.clone(),
+        );
+        registry.register(
+            "websocket_outbound_peak_bytes",
+            "The most bytes one connection's outbound queue has held since start",
+            metrics.outbound_peak_bytes.clone(),
+        );
+        registry.register(
             "websocket_history_evictions",
             "Stored messages and snapshot entries evicted by the count, byte or age bounds",
             metrics.history_evictions.clone(),
@@ -408,6 +426,7 @@ impl Metrics {
         self.history_snapshot_keys
             .set(stats.history.snapshot_keys as i64);
         self.history_bytes.set(stats.history.bytes as i64);
+        self.outbound_bytes.set(stats.outbound_bytes as i64);
         let evicted = stats.history.evictions;
         self.history_evictions
             .inc_by(evicted.saturating_sub(self.history_evictions.get()));
@@ -435,6 +454,11 @@ impl Metrics {
             &self.deflate_connections,
             before.deflate_connections,
             stats.deflate_connections,
+        );
+        change(
+            &self.outbound_bytes,
+            before.outbound_bytes,
+            stats.outbound_bytes,
         );
         self.bytes_uncompressed.inc_by(
             stats

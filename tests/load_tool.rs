@@ -1,6 +1,7 @@
 //! The load tool against an in-process server on 127.0.0.1:0 (HTTP publish
 //! source with an API key): the binary's JSON summary, an `--idle` run
-//! through the library entry point, and refusals.
+//! through the library entry point, a `--recover` reconnect storm, and
+//! refusals.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,12 +21,19 @@ const RUN_LIMIT: Duration = Duration::from_secs(60);
 /// A server configured the way an operator would: `WS_SOURCES=http` and an
 /// API key, on a free loopback port.
 async fn start_server() -> ServerHandle {
-    let settings = Settings::from_pairs([
+    start_server_with(&[]).await
+}
+
+/// [`start_server`] with more settings.
+async fn start_server_with(extra: &[(&str, &str)]) -> ServerHandle {
+    let mut pairs = vec![
         ("WS_BIND_ADDRESS", "127.0.0.1:0"),
         ("WS_SOURCES", "http"),
         ("WS_API_KEY", API_KEY),
         ("WS_AUTH_SECRET", SECRET),
-    ]);
+    ];
+    pairs.extend_from_slice(extra);
+    let settings = Settings::from_pairs(pairs);
     let config = ServerConfig::from_settings(&settings).expect("the test settings are valid");
     let sources = build_sources(&config, &settings).expect("the http source builds");
     ws_realtime::shell::start(config, sources)
@@ -250,4 +258,93 @@ fn help_explains_the_open_file_limit_and_several_processes() {
         "{help}"
     );
     assert!(help.contains("--source-ips"), "{help}");
+}
+
+/// A small reconnect storm: 20 connections on 2 channels, away for 1 s at
+/// 100 publishes/s.
+fn storm_args(address: SocketAddr) -> LoadArgs {
+    LoadArgs::try_parse_from([
+        "ws-realtime-load".to_owned(),
+        "--url".to_owned(),
+        format!("ws://{address}/ws"),
+        "--connections".to_owned(),
+        "20".to_owned(),
+        "--channel-count".to_owned(),
+        "2".to_owned(),
+        "--secret".to_owned(),
+        SECRET.to_owned(),
+        "--publish-url".to_owned(),
+        format!("http://{address}/api/publish"),
+        "--api-key".to_owned(),
+        API_KEY.to_owned(),
+        "--publish-rate".to_owned(),
+        "100/s".to_owned(),
+        "--recover".to_owned(),
+        "--warmup".to_owned(),
+        "1s".to_owned(),
+        "--offline".to_owned(),
+        "1s".to_owned(),
+        "--duration".to_owned(),
+        "1s".to_owned(),
+        "--grace".to_owned(),
+        "1s".to_owned(),
+        "--bystanders".to_owned(),
+        "4".to_owned(),
+        "--quiet".to_owned(),
+        "--server-pid".to_owned(),
+        std::process::id().to_string(),
+    ])
+    .expect("the flags parse")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_storm_replays_what_every_connection_missed_with_no_gap_or_duplicate() {
+    let server = start_server().await;
+    let summary = tokio::time::timeout(RUN_LIMIT, load::recover::run(&storm_args(server.address)))
+        .await
+        .expect("the tool stops by itself")
+        .expect("the storm runs");
+    let storm = &summary.storm;
+    assert_eq!(summary.mode, "recover");
+    assert_eq!(summary.subscribed, 20, "{summary:?}");
+    assert_eq!(storm.reconnected, 20, "{summary:?}");
+    assert_eq!(storm.recovered_true, 20, "{summary:?}");
+    assert_eq!((storm.gaps, storm.duplicates), (0, 0), "{summary:?}");
+    assert_eq!(storm.caught_up, 20, "{summary:?}");
+    // ~50 publishes per channel while away (100/s over 2 channels for 1 s).
+    assert!(storm.replayed_min >= 20, "{summary:?}");
+    let [p50, p99, max] = storm.recover_ms;
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{summary:?}");
+    assert!(summary.server_rss_kib.is_some(), "--server-pid was given");
+    let bystanders = summary.bystanders.as_ref().expect("--bystanders 4");
+    assert_eq!(bystanders.subscribed, 4, "{summary:?}");
+    assert_eq!(
+        (bystanders.gaps, bystanders.duplicates),
+        (0, 0),
+        "{summary:?}"
+    );
+    assert!(
+        bystanders.latency_before_ms[0] > 0.0 && bystanders.latency_during_ms[0] > 0.0,
+        "bystanders measured latency before and during the storm: {summary:?}"
+    );
+    assert!(summary.clean(), "{}", summary.to_text());
+    server.shutdown().await.expect("the server shuts down");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_storm_reports_recovered_false_when_the_server_keeps_no_history() {
+    let server = start_server_with(&[("WS_HISTORY_SIZE", "0")]).await;
+    let summary = tokio::time::timeout(RUN_LIMIT, load::recover::run(&storm_args(server.address)))
+        .await
+        .expect("the tool stops by itself")
+        .expect("the storm runs");
+    let storm = &summary.storm;
+    assert_eq!(storm.reconnected, 20, "{summary:?}");
+    assert_eq!(storm.recovered_false, 20, "{summary:?}");
+    assert_eq!(storm.replayed, 0, "nothing is replayed: {summary:?}");
+    // Nothing replayed is no gap: the stream restarts at the ack's cursor.
+    assert_eq!((storm.gaps, storm.duplicates), (0, 0), "{summary:?}");
+    assert!(!summary.clean(), "{}", summary.to_text());
+    assert!(summary.to_text().contains("NOT clean"));
+    server.shutdown().await.expect("the server shuts down");
 }

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::recorder::{ClientName, Happening, MsgId, Recorder};
+use crate::send_buffer::{ClientStream, SendBuffers};
 
 /// The write half of a client's WebSocket, shared by the handle (requests)
 /// and the reader (the pongs and close echoes fastwebsockets obliges it to
@@ -63,6 +64,8 @@ pub struct ClientOptions {
     pub token: String,
     /// Connect-time channels (`?channels=`).
     pub channels: Vec<String>,
+    /// The run's send-buffer ledger, told what this client reads.
+    pub send_buffers: SendBuffers,
 }
 
 /// What the reader has seen, for the scenario to wait on.
@@ -373,6 +376,7 @@ async fn handshake(
             Err(error) => return Err(error.into()),
         }
     };
+    let stream = ClientStream::new(stream, options.send_buffers.clone())?;
     let mut uri = String::from("/ws");
     if !options.channels.is_empty() {
         uri.push_str("?channels=");

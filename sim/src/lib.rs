@@ -9,6 +9,8 @@
 //! * [`fake_source`]: the scripted in-memory `Source` (one feed can drive
 //!   several replicas).
 //! * [`recorder`] and [`checker`]: the run's log and its invariants.
+//! * [`send_buffer`]: the kernel's send buffer (`SO_SNDBUF`) in bytes,
+//!   which turmoil's segment-counted TCP does not model.
 //! * [`seeds`]: which seeds run, and replaying a failure.
 //! * [`run`]: `World::builder()`, the one way a scenario sets up its run.
 //! * [`steps`]: what the scenarios' hosts share (steady subscribers, the
@@ -21,5 +23,6 @@ pub mod fake_source;
 pub mod recorder;
 pub mod run;
 pub mod seeds;
+pub mod send_buffer;
 pub mod steps;
 pub mod world;

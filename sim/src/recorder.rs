@@ -190,6 +190,13 @@ pub struct ServerSample {
     /// Messages dropped under `drop_oldest` or replaced under `conflate`,
     /// ever.
     pub dropped_oldest: u64,
+    /// Bytes held in all outbound queues of the core now.
+    pub outbound_bytes: i64,
+    /// The most bytes one connection's outbound queue ever held.
+    pub outbound_peak_bytes: i64,
+    /// Bytes written into sockets and not yet read by their clients, over
+    /// every socket the server still holds (the send-buffer model).
+    pub socket_unread_bytes: u64,
 }
 
 /// One entry of the log.

@@ -37,6 +37,9 @@ pub struct WorldBuilder {
     configs: Vec<ServerConfig>,
     /// The simulation's length in simulated time.
     duration: Duration,
+    /// Turmoil's bound per stream in segments (and of each listener's
+    /// accept queue), if not its default of 64.
+    tcp_capacity: Option<usize>,
 }
 
 impl World {
@@ -45,6 +48,7 @@ impl World {
         WorldBuilder {
             configs: vec![sim_config()],
             duration: DEFAULT_DURATION,
+            tcp_capacity: None,
         }
     }
 }
@@ -86,6 +90,14 @@ impl WorldBuilder {
         self
     }
 
+    /// Turmoil's bound per stream, in segments (one per write), and of each
+    /// listener's accept queue: raise it when the modelled send buffer
+    /// (`sim::send_buffer`) must be what fills, or many clients connect.
+    pub fn tcp_capacity(mut self, segments: usize) -> Self {
+        self.tcp_capacity = Some(segments);
+        self
+    }
+
     /// Replica 0's configuration, for scenarios that derive timings from it.
     pub fn config(&self) -> &ServerConfig {
         &self.configs[0]
@@ -94,7 +106,11 @@ impl WorldBuilder {
     /// Builds the world for `seed` and starts every replica on it.
     pub fn start(self, seed: u64) -> Run {
         let (world, sources) = World::replicated(seed, self.configs.len());
-        let mut sim = world.sim(self.duration);
+        let mut builder = world.sim_builder(self.duration);
+        if let Some(segments) = self.tcp_capacity {
+            builder.tcp_capacity(segments);
+        }
+        let mut sim = builder.build();
         for (index, (config, source)) in self.configs.into_iter().zip(sources).enumerate() {
             world.start_replica(&mut sim, index, config, source);
         }

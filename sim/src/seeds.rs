@@ -1,8 +1,9 @@
 //! Which seeds a test runs, and how a failure is reported: with its seed and
 //! the one command that replays it.
 //!
-//! * `cargo test -p sim`: [`DEFAULT_SEEDS`] seeds per scenario.
-//! * `SIM_SEEDS=N`: N seeds per scenario.
+//! * `cargo test -p sim`: [`DEFAULT_SEEDS`] seeds per scenario (fewer for
+//!   a costly one, [`run_costly_seeds`]).
+//! * `SIM_SEEDS=N`: N seeds per scenario (a costly one: its share).
 //! * `SIM_SEED=S`: only seed S (the replay); add `SIM_TRACE=1` to print
 //!   the failing run's whole trace.
 
@@ -17,10 +18,19 @@ pub const DEFAULT_SEEDS: u64 = 20;
 
 /// The seeds this process runs, from `SIM_SEED` / `SIM_SEEDS`.
 pub fn seeds() -> Vec<u64> {
+    seeds_by_default(DEFAULT_SEEDS)
+}
+
+/// [`seeds`] for a scenario whose plain run takes `default` seeds (a costly
+/// one takes fewer): `SIM_SEEDS=N` gives it the same share of N, so the CI
+/// set's 60 seeds per scenario cost a costly one what 15 do for
+/// `default = 5`.
+fn seeds_by_default(default: u64) -> Vec<u64> {
     if let Some(seed) = env_number("SIM_SEED") {
         return vec![seed];
     }
-    let count = env_number("SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+    let count =
+        env_number("SIM_SEEDS").map_or(default, |asked| (asked * default).div_ceil(DEFAULT_SEEDS));
     (1..=count).collect()
 }
 
@@ -57,8 +67,29 @@ pub fn run_seeds(
     policy: CheckPolicy,
     run: impl Fn(u64) -> Result<Trace, String>,
 ) {
+    run_seed_list(test, scenario, policy, seeds(), run);
+}
+
+/// [`run_seeds`] for a costly scenario: `default` seeds in a plain run
+/// instead of [`DEFAULT_SEEDS`] (`SIM_SEED` / `SIM_SEEDS` apply as usual).
+pub fn run_costly_seeds(
+    test: &str,
+    scenario: &str,
+    policy: CheckPolicy,
+    default: u64,
+    run: impl Fn(u64) -> Result<Trace, String>,
+) {
+    run_seed_list(test, scenario, policy, seeds_by_default(default), run);
+}
+
+fn run_seed_list(
+    test: &str,
+    scenario: &str,
+    policy: CheckPolicy,
+    seeds: Vec<u64>,
+    run: impl Fn(u64) -> Result<Trace, String>,
+) {
     let started = Instant::now();
-    let seeds = seeds();
     let mut total = Summary::default();
     for &seed in &seeds {
         let outcome = catch_unwind(AssertUnwindSafe(|| run(seed)));

@@ -20,6 +20,7 @@ use crate::accept::TurmoilAccept;
 use crate::client::ClientOptions;
 use crate::fake_source::{FakeSource, Feed, fake_sources, slot};
 use crate::recorder::{Happening, Recorder, ServerSample};
+use crate::send_buffer::SendBuffers;
 
 /// The server's turmoil host name.
 pub const SERVER: &str = "server";
@@ -193,6 +194,9 @@ pub struct World {
     shutdown: Shutdown,
     /// Simulated time at which the server's `run` returned, if it has.
     pub server_finished: Arc<Mutex<Option<Duration>>>,
+    /// Every server socket's send buffer, in bytes (turmoil counts
+    /// segments); its limit is the server's `socket_send_buffer`.
+    pub send_buffers: SendBuffers,
 }
 
 impl World {
@@ -221,6 +225,7 @@ impl World {
             trigger: Arc::new(trigger),
             shutdown,
             server_finished: Arc::new(Mutex::new(None)),
+            send_buffers: SendBuffers::default(),
         };
         (world, sources)
     }
@@ -232,7 +237,15 @@ impl World {
 
     /// A turmoil simulation seeded with the run's seed.
     pub fn sim(&self, duration: Duration) -> turmoil::Sim<'static> {
-        turmoil::Builder::new()
+        self.sim_builder(duration).build()
+    }
+
+    /// The builder [`World::sim`] builds, for a scenario that changes a
+    /// network setting (e.g. `tcp_capacity`: turmoil bounds a stream by
+    /// segments, 64 by default, and its listeners' accept queues too).
+    pub fn sim_builder(&self, duration: Duration) -> turmoil::Builder {
+        let mut builder = turmoil::Builder::new();
+        builder
             .rng_seed(self.seed)
             .simulation_duration(duration)
             .tick_duration(Duration::from_millis(2))
@@ -240,8 +253,8 @@ impl World {
             .max_message_latency(Duration::from_millis(40))
             // A fixed epoch: wall-clock timestamps are part of the trace's
             // inputs, so they must not depend on when the test runs.
-            .epoch(UNIX_EPOCH + Duration::from_secs(1_780_000_000))
-            .build()
+            .epoch(UNIX_EPOCH + Duration::from_secs(1_780_000_000));
+        builder
     }
 
     /// Runs the real server on host [`SERVER`] with `config` and the fake
@@ -266,13 +279,14 @@ impl World {
         source: FakeSource,
     ) {
         let source = slot(source);
+        self.send_buffers.set_limit(config.socket_send_buffer);
         let world = self.clone();
         sim.host(replica_host(index), move || {
             let mut world = world.clone();
             let config = config.clone();
             let source = source.lock().expect("not poisoned").take();
             async move {
-                let accept = TurmoilAccept::bind(PORT).await?;
+                let accept = TurmoilAccept::bind(PORT, world.send_buffers.clone()).await?;
                 if index == 0 {
                     let sampler = world.clone();
                     tokio::spawn(async move {
@@ -323,6 +337,9 @@ impl World {
             heartbeat_failures: self.metrics.heartbeat_failures.get(),
             slow_consumer_disconnects: self.metrics.slow_consumer_disconnects.get(),
             dropped_oldest,
+            outbound_bytes: self.metrics.outbound_bytes.get(),
+            outbound_peak_bytes: self.metrics.outbound_peak_bytes.get(),
+            socket_unread_bytes: self.send_buffers.unread_total(),
         };
         self.recorder.record(Happening::ServerSample(sample));
     }
@@ -345,6 +362,7 @@ impl World {
             port: PORT,
             token: token(name),
             channels: channels.to_vec(),
+            send_buffers: self.send_buffers.clone(),
         }
     }
 

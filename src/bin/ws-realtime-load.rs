@@ -27,6 +27,29 @@ fn main() -> ExitCode {
         builder.worker_threads(threads.max(1));
     }
     let runtime = builder.build().expect("a tokio runtime can be built");
+    if args.recover {
+        let outcome = runtime.block_on(load::recover::run(&args));
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        return match outcome {
+            Ok(summary) => {
+                if args.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string(&summary).expect("the summary always serializes")
+                    );
+                } else {
+                    print!("{}", summary.to_text());
+                }
+                // A storm that lost or doubled a message fails the command.
+                if summary.clean() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(error) => report_error(error),
+        };
+    }
     let outcome = runtime.block_on(load::run(&args));
     runtime.shutdown_timeout(Duration::from_secs(1));
     match outcome {
@@ -41,14 +64,17 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(error) => {
-            eprintln!("ws-realtime-load: {error}");
-            match error {
-                LoadError::InvalidArgument(_) | LoadError::RemoteTarget { .. } => {
-                    ExitCode::from(EXIT_USAGE)
-                }
-                _ => ExitCode::FAILURE,
-            }
+        Err(error) => report_error(error),
+    }
+}
+
+/// Prints why the run could not happen and picks the exit status.
+fn report_error(error: LoadError) -> ExitCode {
+    eprintln!("ws-realtime-load: {error}");
+    match error {
+        LoadError::InvalidArgument(_) | LoadError::RemoteTarget { .. } => {
+            ExitCode::from(EXIT_USAGE)
         }
+        _ => ExitCode::FAILURE,
     }
 }

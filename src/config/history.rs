@@ -117,7 +117,9 @@ pub(crate) fn random_epoch() -> String {
     let mixed = (nanos as u64)
         ^ (u64::from(std::process::id()) << 40)
         ^ NEXT.fetch_add(1, Ordering::Relaxed).rotate_right(8);
-    format!("{mixed:x}")
+    // Fixed width: frame lengths (and so byte counts) must not depend on
+    // which epoch a run drew.
+    format!("{mixed:016x}")
 }
 
 #[cfg(test)]

@@ -184,7 +184,13 @@ impl Core {
         if c.closing.is_some() {
             return false;
         }
-        let queued = match c.outbound.push(frame, kind, delivery.policy, delivery.tag) {
+        let before = c.outbound.bytes();
+        let pushed = c.outbound.push(frame, kind, delivery.policy, delivery.tag);
+        let after = c.outbound.bytes();
+        // Dropping or conflating may shrink the queue while pushing.
+        self.outbound_bytes = self.outbound_bytes + after - before;
+        self.outbound_peak_bytes = self.outbound_peak_bytes.max(after);
+        let queued = match pushed {
             Pushed::Queued { dropped, conflated } => {
                 self.count_drops(conn, dropped, DropReason::DropOldest);
                 if conflated > 0 {
@@ -243,7 +249,9 @@ impl Core {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
+        let before = c.outbound.bytes();
         let discarded = c.outbound.discard_queued() + c.batch.len() as u64;
+        self.outbound_bytes -= before - c.outbound.bytes();
         c.batch.clear();
         self.count_drops(
             conn,
@@ -282,10 +290,10 @@ impl Core {
         c.closing = Some(reason);
         c.timers = TimerTable::default();
         c.timers.set(Timer::CloseGrace, now + grace);
-        c.outbound.push_unbounded(
-            ws_frame::close(code.as_u16(), reason.close_text()),
-            FrameKind::Close,
-        );
+        let close = ws_frame::close(code.as_u16(), reason.close_text());
+        self.outbound_bytes += close.len();
+        c.outbound.push_unbounded(close, FrameKind::Close);
+        self.outbound_peak_bytes = self.outbound_peak_bytes.max(c.outbound.bytes());
         self.throttled -= std::mem::take(&mut c.throttles).len();
         self.subscriptions.remove_conn(conn);
         self.drop_replays(conn, None);
@@ -298,6 +306,7 @@ impl Core {
         let Some(c) = self.conns.remove(conn) else {
             return;
         };
+        self.outbound_bytes -= c.outbound.bytes();
         if let Some(at) = c.scheduled {
             self.deadlines.remove(&(at, conn));
         }

@@ -182,6 +182,14 @@ pub struct Core {
     deflate_connections: usize,
     /// `refresh` tokens waiting for the shell to verify them.
     refresh: refresh::RefreshQueue,
+    /// Bytes held in every connection's outbound queue (queued + in
+    /// flight), kept as a running sum so the gauge costs nothing per
+    /// stats call: the process's share of the per-client memory bound,
+    /// which the simulation checks from outside.
+    outbound_bytes: usize,
+    /// The most bytes one connection's outbound queue has held since start:
+    /// a high-water mark that must stay within the per-client bound.
+    outbound_peak_bytes: usize,
 }
 
 impl Core {
@@ -209,6 +217,8 @@ impl Core {
             throttled: 0,
             deflate_connections: 0,
             refresh: refresh::RefreshQueue::default(),
+            outbound_bytes: 0,
+            outbound_peak_bytes: 0,
         }
     }
 
@@ -307,7 +317,10 @@ impl Core {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
-        if c.outbound.write_complete() {
+        let before = c.outbound.bytes();
+        let finished = c.outbound.write_complete();
+        self.outbound_bytes -= before - c.outbound.bytes();
+        if finished {
             let reason = c
                 .closing
                 .expect("a close frame is only queued by begin_close");
@@ -397,7 +410,9 @@ impl Core {
             };
             c.in_ready = false;
             // Free unless the queue holds values of a conflating channel.
+            let before = c.outbound.bytes();
             let count = c.outbound.compact_before_sending();
+            self.outbound_bytes -= before - c.outbound.bytes();
             if count > 0 {
                 self.events
                     .push_back(Event::MessagesConflated { conn, count });
@@ -423,7 +438,23 @@ impl Core {
             deflate_connections: self.deflate_connections,
             compression_saved_bytes: self.compression.saved_bytes(),
             history: self.store.stats(),
+            outbound_bytes: self.outbound_bytes,
         }
+    }
+
+    /// The most bytes one connection's outbound queue (queued + in flight)
+    /// has held since start: never more than [`Core::outbound_bound_bytes`].
+    pub fn outbound_peak_bytes(&self) -> usize {
+        self.outbound_peak_bytes
+    }
+
+    /// The most bytes one connection's outbound queue may hold under
+    /// `config`: its message bound (`client_buffer_bytes`), the control
+    /// bound and one close frame (at most 127 bytes, RFC 6455 §5.5). The
+    /// process's part of the per-client bound in docs/protocol.md; the
+    /// socket's send buffer is the host's part.
+    pub fn outbound_bound_bytes(config: &CoreConfig) -> usize {
+        config.client_buffer_bytes + outbound::control_bound(config.rate_limit_burst).bytes + 127
     }
 
     /// True once shutdown has begun and every connection is gone.

@@ -199,6 +199,9 @@ pub struct Stats {
     pub compression_saved_bytes: u64,
     /// What history and snapshots hold.
     pub history: super::HistoryStats,
+    /// Bytes held in the outbound queues of all connections (queued and
+    /// in flight to the shell).
+    pub outbound_bytes: usize,
 }
 
 /// What [`Core::inspect`](crate::core::Core::inspect) shows of one connection (tests and fuzzing).

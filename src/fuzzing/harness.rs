@@ -468,6 +468,7 @@ impl Harness {
         let mut connections = 0;
         let mut subscriptions = 0;
         let mut channels = BTreeSet::new();
+        let (mut held_bytes, mut peak_bytes) = (0, 0);
         for (conn, model) in &mut self.conns {
             if model.closed_event {
                 continue;
@@ -487,6 +488,8 @@ impl Harness {
             }
             subscriptions += model.channels.len();
             channels.extend(model.channels.iter().cloned());
+            held_bytes += seen.held_bytes;
+            peak_bytes = peak_bytes.max(seen.held_bytes);
             let close_room = usize::from(seen.closing);
             let (messages, message_bytes) = (
                 seen.held_frames - seen.held_control_frames,
@@ -519,6 +522,14 @@ impl Harness {
         }
         let stats = self.core.stats();
         assert_eq!(stats.connections, connections, "stats.connections");
+        assert_eq!(stats.outbound_bytes, held_bytes, "stats.outbound_bytes");
+        let peak = self.core.outbound_peak_bytes();
+        assert!(
+            peak >= peak_bytes,
+            "outbound peak {peak} below a connection's {peak_bytes} held bytes"
+        );
+        let bound = crate::core::Core::outbound_bound_bytes(config);
+        assert!(peak <= bound, "outbound peak {peak} over the bound {bound}");
         assert_eq!(stats.subscriptions, subscriptions, "stats.subscriptions");
         assert_eq!(stats.channels, channels.len(), "stats.channels");
         assert!(

@@ -137,6 +137,23 @@ pub struct LoadArgs {
     #[arg(long)]
     pub idle: bool,
 
+    /// Reconnect storm: every connection keeps its channel's cursor, all
+    /// drop at once after --warmup, stay away for --offline while
+    /// publishing goes on, reconnect at once with `since`, and check that
+    /// nothing is missing or doubled; then --duration more of publishing.
+    #[arg(long, conflicts_with = "idle")]
+    pub recover: bool,
+
+    /// With --recover: this many more connections that stay connected
+    /// through the storm on the same channels, to show what the storm does
+    /// to everyone else's latency (p50/p99 before the drop and from it on).
+    #[arg(long, default_value_t = 0)]
+    pub bystanders: usize,
+
+    /// With --recover: how long every connection stays away.
+    #[arg(long, default_value = "2s", value_parser = parse_span)]
+    pub offline: Duration,
+
     /// The server's process id: read its VmRSS and CPU time from /proc
     /// (with its descendants) to report RSS per connection and CPU ns per
     /// delivery. Same host only.

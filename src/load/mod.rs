@@ -11,6 +11,7 @@
 //! * [`args`]: the command line.
 //! * [`plan`]: checked targets (loopback only unless `--allow-remote`).
 //! * [`subscriber`]: one WebSocket subscriber.
+//! * [`recover`]: `--recover`, the reconnect storm (gapless recovery).
 //! * [`publisher`]: the open-loop HTTP or Kafka publisher.
 //! * [`stats`]: delivery counters and the latency histogram.
 //! * [`server_probe`]: the server's RSS and CPU from /proc.
@@ -20,6 +21,7 @@
 pub mod args;
 pub mod plan;
 pub mod publisher;
+pub mod recover;
 pub mod report;
 pub mod server_probe;
 pub mod slow_readers;

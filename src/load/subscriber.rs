@@ -310,7 +310,7 @@ fn close_text(frame: &Frame<'_>) -> String {
 
 /// A TCP connection to `target`, from `source` when given, with a receive
 /// buffer of `recv_buffer` bytes when given (a slow reader).
-async fn connect_tcp(
+pub(crate) async fn connect_tcp(
     target: SocketAddr,
     source: Option<IpAddr>,
     recv_buffer: Option<u32>,
@@ -365,7 +365,7 @@ pub fn unix_now_ns() -> u64 {
 }
 
 /// Runs hyper's client connection task (which finishes the upgrade) on tokio.
-struct SpawnExecutor;
+pub(crate) struct SpawnExecutor;
 
 impl<F> hyper::rt::Executor<F> for SpawnExecutor
 where

@@ -726,6 +726,11 @@ impl Driver {
                 }
             }
         }
+        // The highest of every worker's peak (each worker sees its own).
+        let peak = self.core.outbound_peak_bytes() as i64;
+        if peak > self.metrics.outbound_peak_bytes.get() {
+            self.metrics.outbound_peak_bytes.set(peak);
+        }
         if self.shutting_down && self.core.is_drained() {
             self.drained.send_replace(true);
         }

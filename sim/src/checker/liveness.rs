@@ -1,12 +1,34 @@
-//! Invariants 6 and 7, over time rather than per delivery: a client that
-//! went silent is closed by the server in time, and when everyone has gone
-//! the core's tables are empty.
+//! Invariants 6, 7 and 9, over time rather than per delivery: a client that
+//! went silent is closed by the server in time, no connection's queue passes
+//! its bound, and when everyone has gone the core's tables, queues and
+//! socket buffers are empty.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::{CheckPolicy, Violations};
 use crate::recorder::{Happening, Record, ServerSample};
+
+/// Invariant 9: no sample shows a connection's outbound queue over the
+/// per-client bound.
+pub(super) fn check_outbound_within_bound(
+    policy: CheckPolicy,
+    samples: &[(Duration, ServerSample)],
+    violations: &mut Violations,
+) {
+    if let Some((at, sample)) = samples
+        .iter()
+        .find(|(_, sample)| sample.outbound_peak_bytes > policy.outbound_bound as i64)
+    {
+        violations.push(
+            "outbound_within_bound",
+            format!(
+                "a connection's queue held {} bytes by {at:?}, bound {}",
+                sample.outbound_peak_bytes, policy.outbound_bound
+            ),
+        );
+    }
+}
 
 /// Invariant 6: a client silent for longer than the bound has been closed by
 /// the server (heartbeat failure or slow consumer) by the first sample after
@@ -89,7 +111,12 @@ pub(super) fn check_tables_empty(
     }
     match samples.last() {
         Some((at, sample)) if last_end.is_none_or(|end| *at > end) => {
-            if sample.connections != 0 || sample.subscriptions != 0 || sample.channels != 0 {
+            if sample.connections != 0
+                || sample.subscriptions != 0
+                || sample.channels != 0
+                || sample.outbound_bytes != 0
+                || sample.socket_unread_bytes != 0
+            {
                 violations.push(
                     "tables_empty_at_end",
                     format!("everyone left but the core still holds {sample:?}"),

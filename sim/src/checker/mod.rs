@@ -12,7 +12,9 @@
 //!    what the server counted as dropped;
 //! 6. every client that went silent is closed by the server within the bound;
 //! 7. when every client has gone, the core's tables are empty;
-//! 8. every frame the server sends is one protocol v1 describes.
+//! 8. every frame the server sends is one protocol v1 describes;
+//! 9. no connection's outbound queue ever held more than the per-client
+//!    bound, and at the end nothing is held in queues or socket buffers.
 //!
 //! Sequence numbers give a causal order, so "published while subscribed" has
 //! a precise meaning: after the client read the ack that added the channel,
@@ -23,7 +25,8 @@
 //! * `deliveries`: one walk over the trace that checks each delivery as it
 //!   happens (1–4, 8) and records each client's subscription intervals;
 //! * `completeness`: what each client was owed against what it got (5);
-//! * `liveness`: silent clients closed in time, empty tables at the end (6, 7).
+//! * `liveness`: silent clients closed in time, empty tables at the end,
+//!   queues within their bound (6, 7, 9).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -47,6 +50,9 @@ pub struct CheckPolicy {
     /// Every client leaves before the end, so the core's tables must be
     /// empty in the last sample.
     pub expect_empty_at_end: bool,
+    /// The most bytes one connection's outbound queue may hold
+    /// (`Core::outbound_bound_bytes` of the server's configuration).
+    pub outbound_bound: usize,
 }
 
 /// One broken invariant, with enough detail to find it in the trace.
@@ -107,6 +113,7 @@ pub fn check(trace: &[Record], policy: CheckPolicy) -> Result<Summary, Vec<Viola
         .collect();
     completeness::check(&mut walk, policy, &samples, &mut violations);
     liveness::check_silent_clients_closed(trace, policy, &samples, &mut violations);
+    liveness::check_outbound_within_bound(policy, &samples, &mut violations);
     if policy.expect_empty_at_end {
         liveness::check_tables_empty(trace, &samples, &mut violations);
     }

@@ -7,6 +7,7 @@ fn policy() -> CheckPolicy {
         drop_oldest: false,
         silence_bound: Duration::from_secs(5),
         expect_empty_at_end: false,
+        outbound_bound: 10_000,
     }
 }
 
@@ -301,4 +302,48 @@ fn a_recover_subscribe_may_replay_messages_published_before_it_and_a_plain_one_m
         })
         .contains(&"no_delivery_to_non_subscriber")
     );
+}
+
+#[test]
+fn a_queue_over_the_per_client_bound_is_caught() {
+    let mut log = connect("a", &["lines"]);
+    log.push(Happening::ServerSample(ServerSample {
+        outbound_peak_bytes: 10_000,
+        ..ServerSample::default()
+    }));
+    assert!(check(&trace(log.clone()), policy()).is_ok());
+    log.push(Happening::ServerSample(ServerSample {
+        outbound_peak_bytes: 10_001,
+        ..ServerSample::default()
+    }));
+    assert_eq!(
+        invariants(check(&trace(log), policy())),
+        vec!["outbound_within_bound"]
+    );
+}
+
+#[test]
+fn bytes_left_in_queues_or_sockets_after_everyone_left_are_caught() {
+    let expect_empty = CheckPolicy {
+        expect_empty_at_end: true,
+        ..policy()
+    };
+    for sample in [
+        ServerSample {
+            outbound_bytes: 1,
+            ..ServerSample::default()
+        },
+        ServerSample {
+            socket_unread_bytes: 1,
+            ..ServerSample::default()
+        },
+    ] {
+        let mut log = connect("a", &["lines"]);
+        log.push(Happening::Left { client: "a".into() });
+        log.push(Happening::ServerSample(sample));
+        assert_eq!(
+            invariants(check(&trace(log), expect_empty)),
+            vec!["tables_empty_at_end"]
+        );
+    }
 }

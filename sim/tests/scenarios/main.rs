@@ -9,12 +9,15 @@
 use std::time::Duration;
 
 use sim::checker::CheckPolicy;
+use sim::world::sim_config;
+use ws_realtime::core::Core;
 
 mod bad_clients;
 mod churn;
 mod determinism;
 mod fan_out;
 mod held_link;
+mod never_readers;
 mod recovery;
 mod shutdown;
 mod slow_consumer;
@@ -34,5 +37,6 @@ fn policy() -> CheckPolicy {
         drop_oldest: false,
         silence_bound: Duration::from_millis(4_500),
         expect_empty_at_end: true,
+        outbound_bound: Core::outbound_bound_bytes(&sim_config().core),
     }
 }
