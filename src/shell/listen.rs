@@ -137,11 +137,11 @@ impl<A: Accept> MakeAccept for Ready<A> {
 /// accepted on, and stays on, its worker's thread.
 #[derive(Debug)]
 pub struct ReusePort {
-    /// Bound, not listening yet (listening registers it with the runtime
-    /// of the thread that calls [`MakeAccept::make`]).
-    socket: tokio::net::TcpSocket,
-    /// `WS_LISTEN_BACKLOG`, per listener.
-    backlog: u32,
+    /// Listening already, so connections wait in its backlog from the moment
+    /// the address is logged (a client that connects at once is not
+    /// refused); registered with a runtime only on the worker's thread, in
+    /// [`MakeAccept::make`].
+    listener: std::net::TcpListener,
 }
 
 impl ReusePort {
@@ -155,23 +155,22 @@ impl ReusePort {
         let mut address = address;
         let mut sockets = Vec::with_capacity(count);
         for _ in 0..count {
-            let socket = if address.is_ipv4() {
-                tokio::net::TcpSocket::new_v4()?
-            } else {
-                tokio::net::TcpSocket::new_v6()?
-            };
-            socket.set_reuseaddr(true)?;
-            socket.set_reuseport(true)?;
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(address),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            socket.set_reuse_address(true)?;
+            socket.set_reuse_port(true)?;
             if options.send_buffer > 0 {
-                socket
-                    .set_send_buffer_size(u32::try_from(options.send_buffer).unwrap_or(u32::MAX))?;
+                socket.set_send_buffer_size(options.send_buffer)?;
             }
-            socket.bind(address)?;
-            address = socket.local_addr()?;
-            sockets.push(ReusePort {
-                socket,
-                backlog: options.backlog,
-            });
+            socket.bind(&address.into())?;
+            socket.listen(i32::try_from(options.backlog).unwrap_or(i32::MAX))?;
+            socket.set_nonblocking(true)?;
+            let listener = std::net::TcpListener::from(socket);
+            address = listener.local_addr()?;
+            sockets.push(ReusePort { listener });
         }
         Ok(sockets)
     }
@@ -181,12 +180,12 @@ impl MakeAccept for ReusePort {
     type Accept = TcpAccept;
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.socket.local_addr()
+        self.listener.local_addr()
     }
 
     fn make(self) -> std::io::Result<TcpAccept> {
         Ok(TcpAccept {
-            listener: self.socket.listen(self.backlog)?,
+            listener: tokio::net::TcpListener::from_std(self.listener)?,
         })
     }
 }
