@@ -446,7 +446,12 @@ async fn read_messages(
                     }
                     if let (Some((began, began_ns)), Some(ts)) = (catch_up, message.ts) {
                         if ts < began_ns {
-                            report.replayed += 1;
+                            // Only a recovery replays: after `recovered:false`
+                            // an older message is one whose publish reached
+                            // the server after the resubscribe (live).
+                            if report.recovered == Some(true) {
+                                report.replayed += 1;
+                            }
                         } else if report.caught_up.is_none() {
                             report.caught_up = Some(began.elapsed());
                         }
