@@ -52,6 +52,7 @@ pub use config::{
     Access, ChannelRule, CoreConfig, DeliveryRule, HistoryConfig, HistoryLimits, HistoryRule,
     SlowClientPolicy,
 };
+pub(crate) use conflation::policy_for;
 pub(crate) use conn_map::ConnMap;
 #[doc(hidden)]
 pub use connection::connection_record_size;

@@ -327,11 +327,15 @@ impl Outbound {
 
     /// Where the queue's messages may be replaced from: after the last
     /// message that has no tag (a batch or a replayed message may hold any
-    /// key, so moving a newer value ahead of it could reorder that key).
+    /// key, so moving a newer value ahead of it could reorder that key) and
+    /// after the last control frame (a newer value must not pass an
+    /// `unsubscribed` or a `subscribed` ack sent before it: after an
+    /// unsubscribe and a subscribe with `history`, it would land ahead of
+    /// the replay of its own key).
     fn replaceable_from(&self) -> usize {
         self.queue
             .iter()
-            .rposition(|q| q.tag == Tag::BARRIER)
+            .rposition(|q| q.tag == Tag::BARRIER || q.tag == Tag::CONTROL)
             .map_or(0, |barrier| barrier + 1)
     }
 
