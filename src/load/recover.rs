@@ -16,10 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use bytes::Bytes;
-use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError};
-use http_body_util::Empty;
-use hyper::header::{AUTHORIZATION, CONNECTION, HOST, UPGRADE};
+use fastwebsockets::{Frame, OpCode, Payload, WebSocket};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::sync::{mpsc, watch};
@@ -30,7 +27,7 @@ use crate::auth::{TokenSpec, mint};
 use crate::load::plan::{Credentials, Plan, PublishTarget};
 use crate::load::publisher::{self, PublishCounters, PublishSchedule};
 use crate::load::server_probe;
-use crate::load::subscriber::{ConnectionCounters, SpawnExecutor, connect_tcp, unix_now_ns};
+use crate::load::subscriber::{ConnectionCounters, unix_now_ns};
 use crate::load::{LoadArgs, LoadError};
 
 mod cursor;
@@ -561,34 +558,7 @@ async fn subscribe_and_ack(
 
 /// TCP and the WebSocket upgrade with the connection's token.
 async fn open(ctx: &StormContext, spec: &ClientSpec) -> Result<Socket, String> {
-    let endpoint = &ctx.plan.ws;
-    let stream = connect_tcp(endpoint.address, spec.source_ip, None)
-        .await
-        .map_err(|e| format!("TCP connect to {}: {e}", endpoint.address))?;
-    let request = hyper::Request::builder()
-        .method("GET")
-        .uri(endpoint.path_and_query.as_str())
-        .header(HOST, endpoint.host.as_str())
-        .header(UPGRADE, "websocket")
-        .header(CONNECTION, "upgrade")
-        .header(
-            "Sec-WebSocket-Key",
-            fastwebsockets::handshake::generate_key(),
-        )
-        .header("Sec-WebSocket-Version", "13")
-        .header(AUTHORIZATION, format!("Bearer {}", spec.token))
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("cannot build the upgrade request: {e}"))?;
-    let (mut socket, _) = fastwebsockets::handshake::client(&SpawnExecutor, request, stream)
-        .await
-        .map_err(|e| match e {
-            WebSocketError::InvalidStatusCode(status) => {
-                format!("upgrade refused with HTTP {status}")
-            }
-            other => format!("upgrade failed: {other}"),
-        })?;
-    socket.set_max_message_size(16 << 20);
-    Ok(socket)
+    super::subscriber::upgrade(&ctx.plan.ws, spec.source_ip, None, &spec.token).await
 }
 
 /// Counts of the publisher, for the summary.

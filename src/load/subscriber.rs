@@ -211,18 +211,22 @@ async fn read_until(
     }
 }
 
-async fn open_and_subscribe(
-    ctx: &SubscriberContext,
-    spec: &SubscriberSpec,
+/// TCP (from `source` when given, with a receive buffer of `recv_buffer`
+/// bytes when given) and the WebSocket upgrade with `token`: what every
+/// connection of the tool does first.
+pub(crate) async fn upgrade(
+    endpoint: &Endpoint,
+    source: Option<IpAddr>,
+    recv_buffer: Option<u32>,
+    token: &str,
 ) -> Result<Socket, String> {
-    let recv_buffer = (spec.role == ReaderRole::Slow).then_some(slow_readers::SLOW_RECV_BUFFER);
-    let stream = connect_tcp(ctx.endpoint.address, spec.source_ip, recv_buffer)
+    let stream = connect_tcp(endpoint.address, source, recv_buffer)
         .await
-        .map_err(|e| format!("TCP connect to {}: {e}", ctx.endpoint.address))?;
+        .map_err(|e| format!("TCP connect to {}: {e}", endpoint.address))?;
     let request = hyper::Request::builder()
         .method("GET")
-        .uri(ctx.endpoint.path_and_query.as_str())
-        .header(HOST, ctx.endpoint.host.as_str())
+        .uri(endpoint.path_and_query.as_str())
+        .header(HOST, endpoint.host.as_str())
         .header(UPGRADE, "websocket")
         .header(CONNECTION, "upgrade")
         .header(
@@ -230,7 +234,7 @@ async fn open_and_subscribe(
             fastwebsockets::handshake::generate_key(),
         )
         .header("Sec-WebSocket-Version", "13")
-        .header(AUTHORIZATION, format!("Bearer {}", spec.token))
+        .header(AUTHORIZATION, format!("Bearer {token}"))
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("cannot build the upgrade request: {e}"))?;
     let (mut socket, _) = fastwebsockets::handshake::client(&SpawnExecutor, request, stream)
@@ -242,6 +246,15 @@ async fn open_and_subscribe(
             other => format!("upgrade failed: {other}"),
         })?;
     socket.set_max_message_size(MAX_FRAME_BYTES);
+    Ok(socket)
+}
+
+async fn open_and_subscribe(
+    ctx: &SubscriberContext,
+    spec: &SubscriberSpec,
+) -> Result<Socket, String> {
+    let recv_buffer = (spec.role == ReaderRole::Slow).then_some(slow_readers::SLOW_RECV_BUFFER);
+    let mut socket = upgrade(&ctx.endpoint, spec.source_ip, recv_buffer, &spec.token).await?;
     let subscribe = serde_json::json!({
         "type": "subscribe",
         "channels": [spec.channel],
