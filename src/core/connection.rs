@@ -6,6 +6,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::conflation::Delivery;
+use super::lazy_vec::LazyVec;
 use super::outbound::Outbound;
 use super::rate_limit::TokenBucket;
 use super::throttle::Throttle;
@@ -46,16 +47,17 @@ pub(crate) struct Connection {
     /// Set once a close frame is queued: why the connection is ending. A
     /// closing connection takes no more frames and holds no subscriptions.
     pub(crate) closing: Option<CloseReason>,
-    /// Messages waiting to leave as one JSON-array frame (batching only).
-    pub(crate) batch: Vec<BatchedMessage>,
+    /// Messages waiting to leave as one JSON-array frame (batching only,
+    /// so lazily allocated: 8 bytes in the record while unused).
+    pub(crate) batch: LazyVec<BatchedMessage>,
     /// The deadline this connection is filed under in the core's deadline
     /// set, so it can be moved when its timers change.
     pub(crate) scheduled: Option<Instant>,
     /// Whether it is already in the core's ready list, so it is listed once.
     pub(crate) in_ready: bool,
     /// Its `maxRate` subscriptions (usually none: fan-out then checks one
-    /// empty vector).
-    pub(crate) throttles: Vec<Throttle>,
+    /// empty vector, which costs 8 bytes and no allocation).
+    pub(crate) throttles: LazyVec<Throttle>,
     /// Messages offered to its rate limits so far, to order held values.
     pub(crate) throttle_seq: u64,
     /// What it agreed for permessage-deflate, if anything: decides whether
@@ -72,4 +74,45 @@ pub(crate) struct Connection {
 #[doc(hidden)]
 pub fn connection_record_size() -> usize {
     std::mem::size_of::<Connection>()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    use super::*;
+
+    /// Every open connection holds one record in the core's slab, idle or
+    /// not, so each byte here is a byte per connection (issue 18 bounds an
+    /// idle connection, everything included, at 1.8 KB). The record was 520
+    /// bytes before the rarely used vectors became [`LazyVec`]s and the
+    /// queue bounds and rate-limit settings became `u32`. A change that
+    /// grows it should shrink something else or raise this bound on purpose,
+    /// with the reason in BENCHMARKS.md ("Idle memory, wave 3").
+    #[test]
+    fn the_connection_record_stays_within_its_budget() {
+        assert!(
+            size_of::<Connection>() <= 464,
+            "Connection grew to {} bytes",
+            size_of::<Connection>()
+        );
+        assert!(
+            size_of::<Outbound>() <= 136,
+            "Outbound: {}",
+            size_of::<Outbound>()
+        );
+        assert!(
+            size_of::<TokenBucket>() <= 56,
+            "TokenBucket: {}",
+            size_of::<TokenBucket>()
+        );
+        assert!(
+            size_of::<TimerTable>() <= 80,
+            "TimerTable: {}",
+            size_of::<TimerTable>()
+        );
+        assert_eq!(size_of::<LazyVec<Throttle>>(), 8);
+        assert_eq!(size_of::<LazyVec<BatchedMessage>>(), 8);
+        assert_eq!(connection_record_size(), size_of::<Connection>());
+    }
 }

@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::conflation::Delivery;
 use super::connection::Connection;
+use super::lazy_vec::LazyVec;
 use super::outbound::{self, FrameKind, Outbound, Pushed};
 use super::rate_limit::TokenBucket;
 use super::timers::{Timer, TimerTable};
@@ -95,10 +96,10 @@ impl Core {
                 self.config.rate_limit_burst,
             ),
             closing: None,
-            batch: Vec::new(),
+            batch: LazyVec::new(),
             scheduled: None,
             in_ready: false,
-            throttles: Vec::new(),
+            throttles: LazyVec::new(),
             throttle_seq: 0,
             deflate: open.deflate,
             refresh_pending: false,

@@ -34,6 +34,7 @@ mod delay;
 mod fanout;
 mod history;
 mod inputs;
+mod lazy_vec;
 mod lifecycle;
 mod outbound;
 mod outputs;

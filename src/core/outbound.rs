@@ -92,6 +92,12 @@ pub(crate) fn control_bound(burst: u32) -> Tally {
     }
 }
 
+/// A bound as stored: one past 4 Gi frames or 4 GiB, which no queue held
+/// in memory reaches, is as good as unbounded and is kept as `u32::MAX`.
+fn clamp(bound: usize) -> u32 {
+    u32::try_from(bound).unwrap_or(u32::MAX)
+}
+
 /// Queue entries whose buffer a connection keeps between batches.
 const KEPT_ENTRIES: usize = 8;
 
@@ -119,16 +125,19 @@ pub(crate) struct Outbound {
     in_flight: bool,
     /// Whether the batch in flight ends with the close frame.
     close_in_flight: bool,
-    /// Bound in frames (messages).
-    max_frames: usize,
+    /// Bound in frames (messages). The four bounds are `u32` (16 bytes, not
+    /// 32, in every connection's record); see [`clamp`].
+    max_frames: u32,
     /// Bound in bytes (messages).
-    max_bytes: usize,
+    max_bytes: u32,
     /// Control frames held (queued + in flight), counted apart from messages.
     control: Tally,
     /// Of `control`, the part in the batch in flight.
     control_in_flight: Tally,
-    /// Bound of `control`.
-    max_control: Tally,
+    /// Bound of `control`, in frames.
+    max_control_frames: u32,
+    /// Bound of `control`, in bytes.
+    max_control_bytes: u32,
     /// When the oldest message queued since the last batch was ingested: one
     /// instant per queue, not per frame, so stamping costs nothing on the hot
     /// path. Kept when that message is dropped (the figure errs high).
@@ -145,15 +154,16 @@ impl Outbound {
         Outbound {
             control: Tally::default(),
             control_in_flight: Tally::default(),
-            max_control,
+            max_control_frames: clamp(max_control.frames),
+            max_control_bytes: clamp(max_control.bytes),
             queue: VecDeque::new(),
             queued_bytes: 0,
             in_flight_frames: 0,
             in_flight_bytes: 0,
             in_flight: false,
             close_in_flight: false,
-            max_frames,
-            max_bytes,
+            max_frames: clamp(max_frames),
+            max_bytes: clamp(max_bytes),
             oldest_ingest: None,
             keyed: 0,
         }
@@ -162,8 +172,8 @@ impl Outbound {
     fn fits(&self, len: usize, kind: FrameKind) -> bool {
         match kind {
             FrameKind::Message => {
-                self.frames() - self.control.frames < self.max_frames
-                    && self.bytes() - self.control.bytes + len <= self.max_bytes
+                self.frames() - self.control.frames < self.max_frames as usize
+                    && self.bytes() - self.control.bytes + len <= self.max_bytes as usize
             }
             FrameKind::Control => self.control_fits(len),
             FrameKind::Close => true,
@@ -172,8 +182,8 @@ impl Outbound {
 
     /// Whether a control frame of `len` bytes fits its own bound now.
     pub(crate) fn control_fits(&self, len: usize) -> bool {
-        self.control.frames < self.max_control.frames
-            && self.control.bytes + len <= self.max_control.bytes
+        self.control.frames < self.max_control_frames as usize
+            && self.control.bytes + len <= self.max_control_bytes as usize
     }
 
     /// Queues a frame within the bounds, applying `policy` (the policy of
@@ -297,7 +307,7 @@ impl Outbound {
             return Pushed::Overflow;
         };
         let old = self.queue[at].frame.len();
-        if self.message_bytes() - old + frame.len() > self.max_bytes {
+        if self.message_bytes() - old + frame.len() > self.max_bytes as usize {
             return Pushed::Overflow;
         }
         self.queued_bytes = self.queued_bytes - old + frame.len();
@@ -318,7 +328,7 @@ impl Outbound {
         // With no batch in flight, every control frame held is queued.
         if self.keyed < 2
             || self.in_flight
-            || (self.queue.len() - self.control.frames) * 2 < self.max_frames
+            || (self.queue.len() - self.control.frames) * 2 < self.max_frames as usize
         {
             return 0;
         }

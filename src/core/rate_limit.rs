@@ -12,10 +12,11 @@ pub(crate) const ABUSE_WINDOW: Duration = Duration::from_secs(10);
 pub(crate) struct TokenBucket {
     /// Tokens available now (fractional so slow refill rates work).
     tokens: f64,
-    /// Refill rate; 0 disables the limit.
-    per_second: f64,
-    /// Capacity.
-    burst: f64,
+    /// Refill rate; 0 disables the limit. Kept as the configured integer
+    /// (4 bytes, not an `f64`'s 8: every connection holds a bucket).
+    per_second: u32,
+    /// Capacity (at least 1), as configured.
+    burst: u32,
     /// When `tokens` was last brought up to date.
     updated: Instant,
     /// Start of the current abuse window.
@@ -40,8 +41,8 @@ impl TokenBucket {
     pub(crate) fn new(now: Instant, per_second: u32, burst: u32) -> TokenBucket {
         TokenBucket {
             tokens: f64::from(burst.max(1)),
-            per_second: f64::from(per_second),
-            burst: f64::from(burst.max(1)),
+            per_second,
+            burst: burst.max(1),
             updated: now,
             window_start: now,
             rejections_in_window: 0,
@@ -50,11 +51,12 @@ impl TokenBucket {
 
     /// Takes one token for a frame arriving at `now`.
     pub(crate) fn take(&mut self, now: Instant) -> Verdict {
-        if self.per_second <= 0.0 {
+        if self.per_second == 0 {
             return Verdict::Allowed;
         }
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        self.tokens =
+            (self.tokens + elapsed * f64::from(self.per_second)).min(f64::from(self.burst));
         self.updated = self.updated.max(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -65,7 +67,7 @@ impl TokenBucket {
             self.rejections_in_window = 0;
         }
         self.rejections_in_window += 1;
-        if f64::from(self.rejections_in_window) > self.burst {
+        if self.rejections_in_window > self.burst {
             Verdict::Abusive
         } else {
             Verdict::Limited

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use super::lazy_vec::LazyVec;
 use super::outbound::FrameKind;
 use super::permissions;
 use super::rate_limit::Verdict;
@@ -341,7 +342,7 @@ fn effective_rate(asked: Option<u32>, claim: Option<u32>) -> Option<u32> {
 /// (`None` lifts it, its held values going to `released`); `throttled`
 /// counts limits across connections. Returns whether anything changed.
 fn set_rate(
-    throttles: &mut Vec<Throttle>,
+    throttles: &mut LazyVec<Throttle>,
     throttled: &mut usize,
     name: &str,
     rate: Option<u32>,
