@@ -19,12 +19,62 @@ pub(crate) struct SubscriptionIndex {
     /// The id of each channel in `channels`, by name.
     ids: HashMap<String, usize>,
     /// Each subscribed connection's channels: (channel id, its key in that
-    /// channel's subscribers). A short vector, not a map: most connections
+    /// channel's subscribers). A short list, not a map: most connections
     /// hold one to a few channels (at most the per-connection limit), and a
     /// map would cost ~200 bytes per connection even for one.
-    by_conn: ConnMap<Vec<(usize, usize)>>,
+    by_conn: ConnMap<Held>,
     /// (connection, channel) pairs, kept for [`super::Stats`].
     pairs: usize,
+}
+
+/// A (channel id, subscriber key) pair, in 8 bytes: neither slab holds
+/// 2^32 entries.
+type Pair = (u32, u32);
+
+/// One connection's channels. The common case, one channel, is stored
+/// inline: its map slot is 32 bytes either way, and a one-channel
+/// connection then allocates nothing (a `Vec` cost it a 32-byte block).
+#[derive(Debug)]
+enum Held {
+    /// Exactly one channel.
+    One(Pair),
+    /// Any number (empty only on the way out of the map).
+    Many(Vec<Pair>),
+}
+
+impl Held {
+    /// The pairs, in no particular order.
+    fn as_slice(&self) -> &[Pair] {
+        match self {
+            Held::One(pair) => std::slice::from_ref(pair),
+            Held::Many(pairs) => pairs,
+        }
+    }
+
+    /// Adds a pair.
+    fn push(&mut self, pair: Pair) {
+        match self {
+            Held::One(first) => *self = Held::Many(vec![*first, pair]),
+            Held::Many(pairs) => pairs.push(pair),
+        }
+    }
+
+    /// Removes the pair at `at` (an index into [`Held::as_slice`]).
+    fn swap_remove(&mut self, at: usize) -> Pair {
+        match self {
+            Held::One(pair) => {
+                let pair = *pair;
+                *self = Held::Many(Vec::new());
+                pair
+            }
+            Held::Many(pairs) => pairs.swap_remove(at),
+        }
+    }
+}
+
+/// A slab key as stored in a [`Pair`].
+fn narrow(key: usize) -> u32 {
+    u32::try_from(key).expect("fewer than 2^32 channels and subscribers per channel")
 }
 
 /// One channel with subscribers.
@@ -54,9 +104,13 @@ impl SubscriptionIndex {
             }
         };
         let key = self.channels[id].subscribers.insert(conn);
-        self.by_conn
-            .get_or_insert_with(conn, || Vec::with_capacity(1))
-            .push((id, key));
+        let pair = (narrow(id), narrow(key));
+        match self.by_conn.get_mut(&conn) {
+            Some(held) => held.push(pair),
+            None => {
+                self.by_conn.insert(conn, Held::One(pair));
+            }
+        }
         self.pairs += 1;
         true
     }
@@ -69,14 +123,18 @@ impl SubscriptionIndex {
         let Some(mine) = self.by_conn.get_mut(&conn) else {
             return false;
         };
-        let Some(at) = mine.iter().position(|&(held, _)| held == id) else {
+        let Some(at) = mine
+            .as_slice()
+            .iter()
+            .position(|&(held, _)| held == narrow(id))
+        else {
             return false;
         };
         let (_, key) = mine.swap_remove(at);
-        if mine.is_empty() {
+        if mine.as_slice().is_empty() {
             self.by_conn.remove(&conn);
         }
-        self.remove_from_channel(id, key);
+        self.remove_from_channel(id, key as usize);
         true
     }
 
@@ -93,8 +151,8 @@ impl SubscriptionIndex {
     /// Removes every subscription of `conn`.
     pub(crate) fn remove_conn(&mut self, conn: ConnId) {
         if let Some(mine) = self.by_conn.remove(&conn) {
-            for (id, key) in mine {
-                self.remove_from_channel(id, key);
+            for &(id, key) in mine.as_slice() {
+                self.remove_from_channel(id as usize, key as usize);
             }
         }
     }
@@ -106,12 +164,14 @@ impl SubscriptionIndex {
         };
         self.by_conn
             .get(&conn)
-            .is_some_and(|mine| mine.iter().any(|&(held, _)| held == id))
+            .is_some_and(|mine| mine.as_slice().iter().any(|&(held, _)| held == narrow(id)))
     }
 
     /// How many channels `conn` holds.
     pub(crate) fn count_of(&self, conn: ConnId) -> usize {
-        self.by_conn.get(&conn).map_or(0, Vec::len)
+        self.by_conn
+            .get(&conn)
+            .map_or(0, |mine| mine.as_slice().len())
     }
 
     /// The channels of `conn`, sorted (acks list them so snapshots are stable).
@@ -120,8 +180,9 @@ impl SubscriptionIndex {
             .by_conn
             .get(&conn)
             .map(|mine| {
-                mine.iter()
-                    .map(|&(id, _)| self.channels[id].name.as_str())
+                mine.as_slice()
+                    .iter()
+                    .map(|&(id, _)| self.channels[id as usize].name.as_str())
                     .collect()
             })
             .unwrap_or_default();
@@ -149,6 +210,29 @@ impl SubscriptionIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_one_channel_connection_costs_its_map_slot_and_no_allocation() {
+        // The slot is (generation, channels) in an `Option`: 32 bytes, the
+        // same as with a `Vec`, which also needed a 32-byte block.
+        assert_eq!(std::mem::size_of::<Option<(u32, Held)>>(), 32);
+        let mut index = SubscriptionIndex::default();
+        let conn = ConnId::new(0, 0);
+        index.subscribe(conn, "a");
+        assert!(matches!(index.by_conn.get(&conn), Some(Held::One(_))));
+        index.subscribe(conn, "b");
+        index.subscribe(conn, "c");
+        assert!(index.unsubscribe(conn, "a"));
+        assert_eq!(index.channels_of(conn), ["b", "c"]);
+        assert!(index.unsubscribe(conn, "c"));
+        assert!(index.unsubscribe(conn, "b"));
+        assert!(index.by_conn.get(&conn).is_none());
+        assert_eq!(index.pair_count(), 0);
+        assert_eq!(index.channel_count(), 0);
+        index.subscribe(conn, "d");
+        assert!(index.unsubscribe(conn, "d"));
+        assert!(index.by_conn.get(&conn).is_none(), "emptied from One");
+    }
 
     #[test]
     fn subscribe_and_unsubscribe_keep_both_directions_in_step() {
