@@ -36,8 +36,9 @@ pub(crate) struct Connection {
     pub(crate) identity: Identity,
     /// Its address, to release its slot in the per-address limit.
     pub(crate) remote: IpAddr,
-    /// When it opened, for the duration in [`super::Event::Closed`].
-    pub(crate) opened_at: Instant,
+    /// When it opened, for the duration in [`super::Event::Closed`]: as
+    /// nanoseconds after the core's anchor (8 bytes; an `Instant` is 16).
+    pub(crate) opened_at: u64,
     /// Heartbeat, idle, expiry, close-grace and batch deadlines.
     pub(crate) timers: TimerTable,
     /// Frames for the socket and the bounds that protect memory.
@@ -58,8 +59,6 @@ pub(crate) struct Connection {
     /// Its `maxRate` subscriptions (usually none: fan-out then checks one
     /// empty vector, which costs 8 bytes and no allocation).
     pub(crate) throttles: LazyVec<Throttle>,
-    /// Messages offered to its rate limits so far, to order held values.
-    pub(crate) throttle_seq: u64,
     /// What it agreed for permessage-deflate, if anything: decides whether
     /// it gets a message's shared compressed frame or the plain one.
     pub(crate) deflate: Option<Deflate>,
@@ -85,14 +84,15 @@ mod tests {
     /// Every open connection holds one record in the core's slab, idle or
     /// not, so each byte here is a byte per connection (issue 18 bounds an
     /// idle connection, everything included, at 1.8 KB). The record was 520
-    /// bytes before the rarely used vectors became [`LazyVec`]s and the
-    /// queue bounds and rate-limit settings became `u32`. A change that
+    /// bytes before the rarely used vectors became [`LazyVec`]s, the
+    /// queue bounds and rate-limit settings `u32`, the open instant an
+    /// offset and the `maxRate` arrival counter the core's. A change that
     /// grows it should shrink something else or raise this bound on purpose,
     /// with the reason in BENCHMARKS.md ("Idle memory, wave 3").
     #[test]
     fn the_connection_record_stays_within_its_budget() {
         assert!(
-            size_of::<Connection>() <= 464,
+            size_of::<Connection>() <= 448,
             "Connection grew to {} bytes",
             size_of::<Connection>()
         );

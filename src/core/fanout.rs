@@ -58,14 +58,14 @@ impl Core {
                     .find(|t| t.channel == publish.channel)
             {
                 let held = Held {
-                    seq: c.throttle_seq,
+                    seq: self.throttle_seq,
                     frame: encoded.frame.clone(),
                     header_len: encoded.header_len,
                     ingested,
                     tag: hash.expect("keys are worked out while any subscription is throttled"),
                     delivery: live,
                 };
-                c.throttle_seq += 1;
+                self.throttle_seq += 1;
                 match throttle.offer(now, held, self.config.client_buffer_frames) {
                     Offer::Send(held) => {
                         delivered += usize::from(self.deliver(now, conn, held));

@@ -34,6 +34,13 @@ impl CloseReason {
 }
 
 impl Core {
+    /// Nanoseconds from the anchor to `now` (0 before it, which no input
+    /// is; 584 years would overflow and are capped).
+    pub(super) fn nanos_since_anchor(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.anchor).as_nanos();
+        u64::try_from(elapsed).unwrap_or(u64::MAX)
+    }
+
     /// Wall-clock Unix milliseconds at `now`, from the anchor.
     pub(super) fn unix_ms(&self, now: Instant) -> u64 {
         let elapsed = now.saturating_duration_since(self.anchor).as_millis();
@@ -83,7 +90,7 @@ impl Core {
         let conn = self.conns.insert(Connection {
             identity: open.identity,
             remote: open.remote,
-            opened_at: now,
+            opened_at: self.nanos_since_anchor(now),
             timers,
             outbound: Outbound::new(
                 self.config.client_buffer_frames,
@@ -100,7 +107,6 @@ impl Core {
             scheduled: None,
             in_ready: false,
             throttles: LazyVec::new(),
-            throttle_seq: 0,
             deflate: open.deflate,
             refresh_pending: false,
         });
@@ -325,7 +331,8 @@ impl Core {
             conn,
             user_id: c.identity.user_id,
             reason,
-            duration: now.saturating_duration_since(c.opened_at),
+            duration: now
+                .saturating_duration_since(self.anchor + Duration::from_nanos(c.opened_at)),
         });
     }
 

@@ -192,6 +192,11 @@ pub struct Core {
     /// The most bytes one connection's outbound queue has held since start:
     /// a high-water mark that must stay within the per-client bound.
     outbound_peak_bytes: usize,
+    /// Messages offered to `maxRate` limits so far, on any connection: a
+    /// held value's `seq`, so the values one connection has due together
+    /// leave in arrival order. One counter for the core rather than one
+    /// per connection record (8 bytes each, mostly never used).
+    throttle_seq: u64,
 }
 
 impl Core {
@@ -221,6 +226,7 @@ impl Core {
             refresh: refresh::RefreshQueue::default(),
             outbound_bytes: 0,
             outbound_peak_bytes: 0,
+            throttle_seq: 0,
         }
     }
 
