@@ -115,4 +115,32 @@ mod tests {
         assert_eq!(size_of::<LazyVec<BatchedMessage>>(), 8);
         assert_eq!(connection_record_size(), size_of::<Connection>());
     }
+
+    /// The deadline set stores instants as nanoseconds from the anchor; the
+    /// conversion must be exact both ways, before the anchor too (a token
+    /// that expired before the server started), or a timer would fire at
+    /// another instant than the one set.
+    #[test]
+    fn deadline_keys_convert_back_to_the_exact_instant() {
+        use std::time::Duration;
+
+        use crate::core::{Core, CoreConfig};
+
+        let anchor = Instant::now() + Duration::from_secs(3600);
+        let core = Core::new(CoreConfig::default(), anchor, 0);
+        for at in [
+            anchor,
+            anchor + Duration::from_nanos(1),
+            anchor + Duration::new(86_400 * 365, 123_456_789),
+            anchor - Duration::from_nanos(1),
+            anchor - Duration::new(1800, 987_654_321),
+        ] {
+            assert_eq!(core.instant(core.tick(at)), at);
+        }
+        let earlier = core.tick(anchor - Duration::from_nanos(5));
+        assert!(
+            earlier < core.tick(anchor)
+                && core.tick(anchor) < core.tick(anchor + Duration::from_nanos(5))
+        );
+    }
 }

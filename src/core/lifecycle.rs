@@ -41,6 +41,28 @@ impl Core {
         u64::try_from(elapsed).unwrap_or(u64::MAX)
     }
 
+    /// `at` as a key of the deadline set: signed nanoseconds from the
+    /// anchor (8 bytes, an `Instant` is 16; every connection has an entry).
+    /// Exact both ways within ±292 years of the anchor, and clamped there.
+    pub(super) fn tick(&self, at: Instant) -> i64 {
+        match at.checked_duration_since(self.anchor) {
+            Some(after) => i64::try_from(after.as_nanos()).unwrap_or(i64::MAX),
+            None => {
+                i64::try_from(self.anchor.duration_since(at).as_nanos()).map_or(-i64::MAX, |n| -n)
+            }
+        }
+    }
+
+    /// The instant of a deadline-set key ([`Core::tick`]).
+    pub(super) fn instant(&self, tick: i64) -> Instant {
+        let offset = Duration::from_nanos(tick.unsigned_abs());
+        if tick >= 0 {
+            self.anchor + offset
+        } else {
+            self.anchor - offset
+        }
+    }
+
     /// Wall-clock Unix milliseconds at `now`, from the anchor.
     pub(super) fn unix_ms(&self, now: Instant) -> u64 {
         let elapsed = now.saturating_duration_since(self.anchor).as_millis();
@@ -315,7 +337,7 @@ impl Core {
         };
         self.outbound_bytes -= c.outbound.bytes();
         if let Some(at) = c.scheduled {
-            self.deadlines.remove(&(at, conn));
+            self.deadlines.remove(&(self.tick(at), conn));
         }
         self.throttled -= c.throttles.len();
         if let Some(count) = self.per_address.get_mut(&c.remote) {
@@ -345,19 +367,20 @@ impl Core {
         if next == c.scheduled {
             return;
         }
-        if let Some(at) = c.scheduled {
-            self.deadlines.remove(&(at, conn));
+        let scheduled = std::mem::replace(&mut c.scheduled, next);
+        if let Some(at) = scheduled {
+            self.deadlines.remove(&(self.tick(at), conn));
         }
         if let Some(at) = next {
-            self.deadlines.insert((at, conn));
+            self.deadlines.insert((self.tick(at), conn));
         }
-        c.scheduled = next;
     }
 
     pub(super) fn timeout(&mut self, now: Instant) {
         let mut due = Vec::new();
+        let now_tick = self.tick(now);
         while let Some(&(at, conn)) = self.deadlines.first() {
-            if at > now {
+            if at > now_tick {
                 break;
             }
             self.deadlines.pop_first();

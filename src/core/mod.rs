@@ -165,8 +165,9 @@ pub struct Core {
     /// Events for metrics and logs.
     events: VecDeque<Event>,
     /// Each connection's next deadline, so the core's next deadline is the
-    /// first entry.
-    deadlines: BTreeSet<(Instant, ConnId)>,
+    /// first entry. Keyed by [`Core::tick`] rather than by `Instant`: 16 bytes an entry
+    /// instead of 24, about 11 bytes less per connection in the tree.
+    deadlines: BTreeSet<(i64, ConnId)>,
     /// Set by `handle_shutdown`: new opens are refused.
     shutting_down: bool,
     /// Connections ever opened, to make `connectionId`s unique.
@@ -407,7 +408,9 @@ impl Core {
         if let Some(request) = self.refresh.pop() {
             return Some(Output::Verify(request));
         }
-        self.deadlines.first().map(|(at, _)| Output::Timeout(*at))
+        self.deadlines
+            .first()
+            .map(|&(at, _)| Output::Timeout(self.instant(at)))
     }
 
     /// Frames of the first ready connection that has any.
