@@ -436,3 +436,55 @@ fn a_malformed_cursor_refuses_the_whole_subscribe() {
     );
     assert!(h.core.inspect(c).expect("open").channels.is_empty());
 }
+
+/// A client's frames in order, JSON arrays unpacked.
+fn flattened(frames: Vec<Value>) -> Vec<Value> {
+    frames
+        .into_iter()
+        .flat_map(|f| match f {
+            Value::Array(items) => items,
+            single => vec![single],
+        })
+        .collect()
+}
+
+#[test]
+fn a_resubscribe_with_history_replays_in_order_and_nothing_of_the_old_subscription_follows_it() {
+    // Batching on: the two messages wait for their JSON array when the
+    // client unsubscribes and subscribes again asking for history. They were
+    // fanned out before the unsubscribe, so they must arrive before its ack,
+    // never behind the new subscription's replay (older values after newer).
+    let mut h = Harness::new(CoreConfig {
+        batch_max: 4,
+        batch_delay: Duration::from_millis(50),
+        ..config(100)
+    });
+    let a = h.open("a");
+    subscribe_with(&mut h, a, "lines", json!({}));
+    h.publish("lines", b"1");
+    h.publish("lines", b"2");
+    h.text(a, json!({"type":"unsubscribe","channels":["lines"],"id":2}));
+    h.text(
+        a,
+        json!({"type":"subscribe","channels":["lines"],"history":2,"id":3}),
+    );
+    let mut seen = flattened(h.json(a));
+    h.advance(Duration::from_millis(100));
+    seen.extend(flattened(h.json(a)));
+    let summary: Vec<String> = seen
+        .iter()
+        .map(|f| match f["type"].as_str() {
+            Some("message") => format!("{}", f["pos"].as_str().expect("pos")),
+            other => other.expect("type").to_owned(),
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        ["~0:1", "~0:2", "unsubscribed", "subscribed", "~0:1", "~0:2"],
+        "{seen:?}"
+    );
+    // And the new subscription goes on live, without a duplicate.
+    h.publish("lines", b"3");
+    h.advance(Duration::from_millis(100));
+    assert_eq!(data(&flattened(h.json(a))), [json!(3)]);
+}
