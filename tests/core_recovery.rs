@@ -474,7 +474,7 @@ fn a_resubscribe_with_history_replays_in_order_and_nothing_of_the_old_subscripti
     let summary: Vec<String> = seen
         .iter()
         .map(|f| match f["type"].as_str() {
-            Some("message") => format!("{}", f["pos"].as_str().expect("pos")),
+            Some("message") => f["pos"].as_str().expect("pos").to_owned(),
             other => other.expect("type").to_owned(),
         })
         .collect();
