@@ -236,6 +236,57 @@ async fn group_mode_commits_after_delivery_and_a_restart_loses_nothing() {
     second.stop().await;
 }
 
+/// A topic created while the source runs and matching its ^regex makes the
+/// consumer's group rebalance. The partitions it already read resume where
+/// they stopped (a broadcast group commits nothing, so they used to restart
+/// at `WS_KAFKA_START`: with `earliest`, every message again), and the
+/// broadcast group's short session keeps the rejoin short (with
+/// librdkafka's default 45 s session the mock cluster held it for 44 s,
+/// and every message with it; `next` waits 30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_while_running_is_consumed_and_old_partitions_resume_where_they_stopped() {
+    let kafka = EmbeddedKafka::start(&[("market-data.eod", 1)]).unwrap();
+    let mut source = start_source(
+        &kafka,
+        &[
+            ("WS_KAFKA_TOPICS", r"^market-data\..*"),
+            ("WS_KAFKA_START", "earliest"),
+            // New topics are noticed at the next metadata refresh: 10 s in
+            // production, 500 ms here.
+            (
+                "WS_KAFKA_PROPERTY_TOPIC_METADATA_REFRESH_INTERVAL_MS",
+                "500",
+            ),
+        ],
+    );
+    kafka.produce("market-data.eod", None, b"{}").await.unwrap();
+    assert_eq!(offset_of(&source.next().await), (0, 0));
+    kafka.create_topic("market-data.fx", 1).unwrap();
+    kafka
+        .produce("market-data.fx", None, b"{\"new\":true}")
+        .await
+        .unwrap();
+    kafka
+        .produce("market-data.eod", None, b"{\"second\":true}")
+        .await
+        .unwrap();
+    let mut after: Vec<(String, i64)> = source
+        .take(2)
+        .await
+        .iter()
+        .map(|ingest| (ingest.publish.channel.clone(), offset_of(ingest).1))
+        .collect();
+    after.sort();
+    assert_eq!(
+        after,
+        [
+            ("market-data.eod".to_owned(), 1),
+            ("market-data.fx".to_owned(), 0)
+        ]
+    );
+    source.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regex_topics_subscribe_to_every_matching_topic_only() {
     let kafka = EmbeddedKafka::start(&[
