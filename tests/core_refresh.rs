@@ -265,3 +265,39 @@ fn a_revoked_channel_releases_nothing_its_max_rate_held_back() {
         "a held value of a revoked channel must not be sent"
     );
 }
+
+#[test]
+fn messages_batched_before_a_revocation_arrive_before_its_unsubscribed_frame() {
+    let mut who = expiring("u", EXP_MS);
+    who.channel_patterns = Some(vec!["trade:*".into(), "lines".into()]);
+    let config = CoreConfig {
+        batch_max: 4,
+        batch_delay: Duration::from_millis(50),
+        ..CoreConfig::default()
+    };
+    let (mut h, conn) = opened(config, who);
+    subscribe(&mut h, conn, &["trade:AAPL"]);
+    h.publish("trade:AAPL", br#"{"px":1}"#);
+    h.publish("trade:AAPL", br#"{"px":2}"#);
+
+    let request = refresh(&mut h, conn, 3);
+    let mut narrower = expiring("u", EXP_MS + 60_000);
+    narrower.channel_patterns = Some(vec!["lines".into()]);
+    h.core
+        .handle_refresh_verified(h.now, conn, request.id, narrower);
+    let mut frames = h.json(conn);
+    h.advance(Duration::from_millis(100));
+    frames.extend(h.json(conn));
+    let kinds: Vec<&str> = frames
+        .iter()
+        .map(|f| f["type"].as_str().unwrap_or("array"))
+        .collect();
+    assert_eq!(kinds, ["refreshed", "array", "unsubscribed"], "{frames:?}");
+    assert_eq!(
+        frames[1],
+        json!([
+            {"type":"message","channel":"trade:AAPL","pos":"~0:1","data":{"px":1}},
+            {"type":"message","channel":"trade:AAPL","pos":"~0:2","data":{"px":2}},
+        ])
+    );
+}
