@@ -29,11 +29,11 @@ use crate::auth::{AuthError, Verifier};
 use crate::core::{ConnId, ConnMap, Core, Event, Identity, Open, Output, Refusal, Stats, Transmit};
 use crate::metrics::Metrics;
 use crate::proto::client::RequestId;
-use crate::shell::batch::{WriteStart, Written};
 use crate::shell::conn_log::ConnLogs;
 use crate::shell::link::Link;
 use crate::shell::offload;
 use crate::shell::workers::RoutedBatch;
+use crate::shell::write::{WriteStart, Written};
 use crate::source::Ingest;
 
 /// Most commands taken per round.
@@ -80,7 +80,7 @@ pub(crate) enum Command {
         conn: ConnId,
         error: Option<std::io::Error>,
     },
-    /// The connection's task handed the rest of a batch to the kernel.
+    /// The connection's task handed the rest of a transmit to the kernel.
     WriteComplete { conn: ConnId, written: Written },
     /// Begin the graceful shutdown.
     Shutdown,
@@ -172,7 +172,7 @@ enum StatsReport {
 struct Slot {
     /// The socket, once the upgrade completed.
     link: Option<Arc<Link>>,
-    /// A batch the core sent before the socket was attached (the acks of
+    /// A transmit the core sent before the socket was attached (the acks of
     /// a connect-time subscription); written at attach.
     parked: Option<Box<Transmit>>,
 }
