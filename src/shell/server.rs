@@ -267,7 +267,7 @@ async fn serve_workers<L: MakeAccept, S: Spawn>(
         config.core.max_connections,
         config.core.max_connections_per_ip,
     );
-    let message_batch = driver::message_batch(config.core.client_buffer_frames);
+    let messages_per_turn = driver::messages_per_turn(config.core.client_buffer_frames);
 
     // One worker reads the sources' queue; several get routed batches.
     let count = listeners.len();
@@ -283,7 +283,7 @@ async fn serve_workers<L: MakeAccept, S: Spawn>(
             senders,
             Router::new(&config.core.history.epoch),
             metrics.clone(),
-            message_batch,
+            messages_per_turn,
         )));
     }
     let mut routed = routed.into_iter();
