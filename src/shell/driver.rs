@@ -34,7 +34,7 @@ use crate::proto::client::RequestId;
 use crate::shell::conn_log::ConnLogs;
 use crate::shell::link::Link;
 use crate::shell::offload;
-use crate::shell::workers::RoutedBatch;
+use crate::shell::workers::RoutedPublishes;
 use crate::shell::write::{WriteStart, Written};
 use crate::source::Ingest;
 
@@ -89,7 +89,7 @@ pub(crate) enum Command {
 }
 
 /// Where the driver's messages come from: the sources' queue itself (one
-/// worker), or the batches the router hands every worker.
+/// worker), or the routed publishes the router hands every worker.
 pub(crate) trait Feed: Send + 'static {
     /// What one receive yields.
     type Item: Send;
@@ -126,33 +126,33 @@ impl Feed for mpsc::Receiver<Ingest> {
     }
 }
 
-impl Feed for mpsc::Receiver<Arc<RoutedBatch>> {
-    type Item = Arc<RoutedBatch>;
+impl Feed for mpsc::Receiver<Arc<RoutedPublishes>> {
+    type Item = Arc<RoutedPublishes>;
 
-    async fn recv(&mut self) -> Option<Arc<RoutedBatch>> {
+    async fn recv(&mut self) -> Option<Arc<RoutedPublishes>> {
         mpsc::Receiver::recv(self).await
     }
 
-    fn try_recv(&mut self) -> Option<Arc<RoutedBatch>> {
+    fn try_recv(&mut self) -> Option<Arc<RoutedPublishes>> {
         mpsc::Receiver::try_recv(self).ok()
     }
 
-    fn take(driver: &mut Driver, item: Arc<RoutedBatch>) -> usize {
+    fn take(driver: &mut Driver, item: Arc<RoutedPublishes>) -> usize {
         driver.on_routed(&item)
     }
 
-    fn hold(driver: &mut Driver, item: Arc<RoutedBatch>) {
+    fn hold(driver: &mut Driver, item: Arc<RoutedPublishes>) {
         driver.hold(Held::Routed(item));
     }
 }
 
-/// A source message (or a worker's routed batch) taken while a drain wrote,
+/// A source message (or a worker's routed publishes) taken while a drain wrote,
 /// waiting for the next turn.
 enum Held {
     /// From the sources' queue (one worker).
     Ingest(Ingest),
     /// From the router (several workers).
-    Routed(Arc<RoutedBatch>),
+    Routed(Arc<RoutedPublishes>),
 }
 
 /// How a driver reports its core's gauges.
@@ -358,7 +358,7 @@ impl Driver {
                     self.on_ingest(message);
                     1
                 }
-                Held::Routed(batch) => self.publish_routed(&batch),
+                Held::Routed(routed) => self.publish_routed(&routed),
             };
         }
         count
@@ -577,7 +577,7 @@ impl Driver {
                     let _ = taken.send(());
                 }
             }
-            Held::Routed(batch) => batch.taken_by_one(),
+            Held::Routed(routed) => routed.taken_by_one(),
         }
         self.held.push(item);
     }
@@ -599,22 +599,22 @@ impl Driver {
             .record_source_message(source, outcome.kind.as_str());
     }
 
-    /// Hands a routed batch to the core, then tells the router this worker
-    /// has taken it; returns how many messages it held.
-    fn on_routed(&mut self, batch: &RoutedBatch) -> usize {
-        let count = self.publish_routed(batch);
-        batch.taken_by_one();
+    /// Hands routed publishes to the core, then tells the router this worker
+    /// has taken them; returns how many messages they held.
+    fn on_routed(&mut self, routed: &RoutedPublishes) -> usize {
+        let count = self.publish_routed(routed);
+        routed.taken_by_one();
         count
     }
 
-    /// Hands a routed batch's messages to the core; returns how many.
-    fn publish_routed(&mut self, batch: &RoutedBatch) -> usize {
+    /// Hands routed publishes' messages to the core; returns how many.
+    fn publish_routed(&mut self, routed: &RoutedPublishes) -> usize {
         let now = now();
-        for message in &batch.messages {
+        for message in &routed.messages {
             self.core
                 .handle_publish_routed(now, &message.routed, message.received_at);
         }
-        batch.messages.len()
+        routed.messages.len()
     }
 
     /// Whether `conn` still has its slot: commands from a dead connection's
