@@ -25,7 +25,7 @@ fn quote(symbol: &str, px: u64) -> Vec<u8> {
 }
 
 /// Polls every transmit; completes the writes of `completing` (and returns
-/// what they got), leaves the others' batches in flight (a stalled socket)
+/// what they got), leaves the others' transmits in flight (a stalled socket)
 /// and returns theirs too.
 fn pump(h: &mut Harness, completing: &[ConnId]) -> HashMap<ConnId, Vec<Bytes>> {
     let mut got: HashMap<ConnId, Vec<Bytes>> = HashMap::new();
@@ -124,7 +124,7 @@ fn more_distinct_keys_than_the_bound_still_disconnects() {
         h.publish("quotes", &quote(symbol, 1));
     }
     let got = pump(&mut h, &[]);
-    assert!(got.is_empty(), "the stalled batch is still in flight");
+    assert!(got.is_empty(), "the stalled transmit is still in flight");
     let events = h.events();
     assert!(
         events

@@ -36,7 +36,7 @@ fn quote(symbol: &str, px: u64) -> Vec<u8> {
 }
 
 /// Polls every transmit; completes the writes of `completing` only (the
-/// others' batches stay in flight: a stalled socket). Returns what each got.
+/// others' transmits stay in flight: a stalled socket). Returns what each got.
 fn pump(h: &mut Harness, completing: &[ConnId]) -> HashMap<ConnId, Vec<Bytes>> {
     let mut got: HashMap<ConnId, Vec<Bytes>> = HashMap::new();
     for _ in 0..10_000 {

@@ -287,7 +287,7 @@ fn a_replay_that_eviction_overtakes_closes_the_connection_as_slow() {
     for i in 11..=30 {
         h.publish("lines", i.to_string().as_bytes());
     }
-    let t = h.next_transmit().expect("the first batch");
+    let t = h.next_transmit().expect("the first transmit");
     h.core.handle_write_complete(h.now, t.conn);
     assert!(
         h.events()

@@ -16,8 +16,8 @@ use ws_realtime::proto::position::Position;
 /// Operations of the shared language (`ws_realtime::fuzzing::op`) this
 /// property needs, all about the one client and its channel: a publish from
 /// Kafka partition 0 or 1 (offset step) or this process's own sequence; the
-/// socket taking one batch (`WriteComplete`, whatever its index: the client
-/// reads what the server wrote, other connections' batches are dropped);
+/// socket taking one transmit (`WriteComplete`, whatever its index: the client
+/// reads what the server wrote, other connections' transmits are dropped);
 /// the connection dying (`SocketClosed`: what was not read is lost); a new
 /// connection recovering (`Recover`, with the client's own cursor by the
 /// client rule, whatever `since` the operation carries).
@@ -84,10 +84,10 @@ impl World {
         self.stream.push((shown, n));
     }
 
-    /// Reads up to `batches` transmits for the client (others are dropped).
-    fn read(&mut self, batches: u8) -> Result<Vec<Value>, TestCaseError> {
+    /// Reads up to `transmits` transmits for the client (others are dropped).
+    fn read(&mut self, transmits: u8) -> Result<Vec<Value>, TestCaseError> {
         let mut got = Vec::new();
-        for _ in 0..batches {
+        for _ in 0..transmits {
             let Some(t) = self.h.next_transmit() else {
                 break;
             };
