@@ -56,7 +56,7 @@ fn a_transmit_carries_its_oldest_ingest_instant_for_the_latency_metric() {
     let both = h.next_transmit().expect("both messages in one transmit");
     assert_eq!(both.frames.len(), 2);
     assert_eq!(both.oldest_ingest, Some(older));
-    h.core.handle_write_complete(h.now, a);
+    h.write_complete(a);
 
     h.core.handle_publish_ingested(h.now, message(b"3"), newer);
     let next = h.next_transmit().expect("the next message");
@@ -121,7 +121,7 @@ fn only_one_transmit_is_in_flight_until_the_write_completes() {
         None,
         "nothing more until the write completes"
     );
-    h.core.handle_write_complete(h.now, conn);
+    h.write_complete(conn);
     assert_eq!(h.next_transmit().map(|t| t.frames.len()), Some(1));
 }
 
@@ -142,7 +142,7 @@ fn slow_client_is_closed_with_1008_and_told_why() {
         if t.conn == slow {
             stuck = Some(t);
         } else {
-            h.core.handle_write_complete(h.now, t.conn);
+            h.write_complete(t.conn);
         }
     }
     assert!(
@@ -162,7 +162,7 @@ fn slow_client_is_closed_with_1008_and_told_why() {
     assert!(events.iter().any(|e| matches!(e,
         Event::MessagesDropped { conn, reason: DropReason::SlowConsumerClosed, count } if *conn == slow && *count >= 1)));
     // The stuck write completes at last: the close frame is next, and alone.
-    h.core.handle_write_complete(h.now, slow);
+    h.write_complete(slow);
     assert_eq!(
         h.drain(slow),
         [Received::Close(1008, "slow consumer".into())]

@@ -418,6 +418,53 @@ impl Harness {
         self.apply(Op::SocketClosed { conn });
     }
 
+    /// `Op::Text` with any bytes, JSON or not.
+    pub(crate) fn text_bytes(&mut self, conn: ConnId, bytes: &[u8]) {
+        let conn = self.cast.conn(conn);
+        self.apply(Op::Text {
+            conn,
+            bytes: bytes.to_vec(),
+        });
+    }
+
+    /// `Op::Binary`: a binary frame from `conn`.
+    pub(crate) fn binary(&mut self, conn: ConnId) {
+        let conn = self.cast.conn(conn);
+        self.apply(Op::Binary { conn });
+    }
+
+    /// `Op::WsPing`: a WebSocket Ping from `conn`.
+    pub(crate) fn ws_ping(&mut self, conn: ConnId, payload: &[u8]) {
+        let conn = self.cast.conn(conn);
+        self.apply(Op::WsPing {
+            conn,
+            payload: payload.to_vec(),
+        });
+    }
+
+    /// `Op::Activity`: inbound bytes from `conn`, not yet a whole frame.
+    pub(crate) fn activity(&mut self, conn: ConnId) {
+        let conn = self.cast.conn(conn);
+        self.apply(Op::Activity { conn });
+    }
+
+    /// `Op::FrameTooBig`: `conn` sent a frame over the size limit.
+    pub(crate) fn frame_too_big(&mut self, conn: ConnId) {
+        let conn = self.cast.conn(conn);
+        self.apply(Op::FrameTooBig { conn });
+    }
+
+    /// `Op::PeerClose`: `conn` sent a close frame.
+    pub(crate) fn peer_close(&mut self, conn: ConnId) {
+        let conn = self.cast.conn(conn);
+        self.apply(Op::PeerClose { conn });
+    }
+
+    /// `Op::Shutdown`: the server starts draining.
+    pub(crate) fn shutdown(&mut self) {
+        self.apply(Op::Shutdown);
+    }
+
     /// Everything the shell would write to `conn`, completing each write;
     /// other connections' transmits are completed unread.
     pub(crate) fn drain(&mut self, conn: ConnId) -> Vec<Received> {
