@@ -36,7 +36,7 @@ fn quote(symbol: &str, px: u64) -> Vec<u8> {
 }
 
 /// Polls every transmit; completes the writes of `completing` only (the
-/// others' batches stay in flight: a stalled socket). Returns what each got.
+/// others' transmits stay in flight: a stalled socket). Returns what each got.
 fn pump(h: &mut Harness, completing: &[ConnId]) -> HashMap<ConnId, Vec<Bytes>> {
     let mut got: HashMap<ConnId, Vec<Bytes>> = HashMap::new();
     for _ in 0..10_000 {
@@ -47,7 +47,7 @@ fn pump(h: &mut Harness, completing: &[ConnId]) -> HashMap<ConnId, Vec<Bytes>> {
             .or_default()
             .extend(transmit.frames.iter().cloned());
         if completing.contains(&transmit.conn) {
-            h.core.handle_write_complete(h.now, transmit.conn);
+            h.write_complete(transmit.conn);
         }
     }
     got
@@ -95,7 +95,7 @@ fn a_rule_conflates_one_pattern_while_the_server_default_disconnects_others() {
     let events = h.events();
     assert_eq!(slow_consumers(&events), 1, "only the ticks client is cut");
     assert!(h.core.inspect(other).expect("closing").closing);
-    h.core.handle_write_complete(h.now, prices);
+    h.write_complete(prices);
     let got = pump(&mut h, &[prices]);
     assert_eq!(
         messages(&got[&prices]),
@@ -140,7 +140,7 @@ fn conflated_values_pass_queued_messages_of_other_channels_in_place() {
     h.publish("quotes:eu", &quote("A", 2));
     h.publish("quotes:eu", &quote("B", 2));
     assert_eq!(slow_consumers(&h.events()), 0);
-    h.core.handle_write_complete(h.now, c);
+    h.write_complete(c);
     let got = pump(&mut h, &[c]);
     assert_eq!(
         messages(&got[&c]),
@@ -175,7 +175,7 @@ fn drop_oldest_on_one_pattern_never_drops_a_conflated_value() {
         })
         .sum();
     assert_eq!(dropped, 4, "trades 1 to 4 made room for the next");
-    h.core.handle_write_complete(h.now, c);
+    h.write_complete(c);
     let got = pump(&mut h, &[c]);
     assert_eq!(
         messages(&got[&c]),

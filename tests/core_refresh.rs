@@ -220,7 +220,7 @@ fn a_refresh_flood_is_rate_limited_like_any_frame() {
 fn an_answer_for_a_closed_connection_is_ignored() {
     let (mut h, conn) = opened(CoreConfig::default(), expiring("u", EXP_MS));
     let request = refresh(&mut h, conn, 1);
-    h.core.handle_closed(h.now, conn);
+    h.socket_closed(conn);
     h.core
         .handle_refresh_verified(h.now, conn, request.id, expiring("u", EXP_MS + 1));
     assert!(h.drain(conn).is_empty());
