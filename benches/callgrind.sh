@@ -10,7 +10,7 @@
 #
 # Runs the driver with 50 and 150 publishes and divides the difference in
 # instructions by the 100 000 extra deliveries, so set-up cost cancels.
-# BATCH (default 1) is the messages per driver turn: 1 is the idle server's
+# PER_TURN (default 1) is the messages per driver turn: 1 is the idle server's
 # case (one frame per write), 25 (a multiple that divides both counts) a
 # saturated one, where each socket's write carries many messages.
 # Needs valgrind.
@@ -27,13 +27,13 @@ fi
 count() {
     local out
     out=$(mktemp /tmp/callgrind.out.XXXXXX)
-    valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" "$1" "${BATCH:-1}" "${WORKERS:-1}" >/dev/null 2>&1
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" "$1" "${PER_TURN:-1}" "${WORKERS:-1}" >/dev/null 2>&1
     sed -n 's/^summary: //p' "$out"
     rm -f "$out"
 }
 low=$(count 50)
 high=$(count 150)
-echo "messages per turn: ${BATCH:-1}, workers: ${WORKERS:-1}"
+echo "messages per turn: ${PER_TURN:-1}, workers: ${WORKERS:-1}"
 echo "instructions: 50 publishes $low, 150 publishes $high"
 echo "instructions per delivery: $(( (high - low) / 100000 ))" \
     "($(( (high - low) / 100 )) per publish to 1000 subscribers)"

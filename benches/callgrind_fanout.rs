@@ -2,9 +2,9 @@
 //! (`benches/callgrind.sh`): instruction counts are deterministic where
 //! wall-clock numbers on a shared machine are not.
 //!
-//! `callgrind_fanout [PUBLISHES] [BATCH] [WORKERS]` opens 1 000 subscribers
+//! `callgrind_fanout [PUBLISHES] [PER_TURN] [WORKERS]` opens 1 000 subscribers
 //! to one channel, then publishes PUBLISHES messages, draining every output
-//! after each BATCH of them (default 1) as the shell's driver does after each
+//! after each PER_TURN of them (default 1) as the shell's driver does after each
 //! turn: under load a turn takes many messages, and each socket gets them in
 //! one transmit. The script runs it twice with different counts and divides
 //! the difference by the extra deliveries, so set-up cost cancels.
@@ -83,7 +83,7 @@ fn main() {
     // the messages per turn and the number of workers.
     let mut numbers = std::env::args().skip(1).filter_map(|arg| arg.parse().ok());
     let publishes: i64 = numbers.next().unwrap_or(100);
-    let batch: i64 = numbers.next().unwrap_or(1).max(1);
+    let per_turn: i64 = numbers.next().unwrap_or(1).max(1);
     let workers = usize::try_from(numbers.next().unwrap_or(1))
         .unwrap_or(1)
         .max(1);
@@ -135,7 +135,7 @@ fn main() {
         drain(core, now);
     }
     let mut delivered = 0;
-    let turn_ends = |offset: i64| offset % batch == 0 || offset == publishes;
+    let turn_ends = |offset: i64| offset % per_turn == 0 || offset == publishes;
     if workers == 1 {
         let core = &mut cores[0];
         for offset in 1..=publishes {

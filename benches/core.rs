@@ -16,7 +16,7 @@ use ws_realtime::core::{
 use ws_realtime::proto::deflate::Deflater;
 use ws_realtime::proto::deflate_offer::Deflate;
 use ws_realtime::proto::position::Position;
-use ws_realtime::proto::server::{self, MessagePos};
+use ws_realtime::proto::server;
 use ws_realtime::proto::ws_frame;
 use ws_realtime::source::dev_feed::MarketFeed;
 
@@ -238,12 +238,12 @@ fn batching(c: &mut Criterion) {
     group.finish();
     let messages: Vec<_> = (0..10)
         .map(|offset| {
-            let pos = MessagePos::Offset {
-                topic: "lines",
+            let pos = Position::Offset {
+                topic: "lines".into(),
                 partition: 0,
                 offset,
             };
-            server::message("lines", pos, PAYLOAD)
+            server::message("lines", &pos, "0", PAYLOAD)
         })
         .collect();
     c.bench_function("batching/array_of_10", |b| {
@@ -259,27 +259,20 @@ fn encoding(c: &mut Criterion) {
     let mut group = c.benchmark_group("encode_message");
     let text = b"market closed for the day, reopening at 09:30 local time";
     let binary: Vec<u8> = (0..=255u8).collect();
+    let kafka = Position::Offset {
+        topic: "lines".into(),
+        partition: 0,
+        offset: 1234,
+    };
     group.bench_function("json", |b| {
-        b.iter(|| {
-            server::message(
-                "lines",
-                MessagePos::Offset {
-                    topic: "lines",
-                    partition: 0,
-                    offset: 1234,
-                },
-                black_box(PAYLOAD),
-            )
-        })
+        b.iter(|| server::message("lines", &kafka, "9f3a2c1d", black_box(PAYLOAD)))
     });
     group.bench_function("text", |b| {
         b.iter(|| {
             server::message(
                 "lines",
-                MessagePos::Sequence {
-                    epoch: "9f3a2c1d",
-                    seq: 17,
-                },
+                &Position::Sequence(17),
+                "9f3a2c1d",
                 black_box(text),
             )
         })
@@ -288,10 +281,8 @@ fn encoding(c: &mut Criterion) {
         b.iter(|| {
             server::message(
                 "lines",
-                MessagePos::Sequence {
-                    epoch: "9f3a2c1d",
-                    seq: 17,
-                },
+                &Position::Sequence(17),
+                "9f3a2c1d",
                 black_box(&binary),
             )
         })
@@ -372,14 +363,7 @@ fn deflate_sizes(c: &mut Criterion) {
     ] {
         let (mut plain, mut compressed) = (0usize, 0usize);
         for (i, book) in books.iter().enumerate() {
-            let encoded = server::message(
-                "order_book",
-                MessagePos::Sequence {
-                    epoch: "0",
-                    seq: i as u64,
-                },
-                book,
-            );
+            let encoded = server::message("order_book", &Position::Sequence(i as u64), "0", book);
             plain += encoded.frame.len();
             compressed += deflater
                 .text_frame(&encoded.frame[encoded.header_len..])
@@ -391,11 +375,7 @@ fn deflate_sizes(c: &mut Criterion) {
             compressed / books.len(),
             plain as f64 / compressed as f64
         );
-        let sample = server::message(
-            "order_book",
-            MessagePos::Sequence { epoch: "0", seq: 1 },
-            &books[0],
-        );
+        let sample = server::message("order_book", &Position::Sequence(1), "0", &books[0]);
         c.bench_function(&format!("deflate/compress_once/{name}"), |b| {
             b.iter(|| deflater.text_frame(black_box(&sample.frame[sample.header_len..])))
         });

@@ -32,7 +32,7 @@ fn written(h: &mut Harness, conns: &[ConnId]) -> Vec<Vec<Bytes>> {
                 if let Some(i) = conns.iter().position(|c| *c == transmit.conn) {
                     out[i].extend(transmit.frames);
                 }
-                h.core.handle_write_complete(h.now, transmit.conn);
+                h.write_complete(transmit.conn);
             }
             Some(Output::Disconnect(_) | Output::Event(_) | Output::Verify(_)) => {}
             Some(Output::Timeout(_)) | None => break,
@@ -104,7 +104,7 @@ fn small_messages_and_control_frames_stay_uncompressed() {
     let mut h = Harness::default();
     let a = open_on_book(&mut h, "a", Some(FULL_WINDOW));
     publish(&mut h, br#"{"px":1}"#);
-    h.core.handle_ping(h.now, a, b"hb");
+    h.ws_ping(a, b"hb");
     let frames = &written(&mut h, &[a])[0];
     assert_eq!(frames.len(), 2);
     for frame in frames {
@@ -125,7 +125,7 @@ fn the_minimum_size_is_configurable_and_the_gauge_follows_closes() {
     );
     let frames = &written(&mut h, &[a])[0];
     assert!(ws_frame::decode(&frames[0]).unwrap().compressed);
-    h.core.handle_closed(h.now, a);
+    h.socket_closed(a);
     assert_eq!(h.core.stats().deflate_connections, 0);
 }
 

@@ -25,7 +25,7 @@ fn quote(symbol: &str, px: u64) -> Vec<u8> {
 }
 
 /// Polls every transmit; completes the writes of `completing` (and returns
-/// what they got), leaves the others' batches in flight (a stalled socket)
+/// what they got), leaves the others' transmits in flight (a stalled socket)
 /// and returns theirs too.
 fn pump(h: &mut Harness, completing: &[ConnId]) -> HashMap<ConnId, Vec<Bytes>> {
     let mut got: HashMap<ConnId, Vec<Bytes>> = HashMap::new();
@@ -37,7 +37,7 @@ fn pump(h: &mut Harness, completing: &[ConnId]) -> HashMap<ConnId, Vec<Bytes>> {
             .or_default()
             .extend(transmit.frames.iter().cloned());
         if completing.contains(&transmit.conn) {
-            h.core.handle_write_complete(h.now, transmit.conn);
+            h.write_complete(transmit.conn);
         }
     }
     got
@@ -98,7 +98,7 @@ fn a_stalled_client_gets_the_latest_value_of_every_key_in_place() {
     );
     // Held: 1 in flight + one per key.
     assert_eq!(h.core.inspect(slow).expect("open").held_frames, 4);
-    h.core.handle_write_complete(h.now, slow);
+    h.write_complete(slow);
     let rest = pump(&mut h, &[slow]);
     // Each key keeps the place of its first queued value and carries its last.
     assert_eq!(
@@ -124,14 +124,14 @@ fn more_distinct_keys_than_the_bound_still_disconnects() {
         h.publish("quotes", &quote(symbol, 1));
     }
     let got = pump(&mut h, &[]);
-    assert!(got.is_empty(), "the stalled batch is still in flight");
+    assert!(got.is_empty(), "the stalled transmit is still in flight");
     let events = h.events();
     assert!(
         events
             .iter()
             .any(|e| matches!(e, Event::SlowConsumer { .. }))
     );
-    h.core.handle_write_complete(h.now, slow);
+    h.write_complete(slow);
     let rest = pump(&mut h, &[slow]);
     assert_eq!(
         decode_all(&rest[&slow]).last(),
@@ -151,7 +151,7 @@ fn a_channel_without_a_key_conflates_to_its_last_message() {
     for n in 1..=50u32 {
         h.publish("ticks", n.to_string().as_bytes());
     }
-    h.core.handle_write_complete(h.now, slow);
+    h.write_complete(slow);
     let rest = pump(&mut h, &[slow]);
     assert_eq!(data(&rest[&slow]), [json!(50)]);
     assert!(h.disconnects().is_empty());
@@ -180,7 +180,7 @@ fn the_kafka_record_key_keys_conflation_when_no_field_is_configured() {
     for n in 1..=20 {
         publish(&mut h, if n % 2 == 0 { "x" } else { "y" }, n);
     }
-    h.core.handle_write_complete(h.now, slow);
+    h.write_complete(slow);
     let rest = pump(&mut h, &[slow]);
     // Two frames queued before the bound (1 of y, 2 of x), then replaced.
     assert_eq!(data(&rest[&slow]), [json!(19), json!(20)]);
@@ -225,7 +225,7 @@ fn with_batching_a_behind_client_still_conflates_per_key() {
     }
     h.advance(Duration::from_millis(10));
     assert!(h.disconnects().is_empty());
-    h.core.handle_write_complete(h.now, slow);
+    h.write_complete(slow);
     let frames = pump(&mut h, &[slow]).remove(&slow).expect("frames");
     let mut last: HashMap<String, u64> = HashMap::new();
     for received in decode_all(&frames) {
@@ -483,7 +483,7 @@ fn play(bound: usize, ops: &[Op], with_others: bool) -> Result<Run, TestCaseErro
             }
             Op::SlowWrites => {
                 if let Some(s) = slow {
-                    h.core.handle_write_complete(h.now, s);
+                    h.write_complete(s);
                 }
                 collect(&mut h, &mut run, false);
             }
@@ -513,7 +513,7 @@ fn play(bound: usize, ops: &[Op], with_others: bool) -> Result<Run, TestCaseErro
     // The stream pauses: rate intervals end, the slow socket catches up.
     for _ in 0..4 {
         if let Some(s) = slow {
-            h.core.handle_write_complete(h.now, s);
+            h.write_complete(s);
         }
         h.advance(Duration::from_secs(1));
         collect(&mut h, &mut run, true);

@@ -54,7 +54,7 @@ fn all_data(h: &mut Harness) -> HashMap<ConnId, Vec<Value>> {
                     .push(v["data"].clone());
             }
         }
-        h.core.handle_write_complete(h.now, transmit.conn);
+        h.write_complete(transmit.conn);
     }
     got
 }

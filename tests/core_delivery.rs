@@ -38,7 +38,7 @@ fn publish_reaches_only_subscribers_and_shares_one_buffer() {
 }
 
 #[test]
-fn a_batch_carries_its_oldest_ingest_instant_for_the_latency_metric() {
+fn a_transmit_carries_its_oldest_ingest_instant_for_the_latency_metric() {
     let mut h = Harness::default();
     let a = h.open("a");
     subscribe(&mut h, a, &["lines"]);
@@ -50,20 +50,20 @@ fn a_batch_carries_its_oldest_ingest_instant_for_the_latency_metric() {
     };
     let older = h.now;
     let newer = h.now + Duration::from_millis(5);
-    // Both are queued before the shell polls, so they leave in one batch.
+    // Both are queued before the shell polls, so they leave in one transmit.
     h.core.handle_publish_ingested(h.now, message(b"1"), newer);
     h.core.handle_publish_ingested(h.now, message(b"2"), older);
-    let batch = h.next_transmit().expect("both messages in one batch");
-    assert_eq!(batch.frames.len(), 2);
-    assert_eq!(batch.oldest_ingest, Some(older));
-    h.core.handle_write_complete(h.now, a);
+    let both = h.next_transmit().expect("both messages in one transmit");
+    assert_eq!(both.frames.len(), 2);
+    assert_eq!(both.oldest_ingest, Some(older));
+    h.write_complete(a);
 
     h.core.handle_publish_ingested(h.now, message(b"3"), newer);
     let next = h.next_transmit().expect("the next message");
     assert_eq!(
         next.oldest_ingest,
         Some(newer),
-        "the older instant left with its batch"
+        "the older instant left with its transmit"
     );
 }
 
@@ -107,7 +107,7 @@ fn payloads_are_embedded_as_json_text_or_base64() {
 }
 
 #[test]
-fn only_one_batch_is_in_flight_until_the_write_completes() {
+fn only_one_transmit_is_in_flight_until_the_write_completes() {
     let mut h = Harness::default();
     let conn = h.open("u");
     subscribe(&mut h, conn, &["a"]);
@@ -121,7 +121,7 @@ fn only_one_batch_is_in_flight_until_the_write_completes() {
         None,
         "nothing more until the write completes"
     );
-    h.core.handle_write_complete(h.now, conn);
+    h.write_complete(conn);
     assert_eq!(h.next_transmit().map(|t| t.frames.len()), Some(1));
 }
 
@@ -142,7 +142,7 @@ fn slow_client_is_closed_with_1008_and_told_why() {
         if t.conn == slow {
             stuck = Some(t);
         } else {
-            h.core.handle_write_complete(h.now, t.conn);
+            h.write_complete(t.conn);
         }
     }
     assert!(
@@ -162,7 +162,7 @@ fn slow_client_is_closed_with_1008_and_told_why() {
     assert!(events.iter().any(|e| matches!(e,
         Event::MessagesDropped { conn, reason: DropReason::SlowConsumerClosed, count } if *conn == slow && *count >= 1)));
     // The stuck write completes at last: the close frame is next, and alone.
-    h.core.handle_write_complete(h.now, slow);
+    h.write_complete(slow);
     assert_eq!(
         h.drain(slow),
         [Received::Close(1008, "slow consumer".into())]
@@ -187,7 +187,7 @@ fn slow_client_is_dropped_after_grace_if_the_close_frame_is_never_written() {
     let conn = h.open("u");
     subscribe(&mut h, conn, &["a"]);
     h.publish("a", b"1");
-    let _stuck = h.next_transmit().expect("a batch");
+    let _stuck = h.next_transmit().expect("a transmit");
     h.publish("a", b"2");
     h.publish("a", b"3");
     assert!(h.core.inspect(conn).expect("still known").closing);

@@ -11,7 +11,7 @@ fn heartbeat_ping_is_sent_every_interval() {
     let conn = h.open("u");
     h.advance(Duration::from_secs(30));
     assert_eq!(h.drain(conn), [Received::Ping]);
-    h.core.handle_activity(h.now, conn);
+    h.activity(conn);
     h.advance(Duration::from_secs(30));
     assert_eq!(h.drain(conn), [Received::Ping]);
 }
@@ -61,7 +61,7 @@ fn any_inbound_frame_resets_the_idle_clock() {
     let mut h = Harness::default();
     let conn = h.open("u");
     h.advance(Duration::from_secs(50));
-    h.core.handle_ping(h.now, conn, b"hi");
+    h.ws_ping(conn, b"hi");
     h.advance(Duration::from_secs(50));
     h.text(conn, json!({"type":"pong"}));
     h.advance(Duration::from_secs(50));
@@ -157,7 +157,7 @@ fn occasional_rate_limit_hits_do_not_close_the_connection() {
             "{frames:?}"
         );
         h.advance(Duration::from_secs(11));
-        h.core.handle_activity(h.now, conn);
+        h.activity(conn);
     }
     assert!(!h.core.inspect(conn).expect("open").closing);
 }
@@ -166,7 +166,7 @@ fn occasional_rate_limit_hits_do_not_close_the_connection() {
 fn oversized_frame_closes_with_1009() {
     let mut h = Harness::default();
     let conn = h.open("u");
-    h.core.handle_frame_too_big(h.now, conn);
+    h.frame_too_big(conn);
     assert_eq!(
         h.drain(conn),
         [Received::Close(1009, "frame too big".into())]
@@ -178,7 +178,7 @@ fn oversized_frame_closes_with_1009() {
 fn text_that_is_not_utf8_is_closed_with_1007_not_answered() {
     let mut h = Harness::default();
     let conn = h.open("u");
-    h.core.handle_text(h.now, conn, b"\xff\xfe");
+    h.text_bytes(conn, b"\xff\xfe");
     assert_eq!(
         h.drain(conn),
         [Received::Close(1007, "invalid UTF-8".into())]
@@ -202,9 +202,9 @@ fn a_protocol_violation_is_closed_with_1002() {
 fn bad_frames_get_error_frames_with_stable_codes() {
     let mut h = Harness::default();
     let conn = h.open("u");
-    h.core.handle_binary(h.now, conn);
-    h.core.handle_text(h.now, conn, b"{not json");
-    h.core.handle_text(h.now, conn, b"[1]");
+    h.binary(conn);
+    h.text_bytes(conn, b"{not json");
+    h.text_bytes(conn, b"[1]");
     h.text(conn, json!({"type":"dance","id":9}));
     let frames = h.json(conn);
     let codes: Vec<&str> = frames
@@ -244,7 +244,7 @@ fn json_ping_gets_pong_with_id_and_unix_ms() {
 fn websocket_ping_is_answered_with_pong_echoing_payload() {
     let mut h = Harness::default();
     let conn = h.open("u");
-    h.core.handle_ping(h.now, conn, b"abc");
+    h.ws_ping(conn, b"abc");
     assert_eq!(h.drain(conn), [Received::Pong(b"abc".to_vec())]);
 }
 
@@ -254,7 +254,7 @@ fn shutdown_closes_everyone_with_1001_after_queued_frames_and_refuses_opens() {
     let conn = h.open("u");
     subscribe(&mut h, conn, &["a"]);
     h.publish("a", b"1");
-    h.core.handle_shutdown(h.now);
+    h.shutdown();
     assert_eq!(
         h.core.handle_open(h.now, open_as(identity("late"))),
         Err(Refusal::ShuttingDown)
@@ -274,7 +274,7 @@ fn shutdown_closes_everyone_with_1001_after_queued_frames_and_refuses_opens() {
 fn peer_close_is_answered_with_1000_then_disconnected() {
     let mut h = Harness::default();
     let conn = h.open("u");
-    h.core.handle_peer_close(h.now, conn);
+    h.peer_close(conn);
     assert_eq!(
         h.drain(conn),
         [Received::Close(1000, "normal closure".into())]
@@ -295,7 +295,7 @@ fn lost_connection_is_forgotten_at_once_without_disconnect_output() {
     let conn = h.open("u");
     subscribe(&mut h, conn, &["a"]);
     h.events();
-    h.core.handle_closed(h.now, conn);
+    h.socket_closed(conn);
     assert!(h.disconnects().is_empty());
     assert_eq!(h.core.stats(), Stats::default());
     assert!(matches!(
@@ -305,7 +305,7 @@ fn lost_connection_is_forgotten_at_once_without_disconnect_output() {
             ..
         }]
     ));
-    h.core.handle_closed(h.now, conn);
+    h.socket_closed(conn);
     assert!(h.events().is_empty(), "Closed is reported once");
     assert_eq!(h.publish("a", b"x").delivered, 0);
 }
@@ -338,7 +338,7 @@ fn connection_limits_refuse_opens() {
         h.core.handle_open(h.now, other.clone()),
         Err(Refusal::TooManyConnections)
     );
-    h.core.handle_closed(h.now, a);
+    h.socket_closed(a);
     h.core
         .handle_open(h.now, open_as(identity("e")))
         .expect("a slot was freed");

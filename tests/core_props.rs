@@ -476,7 +476,7 @@ impl World {
             let model = model.expect("checked");
             prop_assert!(
                 model.in_flight.is_none(),
-                "a second batch while one is in flight"
+                "a second transmit while one is in flight"
             );
             prop_assert!(!transmit.frames.is_empty());
             model.in_flight = Some(transmit.frames);

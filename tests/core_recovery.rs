@@ -85,7 +85,7 @@ fn a_client_that_reconnects_to_the_same_process_gets_exactly_what_it_missed() {
     let seen = h.json(a);
     let cursor = cursor_after("~0:0", &seen);
     assert_eq!(cursor, "~0:2");
-    h.core.handle_closed(h.now, a);
+    h.socket_closed(a);
     h.publish("lines", b"3");
     h.publish("lines", b"4");
     let b = h.open("a");
@@ -102,7 +102,7 @@ fn a_cursor_the_ring_no_longer_covers_is_not_recovered_and_nothing_is_replayed()
     let mut h = Harness::new(config(3));
     let a = h.open("a");
     subscribe_with(&mut h, a, "lines", json!({}));
-    h.core.handle_closed(h.now, a);
+    h.socket_closed(a);
     for i in 1..=4 {
         h.publish("lines", i.to_string().as_bytes());
     }
@@ -157,7 +157,7 @@ fn kafka_positions_recover_on_another_replica() {
     both(&mut replica_a, &mut replica_b, 11);
     let seen = replica_a.json(client);
     let cursor = cursor_after(&positions, &seen);
-    replica_a.core.handle_closed(replica_a.now, client);
+    replica_a.socket_closed(client);
     both(&mut replica_a, &mut replica_b, 14);
     both(&mut replica_a, &mut replica_b, 15);
     // The `~0:0` entry says the client saw none of A's own sequences, so
@@ -229,7 +229,7 @@ fn a_replay_larger_than_the_outbound_bound_is_fed_as_the_socket_drains() {
     let mut h = Harness::new(cfg);
     let a = h.open("a");
     subscribe_with(&mut h, a, "lines", json!({}));
-    h.core.handle_closed(h.now, a);
+    h.socket_closed(a);
     for i in 1..=500 {
         h.publish("lines", i.to_string().as_bytes());
     }
@@ -257,7 +257,7 @@ fn a_replay_larger_than_the_outbound_bound_is_fed_as_the_socket_drains() {
             h.publish("lines", next_live.to_string().as_bytes());
             next_live += 1;
         }
-        h.core.handle_write_complete(h.now, t.conn);
+        h.write_complete(t.conn);
     }
     let expected: Vec<u64> = (1..520).collect();
     assert_eq!(got, expected, "every message once, in order");
@@ -287,8 +287,8 @@ fn a_replay_that_eviction_overtakes_closes_the_connection_as_slow() {
     for i in 11..=30 {
         h.publish("lines", i.to_string().as_bytes());
     }
-    let t = h.next_transmit().expect("the first batch");
-    h.core.handle_write_complete(h.now, t.conn);
+    let t = h.next_transmit().expect("the first transmit");
+    h.write_complete(t.conn);
     assert!(
         h.events()
             .iter()
@@ -435,4 +435,56 @@ fn a_malformed_cursor_refuses_the_whole_subscribe() {
             .contains("\"b\"")
     );
     assert!(h.core.inspect(c).expect("open").channels.is_empty());
+}
+
+/// A client's frames in order, JSON arrays unpacked.
+fn flattened(frames: Vec<Value>) -> Vec<Value> {
+    frames
+        .into_iter()
+        .flat_map(|f| match f {
+            Value::Array(items) => items,
+            single => vec![single],
+        })
+        .collect()
+}
+
+#[test]
+fn a_resubscribe_with_history_replays_in_order_and_nothing_of_the_old_subscription_follows_it() {
+    // Batching on: the two messages wait for their JSON array when the
+    // client unsubscribes and subscribes again asking for history. They were
+    // fanned out before the unsubscribe, so they must arrive before its ack,
+    // never behind the new subscription's replay (older values after newer).
+    let mut h = Harness::new(CoreConfig {
+        batch_max: 4,
+        batch_delay: Duration::from_millis(50),
+        ..config(100)
+    });
+    let a = h.open("a");
+    subscribe_with(&mut h, a, "lines", json!({}));
+    h.publish("lines", b"1");
+    h.publish("lines", b"2");
+    h.text(a, json!({"type":"unsubscribe","channels":["lines"],"id":2}));
+    h.text(
+        a,
+        json!({"type":"subscribe","channels":["lines"],"history":2,"id":3}),
+    );
+    let mut seen = flattened(h.json(a));
+    h.advance(Duration::from_millis(100));
+    seen.extend(flattened(h.json(a)));
+    let summary: Vec<String> = seen
+        .iter()
+        .map(|f| match f["type"].as_str() {
+            Some("message") => f["pos"].as_str().expect("pos").to_owned(),
+            other => other.expect("type").to_owned(),
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        ["~0:1", "~0:2", "unsubscribed", "subscribed", "~0:1", "~0:2"],
+        "{seen:?}"
+    );
+    // And the new subscription goes on live, without a duplicate.
+    h.publish("lines", b"3");
+    h.advance(Duration::from_millis(100));
+    assert_eq!(data(&flattened(h.json(a))), [json!(3)]);
 }

@@ -9,15 +9,15 @@ mod core_support;
 
 use core_support::*;
 use proptest::prelude::*;
-use ws_realtime::fuzzing::op::{Op, PayloadChoice};
+use ws_realtime::fuzzing::op::CursorChoice;
 use ws_realtime::proto::cursor::{self, Cursor};
-use ws_realtime::proto::position::Position;
 
 /// Operations of the shared language (`ws_realtime::fuzzing::op`) this
-/// property needs, all about the one client and its channel: a publish from
+/// property needs, all about the one client and its channel, applied by the
+/// shared harness (`Harness::apply`): a publish from
 /// Kafka partition 0 or 1 (offset step) or this process's own sequence; the
-/// socket taking one batch (`WriteComplete`, whatever its index: the client
-/// reads what the server wrote, other connections' batches are dropped);
+/// socket taking one transmit (`WriteComplete`, whatever its index: the client
+/// reads what the server wrote, other connections' transmits are dropped);
 /// the connection dying (`SocketClosed`: what was not read is lost); a new
 /// connection recovering (`Recover`, with the client's own cursor by the
 /// client rule, whatever `since` the operation carries).
@@ -48,46 +48,35 @@ struct World {
     ring: usize,
     /// Every message of the channel, as (pos, data).
     stream: Vec<(String, u64)>,
-    next_offset: [i64; 2],
     client: Client,
 }
 
 impl World {
+    /// `Op::Publish` on the channel, its payload the message's number in
+    /// the stream.
     fn publish(&mut self, offset: Option<(u8, u32)>) {
         let n = self.stream.len() as u64;
-        let pos = if let Some((source, step)) = offset {
-            let slot = &mut self.next_offset[usize::from(source % 2)];
-            *slot += i64::from(step);
-            Some(Position::Offset {
-                topic: "quotes".into(),
-                partition: i32::from(source % 2),
-                offset: *slot,
-            })
-        } else {
-            None
+        let channel = self.h.cast.channel("ch");
+        self.h.apply(Op::Publish {
+            channel,
+            offset,
+            payload: PayloadChoice::Raw(n.to_string().into_bytes()),
+        });
+        let shown = match offset {
+            Some((partition, _)) => {
+                let partition = partition % 4;
+                let offset = self.h.offsets[usize::from(partition)];
+                format!("{TOPIC}:{partition}:{offset}")
+            }
+            None => String::new(),
         };
-        let shown = match &pos {
-            Some(Position::Offset {
-                partition, offset, ..
-            }) => format!("quotes:{partition}:{offset}"),
-            _ => String::new(),
-        };
-        self.h.core.handle_publish(
-            self.h.now,
-            Publish {
-                channel: "ch".into(),
-                pos,
-                payload: Bytes::from(n.to_string()),
-                key: None,
-            },
-        );
         self.stream.push((shown, n));
     }
 
-    /// Reads up to `batches` transmits for the client (others are dropped).
-    fn read(&mut self, batches: u8) -> Result<Vec<Value>, TestCaseError> {
+    /// Reads up to `transmits` transmits for the client (others are dropped).
+    fn read(&mut self, transmits: u8) -> Result<Vec<Value>, TestCaseError> {
         let mut got = Vec::new();
-        for _ in 0..batches {
+        for _ in 0..transmits {
             let Some(t) = self.h.next_transmit() else {
                 break;
             };
@@ -97,7 +86,7 @@ impl World {
                     got.push(v);
                 }
             }
-            self.h.core.handle_write_complete(self.h.now, t.conn);
+            self.h.write_complete(t.conn);
         }
         Ok(got)
     }
@@ -139,7 +128,7 @@ impl World {
 
     fn recover(&mut self) -> Result<(), TestCaseError> {
         if let Some(conn) = self.client.conn.take() {
-            self.h.core.handle_closed(self.h.now, conn);
+            self.h.socket_closed(conn);
         }
         // Whatever is left for other connections is dropped unread.
         self.read(50)?;
@@ -148,10 +137,14 @@ impl World {
         self.client.conn = Some(conn);
         let missed = self.stream.len() - self.client.have;
         let since = self.client.cursor.to_string();
-        self.h.text(
-            conn,
-            json!({"type":"subscribe","channels":["ch"],"since":{"ch":since}}),
-        );
+        let (index, channel) = (self.h.cast.conn(conn), self.h.cast.channel("ch"));
+        self.h.apply(Op::Recover {
+            conn: index,
+            channel,
+            since: Some(CursorChoice::Raw(since.clone())),
+            snapshot: false,
+            history: None,
+        });
         let first = self.h.next_transmit().expect("the ack");
         prop_assert_eq!(first.conn, conn);
         let mut frames: Vec<Value> = decode_all(&first.frames)
@@ -161,7 +154,7 @@ impl World {
                 _ => None,
             })
             .collect();
-        self.h.core.handle_write_complete(self.h.now, conn);
+        self.h.write_complete(conn);
         let ack = frames.remove(0);
         prop_assert_eq!(&ack["type"], "subscribed");
         let recovered = ack["recovered"]["ch"].as_bool().expect("recovered");
@@ -210,7 +203,6 @@ proptest! {
             h,
             ring,
             stream: Vec::new(),
-            next_offset: [0, 0],
             client: Client { conn: Some(conn), cursor, have: 0 },
         };
         for op in ops {
@@ -222,7 +214,7 @@ proptest! {
                 }
                 Op::SocketClosed { .. } => {
                     if let Some(conn) = world.client.conn.take() {
-                        world.h.core.handle_closed(world.h.now, conn);
+                        world.h.socket_closed(conn);
                     }
                 }
                 Op::Recover { .. } => world.recover()?,

@@ -220,7 +220,7 @@ fn a_refresh_flood_is_rate_limited_like_any_frame() {
 fn an_answer_for_a_closed_connection_is_ignored() {
     let (mut h, conn) = opened(CoreConfig::default(), expiring("u", EXP_MS));
     let request = refresh(&mut h, conn, 1);
-    h.core.handle_closed(h.now, conn);
+    h.socket_closed(conn);
     h.core
         .handle_refresh_verified(h.now, conn, request.id, expiring("u", EXP_MS + 1));
     assert!(h.drain(conn).is_empty());
@@ -263,5 +263,41 @@ fn a_revoked_channel_releases_nothing_its_max_rate_held_back() {
     assert!(
         h.json(conn).iter().all(|f| f["type"] != "message"),
         "a held value of a revoked channel must not be sent"
+    );
+}
+
+#[test]
+fn messages_batched_before_a_revocation_arrive_before_its_unsubscribed_frame() {
+    let mut who = expiring("u", EXP_MS);
+    who.channel_patterns = Some(vec!["trade:*".into(), "lines".into()]);
+    let config = CoreConfig {
+        batch_max: 4,
+        batch_delay: Duration::from_millis(50),
+        ..CoreConfig::default()
+    };
+    let (mut h, conn) = opened(config, who);
+    subscribe(&mut h, conn, &["trade:AAPL"]);
+    h.publish("trade:AAPL", br#"{"px":1}"#);
+    h.publish("trade:AAPL", br#"{"px":2}"#);
+
+    let request = refresh(&mut h, conn, 3);
+    let mut narrower = expiring("u", EXP_MS + 60_000);
+    narrower.channel_patterns = Some(vec!["lines".into()]);
+    h.core
+        .handle_refresh_verified(h.now, conn, request.id, narrower);
+    let mut frames = h.json(conn);
+    h.advance(Duration::from_millis(100));
+    frames.extend(h.json(conn));
+    let kinds: Vec<&str> = frames
+        .iter()
+        .map(|f| f["type"].as_str().unwrap_or("array"))
+        .collect();
+    assert_eq!(kinds, ["refreshed", "array", "unsubscribed"], "{frames:?}");
+    assert_eq!(
+        frames[1],
+        json!([
+            {"type":"message","channel":"trade:AAPL","pos":"~0:1","data":{"px":1}},
+            {"type":"message","channel":"trade:AAPL","pos":"~0:2","data":{"px":2}},
+        ])
     );
 }

@@ -362,7 +362,7 @@ impl Harness {
             Event::SlowConsumer { conn } => {
                 let index = self.index_of(conn);
                 let sut = &mut self.conns[index];
-                // The bounds count the batch in flight plus the queue, and
+                // The bounds count the transmit in flight plus the queue, and
                 // answers have their own: either the messages overflowed
                 // theirs (the frame that overflowed is among the owed
                 // messages), or the answers since the last transmit theirs.

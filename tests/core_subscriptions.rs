@@ -37,7 +37,7 @@ fn connection_ids_are_unique() {
         .core
         .handle_open(h.now, open_as(identity("a")))
         .expect("admitted");
-    h.core.handle_closed(h.now, a);
+    h.socket_closed(a);
     let b = h
         .core
         .handle_open(h.now, open_as(identity("a")))

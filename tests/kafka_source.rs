@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Mutex, MutexGuard, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 use ws_realtime::config::Settings;
@@ -18,6 +18,33 @@ use ws_realtime::source::kafka::{KafkaConfig, KafkaSource, KafkaTimings};
 use ws_realtime::source::{Ingest, PublishSink, Readiness, Source, SourceContext};
 
 const WAIT: Duration = Duration::from_secs(30);
+
+/// One test's mock cluster, and its turn: the tests run one at a time.
+/// Eleven mock clusters with their consumers (each fetching every 5 ms)
+/// at once saturate a 2-core CI machine, and a consumer starved there
+/// missed the 30 s wait for a message.
+struct Cluster {
+    kafka: EmbeddedKafka,
+    /// Held until the test ends (a panic releases it too: no poisoning).
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = EmbeddedKafka;
+    fn deref(&self) -> &EmbeddedKafka {
+        &self.kafka
+    }
+}
+
+/// Waits for this test's turn, then starts a mock cluster with `topics`.
+async fn cluster(topics: &[(&str, i32)]) -> Cluster {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+    let turn = ONE_AT_A_TIME.lock().await;
+    Cluster {
+        kafka: EmbeddedKafka::start(topics).unwrap(),
+        _turn: turn,
+    }
+}
 
 /// One running Kafka source and what a test observes of it.
 struct Running {
@@ -115,7 +142,7 @@ fn offset_of(ingest: &Ingest) -> (i32, i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produced_message_reaches_the_sink_with_topic_channel_and_partition_offset() {
-    let kafka = EmbeddedKafka::start(&[("lines", 3)]).unwrap();
+    let kafka = cluster(&[("lines", 3)]).await;
     let mut source = start_source(
         &kafka,
         &[("WS_KAFKA_TOPICS", "lines"), ("WS_KAFKA_START", "earliest")],
@@ -144,7 +171,7 @@ async fn produced_message_reaches_the_sink_with_topic_channel_and_partition_offs
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_json_and_non_utf8_payloads_arrive_byte_for_byte() {
-    let kafka = EmbeddedKafka::start(&[("lines", 1)]).unwrap();
+    let kafka = cluster(&[("lines", 1)]).await;
     // Only topics the mock cluster has: a missing default topic can hold up
     // the mock's group join past the wait.
     let mut source = start_source(
@@ -165,7 +192,7 @@ async fn non_json_and_non_utf8_payloads_arrive_byte_for_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_broadcast_sources_on_one_cluster_both_receive_every_message() {
-    let kafka = EmbeddedKafka::start(&[("lines", 3)]).unwrap();
+    let kafka = cluster(&[("lines", 3)]).await;
     let same_group = [
         ("WS_KAFKA_START", "earliest"),
         ("WS_KAFKA_GROUP_ID", "replicas"),
@@ -196,7 +223,7 @@ async fn two_broadcast_sources_on_one_cluster_both_receive_every_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_mode_commits_after_delivery_and_a_restart_loses_nothing() {
-    let kafka = EmbeddedKafka::start(&[("orders", 1)]).unwrap();
+    let kafka = cluster(&[("orders", 1)]).await;
     let group = [
         ("WS_KAFKA_MODE", "group"),
         ("WS_KAFKA_GROUP_ID", "shared"),
@@ -236,14 +263,65 @@ async fn group_mode_commits_after_delivery_and_a_restart_loses_nothing() {
     second.stop().await;
 }
 
+/// A topic created while the source runs and matching its ^regex makes the
+/// consumer's group rebalance. The partitions it already read resume where
+/// they stopped (a broadcast group commits nothing, so they used to restart
+/// at `WS_KAFKA_START`: with `earliest`, every message again), and the
+/// broadcast group's short session keeps the rejoin short (with
+/// librdkafka's default 45 s session the mock cluster held it for 44 s,
+/// and every message with it; `next` waits 30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_while_running_is_consumed_and_old_partitions_resume_where_they_stopped() {
+    let kafka = cluster(&[("market-data.eod", 1)]).await;
+    let mut source = start_source(
+        &kafka,
+        &[
+            ("WS_KAFKA_TOPICS", r"^market-data\..*"),
+            ("WS_KAFKA_START", "earliest"),
+            // New topics are noticed at the next metadata refresh: 10 s in
+            // production, 500 ms here.
+            (
+                "WS_KAFKA_PROPERTY_TOPIC_METADATA_REFRESH_INTERVAL_MS",
+                "500",
+            ),
+        ],
+    );
+    kafka.produce("market-data.eod", None, b"{}").await.unwrap();
+    assert_eq!(offset_of(&source.next().await), (0, 0));
+    kafka.create_topic("market-data.fx", 1).unwrap();
+    kafka
+        .produce("market-data.fx", None, b"{\"new\":true}")
+        .await
+        .unwrap();
+    kafka
+        .produce("market-data.eod", None, b"{\"second\":true}")
+        .await
+        .unwrap();
+    let mut after: Vec<(String, i64)> = source
+        .take(2)
+        .await
+        .iter()
+        .map(|ingest| (ingest.publish.channel.clone(), offset_of(ingest).1))
+        .collect();
+    after.sort();
+    assert_eq!(
+        after,
+        [
+            ("market-data.eod".to_owned(), 1),
+            ("market-data.fx".to_owned(), 0)
+        ]
+    );
+    source.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regex_topics_subscribe_to_every_matching_topic_only() {
-    let kafka = EmbeddedKafka::start(&[
+    let kafka = cluster(&[
         ("market-data.eod", 1),
         ("market-data.intraday", 2),
         ("unrelated", 1),
     ])
-    .unwrap();
+    .await;
     let mut source = start_source(
         &kafka,
         &[
@@ -292,14 +370,14 @@ type RoutingCase = (
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_routing_template_builds_its_channel_and_fallbacks_are_counted() {
-    let kafka = EmbeddedKafka::start(&[
+    let kafka = cluster(&[
         ("trading.fills", 1),
         ("market-data.eod", 1),
         ("keyed", 1),
         ("pairs", 1),
         ("lines", 1),
     ])
-    .unwrap();
+    .await;
     let mut source = start_source(
         &kafka,
         &[
@@ -350,7 +428,7 @@ async fn each_routing_template_builds_its_channel_and_fallbacks_are_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_start_replays_the_last_n_messages_of_each_partition() {
-    let kafka = EmbeddedKafka::start(&[("analytics", 2)]).unwrap();
+    let kafka = cluster(&[("analytics", 2)]).await;
     for partition in 0..2 {
         for i in 0..10 {
             kafka
@@ -374,7 +452,7 @@ async fn backfill_start_replays_the_last_n_messages_of_each_partition() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_topic_makes_the_source_not_ready_until_it_exists() {
-    let kafka = EmbeddedKafka::start(&[("lines", 1)]).unwrap();
+    let kafka = cluster(&[("lines", 1)]).await;
     let mut source = start_source(
         &kafka,
         &[
@@ -411,7 +489,7 @@ async fn missing_topic_makes_the_source_not_ready_until_it_exists() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_unreachable_at_start_then_reachable_later_starts_the_flow_and_turns_ready() {
-    let kafka = EmbeddedKafka::start(&[("lines", 1)]).unwrap();
+    let kafka = cluster(&[("lines", 1)]).await;
     kafka.broker_down().unwrap();
     let mut source = start_source(
         &kafka,
@@ -456,7 +534,7 @@ fn lag(metrics: &Metrics, topic: &str) -> Option<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_sink_pauses_consumption_and_the_lag_gauge_shows_it() {
-    let kafka = EmbeddedKafka::start(&[("lines", 1)]).unwrap();
+    let kafka = cluster(&[("lines", 1)]).await;
     let mut source = start_source(
         &kafka,
         &[("WS_KAFKA_TOPICS", "lines"), ("WS_KAFKA_START", "earliest")],

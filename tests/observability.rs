@@ -309,7 +309,7 @@ async fn a_scripted_session_moves_every_documented_metric() {
     // The published messages are kept for recovery (history is on by default).
     assert!(m.gauge("websocket_history_messages") >= 3.0);
     assert!(m.gauge("websocket_history_bytes") > 0.0);
-    // Three messages to two subscribers at least, each batch observed once.
+    // Three messages to two subscribers at least, each transmit observed once.
     assert!(m.histogram_count("websocket_publish_to_send_seconds") >= 3.0);
     assert_eq!(
         m.value(

@@ -402,7 +402,7 @@ async fn a_plain_server_is_untouched_by_the_tls_code() {
 #[tokio::test]
 async fn a_large_message_to_a_slow_reader_arrives_whole() {
     // More than the kernel takes at once: the write is finished by the
-    // connection's task through TLS. (That a batch also flushes what rustls
+    // connection's task through TLS. (That a write also flushes what rustls
     // kept is pinned deterministically by a unit test in `shell::tls`.)
     // Above what loopback's send and receive buffers hold together, below
     // the client's 16 MiB frame limit.

@@ -97,7 +97,7 @@ impl Delivery {
         Delivery { policy, tag }
     }
 
-    /// A frame that may hold several keys (a batch, a replay).
+    /// A frame that may hold several keys (a JSON-array batch, a replay).
     pub(crate) fn barrier(policy: SlowClientPolicy) -> Delivery {
         Delivery {
             policy,

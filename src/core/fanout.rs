@@ -222,6 +222,24 @@ impl Core {
         self.reschedule(conn);
     }
 
+    /// Sends the pending JSON-array batch ahead of an answer that changes the
+    /// connection's channels (`subscribed`, `unsubscribed`): every message
+    /// fanned out before a request reaches the client before its answer.
+    /// Otherwise messages of a channel would follow the `unsubscribed` that
+    /// removed it, and after a resubscribe with `history` or `since` they
+    /// would land behind the replay, older values after newer ones.
+    /// Returns false if the connection is closing (flushing overflowed its
+    /// queue): the answer is then not sent.
+    pub(super) fn flush_batch_before_answer(&mut self, now: Instant, conn: ConnId) -> bool {
+        let Some(c) = self.conns.get(conn) else {
+            return false;
+        };
+        if !c.batch.is_empty() {
+            self.flush_batch(now, conn);
+        }
+        self.conns.get(conn).is_some_and(|c| c.closing.is_none())
+    }
+
     /// The frame `conn` gets for the shared message frame `plain`: the
     /// message's one compressed frame if it negotiated deflate (built by the
     /// first such subscriber), else `plain`; one refcount increment either way.

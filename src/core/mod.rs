@@ -364,7 +364,7 @@ impl Core {
     }
 
     /// [`Core::handle_publish`] for a message a source received at
-    /// `ingested`: the batches carrying it report that instant in
+    /// `ingested`: the transmits carrying it report that instant in
     /// [`Transmit::oldest_ingest`]. The core only carries it; no policy uses it.
     pub fn handle_publish_ingested(
         &mut self,
@@ -428,7 +428,7 @@ impl Core {
                 self.events
                     .push_back(Event::MessagesConflated { conn, count });
             }
-            if let Some(frames) = c.outbound.take_batch() {
+            if let Some(frames) = c.outbound.take_transmit() {
                 let oldest_ingest = c.outbound.take_oldest_ingest();
                 return Some(Transmit {
                     conn,

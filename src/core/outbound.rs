@@ -4,8 +4,8 @@
 //! requests, pings) have separate bounds: a client that sends a burst of
 //! requests in one write and reads promptly gets every answer, instead of
 //! being closed as a slow consumer because the answers to one read
-//! outnumbered its message queue. At most one batch is in flight: everything queued for an idle
-//! writer leaves in one vectored write, and the next batch waits for the
+//! outnumbered its message queue. At most one transmit is in flight: everything queued for an idle
+//! writer leaves in one vectored write, and the next transmit waits for the
 //! write to complete.
 
 use std::collections::VecDeque;
@@ -20,7 +20,7 @@ use super::conflation::Tag;
 /// What kind of frame is queued; only messages may be dropped by policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FrameKind {
-    /// A `message` frame (or a batch of them).
+    /// A `message` frame (or a JSON-array batch of them).
     Message,
     /// Acks, errors, pongs, pings: never dropped by policy.
     Control,
@@ -98,7 +98,7 @@ fn clamp(bound: usize) -> u32 {
     u32::try_from(bound).unwrap_or(u32::MAX)
 }
 
-/// Queue entries whose buffer a connection keeps between batches.
+/// Queue entries whose buffer a connection keeps between transmits.
 const KEPT_ENTRIES: usize = 8;
 
 /// Frames and bytes of one kind of frame.
@@ -110,7 +110,7 @@ pub(crate) struct Tally {
     pub(crate) bytes: usize,
 }
 
-/// The queue and the in-flight batch of one connection.
+/// The queue and the transmit in flight of one connection.
 #[derive(Debug)]
 pub(crate) struct Outbound {
     /// Frames not yet handed to the shell, oldest first.
@@ -121,9 +121,9 @@ pub(crate) struct Outbound {
     in_flight_frames: usize,
     /// Bytes of those frames.
     in_flight_bytes: usize,
-    /// Whether a batch is with the shell (one at a time).
+    /// Whether a transmit is with the shell (one at a time).
     in_flight: bool,
-    /// Whether the batch in flight ends with the close frame.
+    /// Whether the transmit in flight ends with the close frame.
     close_in_flight: bool,
     /// Bound in frames (messages). The four bounds are `u32` (16 bytes, not
     /// 32, in every connection's record); see [`clamp`].
@@ -132,13 +132,13 @@ pub(crate) struct Outbound {
     max_bytes: u32,
     /// Control frames held (queued + in flight), counted apart from messages.
     control: Tally,
-    /// Of `control`, the part in the batch in flight.
+    /// Of `control`, the part in the transmit in flight.
     control_in_flight: Tally,
     /// Bound of `control`, in frames.
     max_control_frames: u32,
     /// Bound of `control`, in bytes.
     max_control_bytes: u32,
-    /// When the oldest message queued since the last batch was ingested: one
+    /// When the oldest message queued since the last transmit was ingested: one
     /// instant per queue, not per frame, so stamping costs nothing on the hot
     /// path. Kept when that message is dropped (the figure errs high).
     oldest_ingest: Option<Instant>,
@@ -318,14 +318,14 @@ impl Outbound {
         }
     }
 
-    /// For conflating channels, before a batch leaves: a queue holding half its
+    /// For conflating channels, before a transmit leaves: a queue holding half its
     /// message bound or more is compacted to one value per key, so what goes
     /// in flight (where nothing can be replaced any more) holds at most one
     /// frame per key and the other half of the bound stays free for newer
     /// values. A client that keeps up has short queues and never pays for
     /// it. Returns how many messages were replaced.
     pub(crate) fn compact_before_sending(&mut self) -> u64 {
-        // With no batch in flight, every control frame held is queued.
+        // With no transmit in flight, every control frame held is queued.
         if self.keyed < 2
             || self.in_flight
             || (self.queue.len() - self.control.frames) * 2 < self.max_frames as usize
@@ -336,8 +336,8 @@ impl Outbound {
     }
 
     /// Where the queue's messages may be replaced from: after the last
-    /// message that has no tag (a batch or a replayed message may hold any
-    /// key, so moving a newer value ahead of it could reorder that key) and
+    /// message that has no tag (a JSON-array batch or a replayed message
+    /// may hold any key, so moving a newer value ahead of it could reorder that key) and
     /// after the last control frame (a newer value must not pass an
     /// `unsubscribed` or a `subscribed` ack sent before it: after an
     /// unsubscribe and a subscribe with `history`, it would land ahead of
@@ -423,25 +423,25 @@ impl Outbound {
     }
 
     /// The ingest instant of the oldest message queued since the last call;
-    /// taken together with a batch.
+    /// taken together with a transmit.
     pub(crate) fn take_oldest_ingest(&mut self) -> Option<Instant> {
         self.oldest_ingest.take()
     }
 
-    /// Whether frames wait behind the batch in flight (the socket is not
+    /// Whether frames wait behind the transmit in flight (the socket is not
     /// keeping up with what is queued for it).
     pub(crate) fn behind(&self) -> bool {
         !self.queue.is_empty()
     }
 
-    /// Whether the shell should be handed a batch now.
+    /// Whether the shell should be handed a transmit now.
     pub(crate) fn ready(&self) -> bool {
         !self.in_flight && !self.queue.is_empty()
     }
 
-    /// Everything queued, as one batch now in flight (`None` if a batch is
+    /// Everything queued, as one transmit now in flight (`None` if one is
     /// already in flight or nothing is queued).
-    pub(crate) fn take_batch(&mut self) -> Option<Vec<Bytes>> {
+    pub(crate) fn take_transmit(&mut self) -> Option<Vec<Bytes>> {
         if !self.ready() {
             return None;
         }
@@ -456,13 +456,13 @@ impl Outbound {
         self.keyed = 0;
         self.control_in_flight = self.control;
         // Draining (not taking) the queue keeps its buffer, so a client that
-        // keeps up allocates no queue per batch: taking it cost every
+        // keeps up allocates no queue per transmit: taking it cost every
         // delivery a malloc and a free whose glibc size-class work was a
         // third of the instructions per delivery (BENCHMARKS.md, callgrind).
         // Only a small buffer is kept; one a burst grew is given back, so a
         // connection holds at most `KEPT_ENTRIES` entries (320 bytes) between
-        // batches, and one that never got a message holds none.
-        // A batch of control frames only (the acks and pongs of a connection
+        // transmits, and one that never got a message holds none.
+        // A transmit of control frames only (the acks and pongs of a connection
         // that receives no messages) gives the buffer back all the same, so an
         // idle subscriber's queue costs nothing between its pings.
         let frames = self.queue.drain(..).map(|q| q.frame).collect();
@@ -474,7 +474,7 @@ impl Outbound {
         Some(frames)
     }
 
-    /// The batch in flight was written. Returns whether it held the close
+    /// The transmit in flight was written. Returns whether it held the close
     /// frame (the connection is then finished).
     pub(crate) fn write_complete(&mut self) -> bool {
         if !self.in_flight {

@@ -60,7 +60,7 @@ fn control_frames_have_their_own_bound_and_never_crowd_out_messages() {
             }
         );
     }
-    assert_eq!(out.take_batch().map(|b| b.len()), Some(5));
+    assert_eq!(out.take_transmit().map(|b| b.len()), Some(5));
     assert!(!out.control_fits(1), "in flight still counts");
     out.write_complete();
     assert!(out.control_fits(1), "written frees the control bound");
@@ -81,7 +81,7 @@ fn bounds_count_queued_and_in_flight_frames() {
             conflated: 0
         }
     );
-    assert_eq!(out.take_batch().map(|b| b.len()), Some(1));
+    assert_eq!(out.take_transmit().map(|b| b.len()), Some(1));
     assert_eq!(
         out.push(
             frame(10),
@@ -94,7 +94,11 @@ fn bounds_count_queued_and_in_flight_frames() {
             conflated: 0
         }
     );
-    assert_eq!(out.take_batch(), None, "one batch in flight at a time");
+    assert_eq!(
+        out.take_transmit(),
+        None,
+        "one transmit in flight at a time"
+    );
     assert_eq!(
         out.push(
             frame(10),
@@ -226,7 +230,7 @@ fn conflate(out: &mut Outbound, len: usize, tag: u64) -> Pushed {
 fn conflate_compacts_then_replaces_the_last_value_of_a_key_in_place() {
     let mut out = Outbound::new(4, 1000, CONTROL);
     conflate(&mut out, 1, 7);
-    out.take_batch();
+    out.take_transmit();
     conflate(&mut out, 2, 7);
     conflate(&mut out, 3, 8);
     conflate(&mut out, 4, 7);
@@ -260,7 +264,7 @@ fn conflate_compacts_then_replaces_the_last_value_of_a_key_in_place() {
 fn conflate_never_moves_a_value_ahead_of_an_untagged_message() {
     let mut out = Outbound::new(3, 1000, CONTROL);
     conflate(&mut out, 1, 7);
-    out.take_batch();
+    out.take_transmit();
     conflate(&mut out, 2, 7);
     // A JSON-array batch (no tag) may hold key 7 too.
     out.push(
@@ -297,7 +301,7 @@ fn conflate_leaves_queued_replies_out_of_the_message_bound() {
 }
 
 #[test]
-fn a_batch_of_control_frames_only_gives_the_buffer_back() {
+fn a_transmit_of_control_frames_only_gives_the_buffer_back() {
     // An idle subscriber got its ack (a control frame) and nothing since:
     // it must hold no queue memory, or every idle connection pays for one.
     let mut out = Outbound::new(100, 100_000, CONTROL);
@@ -307,13 +311,13 @@ fn a_batch_of_control_frames_only_gives_the_buffer_back() {
         SlowClientPolicy::Disconnect,
         Tag::CONTROL,
     );
-    out.take_batch();
+    out.take_transmit();
     out.write_complete();
     assert_eq!(out.queue.capacity(), 0);
 }
 
 #[test]
-fn the_queue_keeps_a_small_buffer_between_batches_and_gives_a_big_one_back() {
+fn the_queue_keeps_a_small_buffer_between_transmits_and_gives_a_big_one_back() {
     let mut out = Outbound::new(100, 100_000, CONTROL);
     out.push(
         frame(1),
@@ -321,7 +325,7 @@ fn the_queue_keeps_a_small_buffer_between_batches_and_gives_a_big_one_back() {
         SlowClientPolicy::Disconnect,
         Tag::FIXED,
     );
-    out.take_batch();
+    out.take_transmit();
     out.write_complete();
     let kept = out.queue.capacity();
     assert!((1..=KEPT_ENTRIES).contains(&kept), "{kept}");
@@ -333,7 +337,7 @@ fn the_queue_keeps_a_small_buffer_between_batches_and_gives_a_big_one_back() {
             Tag::FIXED,
         );
     }
-    out.take_batch();
+    out.take_transmit();
     assert!(
         out.queue.capacity() <= KEPT_ENTRIES,
         "a burst's buffer is given back"
@@ -358,6 +362,6 @@ fn write_complete_reports_the_close_frame() {
     );
     assert_eq!(out.discard_queued(), 1);
     out.push_unbounded(frame(4), FrameKind::Close);
-    assert_eq!(out.take_batch().map(|b| b.len()), Some(1));
+    assert_eq!(out.take_transmit().map(|b| b.len()), Some(1));
     assert!(out.write_complete());
 }

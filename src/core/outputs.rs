@@ -40,7 +40,7 @@ pub struct Transmit {
     pub frames: Vec<Bytes>,
     /// When the oldest message in `frames` was ingested (see
     /// [`Core::handle_publish_ingested`](crate::core::Core::handle_publish_ingested)), so the shell can observe ingest →
-    /// socket-write latency once per batch; `None` when it holds no message.
+    /// socket-write latency once per transmit; `None` when it holds no message.
     pub oldest_ingest: Option<Instant>,
 }
 

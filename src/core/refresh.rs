@@ -167,7 +167,7 @@ impl Core {
             server::refreshed(id.as_ref(), expires_at, rates.as_deref()),
             FrameKind::Control,
         );
-        if revoked.is_empty() {
+        if revoked.is_empty() || !self.flush_batch_before_answer(now, conn) {
             return;
         }
         for channel in &revoked {

@@ -186,6 +186,10 @@ impl Core {
             .collect();
         let state = self.stream_state(now, conn, &channels, &added, options);
         let max_rates = self.set_rates(now, conn, &channels, options.max_rate);
+        if !self.flush_batch_before_answer(now, conn) {
+            // Closed as a slow consumer: it holds no channels any more.
+            return;
+        }
         let ack = server::subscribed(
             id,
             &channels,
@@ -306,6 +310,9 @@ impl Core {
         id: Option<&RequestId>,
         channels: Vec<String>,
     ) {
+        if !self.flush_batch_before_answer(now, conn) {
+            return;
+        }
         let channels = deduplicated(channels);
         let removed: Vec<String> = channels
             .iter()

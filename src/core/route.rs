@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use super::Publish;
 use crate::proto::position::Position;
-use crate::proto::server::{self, EncodedMessage, MessagePos};
+use crate::proto::server::{self, EncodedMessage};
 
 /// A message positioned and encoded once, ready for every worker's core.
 #[derive(Debug, Clone)]
@@ -52,21 +52,10 @@ impl Router {
     /// and encodes its frame.
     pub fn route(&mut self, publish: Publish) -> Routed {
         let (encoded, sequence) = match &publish.pos {
-            Some(Position::Offset {
-                topic,
-                partition,
-                offset,
-            }) => {
-                let pos = MessagePos::Offset {
-                    topic,
-                    partition: *partition,
-                    offset: *offset,
-                };
-                (
-                    server::message(&publish.channel, pos, &publish.payload),
-                    None,
-                )
-            }
+            Some(kafka @ Position::Offset { .. }) => (
+                server::message(&publish.channel, kafka, &self.epoch, &publish.payload),
+                None,
+            ),
             Some(Position::Sequence(_)) | None => {
                 let seq = match self.sequences.get_mut(&publish.channel) {
                     Some(last) => {
@@ -78,11 +67,9 @@ impl Router {
                         1
                     }
                 };
-                let pos = MessagePos::Sequence {
-                    epoch: &self.epoch,
-                    seq,
-                };
-                let encoded = server::message(&publish.channel, pos, &publish.payload);
+                let pos = Position::Sequence(seq);
+                let encoded =
+                    server::message(&publish.channel, &pos, &self.epoch, &publish.payload);
                 (encoded, Some(seq))
             }
         };

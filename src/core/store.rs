@@ -15,7 +15,7 @@ use super::Publish;
 use super::config::{HistoryConfig, HistoryLimits, SlowClientPolicy};
 use super::history::{Accounting, ChannelHistory, Stored};
 use crate::proto::position::Position;
-use crate::proto::server::{EncodedMessage, MessagePos};
+use crate::proto::server::EncodedMessage;
 
 /// One stored entry in global storage order.
 #[derive(Debug, Clone, Copy)]
@@ -201,22 +201,20 @@ impl Store {
                 ..published
             };
         }
+        let sequence;
         let pos = match &publish.pos {
-            Some(Position::Offset {
-                topic,
-                partition,
-                offset,
-            }) => MessagePos::Offset {
-                topic,
-                partition: *partition,
-                offset: *offset,
-            },
-            Some(Position::Sequence(_)) | None => MessagePos::Sequence {
-                epoch: &self.config.epoch,
-                seq: offset,
-            },
+            Some(given @ Position::Offset { .. }) => given,
+            Some(Position::Sequence(_)) | None => {
+                sequence = Position::Sequence(offset);
+                &sequence
+            }
         };
-        let encoded = crate::proto::server::message(&publish.channel, pos, &publish.payload);
+        let encoded = crate::proto::server::message(
+            &publish.channel,
+            pos,
+            &self.config.epoch,
+            &publish.payload,
+        );
         self.store(
             now,
             id,

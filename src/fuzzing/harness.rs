@@ -86,12 +86,20 @@ struct ConnModel {
     close_code: Option<u16>,
     /// Reason of the `Closed` event.
     close_reason: Option<CloseReason>,
-    /// Last position seen per channel (and Kafka partition): each client
-    /// must see a channel's messages in stream order.
+    /// Last position seen per channel (and Kafka partition, and key where
+    /// the order holds per key) in the current subscription: each client
+    /// must see a channel's messages in stream order, each once.
     last_pos: BTreeMap<(String, Option<i64>, Option<String>), i128>,
-    /// Channels resubscribed after messages of them arrived, whose order is
-    /// not checked (fuzz/known/README.md).
-    resubscribed: BTreeSet<String>,
+    /// Channels per the `subscribed` and `unsubscribed` frames received so
+    /// far: a message of any other channel came before its subscription's
+    /// ack or after the `unsubscribed` that ended it. A `subscribed` frame
+    /// naming a channel not in it starts a new subscription, whose replay
+    /// may go back before what the old one saw.
+    acked: BTreeSet<String>,
+    /// Channels whose current subscription got a `maxRate` (in a
+    /// `subscribed` or `refreshed` frame): a held value of one key may
+    /// arrive after a newer value of another, so their order holds per key.
+    rate_limited: BTreeSet<String>,
     /// The core told the shell to drop the socket; the model goes once the
     /// drain that reported it is over (its `Closed` may come later in it).
     disconnected: bool,
@@ -119,7 +127,8 @@ pub(crate) struct Harness {
     /// core's ordering from the source's.
     last_published: BTreeMap<(String, i64), i64>,
     /// (channel, partition) pairs the source itself published out of order
-    /// (scripts may): their delivery order is not checked.
+    /// or repeated an offset of (scripts may): their delivery order is not
+    /// checked.
     source_disordered: BTreeSet<(String, i64)>,
     /// The core's next deadline, from the last drain's `Output::Timeout`.
     deadline: Option<Instant>,
@@ -199,7 +208,8 @@ impl Harness {
                     saw_close_frame: false,
                     disconnected: false,
                     last_pos: BTreeMap::new(),
-                    resubscribed: BTreeSet::new(),
+                    acked: BTreeSet::new(),
+                    rate_limited: BTreeSet::new(),
                     close_code: None,
                     close_reason: None,
                 },
@@ -298,7 +308,7 @@ impl Harness {
         {
             let key = (publish.channel.clone(), i64::from(partition));
             if let Some(last) = self.last_published.insert(key.clone(), offset)
-                && offset < last
+                && offset <= last
             {
                 self.source_disordered.insert(key);
             }
@@ -599,29 +609,16 @@ impl Harness {
                                 assert_eq!(kind, "connected", "first frame to {conn}");
                                 model.saw_connected = true;
                             }
-                            if kind == "subscribed" {
-                                // A new subscription may replay history from
-                                // before what the old one saw, and a replay
-                                // asked while values of the channel are still
-                                // queued can overlap them out of order (an
-                                // open finding: fuzz/known/README.md). Order
-                                // is checked per subscription, and not after
-                                // a resubscribe to a channel this client
-                                // already had messages of.
-                                for channel in item["channels"].as_array().into_iter().flatten() {
-                                    let channel = channel.as_str().unwrap_or_default();
-                                    let had = model.last_pos.keys().any(|(c, _, _)| c == channel);
-                                    model.last_pos.retain(|(c, _, _), _| c != channel);
-                                    if had {
-                                        model.resubscribed.insert(channel.to_owned());
-                                    }
-                                }
-                            }
+                            checks::track_subscriptions(model, kind, item);
                             if kind == "message" {
                                 let channel = item
                                     .get("channel")
                                     .and_then(Value::as_str)
                                     .unwrap_or_else(|| panic!("message without channel: {item}"));
+                                assert!(
+                                    model.acked.contains(channel),
+                                    "{conn} got a message of {channel:?} outside its subscription: {item}"
+                                );
                                 checks::check_order(
                                     conn,
                                     model,
@@ -687,9 +684,6 @@ impl Harness {
                         model.channels.remove(&channel),
                         "{conn} unsubscribed from {channel:?}, which it did not hold"
                     );
-                    // A later subscribe may replay history from before what
-                    // it saw: order is checked per subscription.
-                    model.last_pos.retain(|(c, _, _), _| *c != channel);
                 }
             }
             Event::MessagesDropped { conn, .. }

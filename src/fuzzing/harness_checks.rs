@@ -1,5 +1,5 @@
-//! The per-frame checks the harness runs on what a client receives: stream
-//! order and close codes.
+//! The per-frame checks the harness runs on what a client receives: which
+//! channels it is subscribed to, stream order and close codes.
 
 use std::collections::BTreeSet;
 
@@ -8,11 +8,52 @@ use serde_json::Value;
 use super::ConnModel;
 use crate::core::{CloseReason, ConnId, CoreConfig};
 
-/// Messages of one channel reach a client in stream order: Kafka offsets
-/// never go back within a partition, assigned sequences always go up. On a
-/// conflating channel the order holds per key: a key's newest value takes
-/// the place of its oldest queued one, so it may pass an older value of
-/// another key (docs/protocol.md, slow clients), never one of its own.
+/// Follows the subscriptions as the client sees them, from the
+/// `subscribed`, `unsubscribed` and `refreshed` frames (see
+/// `ConnModel::acked`): a channel a `subscribed` frame names that the
+/// client did not hold starts a new subscription, which may replay history
+/// from before what the last one saw, so its order is checked afresh; one it
+/// held goes on, checked as before. A `maxRate` makes the order per key.
+pub(super) fn track_subscriptions(model: &mut ConnModel, kind: &str, frame: &Value) {
+    let names = |field: &str| -> Vec<String> {
+        frame[field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| Some(c.as_str()?.to_owned()))
+            .collect()
+    };
+    match kind {
+        "subscribed" => {
+            for channel in names("channels") {
+                if model.acked.insert(channel.clone()) {
+                    model.last_pos.retain(|(c, _, _), _| *c != channel);
+                    model.rate_limited.remove(&channel);
+                }
+            }
+        }
+        "unsubscribed" => {
+            for channel in names("channels") {
+                model.acked.remove(&channel);
+                model.last_pos.retain(|(c, _, _), _| *c != channel);
+                model.rate_limited.remove(&channel);
+            }
+        }
+        _ => {}
+    }
+    if let Some(rates) = frame["maxRate"].as_object() {
+        model.rate_limited.extend(rates.keys().cloned());
+    }
+}
+
+/// Messages of one channel reach a client in stream order and each once:
+/// Kafka offsets always go up within a partition (unless the source itself
+/// repeated or reordered them), assigned sequences always go up. The order
+/// holds per key on a conflating channel (a key's newest value takes the
+/// place of its oldest queued one, so it may pass an older value of another
+/// key: docs/protocol.md, slow clients) and on a rate-limited subscription
+/// (a key's held value leaves at the end of its interval, after newer
+/// values of other keys that were sent at once), never within a key.
 pub(super) fn check_order(
     conn: ConnId,
     model: &mut ConnModel,
@@ -26,38 +67,25 @@ pub(super) fn check_order(
         .unwrap_or_else(|| panic!("message without a string pos: {message}"));
     // `<topic>:<partition>:<offset>` (Kafka) or `~<epoch>:<seq>` (assigned).
     let (stream, offset) = pos.rsplit_once(':').expect("pos is <stream>:<offset>");
-    let (partition, position, strictly) = match stream.strip_prefix('~') {
-        Some(_) => (
-            None,
-            offset.parse::<i128>().expect("numeric sequence"),
-            true,
-        ),
+    let partition = match stream.strip_prefix('~') {
+        Some(_) => None,
         None => {
             let (_, partition) = stream.rsplit_once(':').expect("<topic>:<partition>");
-            (
-                Some(partition.parse::<i64>().expect("numeric partition")),
-                offset.parse::<i128>().expect("numeric offset"),
-                false,
-            )
+            Some(partition.parse::<i64>().expect("numeric partition"))
         }
     };
-    if partition.is_some_and(|p| source_disordered.contains(&(channel.to_owned(), p)))
-        || model.resubscribed.contains(channel)
-    {
+    let position = offset.parse::<i128>().expect("numeric offset");
+    if partition.is_some_and(|p| source_disordered.contains(&(channel.to_owned(), p))) {
         return;
     }
-    let message_key = (crate::core::policy_for(config, channel)
-        == crate::core::SlowClientPolicy::Conflate)
-        .then(|| order_key(config, message));
+    let per_key = crate::core::policy_for(config, channel)
+        == crate::core::SlowClientPolicy::Conflate
+        || model.rate_limited.contains(channel);
+    let message_key = per_key.then(|| order_key(config, message));
     let key = (channel.to_owned(), partition, message_key);
     if let Some(last) = model.last_pos.insert(key, position) {
-        let in_order = if strictly {
-            position > last
-        } else {
-            position >= last
-        };
         assert!(
-            in_order,
+            position > last,
             "{conn} got {channel:?} pos {pos} after {last}: {message}"
         );
     }

@@ -62,9 +62,9 @@ pub(crate) fn identity(user: u8, expires_in_secs: Option<u8>) -> Identity {
         channel_patterns: patterns.map(|p| p.iter().map(|c| (*c).to_owned()).collect()),
         expires_at_unix_ms: expires_in_secs
             .map(|secs| super::harness::START_UNIX_MS + u64::from(secs) * 1000),
-        // No maxRate or delay tier for now (fuzz/known/README.md).
-        max_rate: None,
-        delay: None,
+        // Entitlement tiers: carol's token narrows maxRate, dave's delays.
+        max_rate: (user % 4 == 2).then_some(2),
+        delay: (user % 4 == 3).then_some(Duration::from_millis(1500)),
     }
 }
 
@@ -112,18 +112,16 @@ impl ConfigChoice {
             server_id: "fuzz".to_owned(),
             client_buffer_frames: 1 + usize::from(self.buffer_frames % 16),
             client_buffer_bytes: 512 + usize::from(self.buffer_bytes % 16_384),
-            // Issue 16's knobs (conflate, per-pattern rules with a delay, a
-            // low maxRate cap) are left out for now: with them the fuzzer
-            // finds a channel delivered out of stream order
-            // (fuzz/known/README.md). `delivery_rules` keeps them for when
-            // that is fixed.
-            slow_client_policy: if self.drop_oldest {
-                SlowClientPolicy::DropOldest
-            } else {
-                SlowClientPolicy::Disconnect
+            // Knobs derived from bits the older fields leave unused, so the
+            // committed seeds keep parsing: conflate, per-pattern policies
+            // and delays, and a low maxRate cap.
+            slow_client_policy: match (self.drop_oldest, self.buffer_frames & 0x10 != 0) {
+                (true, _) => SlowClientPolicy::DropOldest,
+                (false, true) => SlowClientPolicy::Conflate,
+                (false, false) => SlowClientPolicy::Disconnect,
             },
-            delivery_rules: Vec::new(),
-            subscription_max_rate: 100,
+            delivery_rules: self.delivery_rules(),
+            subscription_max_rate: 1 + u32::from(self.buffer_frames >> 5),
             slow_close_grace: Duration::from_millis(10 + u64::from(self.grace_ms % 5_000)),
             heartbeat_interval: Duration::from_millis(50 + u64::from(self.heartbeat_ms % 10_000)),
             connection_timeout: Duration::from_millis(100 + u64::from(self.timeout_ms % 30_000)),
@@ -158,11 +156,7 @@ impl ConfigChoice {
 
 impl ConfigChoice {
     /// Per-pattern slow-client policies and a delay, from the high bits of
-    /// `buffer_bytes`: unused until the findings in fuzz/known/README.md are
-    /// fixed (then `build` takes them again, with conflate as the policy
-    /// when `buffer_frames & 0x10`, `subscription_max_rate: 1 +
-    /// (buffer_frames >> 5)`, and the maxRate/delay claims in `identity`).
-    #[allow(dead_code)]
+    /// `buffer_bytes`.
     fn delivery_rules(&self) -> Vec<DeliveryRule> {
         let bits = self.buffer_bytes >> 14;
         let policy = [

@@ -3,7 +3,8 @@
 //! One type for the whole way from a source to the wire. A source that has
 //! offsets (Kafka) sets the position itself; a source without offsets (HTTP,
 //! Redis) leaves it to the core, which assigns the channel's next sequence
-//! number (see `Publish::pos`).
+//! number (see `Publish::pos`). The encoder writes the same value
+//! (`server::message`), with this process's epoch beside a sequence.
 
 /// The `pos` of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,6 +11,7 @@ use serde::de::IgnoredAny;
 
 use super::client::RequestId;
 use super::codes::{ErrorCode, PayloadKind};
+use super::position::Position;
 use super::ws_frame::{self, MAX_HEADER_LEN, Opcode};
 
 /// A JSON text being built behind room reserved for its frame header.
@@ -204,28 +205,6 @@ pub fn app_ping(unix_ms: u64) -> Bytes {
     w.frame()
 }
 
-/// The `pos` of a message (see [`super::cursor`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessagePos<'a> {
-    /// Kafka `topic:partition:offset`.
-    Offset {
-        /// Topic.
-        topic: &'a str,
-        /// Partition.
-        partition: i32,
-        /// Offset.
-        offset: i64,
-    },
-    /// `~epoch:seq`: a per-channel sequence assigned by the gateway process
-    /// with this epoch.
-    Sequence {
-        /// The process's epoch.
-        epoch: &'a str,
-        /// The sequence number.
-        seq: u64,
-    },
-}
-
 /// A `message` frame encoded once for all subscribers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedMessage {
@@ -256,7 +235,11 @@ pub fn classify_payload(payload: &[u8]) -> PayloadKind {
 }
 
 /// `{"type":"message","channel":…,"pos":…,"data":…}` (or `b64data`).
-pub fn message(channel: &str, pos: MessagePos<'_>, payload: &[u8]) -> EncodedMessage {
+///
+/// `pos` is written as the wire spells it (see [`super::cursor`]): a Kafka
+/// offset as `topic:partition:offset`, a sequence as `~<epoch>:<seq>` with
+/// `epoch` this process's epoch (which a Kafka offset does not use).
+pub fn message(channel: &str, pos: &Position, epoch: &str, payload: &[u8]) -> EncodedMessage {
     let kind = classify_payload(payload);
     let payload_room = match kind {
         PayloadKind::Json => payload.len(),
@@ -270,19 +253,19 @@ pub fn message(channel: &str, pos: MessagePos<'_>, payload: &[u8]) -> EncodedMes
     match pos {
         // Topic names and epochs need no JSON escaping: Kafka allows only
         // `A-Z a-z 0-9 . _ -` and epochs are hex.
-        MessagePos::Offset {
+        Position::Offset {
             topic,
             partition,
             offset,
         } => {
             w.raw(topic.as_bytes())
                 .raw(b":")
-                .raw(itoa::Buffer::new().format(partition).as_bytes())
+                .raw(itoa::Buffer::new().format(*partition).as_bytes())
                 .raw(b":")
-                .raw(itoa::Buffer::new().format(offset).as_bytes());
+                .raw(itoa::Buffer::new().format(*offset).as_bytes());
         }
-        MessagePos::Sequence { epoch, seq } => {
-            w.raw(b"~").raw(epoch.as_bytes()).raw(b":").number(seq);
+        Position::Sequence(seq) => {
+            w.raw(b"~").raw(epoch.as_bytes()).raw(b":").number(*seq);
         }
     }
     match kind {
@@ -437,11 +420,12 @@ mod tests {
     fn json_payload_is_embedded_verbatim() {
         let m = message(
             "lines",
-            MessagePos::Offset {
-                topic: "lines",
+            &Position::Offset {
+                topic: "lines".into(),
                 partition: 0,
                 offset: 1234,
             },
+            "unused",
             br#"{"px": 1.50}"#,
         );
         assert_eq!(m.kind, PayloadKind::Json);
@@ -455,12 +439,11 @@ mod tests {
 
     #[test]
     fn text_payload_becomes_a_json_string_and_bytes_go_base64() {
-        let seq = |seq| MessagePos::Sequence { epoch: "9f3a", seq };
-        let text = message("lines", seq(17), b"hello \"world\"");
+        let text = message("lines", &Position::Sequence(17), "9f3a", b"hello \"world\"");
         assert_eq!(text.kind, PayloadKind::Text);
         assert_eq!(json_of(&text.frame)["data"], "hello \"world\"");
         assert_eq!(json_of(&text.frame)["pos"], "~9f3a:17");
-        let binary = message("lines", seq(1), &[0xff, 0x00, 0x01]);
+        let binary = message("lines", &Position::Sequence(1), "9f3a", &[0xff, 0x00, 0x01]);
         assert_eq!(binary.kind, PayloadKind::Binary);
         assert_eq!(json_of(&binary.frame)["b64data"], "/wAB");
     }
@@ -484,14 +467,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_message_is_the_stored_object_marked() {
-        let m = message(
-            "lines",
-            MessagePos::Sequence {
-                epoch: "ab",
-                seq: 3,
-            },
-            b"{}",
-        );
+        let m = message("lines", &Position::Sequence(3), "ab", b"{}");
         let snap = snapshot_message(&m.json());
         assert_eq!(
             json_of(&snap),

@@ -4,20 +4,22 @@
 //! drains the core's outputs in the documented order: frames to the sockets,
 //! sockets to drop, events to metrics and logs.
 //!
-//! Under load it takes everything already waiting before draining, so each
-//! socket gets one write carrying every message of the batch: the busier it
-//! is, the fewer writes per message. A batch holds at most half a client's
-//! queue of messages, so a burst (a Kafka fetch after a stall) is written in
-//! several turns instead of overflowing every queue at once.
+//! It works in turns: a turn takes the inputs waiting, hands them to the
+//! core, then drains the core's outputs. Under load a turn takes everything
+//! already waiting before draining, so each socket gets one write carrying
+//! every message of the turn: the busier it is, the fewer writes per
+//! message. A turn takes at most half a client's queue of messages, so a
+//! burst (a Kafka fetch after a stall) is written in several turns instead
+//! of overflowing every queue at once.
 //!
 //! A drain writes every socket, which at a thousand subscribers takes
 //! milliseconds. Every [`WRITES_PER_LOOK`] writes it lets the other tasks
 //! run and takes the source messages that came meanwhile: each is told it
 //! is taken (so an HTTP publisher is answered within a fraction of a drain,
-//! not after it) and held for the next turn's batch, where every socket
-//! gets it in the one write of that turn. Without this, a publisher with a
-//! bounded number of requests in flight gets one round of them per drain,
-//! and under load its publishes are refused instead of the batches growing.
+//! not after it) and held for the next turn, where every socket gets it in
+//! the one write of that turn. Without this, a publisher with a bounded
+//! number of requests in flight gets one round of them per drain, and under
+//! load its publishes are refused instead of the turns growing.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,18 +31,18 @@ use crate::auth::{AuthError, Verifier};
 use crate::core::{ConnId, ConnMap, Core, Event, Identity, Open, Output, Refusal, Stats, Transmit};
 use crate::metrics::Metrics;
 use crate::proto::client::RequestId;
-use crate::shell::batch::{WriteStart, Written};
 use crate::shell::conn_log::ConnLogs;
 use crate::shell::link::Link;
 use crate::shell::offload;
-use crate::shell::workers::RoutedBatch;
+use crate::shell::workers::RoutedPublishes;
+use crate::shell::write::{WriteStart, Written};
 use crate::source::Ingest;
 
-/// Most commands taken per round.
-const INPUT_BATCH: usize = 256;
+/// Most commands taken per round of [`Driver::take_waiting`].
+const COMMANDS_PER_ROUND: usize = 256;
 
-/// Most source messages in one batch, whatever the client queues allow.
-const MAX_MESSAGE_BATCH: usize = 256;
+/// Most source messages in one turn, whatever the client queues allow.
+const MAX_MESSAGES_PER_TURN: usize = 256;
 
 /// Most rounds of yielding and taking before a drain.
 const TAKE_ROUNDS: usize = 4;
@@ -80,14 +82,14 @@ pub(crate) enum Command {
         conn: ConnId,
         error: Option<std::io::Error>,
     },
-    /// The connection's task handed the rest of a batch to the kernel.
+    /// The connection's task handed the rest of a transmit to the kernel.
     WriteComplete { conn: ConnId, written: Written },
     /// Begin the graceful shutdown.
     Shutdown,
 }
 
 /// Where the driver's messages come from: the sources' queue itself (one
-/// worker), or the batches the router hands every worker.
+/// worker), or the routed publishes the router hands every worker.
 pub(crate) trait Feed: Send + 'static {
     /// What one receive yields.
     type Item: Send;
@@ -124,33 +126,33 @@ impl Feed for mpsc::Receiver<Ingest> {
     }
 }
 
-impl Feed for mpsc::Receiver<Arc<RoutedBatch>> {
-    type Item = Arc<RoutedBatch>;
+impl Feed for mpsc::Receiver<Arc<RoutedPublishes>> {
+    type Item = Arc<RoutedPublishes>;
 
-    async fn recv(&mut self) -> Option<Arc<RoutedBatch>> {
+    async fn recv(&mut self) -> Option<Arc<RoutedPublishes>> {
         mpsc::Receiver::recv(self).await
     }
 
-    fn try_recv(&mut self) -> Option<Arc<RoutedBatch>> {
+    fn try_recv(&mut self) -> Option<Arc<RoutedPublishes>> {
         mpsc::Receiver::try_recv(self).ok()
     }
 
-    fn take(driver: &mut Driver, item: Arc<RoutedBatch>) -> usize {
+    fn take(driver: &mut Driver, item: Arc<RoutedPublishes>) -> usize {
         driver.on_routed(&item)
     }
 
-    fn hold(driver: &mut Driver, item: Arc<RoutedBatch>) {
+    fn hold(driver: &mut Driver, item: Arc<RoutedPublishes>) {
         driver.hold(Held::Routed(item));
     }
 }
 
-/// A source message (or a worker's routed batch) taken while a drain wrote,
+/// A source message (or a worker's routed publishes) taken while a drain wrote,
 /// waiting for the next turn.
 enum Held {
     /// From the sources' queue (one worker).
     Ingest(Ingest),
     /// From the router (several workers).
-    Routed(Arc<RoutedBatch>),
+    Routed(Arc<RoutedPublishes>),
 }
 
 /// How a driver reports its core's gauges.
@@ -172,7 +174,7 @@ enum StatsReport {
 struct Slot {
     /// The socket, once the upgrade completed.
     link: Option<Arc<Link>>,
-    /// A batch the core sent before the socket was attached (the acks of
+    /// A transmit the core sent before the socket was attached (the acks of
     /// a connect-time subscription); written at attach.
     parked: Option<Box<Transmit>>,
 }
@@ -203,11 +205,11 @@ pub(crate) struct Driver {
     /// metric is a labelled family, awkward to total).
     dropped: u64,
     /// Most source messages taken before a drain: half a client's queue, so
-    /// one batch can never overflow a healthy client's queue by itself.
-    message_batch: usize,
+    /// one turn can never overflow a healthy client's queue by itself.
+    messages_per_turn: usize,
     /// Messages taken while the last drain wrote, in arrival order: already
     /// told they are taken, handed to the core first thing next turn (and
-    /// counted in its batch), so each socket still gets one write per turn.
+    /// counted in its messages), so each socket still gets one write per turn.
     held: Vec<Held>,
     /// Verifies `refresh` tokens in tasks of their own, so the driver never
     /// waits for crypto or a key fetch; `None` refuses every refresh.
@@ -251,7 +253,7 @@ impl Driver {
             verifier: None,
             verified_tx,
             verified_rx: Some(verified_rx),
-            message_batch: message_batch(client_buffer_frames),
+            messages_per_turn: messages_per_turn(client_buffer_frames),
             held: Vec::new(),
             core,
             slots: ConnMap::default(),
@@ -316,8 +318,8 @@ impl Driver {
                     }
                     None => break,
                 },
-                // A full batch held already: the ready branch drains it first.
-                message = ingest.recv(), if ingest_open && held < self.message_batch => match message {
+                // A full turn held already: the ready branch drains it first.
+                message = ingest.recv(), if ingest_open && held < self.messages_per_turn => match message {
                     Some(message) => {
                         let taken = F::take(&mut self, message);
                         self.take_waiting(&mut commands, &mut ingest, held + taken).await;
@@ -336,7 +338,7 @@ impl Driver {
             }
             // The select prefers input, so under a steady stream of it the
             // timer branch is never reached: due deadlines (heartbeats,
-            // silence, token expiry, batch flushes) are served here too.
+            // silence, token expiry, JSON-array batch flushes) are served here too.
             let now = now();
             if self.deadline.is_some_and(|at| at <= now) {
                 self.serve_deadline(now);
@@ -356,7 +358,7 @@ impl Driver {
                     self.on_ingest(message);
                     1
                 }
-                Held::Routed(batch) => self.publish_routed(&batch),
+                Held::Routed(routed) => self.publish_routed(&routed),
             };
         }
         count
@@ -369,8 +371,8 @@ impl Driver {
     ///
     /// While messages keep coming it yields again (a few rounds at most), so
     /// the publishers' HTTP answers leave before the fan-out's writes rather
-    /// than after them, and publishes that arrive meanwhile join the batch:
-    /// the batches grow with the load, up to `message_batch` messages
+    /// than after them, and publishes that arrive meanwhile join the turn:
+    /// the turns grow with the load, up to `messages_per_turn` messages
     /// (`taken` of them already are).
     async fn take_waiting<F: Feed>(
         &mut self,
@@ -380,20 +382,20 @@ impl Driver {
     ) {
         for _ in 0..TAKE_ROUNDS {
             tokio::task::yield_now().await;
-            for _ in 0..INPUT_BATCH {
+            for _ in 0..COMMANDS_PER_ROUND {
                 let Ok(command) = commands.try_recv() else {
                     break;
                 };
                 self.on_command(command);
             }
             let before = taken;
-            while taken < self.message_batch {
+            while taken < self.messages_per_turn {
                 let Some(message) = ingest.try_recv() else {
                     break;
                 };
                 taken += F::take(self, message);
             }
-            if taken == before || taken >= self.message_batch {
+            if taken == before || taken >= self.messages_per_turn {
                 break;
             }
         }
@@ -575,7 +577,7 @@ impl Driver {
                     let _ = taken.send(());
                 }
             }
-            Held::Routed(batch) => batch.taken_by_one(),
+            Held::Routed(routed) => routed.taken_by_one(),
         }
         self.held.push(item);
     }
@@ -597,22 +599,22 @@ impl Driver {
             .record_source_message(source, outcome.kind.as_str());
     }
 
-    /// Hands a routed batch to the core, then tells the router this worker
-    /// has taken it; returns how many messages it held.
-    fn on_routed(&mut self, batch: &RoutedBatch) -> usize {
-        let count = self.publish_routed(batch);
-        batch.taken_by_one();
+    /// Hands routed publishes to the core, then tells the router this worker
+    /// has taken them; returns how many messages they held.
+    fn on_routed(&mut self, routed: &RoutedPublishes) -> usize {
+        let count = self.publish_routed(routed);
+        routed.taken_by_one();
         count
     }
 
-    /// Hands a routed batch's messages to the core; returns how many.
-    fn publish_routed(&mut self, batch: &RoutedBatch) -> usize {
+    /// Hands routed publishes' messages to the core; returns how many.
+    fn publish_routed(&mut self, routed: &RoutedPublishes) -> usize {
         let now = now();
-        for message in &batch.messages {
+        for message in &routed.messages {
             self.core
                 .handle_publish_routed(now, &message.routed, message.received_at);
         }
-        batch.messages.len()
+        routed.messages.len()
     }
 
     /// Whether `conn` still has its slot: commands from a dead connection's
@@ -623,7 +625,7 @@ impl Driver {
 
     /// Writes `transmit` into its socket, or parks it until the socket is
     /// attached. A write that completes at once is reported to the core
-    /// right away, so the next batch can follow in the same drain.
+    /// right away, so the next transmit can follow in the same drain.
     fn write(&mut self, now: Instant, link: &Link, transmit: Transmit) {
         let conn = transmit.conn;
         match link.start_write(transmit) {
@@ -650,12 +652,12 @@ impl Driver {
     /// Drains every output of the core, in the order it gives them: frames
     /// to write, sockets to drop, events, and last its next deadline. Every
     /// [`WRITES_PER_LOOK`] writes it yields and holds the source messages
-    /// that came meanwhile (see [`Driver::hold`]), up to a batch.
+    /// that came meanwhile (see [`Driver::hold`]), up to a turn's worth.
     async fn drain<F: Feed>(&mut self, ingest: &mut F) {
         let mut now = now();
         let mut writes = 0;
-        // A deadline the inputs of this turn made due already (a batch
-        // flush with no delay) is served at once, but only once per drain,
+        // A deadline the inputs of this turn made due already (a JSON-array
+        // batch flush with no delay) is served at once, but only once per drain,
         // so a timer that keeps coming due cannot hold the driver here.
         let mut served_due = false;
         loop {
@@ -672,11 +674,11 @@ impl Driver {
                         None => slot.parked = Some(Box::new(transmit)),
                     }
                     writes += 1;
-                    if writes % WRITES_PER_LOOK == 0 && self.held.len() < self.message_batch {
+                    if writes % WRITES_PER_LOOK == 0 && self.held.len() < self.messages_per_turn {
                         // Lets the publishers' tasks read their requests,
                         // and answer the ones held at the last look.
                         tokio::task::yield_now().await;
-                        while self.held.len() < self.message_batch {
+                        while self.held.len() < self.messages_per_turn {
                             let Some(item) = ingest.try_recv() else {
                                 break;
                             };
@@ -751,10 +753,11 @@ impl Driver {
 }
 
 /// Most source messages taken before a drain for a client queue of
-/// `client_buffer_frames`: half of it, so one batch can never overflow a
-/// healthy client's queue by itself (the router batches by the same bound).
-pub(crate) fn message_batch(client_buffer_frames: usize) -> usize {
-    (client_buffer_frames / 2).clamp(1, MAX_MESSAGE_BATCH)
+/// `client_buffer_frames`: half of it, so one turn can never overflow a
+/// healthy client's queue by itself (the router hands out publishes by the
+/// same bound).
+pub(crate) fn messages_per_turn(client_buffer_frames: usize) -> usize {
+    (client_buffer_frames / 2).clamp(1, MAX_MESSAGES_PER_TURN)
 }
 
 /// The driver's clock: tokio's, so turmoil's simulated time drives it too.

@@ -7,7 +7,7 @@
 //! socket) straight into the socket, in vectored writes, with no task switch.
 //! Only when the kernel's buffer is full does it hand the rest to the
 //! connection's task, which finishes it when the socket drains and reports
-//! `WriteComplete`. One wake-up per socket per batch, and usually none.
+//! `WriteComplete`. One wake-up per socket per transmit, and usually none.
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -15,8 +15,8 @@ use std::task::{Context, Poll, Waker};
 
 use crate::core::Transmit;
 use crate::shell::admission::Admitted;
-use crate::shell::batch::{Batch, WriteStart, Written};
 use crate::shell::socket::{Socket, lock};
+use crate::shell::write::{PendingWrite, WriteStart, Written};
 
 /// What the driver and a connection's task share.
 ///
@@ -38,10 +38,10 @@ pub(crate) struct Link<S: ?Sized = dyn Socket> {
 /// What the driver hands the connection's task.
 #[derive(Default)]
 struct Handover {
-    /// A batch the driver could not finish without blocking; the task writes
+    /// A write the driver could not finish without blocking; the task writes
     /// the rest when the socket drains. At most one: the core sends the next
-    /// batch only after this one completes.
-    pending: Option<Box<Batch>>,
+    /// transmit only after this one completes.
+    pending: Option<Box<PendingWrite>>,
     /// Set once the socket must close (the core dropped the connection).
     closing: bool,
     /// The task's waker, so a handover wakes it.
@@ -62,14 +62,14 @@ impl<S: Socket + ?Sized> Link<S> {
     /// The driver's write: as much of `transmit` as the kernel takes now,
     /// and the rest handed to the connection's task.
     pub(crate) fn start_write(&self, transmit: Transmit) -> WriteStart {
-        let mut batch = Batch::new(transmit);
-        match batch.try_write(&self.socket) {
-            Poll::Ready(Ok(())) => WriteStart::Done(batch.written()),
+        let mut write = PendingWrite::new(transmit);
+        match write.try_write(&self.socket) {
+            Poll::Ready(Ok(())) => WriteStart::Done(write.written()),
             Poll::Ready(Err(error)) => WriteStart::Failed(error),
             Poll::Pending => {
                 let waker = {
                     let mut state = lock(&self.state);
-                    state.pending = Some(Box::new(batch));
+                    state.pending = Some(Box::new(write));
                     state.waker.clone()
                 };
                 if let Some(waker) = waker {
@@ -80,7 +80,7 @@ impl<S: Socket + ?Sized> Link<S> {
         }
     }
 
-    /// Tells the connection's task to close the socket (it drops any batch
+    /// Tells the connection's task to close the socket (it drops any write
     /// still pending: the connection is being abandoned).
     pub(crate) fn close(&self) {
         let waker = {
@@ -99,10 +99,10 @@ impl<S: Socket + ?Sized> Link<S> {
         if state.closing {
             return Poll::Ready(Wake::Close);
         }
-        if let Some(batch) = state.pending.as_mut() {
-            match batch.poll_write(&self.socket, cx) {
+        if let Some(write) = state.pending.as_mut() {
+            match write.poll_write(&self.socket, cx) {
                 Poll::Ready(Ok(())) => {
-                    let written = batch.written();
+                    let written = write.written();
                     state.pending = None;
                     return Poll::Ready(Wake::Written(written));
                 }
@@ -133,7 +133,7 @@ impl<S: Socket + ?Sized> Link<S> {
 pub(super) enum Wake {
     /// The driver closed the connection.
     Close,
-    /// The handed-over batch is with the kernel.
+    /// The handed-over write is with the kernel.
     Written(Written),
     /// The socket failed.
     Failed(io::Error),

@@ -7,7 +7,7 @@
 //! * `driver`: the task that owns a core (one per worker).
 //! * [`workers`]: several workers (`WS_WORKERS`): threads or tasks, the
 //!   router handing every worker each message once, connection spreading.
-//! * `batch`: writing one transmit, resumable where the socket filled up.
+//! * `write`: writing one transmit, resumable where the socket filled up.
 //! * `link`: what the driver and a connection's task share (the socket and
 //!   a write handed over).
 //! * `connection`: the task that reads each upgraded socket.
@@ -20,7 +20,6 @@
 //! * `rewind`: the first byte on the TLS port, given back or refused.
 
 mod admission;
-mod batch;
 mod conn_log;
 mod connection;
 mod driver;
@@ -35,6 +34,7 @@ pub mod tls;
 mod ui;
 pub mod upgrade;
 pub mod workers;
+mod write;
 
 #[doc(hidden)]
 pub use connection::serving_future_size;

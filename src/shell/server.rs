@@ -267,9 +267,9 @@ async fn serve_workers<L: MakeAccept, S: Spawn>(
         config.core.max_connections,
         config.core.max_connections_per_ip,
     );
-    let message_batch = driver::message_batch(config.core.client_buffer_frames);
+    let messages_per_turn = driver::messages_per_turn(config.core.client_buffer_frames);
 
-    // One worker reads the sources' queue; several get routed batches.
+    // One worker reads the sources' queue; several get routed publishes.
     let count = listeners.len();
     let mut direct = Some(ingest_rx);
     let mut routed = Vec::new();
@@ -283,7 +283,7 @@ async fn serve_workers<L: MakeAccept, S: Spawn>(
             senders,
             Router::new(&config.core.history.epoch),
             metrics.clone(),
-            message_batch,
+            messages_per_turn,
         )));
     }
     let mut routed = routed.into_iter();
@@ -374,7 +374,7 @@ async fn serve_workers<L: MakeAccept, S: Spawn>(
     tracing::info!("shut down");
 }
 
-/// Batches of routed messages that may wait for one worker.
+/// Hand-outs of routed publishes that may wait for one worker.
 const ROUTED_QUEUE: usize = 64;
 
 /// What a worker needs for its shutdown, besides its listener and driver.

@@ -477,13 +477,13 @@ mod tests {
         assert_eq!(served(&tls), leaf(&third.0));
     }
 
-    /// A batch written through TLS is complete only once the encrypted bytes
+    /// A transmit written through TLS is complete only once the encrypted bytes
     /// rustls kept (the transport was full) are out too; otherwise the tail
     /// of a message would wait for the next write, possibly forever.
     #[tokio::test]
-    async fn a_batch_over_tls_completes_only_when_every_encrypted_byte_is_out() {
-        use crate::shell::batch::Batch;
+    async fn a_write_over_tls_completes_only_when_every_encrypted_byte_is_out() {
         use crate::shell::socket::Buffered;
+        use crate::shell::write::PendingWrite;
 
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -508,7 +508,7 @@ mod tests {
             .with_no_client_auth();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
 
-        // A transport that holds 1 KiB: every write of the batch fills it.
+        // A transport that holds 1 KiB: every write of the transmit fills it.
         let (client_io, server_io) = tokio::io::duplex(1024);
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
         let (client, server) = tokio::join!(
@@ -522,7 +522,7 @@ mod tests {
             .map(|i| bytes::Bytes::from(vec![i; 3000]))
             .collect();
         let expected: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
-        let mut batch = Batch::new(crate::core::Transmit {
+        let mut write = PendingWrite::new(crate::core::Transmit {
             conn: crate::core::ConnId::new(0, 0),
             frames,
             oldest_ingest: None,
@@ -532,18 +532,18 @@ mod tests {
             client.read_exact(&mut got).await.map(|_| got == expected)
         });
         assert!(
-            batch.try_write(&socket).is_pending(),
+            write.try_write(&socket).is_pending(),
             "the transport is full"
         );
         tokio::time::timeout(
             Duration::from_secs(10),
-            std::future::poll_fn(|cx| batch.poll_write(&socket, cx)),
+            std::future::poll_fn(|cx| write.poll_write(&socket, cx)),
         )
         .await
-        .expect("the batch completes")
+        .expect("the write completes")
         .unwrap();
         // Nothing else is written: the reader must get every byte from
-        // this batch alone.
+        // this write alone.
         let whole = tokio::time::timeout(Duration::from_secs(10), reader).await;
         assert!(
             matches!(whole, Ok(Ok(Ok(true)))),

@@ -6,13 +6,14 @@
 //! workers but the hand-off itself.
 //!
 //! * The router task takes what the sources send, positions and encodes
-//!   each message once ([`Router`]) and hands every worker the same batch:
-//!   one `Arc` per batch per worker, the frame bytes built once. Every worker
-//!   gets every batch in the same order, so per-channel order (and every
-//!   `~epoch:seq` position) is the same on every worker.
+//!   each message once ([`Router`]) and hands every worker the same
+//!   `RoutedPublishes`: one `Arc` per hand-out per worker, the frame bytes
+//!   built once. Every worker gets every hand-out in the same order, so
+//!   per-channel order (and every `~epoch:seq` position) is the same on
+//!   every worker.
 //! * A message whose source waits for it to be taken (Kafka group mode
 //!   commits after that) is answered when the last worker has taken its
-//!   batch, never before.
+//!   routed publishes, never before.
 //! * [`distribute`] spreads connections from one [`Accept`] over the workers
 //!   round-robin (turmoil and tests, where every worker shares a runtime);
 //!   production binds one `SO_REUSEPORT` listener per worker instead, so a
@@ -85,7 +86,7 @@ impl Spawn for Tasks {
     }
 }
 
-/// One message of a routed batch.
+/// One message of a `RoutedPublishes`.
 #[derive(Debug)]
 pub(crate) struct RoutedIngest {
     /// Positioned and encoded once.
@@ -94,12 +95,13 @@ pub(crate) struct RoutedIngest {
     pub(crate) received_at: Instant,
 }
 
-/// What the router hands every worker: the messages of one batch, shared.
+/// What the router hands every worker at once: the publishes it took
+/// together, positioned and encoded, shared.
 #[derive(Debug)]
-pub(crate) struct RoutedBatch {
+pub(crate) struct RoutedPublishes {
     /// The messages, in the order the sources sent them.
     pub(crate) messages: Vec<RoutedIngest>,
-    /// Takers (the workers, and the router itself while it hands the batch
+    /// Takers (the workers, and the router itself while it hands them
     /// out) that have not taken it yet: the last one answers `waiting`.
     pending: AtomicUsize,
     /// Sources waiting until every worker has taken their message (Kafka
@@ -107,8 +109,8 @@ pub(crate) struct RoutedBatch {
     waiting: Mutex<Vec<oneshot::Sender<()>>>,
 }
 
-impl RoutedBatch {
-    /// One taker is done with the batch; the last tells the waiting sources.
+impl RoutedPublishes {
+    /// One taker is done with them; the last tells the waiting sources.
     pub(crate) fn taken_by_one(&self) {
         if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
             let waiting = std::mem::take(
@@ -124,22 +126,22 @@ impl RoutedBatch {
     }
 }
 
-/// The router task: takes what the sources send, up to `batch` messages at
-/// a time, routes each once and hands the batch to every worker. A worker
+/// The router task: takes what the sources send, up to `most` messages at
+/// a time, routes each once and hands them to every worker together. A worker
 /// whose queue is full holds the router back (and through it the sources),
 /// as one driver's full queue does. Ends when every source and publish
 /// handler is gone.
 pub(crate) async fn route(
     mut ingest: mpsc::Receiver<Ingest>,
-    workers: Vec<mpsc::Sender<Arc<RoutedBatch>>>,
+    workers: Vec<mpsc::Sender<Arc<RoutedPublishes>>>,
     mut router: Router,
     metrics: Arc<Metrics>,
-    batch: usize,
+    most: usize,
 ) {
     while let Some(first) = ingest.recv().await {
-        // Let the other publishers queue theirs, so batches grow with load.
+        // Let the other publishers queue theirs, so hand-outs grow with load.
         tokio::task::yield_now().await;
-        let mut messages = Vec::with_capacity(batch.min(ingest.len() + 1));
+        let mut messages = Vec::with_capacity(most.min(ingest.len() + 1));
         let mut waiting = Vec::new();
         let mut next = Some(first);
         while let Some(message) = next.take() {
@@ -156,11 +158,11 @@ pub(crate) async fn route(
                 received_at,
             });
             waiting.extend(taken);
-            if messages.len() < batch {
+            if messages.len() < most {
                 next = ingest.try_recv().ok();
             }
         }
-        let shared = Arc::new(RoutedBatch {
+        let shared = Arc::new(RoutedPublishes {
             messages,
             pending: AtomicUsize::new(workers.len() + 1),
             waiting: Mutex::new(waiting),
@@ -268,25 +270,30 @@ mod tests {
     /// Kafka group mode commits once its source hears "taken": that must
     /// wait for the last worker, not the first.
     #[tokio::test]
-    async fn a_waiting_source_hears_taken_only_after_every_worker_took_the_batch() {
+    async fn a_waiting_source_hears_taken_only_after_every_worker_took_its_message() {
         let (sink, ingest) = PublishSink::channel(16);
         let (senders, mut receivers): (Vec<_>, Vec<_>) = (0..3).map(|_| mpsc::channel(4)).unzip();
         let metrics = Arc::new(Metrics::new());
         let router = tokio::spawn(route(ingest, senders, Router::new("e1"), metrics, 8));
         let waiting = tokio::spawn(async move { sink.publish_and_wait(publish("a")).await });
-        let mut batches = Vec::new();
+        let mut handed = Vec::new();
         for receiver in &mut receivers {
-            batches.push(receiver.recv().await.expect("every worker gets the batch"));
+            handed.push(
+                receiver
+                    .recv()
+                    .await
+                    .expect("every worker gets the publishes"),
+            );
         }
         assert!(
-            Arc::ptr_eq(&batches[0], &batches[2]),
-            "one shared batch, not a copy per worker"
+            Arc::ptr_eq(&handed[0], &handed[2]),
+            "one shared hand-out, not a copy per worker"
         );
-        batches[0].taken_by_one();
-        batches[1].taken_by_one();
+        handed[0].taken_by_one();
+        handed[1].taken_by_one();
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "two of three workers took it");
-        batches[2].taken_by_one();
+        handed[2].taken_by_one();
         assert_eq!(waiting.await.unwrap(), Ok(()));
         router.abort();
     }
@@ -302,12 +309,12 @@ mod tests {
         }
         let mut positions = Vec::new();
         while positions.len() < 3 {
-            let batch = receiver.recv().await.unwrap();
-            for message in &batch.messages {
+            let routed = receiver.recv().await.unwrap();
+            for message in &routed.messages {
                 let json = String::from_utf8(message.routed.encoded.json().to_vec()).unwrap();
                 positions.push((message.routed.sequence, json));
             }
-            batch.taken_by_one();
+            routed.taken_by_one();
         }
         assert_eq!(
             positions.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),

@@ -77,7 +77,16 @@ pub(crate) fn client_config(config: &KafkaConfig, instance_id: Option<&str>) -> 
             let suffix = instance_id.map(str::to_owned).unwrap_or_else(unique_suffix);
             client
                 .set("group.id", format!("{}-{suffix}", config.group_id))
-                .set("enable.auto.commit", "false");
+                .set("enable.auto.commit", "false")
+                // The group has this process as its only member, yet some
+                // brokers hold a rejoin (after a new topic matches a ^regex,
+                // or a metadata change) until the session timeout nearly
+                // runs out: librdkafka's mock cluster, which `dev` and the
+                // tests use, waits session − 1 s, which with the default
+                // 45 s stalled every message for 44 s. 6 s is the shortest
+                // session a stock broker accepts.
+                .set("session.timeout.ms", BROADCAST_SESSION_TIMEOUT_MS)
+                .set("heartbeat.interval.ms", BROADCAST_HEARTBEAT_INTERVAL_MS);
         }
         KafkaMode::Group => {
             client
@@ -106,6 +115,13 @@ pub(crate) fn client_config(config: &KafkaConfig, instance_id: Option<&str>) -> 
 /// that died without leaving stay unread (a static member does not leave the
 /// group on shutdown either, so this also bounds the stall of a scale-down).
 pub(crate) const GROUP_SESSION_TIMEOUT_MS: &str = "10000";
+
+/// The `broadcast` mode session timeout (see `client_config`).
+pub(crate) const BROADCAST_SESSION_TIMEOUT_MS: &str = "6000";
+
+/// The `broadcast` mode heartbeat: a third of its session timeout, as Kafka
+/// advises, so one lost heartbeat does not end the session.
+pub(crate) const BROADCAST_HEARTBEAT_INTERVAL_MS: &str = "2000";
 
 /// Longest a fetch waits on an idle partition. librdkafka's default (500 ms)
 /// is invisible on a broker that answers as soon as data arrives, but some
@@ -159,6 +175,7 @@ pub(crate) async fn run(config: KafkaConfig, timings: KafkaTimings, ctx: SourceC
         backfill,
         progress.clone(),
         timings.warn_interval,
+        matches!(config.mode, KafkaMode::Broadcast),
     );
     let created: Result<KafkaConsumer, _> =
         client_config(&config, timings.instance_id.as_deref()).create_with_context(context);
@@ -565,6 +582,8 @@ mod tests {
             "each process its own group"
         );
         assert_eq!(first.get("enable.auto.commit"), Some("false"));
+        assert_eq!(first.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(first.get("heartbeat.interval.ms"), Some("2000"));
         let named = client_config(&config, Some("replica-7"));
         assert_eq!(named.get("group.id"), Some("gw-replica-7"));
     }

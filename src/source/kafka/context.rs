@@ -1,9 +1,10 @@
 //! librdkafka callbacks: errors become readiness and rate-limited warnings
 //! (librdkafka retries a dead broker many times a second, an operator wants
 //! one line now and then), and the rebalance callback applies `backfill:N`
-//! to newly assigned partitions.
+//! to newly assigned partitions and, in `broadcast` mode, resumes a
+//! partition a rebalance took away where it stopped.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -65,6 +66,13 @@ pub(crate) struct KafkaContext {
     backfilled: Mutex<HashSet<(String, i32)>>,
     /// What the backfilled partitions still lack before `/ready`.
     progress: BackfillProgress,
+    /// `broadcast` mode only (`None` in `group` mode, which resumes from its
+    /// committed offsets): the next offset of each partition a rebalance
+    /// revoked. A broadcast group never commits, so without this a
+    /// rebalance (a new topic matching a ^regex, a partition added) would
+    /// restart the partition at `WS_KAFKA_START`: everything again with
+    /// `earliest`, a gap with `latest`.
+    resume_at: Option<Mutex<HashMap<(String, i32), i64>>>,
     /// Keeps broker-error warnings to one per interval.
     warn: WarnThrottle,
 }
@@ -75,12 +83,14 @@ impl KafkaContext {
         backfill: Option<u64>,
         progress: BackfillProgress,
         warn_every: Duration,
+        resume_revoked: bool,
     ) -> KafkaContext {
         KafkaContext {
             health,
             backfill,
             backfilled: Mutex::new(HashSet::new()),
             progress,
+            resume_at: resume_revoked.then(|| Mutex::new(HashMap::new())),
             warn: WarnThrottle::new(warn_every),
         }
     }
@@ -108,6 +118,49 @@ impl KafkaContext {
                     .ok();
                 self.progress
                     .assigned(elem.topic(), elem.partition(), watermarks);
+            }
+        }
+    }
+}
+
+impl KafkaContext {
+    /// Records where each partition about to be revoked stopped: the
+    /// consumer's position is the offset after the last message this source
+    /// took, so nothing taken is read twice and nothing untaken is skipped.
+    fn remember_positions(&self, consumer: &BaseConsumer<Self>, revoked: &TopicPartitionList) {
+        let Some(resume_at) = &self.resume_at else {
+            return;
+        };
+        let positions = match consumer.position() {
+            Ok(positions) => positions,
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka: positions unknown at rebalance; revoked partitions restart at WS_KAFKA_START");
+                return;
+            }
+        };
+        let mut resume_at = resume_at.lock().unwrap_or_else(|p| p.into_inner());
+        for elem in revoked.elements() {
+            let position = positions
+                .find_partition(elem.topic(), elem.partition())
+                .map(|found| found.offset());
+            if let Some(Offset::Offset(next)) = position {
+                resume_at.insert((elem.topic().to_owned(), elem.partition()), next);
+            }
+        }
+    }
+
+    /// Starts each newly assigned partition that a rebalance revoked
+    /// earlier where it stopped.
+    fn apply_resume(&self, assigned: &mut TopicPartitionList) {
+        let Some(resume_at) = &self.resume_at else {
+            return;
+        };
+        let mut resume_at = resume_at.lock().unwrap_or_else(|p| p.into_inner());
+        for mut elem in assigned.elements() {
+            if let Some(next) = resume_at.remove(&(elem.topic().to_owned(), elem.partition())) {
+                if let Err(e) = elem.set_offset(Offset::Offset(next)) {
+                    tracing::warn!(error = %e, "kafka: cannot resume a partition where it stopped");
+                }
             }
         }
     }
@@ -191,6 +244,7 @@ impl ConsumerContext for KafkaContext {
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.apply_backfill(base_consumer, tpl);
+                self.apply_resume(tpl);
                 tracing::info!(partitions = tpl.count(), "kafka: partitions assigned");
                 if cooperative {
                     base_consumer.incremental_assign(tpl)
@@ -200,6 +254,7 @@ impl ConsumerContext for KafkaContext {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(partitions = tpl.count(), "kafka: partitions revoked");
+                self.remember_positions(base_consumer, tpl);
                 for elem in tpl.elements() {
                     self.progress.revoked(elem.topic(), elem.partition());
                 }

@@ -16,8 +16,9 @@ use crate::shell::socket::Socket;
 /// Most slices handed to one vectored write (below every OS's IOV_MAX).
 const MAX_IO_SLICES: usize = 64;
 
-/// One transmit being written, and how far it got.
-pub(crate) struct Batch {
+/// One transmit being written, and how far it got: a socket's write in
+/// flight.
+pub(crate) struct PendingWrite {
     /// The frames, in order.
     frames: Vec<Bytes>,
     /// The first frame not completely written.
@@ -28,7 +29,7 @@ pub(crate) struct Batch {
     oldest_ingest: Option<Instant>,
 }
 
-/// A batch that reached the kernel: what metrics need to know of it.
+/// A write that reached the kernel: what metrics need to know of it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Written {
     /// Frames written.
@@ -40,7 +41,7 @@ pub(crate) struct Written {
 }
 
 impl Written {
-    /// Counts the write in `metrics`: once per batch, at its completion; the
+    /// Counts the write in `metrics`: once per write, at its completion; the
     /// oldest message in it is the one that waited longest.
     pub(crate) fn record(self, metrics: &Metrics) {
         metrics.record_write(self.frames, self.bytes);
@@ -60,9 +61,9 @@ pub(crate) enum WriteStart {
     Failed(io::Error),
 }
 
-impl Batch {
-    pub(crate) fn new(transmit: Transmit) -> Batch {
-        Batch {
+impl PendingWrite {
+    pub(crate) fn new(transmit: Transmit) -> PendingWrite {
+        PendingWrite {
             frames: transmit.frames,
             index: 0,
             offset: 0,
@@ -157,7 +158,7 @@ mod tests {
     use crate::shell::socket::Buffered;
 
     #[tokio::test]
-    async fn a_batch_is_written_in_order_through_many_partial_writes() {
+    async fn a_transmit_is_written_in_order_through_many_partial_writes() {
         let frames: Vec<Bytes> = (0..200u8)
             .map(|i| Bytes::from(vec![i; usize::from(i % 7)]))
             .collect();
@@ -172,16 +173,16 @@ mod tests {
                 .unwrap();
             out
         });
-        let mut batch = Batch {
+        let mut write = PendingWrite {
             frames,
             index: 0,
             offset: 0,
             oldest_ingest: None,
         };
-        std::future::poll_fn(|cx| batch.poll_write(&socket, cx))
+        std::future::poll_fn(|cx| write.poll_write(&socket, cx))
             .await
             .unwrap();
-        assert_eq!(batch.written().bytes, expected.len());
+        assert_eq!(write.written().bytes, expected.len());
         socket.shutdown_write();
         let got = tokio::time::timeout(Duration::from_secs(5), reader)
             .await
