@@ -15,7 +15,9 @@ use std::ops::{Deref, DerefMut};
 #[derive(Debug, Clone)]
 pub(crate) struct LazyVec<T> {
     /// The elements, once there were any. An emptied vector keeps its
-    /// buffer (as a `Vec` does) until it is taken or dropped.
+    /// buffer (as a `Vec` does) until it is taken or dropped. Boxed on
+    /// purpose: the extra allocation is the price of an 8-byte field.
+    #[allow(clippy::box_collection)]
     inner: Option<Box<Vec<T>>>,
 }
 
