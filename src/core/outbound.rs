@@ -195,6 +195,10 @@ impl Outbound {
     /// `disconnect` one is closed only when even the compacted queue is full.
     /// Control frames have their own bound, which neither dropping nor
     /// conflating frees.
+    // Inlined into the fan-out loop, as it was before the bounds became
+    // `u32` (which tipped the heuristic: +1.6 % instructions per delivery in
+    // `benches/callgrind.sh`; inlined, 1.2 % fewer than before).
+    #[inline]
     pub(crate) fn push(
         &mut self,
         frame: Bytes,
