@@ -83,8 +83,7 @@ pub(crate) fn client_config(config: &KafkaConfig, instance_id: Option<&str>) -> 
                 // or a metadata change) until the session timeout nearly
                 // runs out: librdkafka's mock cluster, which `dev` and the
                 // tests use, waits session − 1 s, which with the default
-                // 45 s stalled every message for 44 s. 6 s is the shortest
-                // session a stock broker accepts.
+                // 45 s stalled every message for 44 s.
                 .set("session.timeout.ms", BROADCAST_SESSION_TIMEOUT_MS)
                 .set("heartbeat.interval.ms", BROADCAST_HEARTBEAT_INTERVAL_MS);
         }
@@ -116,12 +115,14 @@ pub(crate) fn client_config(config: &KafkaConfig, instance_id: Option<&str>) -> 
 /// group on shutdown either, so this also bounds the stall of a scale-down).
 pub(crate) const GROUP_SESSION_TIMEOUT_MS: &str = "10000";
 
-/// The `broadcast` mode session timeout (see `client_config`).
-pub(crate) const BROADCAST_SESSION_TIMEOUT_MS: &str = "6000";
+/// The `broadcast` mode session timeout (see `client_config`). Long enough
+/// that a broker pause of a few seconds does not end the session (tansu's
+/// outage test pauses it ~6 s), short enough to keep a mock rejoin short.
+pub(crate) const BROADCAST_SESSION_TIMEOUT_MS: &str = "10000";
 
-/// The `broadcast` mode heartbeat: a third of its session timeout, as Kafka
-/// advises, so one lost heartbeat does not end the session.
-pub(crate) const BROADCAST_HEARTBEAT_INTERVAL_MS: &str = "2000";
+/// The `broadcast` mode heartbeat: under a third of its session timeout,
+/// as Kafka advises, so one lost heartbeat does not end the session.
+pub(crate) const BROADCAST_HEARTBEAT_INTERVAL_MS: &str = "3000";
 
 /// Longest a fetch waits on an idle partition. librdkafka's default (500 ms)
 /// is invisible on a broker that answers as soon as data arrives, but some
@@ -582,8 +583,8 @@ mod tests {
             "each process its own group"
         );
         assert_eq!(first.get("enable.auto.commit"), Some("false"));
-        assert_eq!(first.get("session.timeout.ms"), Some("6000"));
-        assert_eq!(first.get("heartbeat.interval.ms"), Some("2000"));
+        assert_eq!(first.get("session.timeout.ms"), Some("10000"));
+        assert_eq!(first.get("heartbeat.interval.ms"), Some("3000"));
         let named = client_config(&config, Some("replica-7"));
         assert_eq!(named.get("group.id"), Some("gw-replica-7"));
     }
