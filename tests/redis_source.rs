@@ -158,8 +158,8 @@ async fn redis_non_json_payloads_are_forwarded_byte_for_byte() {
 #[tokio::test]
 #[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
 async fn redis_password_and_database_in_the_url_are_used() {
-    let port = free_port();
-    let redis = RedisServer::start_on(port, &["--requirepass", "s3cret"]);
+    let redis = RedisServer::start_with(&["--requirepass", "s3cret"]);
+    let port = redis.port;
 
     let wrong = start_source(&[("WS_REDIS_URL", &format!("redis://:nope@127.0.0.1:{port}/2"))]);
     wrong

@@ -33,12 +33,31 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        RedisServer::start_on(free_port(), &[])
+        RedisServer::start_with(&[])
+    }
+
+    /// A server with `extra` arguments on a free port. Tests run in
+    /// parallel, and a port found free can be taken by another test's
+    /// server before this one binds it: then this server exits, and it is
+    /// started again on another port.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        for _ in 0..5 {
+            if let Some(server) = RedisServer::try_start_on(free_port(), extra) {
+                return server;
+            }
+        }
+        panic!("redis-server found no free port in 5 tries");
     }
 
     /// A server on `port`; `extra` arguments come last and so win (a TLS test
     /// passes `--port 0 --tls-port PORT`, making `port` the TLS port).
     pub fn start_on(port: u16, extra: &[&str]) -> RedisServer {
+        RedisServer::try_start_on(port, extra)
+            .unwrap_or_else(|| panic!("redis-server could not listen on port {port}"))
+    }
+
+    /// `None` when the server exited before answering (its port was taken).
+    fn try_start_on(port: u16, extra: &[&str]) -> Option<RedisServer> {
         let dir = tempfile::tempdir().expect("temp dir");
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string()])
@@ -51,16 +70,18 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (Debian package redis-server)");
-        let server = RedisServer {
+        let mut server = RedisServer {
             port,
             child,
             _dir: dir,
         };
-        server.wait_until_accepting(extra);
-        server
+        server.wait_until_accepting(extra).then_some(server)
     }
 
-    fn wait_until_accepting(&self, extra: &[&str]) {
+    /// Waits until this server (not another test's on the same port: the
+    /// answer names the process) answers; false when it exited instead.
+    fn wait_until_accepting(&mut self, extra: &[&str]) -> bool {
+        let ours = format!("process_id:{}", self.child.id());
         let password = extra
             .iter()
             .position(|a| *a == "--requirepass")
@@ -80,11 +101,17 @@ impl RedisServer {
                 cli.args(["--tls", "--cacert", ca]);
             }
             let out = cli
-                .arg("PING")
+                .args(["INFO", "server"])
                 .output()
                 .expect("redis-cli must be installed");
-            if String::from_utf8_lossy(&out.stdout).trim() == "PONG" {
-                return;
+            if String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|line| line.trim() == ours)
+            {
+                return true;
+            }
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return false;
             }
             std::thread::sleep(STEP);
         }
