@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::harness::Harness;
-use super::op::{CursorChoice, Op};
+use super::op::{CursorChoice, Op, recover_frame};
 use super::scenario::{self, ConfigChoice, PayloadChoice};
 use crate::core::{ConnId, CoreConfig, Publish, SlowClientPolicy};
 use crate::proto::position::Position;
@@ -273,19 +273,8 @@ fn run(harness: &mut Harness, op: Op, next_offset: &mut [i64; 4]) {
             history,
         } => {
             let name = scenario::channel(channel);
-            let mut frame = json!({"type": "subscribe", "channels": [name], "id": 3});
-            if let Some(since) = since {
-                frame["since"] = json!({ name: since.text() });
-            }
-            if snapshot {
-                frame["snapshot"] = true.into();
-            }
-            if let Some(n) = history {
-                frame["history"] = n.into();
-            }
-            with_conn(harness, conn, |h, c| {
-                h.text(c, frame.to_string().as_bytes())
-            });
+            let frame = recover_frame(name, since.as_ref(), snapshot, history);
+            with_conn(harness, conn, |h, c| h.text(c, frame.as_bytes()));
         }
         Op::Unsubscribe { conn, id, channels } => {
             with_conn(harness, conn, |h, c| {

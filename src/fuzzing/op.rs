@@ -195,6 +195,27 @@ pub enum CursorEntry {
     Kafka(u8, u16),
 }
 
+/// The `subscribe` frame an [`Op::Recover`] sends for channel `name`: one
+/// translation for every harness that drives the core with `Op`.
+pub fn recover_frame(
+    name: &str,
+    since: Option<&CursorChoice>,
+    snapshot: bool,
+    history: Option<u8>,
+) -> String {
+    let mut frame = serde_json::json!({"type": "subscribe", "channels": [name], "id": 3});
+    if let Some(since) = since {
+        frame["since"] = serde_json::json!({ name: since.text() });
+    }
+    if snapshot {
+        frame["snapshot"] = true.into();
+    }
+    if let Some(n) = history {
+        frame["history"] = n.into();
+    }
+    frame.to_string()
+}
+
 impl CursorChoice {
     /// The cursor as a client sends it.
     pub fn text(&self) -> String {

@@ -17,7 +17,7 @@ pub(crate) use bytes::Bytes;
 pub(crate) use serde_json::{Value, json};
 
 pub(crate) use ws_realtime::core::*;
-pub(crate) use ws_realtime::fuzzing::op::{Op, PayloadChoice};
+pub(crate) use ws_realtime::fuzzing::op::{Op, PayloadChoice, recover_frame};
 pub(crate) use ws_realtime::proto::codes::*;
 pub(crate) use ws_realtime::proto::position::Position;
 pub(crate) use ws_realtime::proto::ws_frame::{self, Opcode};
@@ -305,18 +305,9 @@ impl Harness {
                 history,
             } => {
                 let name = self.cast.channel_name(channel);
-                let mut frame = json!({"type": "subscribe", "channels": [name], "id": 3});
-                if let Some(since) = since {
-                    frame["since"] = json!({ name: since.text() });
-                }
-                if snapshot {
-                    frame["snapshot"] = true.into();
-                }
-                if let Some(n) = history {
-                    frame["history"] = n.into();
-                }
+                let frame = recover_frame(name, since.as_ref(), snapshot, history);
                 self.core
-                    .handle_text(now, self.cast.conn_id(conn), frame.to_string().as_bytes());
+                    .handle_text(now, self.cast.conn_id(conn), frame.as_bytes());
             }
             Op::WriteComplete { conn } => {
                 self.core
