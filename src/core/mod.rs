@@ -467,7 +467,9 @@ impl Core {
     /// process's part of the per-client bound in docs/protocol.md; the
     /// socket's send buffer is the host's part.
     pub fn outbound_bound_bytes(config: &CoreConfig) -> usize {
-        config.client_buffer_bytes + outbound::control_bound(config.rate_limit_burst).bytes + 127
+        config.client_buffer_bytes
+            + outbound::control_bound(config.rate_limit_burst).bytes as usize
+            + 127
     }
 
     /// True once shutdown has begun and every connection is gone.
@@ -481,7 +483,7 @@ impl Core {
     /// reading client a slow consumer.
     pub fn control_bound(&self) -> (usize, usize) {
         let bound = outbound::control_bound(self.config.rate_limit_burst);
-        (bound.frames, bound.bytes)
+        (bound.frames as usize, bound.bytes as usize)
     }
 
     /// One connection's state, for property tests and fuzzing.
@@ -497,8 +499,8 @@ impl Core {
                 .collect(),
             held_frames: c.outbound.frames(),
             held_bytes: c.outbound.bytes(),
-            held_control_frames: c.outbound.control().frames,
-            held_control_bytes: c.outbound.control().bytes,
+            held_control_frames: c.outbound.control().frames as usize,
+            held_control_bytes: c.outbound.control().bytes as usize,
             closing: c.closing.is_some(),
             batched: c.batch.len(),
         })

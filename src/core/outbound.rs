@@ -87,8 +87,10 @@ const CONTROL_SLACK: usize = 16;
 /// as a slow consumer, as it should.
 pub(crate) fn control_bound(burst: u32) -> Tally {
     Tally {
-        frames: 2 * burst as usize + CONTROL_SLACK,
-        bytes: CONTROL_BYTES,
+        frames: (2 * burst as usize + CONTROL_SLACK)
+            .try_into()
+            .unwrap_or(u32::MAX),
+        bytes: CONTROL_BYTES.try_into().unwrap_or(u32::MAX),
     }
 }
 
@@ -105,9 +107,9 @@ const KEPT_ENTRIES: usize = 8;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Tally {
     /// Frames.
-    pub(crate) frames: usize,
+    pub(crate) frames: u32,
     /// Bytes.
-    pub(crate) bytes: usize,
+    pub(crate) bytes: u32,
 }
 
 /// The queue and the transmit in flight of one connection.
@@ -118,7 +120,9 @@ pub(crate) struct Outbound {
     /// Sum of `queue` frame lengths, so the byte bound is O(1) to check.
     queued_bytes: usize,
     /// Frames handed to the shell and not yet written: they still hold memory.
-    in_flight_frames: usize,
+    /// (The counts are `u32`, as the bounds that keep them small; byte sums
+    /// stay `usize`, since frames are shared and may add up past 4 GiB.)
+    in_flight_frames: u32,
     /// Bytes of those frames.
     in_flight_bytes: usize,
     /// Whether a transmit is with the shell (one at a time).
@@ -144,7 +148,7 @@ pub(crate) struct Outbound {
     oldest_ingest: Option<Instant>,
     /// Queued messages with a replaceable tag: a queue without any (every
     /// client whose channels do not conflate) is never searched or compacted.
-    keyed: usize,
+    keyed: u32,
 }
 
 impl Outbound {
@@ -154,8 +158,8 @@ impl Outbound {
         Outbound {
             control: Tally::default(),
             control_in_flight: Tally::default(),
-            max_control_frames: clamp(max_control.frames),
-            max_control_bytes: clamp(max_control.bytes),
+            max_control_frames: max_control.frames,
+            max_control_bytes: max_control.bytes,
             queue: VecDeque::new(),
             queued_bytes: 0,
             in_flight_frames: 0,
@@ -172,8 +176,8 @@ impl Outbound {
     fn fits(&self, len: usize, kind: FrameKind) -> bool {
         match kind {
             FrameKind::Message => {
-                self.frames() - self.control.frames < self.max_frames as usize
-                    && self.bytes() - self.control.bytes + len <= self.max_bytes as usize
+                self.frames() - (self.control.frames as usize) < self.max_frames as usize
+                    && self.message_bytes() + len <= self.max_bytes as usize
             }
             FrameKind::Control => self.control_fits(len),
             FrameKind::Close => true,
@@ -182,8 +186,8 @@ impl Outbound {
 
     /// Whether a control frame of `len` bytes fits its own bound now.
     pub(crate) fn control_fits(&self, len: usize) -> bool {
-        self.control.frames < self.max_control_frames as usize
-            && self.control.bytes + len <= self.max_control_bytes as usize
+        self.control.frames < self.max_control_frames
+            && self.control.bytes as usize + len <= self.max_control_bytes as usize
     }
 
     /// Queues a frame within the bounds, applying `policy` (the policy of
@@ -257,12 +261,14 @@ impl Outbound {
         self.queued_bytes += frame.len();
         let tag = match kind {
             FrameKind::Message => {
-                self.keyed += usize::from(tag.replaceable());
+                self.keyed += u32::from(tag.replaceable());
                 tag
             }
             FrameKind::Control => {
+                // Within `u32`: a control frame is only queued within the
+                // control bound (`control_fits`), itself a `u32`.
                 self.control.frames += 1;
-                self.control.bytes += frame.len();
+                self.control.bytes += frame.len() as u32;
                 Tag::CONTROL
             }
             FrameKind::Close => Tag::CLOSE,
@@ -272,7 +278,7 @@ impl Outbound {
 
     /// Message bytes held (queued + in flight), control frames left out.
     fn message_bytes(&self) -> usize {
-        self.bytes() - self.control.bytes
+        self.bytes() - self.control.bytes as usize
     }
 
     /// `conflate` on a message queue at its bound: the new message replaces
@@ -332,7 +338,7 @@ impl Outbound {
         // With no transmit in flight, every control frame held is queued.
         if self.keyed < 2
             || self.in_flight
-            || (self.queue.len() - self.control.frames) * 2 < self.max_frames as usize
+            || (self.queue.len() - self.control.frames as usize) * 2 < self.max_frames as usize
         {
             return 0;
         }
@@ -387,7 +393,7 @@ impl Outbound {
             kept.push_back(q);
         }
         self.queue = kept;
-        self.keyed -= replaced as usize;
+        self.keyed -= replaced as u32;
         replaced
     }
 
@@ -454,7 +460,8 @@ impl Outbound {
             .back()
             .is_some_and(|q| q.kind() == FrameKind::Close);
         self.in_flight = true;
-        self.in_flight_frames = self.queue.len();
+        self.in_flight_frames = u32::try_from(self.queue.len())
+            .expect("a queue holds at most its u32 bounds, plus the close frame");
         self.in_flight_bytes = self.queued_bytes;
         self.queued_bytes = 0;
         self.keyed = 0;
@@ -500,7 +507,7 @@ impl Outbound {
 
     /// Frames held (queued + in flight).
     pub(crate) fn frames(&self) -> usize {
-        self.queue.len() + self.in_flight_frames
+        self.queue.len() + self.in_flight_frames as usize
     }
 
     /// Bytes held (queued + in flight).
