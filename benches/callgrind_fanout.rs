@@ -111,8 +111,8 @@ fn main() {
         .collect();
     for user in 0..SUBSCRIBERS {
         let identity = Identity {
-            user_id: format!("user{user}"),
-            roles: vec![],
+            user_id: format!("user{user}").into(),
+            roles: Box::default(),
             channel_patterns: None,
             expires_at_unix_ms: None,
             max_rate: None,

@@ -24,8 +24,8 @@ const PAYLOAD: &[u8] = br#"{"symbol":"AAPL","bid":187.25,"ask":187.27,"last":187
 
 fn open(core: &mut Core, now: Instant, user: usize, channels: Vec<String>) -> ConnId {
     let identity = Identity {
-        user_id: format!("user{user}"),
-        roles: vec![],
+        user_id: format!("user{user}").into(),
+        roles: Box::default(),
         channel_patterns: None,
         expires_at_unix_ms: None,
         max_rate: None,
@@ -408,8 +408,8 @@ fn core_with_mode(n: usize, now: Instant, mode: Mode) -> Core {
     let mut core = Core::new(config, now, 1_705_238_400_000);
     for user in 0..n {
         let identity = Identity {
-            user_id: format!("user{user}"),
-            roles: vec![],
+            user_id: format!("user{user}").into(),
+            roles: Box::default(),
             channel_patterns: None,
             expires_at_unix_ms: None,
             max_rate: None,

@@ -63,7 +63,7 @@ async fn rs256_es256_and_eddsa_tokens_from_a_jwks_verify() {
         let identity = verifier
             .verify(&key.token("alice", NOW), NOW)
             .unwrap_or_else(|e| panic!("{:?} token refused: {e}", key.alg));
-        assert_eq!(identity.user_id, "alice");
+        assert_eq!(&*identity.user_id, "alice");
         assert_eq!(identity.expires_at_unix_ms, Some((NOW + 3600) * 1000));
     }
 }
@@ -181,7 +181,7 @@ async fn alg_none_is_refused_even_with_a_known_kid() {
 async fn hs256_keeps_working_beside_a_jwks() {
     let (verifier, _dir) = with_jwks(SECRET, &jwks(&[&p256_key("e1")])).await;
     let token = mint(SECRET, &spec("alice", 60), NOW);
-    assert_eq!(verifier.verify(&token, NOW).unwrap().user_id, "alice");
+    assert_eq!(&*verifier.verify(&token, NOW).unwrap().user_id, "alice");
 }
 
 #[test]
@@ -198,7 +198,7 @@ fn a_pem_public_key_verifies_tokens_of_its_type_only() {
         // The PEM key has no id: the token's `kid` does not matter.
         let identity = verifier.verify(&key.token("bob", NOW), NOW);
         assert_eq!(
-            identity.map(|i| i.user_id),
+            identity.map(|i| i.user_id.into_string()),
             Ok("bob".to_owned()),
             "{:?}",
             key.alg

@@ -40,8 +40,8 @@ fn subscribe_refusal(name: &str) -> Option<String> {
     let mut core = Core::new(CoreConfig::default(), now, 0);
     let open = Open {
         identity: Identity {
-            user_id: "u".to_owned(),
-            roles: Vec::new(),
+            user_id: "u".into(),
+            roles: Box::default(),
             channel_patterns: None,
             expires_at_unix_ms: None,
             max_rate: None,

@@ -161,11 +161,11 @@ impl World {
         match op {
             Op::Open { user, channels, .. } => {
                 let identity = Identity {
-                    user_id: format!("user{user}"),
+                    user_id: format!("user{user}").into(),
                     roles: if user % 2 == 1 {
-                        vec!["admin".into()]
+                        ["admin".into()].into()
                     } else {
-                        vec![]
+                        Box::default()
                     },
                     channel_patterns: None,
                     expires_at_unix_ms: None,

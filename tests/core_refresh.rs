@@ -149,13 +149,13 @@ fn a_refresh_for_another_sub_is_refused_and_changes_nothing() {
 #[test]
 fn channels_the_new_token_no_longer_allows_are_unsubscribed_with_a_reason() {
     let mut who = expiring("u", EXP_MS);
-    who.channel_patterns = Some(vec!["trade:*".into(), "lines".into()]);
+    who.channel_patterns = Some(["trade:*".into(), "lines".into()].into());
     let (mut h, conn) = opened(CoreConfig::default(), who);
     subscribe(&mut h, conn, &["trade:AAPL", "lines"]);
 
     let request = refresh(&mut h, conn, 3);
     let mut narrower = expiring("u", EXP_MS + 60_000);
-    narrower.channel_patterns = Some(vec!["lines".into()]);
+    narrower.channel_patterns = Some(["lines".into()].into());
     h.core
         .handle_refresh_verified(h.now, conn, request.id, narrower);
     assert_eq!(
@@ -241,7 +241,7 @@ fn a_refresh_to_a_token_without_exp_stops_both_timers() {
 #[test]
 fn a_revoked_channel_releases_nothing_its_max_rate_held_back() {
     let mut who = expiring("u", EXP_MS);
-    who.channel_patterns = Some(vec!["trade:*".into(), "lines".into()]);
+    who.channel_patterns = Some(["trade:*".into(), "lines".into()].into());
     let (mut h, conn) = opened(CoreConfig::default(), who);
     h.text(
         conn,
@@ -255,7 +255,7 @@ fn a_revoked_channel_releases_nothing_its_max_rate_held_back() {
 
     let request = refresh(&mut h, conn, 3);
     let mut narrower = expiring("u", EXP_MS + 60_000);
-    narrower.channel_patterns = Some(vec!["lines".into()]);
+    narrower.channel_patterns = Some(["lines".into()].into());
     h.core
         .handle_refresh_verified(h.now, conn, request.id, narrower);
     assert_eq!(h.json(conn).len(), 2, "refreshed + unsubscribed");
@@ -269,7 +269,7 @@ fn a_revoked_channel_releases_nothing_its_max_rate_held_back() {
 #[test]
 fn messages_batched_before_a_revocation_arrive_before_its_unsubscribed_frame() {
     let mut who = expiring("u", EXP_MS);
-    who.channel_patterns = Some(vec!["trade:*".into(), "lines".into()]);
+    who.channel_patterns = Some(["trade:*".into(), "lines".into()].into());
     let config = CoreConfig {
         batch_max: 4,
         batch_delay: Duration::from_millis(50),
@@ -282,7 +282,7 @@ fn messages_batched_before_a_revocation_arrive_before_its_unsubscribed_frame() {
 
     let request = refresh(&mut h, conn, 3);
     let mut narrower = expiring("u", EXP_MS + 60_000);
-    narrower.channel_patterns = Some(vec!["lines".into()]);
+    narrower.channel_patterns = Some(["lines".into()].into());
     h.core
         .handle_refresh_verified(h.now, conn, request.id, narrower);
     let mut frames = h.json(conn);

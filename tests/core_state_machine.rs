@@ -462,8 +462,8 @@ impl StateMachineTest for CoreModel {
             Op::Open { channels, .. } => {
                 let open = Open {
                     identity: Identity {
-                        user_id: format!("user{count}"),
-                        roles: Vec::new(),
+                        user_id: format!("user{count}").into(),
+                        roles: Box::default(),
                         channel_patterns: None,
                         expires_at_unix_ms: None,
                         max_rate: None,

@@ -162,7 +162,7 @@ fn connect_time_channels_are_acked_right_after_connected_without_id() {
 fn forbidden_connect_time_channel_gets_an_error_without_id_and_subscribes_nothing() {
     let mut h = Harness::default();
     let mut who = identity("u");
-    who.channel_patterns = Some(vec!["trade:*".into()]);
+    who.channel_patterns = Some(["trade:*".into()].into());
     let mut open = open_as(who);
     open.channels = vec!["trade:A".into(), "lines".into()];
     let conn = h.core.handle_open(h.now, open).expect("admitted");
@@ -177,7 +177,7 @@ fn forbidden_connect_time_channel_gets_an_error_without_id_and_subscribes_nothin
 fn token_channels_claim_restricts_subscriptions() {
     let mut h = Harness::default();
     let mut who = identity("u");
-    who.channel_patterns = Some(vec!["trade:*".into()]);
+    who.channel_patterns = Some(["trade:*".into()].into());
     let conn = h.core.handle_open(h.now, open_as(who)).expect("admitted");
     let _ = h.drain(conn);
     assert_eq!(

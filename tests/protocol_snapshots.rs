@@ -68,7 +68,7 @@ impl Client {
         let mut core = Core::new(config, now, 1_768_384_800_000);
         let identity = Identity {
             user_id: "tester".into(),
-            roles: vec![],
+            roles: Box::default(),
             channel_patterns: None,
             expires_at_unix_ms: identity_exp,
             max_rate: None,
@@ -431,8 +431,8 @@ fn refresh_frames() {
     let request = client.core.poll_verify().expect("handed to the shell");
     let refreshed = Identity {
         user_id: "tester".into(),
-        roles: vec![],
-        channel_patterns: Some(vec!["lines".into()]),
+        roles: Box::default(),
+        channel_patterns: Some(["lines".into()].into()),
         expires_at_unix_ms: Some(exp + 3_600_000),
         max_rate: None,
         delay: None,
@@ -469,8 +469,8 @@ fn refresh_frames() {
     let request = client.core.poll_verify().expect("handed to the shell");
     let tier = Identity {
         user_id: "tester".into(),
-        roles: vec![],
-        channel_patterns: Some(vec!["lines".into()]),
+        roles: Box::default(),
+        channel_patterns: Some(["lines".into()].into()),
         expires_at_unix_ms: Some(exp + 3_600_000),
         max_rate: Some(1),
         delay: None,

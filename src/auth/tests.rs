@@ -63,9 +63,9 @@ fn valid_token_yields_its_identity() {
     assert_eq!(
         identity,
         Identity {
-            user_id: "alice".to_owned(),
-            roles: vec!["trader".to_owned()],
-            channel_patterns: Some(vec!["lines".to_owned(), "trade:*".to_owned()]),
+            user_id: "alice".into(),
+            roles: ["trader".to_owned()].into(),
+            channel_patterns: Some(["lines".to_owned(), "trade:*".to_owned()].into()),
             expires_at_unix_ms: Some((NOW + 3600) * 1000),
             max_rate: None,
             delay: None,
@@ -279,10 +279,7 @@ fn issuer_is_checked_when_configured() {
 fn role_and_roles_claims_are_merged_without_duplicates() {
     let token = payload(r#"{"sub":"alice","role":"admin","roles":["trader","admin"]}"#);
     let identity = Verifier::new(config()).verify(&token, NOW).unwrap();
-    assert_eq!(
-        identity.roles,
-        vec!["admin".to_owned(), "trader".to_owned()]
-    );
+    assert_eq!(&*identity.roles, ["admin".to_owned(), "trader".to_owned()]);
 }
 
 #[test]
@@ -314,7 +311,7 @@ fn channels_claim_accepts_an_array_or_a_comma_string() {
     let verifier = Verifier::new(config());
     let array = payload(r#"{"sub":"alice","channels":["lines","trade:*"]}"#);
     let list = payload(r#"{"sub":"alice","channels":"lines, trade:*,"}"#);
-    let expected = Some(vec!["lines".to_owned(), "trade:*".to_owned()]);
+    let expected: Option<Box<[String]>> = Some(["lines".to_owned(), "trade:*".to_owned()].into());
     assert_eq!(
         verifier.verify(&array, NOW).unwrap().channel_patterns,
         expected
@@ -326,7 +323,7 @@ fn channels_claim_accepts_an_array_or_a_comma_string() {
     let empty = payload(r#"{"sub":"alice","channels":[]}"#);
     assert_eq!(
         verifier.verify(&empty, NOW).unwrap().channel_patterns,
-        Some(vec![])
+        Some(Box::default())
     );
     let bad = payload(r#"{"sub":"alice","channels":{"lines":true}}"#);
     assert_eq!(

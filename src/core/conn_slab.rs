@@ -127,8 +127,8 @@ mod tests {
 
         let open = || Open {
             identity: Identity {
-                user_id: "u".to_owned(),
-                roles: Vec::new(),
+                user_id: "u".into(),
+                roles: Box::default(),
                 channel_patterns: None,
                 expires_at_unix_ms: None,
                 max_rate: None,

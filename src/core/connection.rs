@@ -92,12 +92,12 @@ mod tests {
     #[test]
     fn the_connection_record_stays_within_its_budget() {
         assert!(
-            size_of::<Connection>() <= 448,
+            size_of::<Connection>() <= 400,
             "Connection grew to {} bytes",
             size_of::<Connection>()
         );
         assert!(
-            size_of::<Outbound>() <= 136,
+            size_of::<Outbound>() <= 112,
             "Outbound: {}",
             size_of::<Outbound>()
         );

@@ -54,12 +54,14 @@ impl std::fmt::Display for ConnId {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     /// The token's `sub`: the user id shown in `connected` and in logs.
-    pub user_id: String,
-    /// Roles from the token's `role` / `roles` claims.
-    pub roles: Vec<String>,
+    pub user_id: Box<str>,
+    /// Roles from the token's `role` / `roles` claims. (Boxed slices, not
+    /// `Vec`s: 16 bytes each in every connection's record instead of 24,
+    /// and an identity never grows.)
+    pub roles: Box<[String]>,
     /// Channel patterns from the token's `channels` claim (`trade:*`); `None`
     /// means the token does not restrict channels.
-    pub channel_patterns: Option<Vec<String>>,
+    pub channel_patterns: Option<Box<[String]>>,
     /// The token's `exp` in Unix milliseconds; the connection is closed with
     /// 1008 "token expired" when it passes.
     pub expires_at_unix_ms: Option<u64>,

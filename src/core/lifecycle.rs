@@ -108,7 +108,7 @@ impl Core {
             &self.config.server_id,
             self.unix_ms(now),
         );
-        let user_id = open.identity.user_id.clone();
+        let user_id = String::from(&*open.identity.user_id);
         let conn = self.conns.insert(Connection {
             identity: open.identity,
             remote: open.remote,
@@ -351,7 +351,7 @@ impl Core {
         self.drop_replays(conn, None);
         self.events.push_back(Event::Closed {
             conn,
-            user_id: c.identity.user_id,
+            user_id: c.identity.user_id.into_string(),
             reason,
             duration: now
                 .saturating_duration_since(self.anchor + Duration::from_nanos(c.opened_at)),

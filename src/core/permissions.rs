@@ -75,7 +75,7 @@ pub(crate) fn check(
             }
         }
         Access::Owner => match owner_of(&rule.pattern, channel) {
-            Some(owner) if owner == identity.user_id => Ok(()),
+            Some(owner) if owner == &*identity.user_id => Ok(()),
             _ => Err(Denied::NotOwner),
         },
     }

@@ -189,7 +189,7 @@ impl Harness {
 
     /// `Core::handle_open`, checking the id is not one the shell still holds.
     pub(crate) fn open(&mut self, open: Open) -> Result<ConnId, Refusal> {
-        let user_id = open.identity.user_id.clone();
+        let user_id = String::from(&*open.identity.user_id);
         let result = self.core.handle_open(self.now, open);
         if let Ok(conn) = result {
             assert!(

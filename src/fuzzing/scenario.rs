@@ -57,7 +57,7 @@ pub(crate) fn identity(user: u8, expires_in_secs: Option<u8>) -> Identity {
         _ => ("dave", &[], Some(&[])),
     };
     Identity {
-        user_id: user_id.to_owned(),
+        user_id: user_id.into(),
         roles: roles.iter().map(|r| (*r).to_owned()).collect(),
         channel_patterns: patterns.map(|p| p.iter().map(|c| (*c).to_owned()).collect()),
         expires_at_unix_ms: expires_in_secs

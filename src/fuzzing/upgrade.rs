@@ -401,9 +401,9 @@ fn expected_identity(spec: &TokenSpec, window: &Window, now: u64) -> Option<Iden
             .collect()
     });
     Some(Identity {
-        user_id: spec.sub.clone(),
-        roles,
-        channel_patterns,
+        user_id: spec.sub.as_str().into(),
+        roles: roles.into(),
+        channel_patterns: channel_patterns.map(Vec::into_boxed_slice),
         expires_at_unix_ms: Some(exp * 1000),
         max_rate: None,
         delay: None,

@@ -43,8 +43,8 @@ async fn deadlines_are_served_while_the_input_never_empties() {
     let (reply, answer) = oneshot::channel();
     let open = Open {
         identity: Identity {
-            user_id: "silent".to_owned(),
-            roles: Vec::new(),
+            user_id: "silent".into(),
+            roles: Box::default(),
             channel_patterns: None,
             expires_at_unix_ms: None,
             max_rate: None,
@@ -92,8 +92,8 @@ async fn a_message_arriving_during_a_drain_is_answered_and_held_for_the_next_tur
         let (reply, answer) = oneshot::channel();
         let open = Open {
             identity: Identity {
-                user_id: format!("user{user}"),
-                roles: Vec::new(),
+                user_id: format!("user{user}").into(),
+                roles: Box::default(),
                 channel_patterns: None,
                 expires_at_unix_ms: None,
                 max_rate: None,

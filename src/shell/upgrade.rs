@@ -366,7 +366,7 @@ mod tests {
             NOW,
         )
         .unwrap();
-        assert_eq!(request.identity.user_id, "alice");
+        assert_eq!(&*request.identity.user_id, "alice");
         assert_eq!(
             request.channels,
             vec!["lines", "order_book", "assessment:a/1"]
@@ -381,7 +381,7 @@ mod tests {
             ..UpgradeHeaders::default()
         };
         let request = decide("/ws", headers, &verifier(), &policy(None), NOW).unwrap();
-        assert_eq!(request.identity.user_id, "alice");
+        assert_eq!(&*request.identity.user_id, "alice");
     }
 
     #[test]

@@ -134,7 +134,7 @@ pub(crate) struct Harness {
 pub(crate) fn identity(user: &str) -> Identity {
     Identity {
         user_id: user.into(),
-        roles: vec![],
+        roles: Box::default(),
         channel_patterns: None,
         expires_at_unix_ms: None,
         max_rate: None,
