@@ -100,7 +100,8 @@ fn clamp(bound: usize) -> u32 {
     u32::try_from(bound).unwrap_or(u32::MAX)
 }
 
-/// Queue entries whose buffer a connection keeps between transmits.
+/// Queue entries whose buffer a connection keeps between transmits at least
+/// (more while its transmits carry more, see [`Outbound::take_transmit`]).
 const KEPT_ENTRIES: usize = 8;
 
 /// Frames and bytes of one kind of frame.
@@ -470,17 +471,21 @@ impl Outbound {
         // keeps up allocates no queue per transmit: taking it cost every
         // delivery a malloc and a free whose glibc size-class work was a
         // third of the instructions per delivery (BENCHMARKS.md, callgrind).
-        // Only a small buffer is kept; one a burst grew is given back, so a
-        // connection holds at most `KEPT_ENTRIES` entries (320 bytes) between
-        // transmits, and one that never got a message holds none.
+        // The buffer kept fits this transmit (at least `KEPT_ENTRIES`, 320
+        // bytes): a saturated server's subscribers get tens of frames every
+        // turn, and a smaller buffer regrew (8, 16, 32…, a realloc and a
+        // copy each) on every turn. One more than twice that size, which a
+        // burst grew, is given back, so a connection holds what its last
+        // transmit needed, within its queue bound.
         // A transmit of control frames only (the acks and pongs of a connection
         // that receives no messages) gives the buffer back all the same, so an
         // idle subscriber's queue costs nothing between its pings.
         let frames = self.queue.drain(..).map(|q| q.frame).collect();
+        let keep = (self.in_flight_frames as usize).max(KEPT_ENTRIES);
         if self.control_in_flight.frames == self.in_flight_frames {
             self.queue.shrink_to(0);
-        } else if self.queue.capacity() > KEPT_ENTRIES {
-            self.queue.shrink_to(KEPT_ENTRIES);
+        } else if self.queue.capacity() > 2 * keep {
+            self.queue.shrink_to(keep);
         }
         Some(frames)
     }

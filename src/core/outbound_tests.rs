@@ -317,7 +317,7 @@ fn a_transmit_of_control_frames_only_gives_the_buffer_back() {
 }
 
 #[test]
-fn the_queue_keeps_a_small_buffer_between_transmits_and_gives_a_big_one_back() {
+fn the_queue_keeps_the_buffer_its_last_transmit_needed_and_gives_a_burst_back() {
     let mut out = Outbound::new(100, 100_000, CONTROL);
     out.push(
         frame(1),
@@ -338,9 +338,33 @@ fn the_queue_keeps_a_small_buffer_between_transmits_and_gives_a_big_one_back() {
         );
     }
     out.take_transmit();
+    out.write_complete();
+    let burst = out.queue.capacity();
+    assert!(burst >= 50, "the buffer fits the last transmit: {burst}");
+    // The next turns carry 50 again: no regrowth.
+    for _ in 0..50 {
+        out.push(
+            frame(1),
+            FrameKind::Message,
+            SlowClientPolicy::Disconnect,
+            Tag::FIXED,
+        );
+    }
+    assert_eq!(out.queue.capacity(), burst, "kept, not regrown");
+    out.take_transmit();
+    out.write_complete();
+    // Back to one frame a turn: the burst's buffer is given back.
+    out.push(
+        frame(1),
+        FrameKind::Message,
+        SlowClientPolicy::Disconnect,
+        Tag::FIXED,
+    );
+    out.take_transmit();
     assert!(
         out.queue.capacity() <= KEPT_ENTRIES,
-        "a burst's buffer is given back"
+        "a burst's buffer is given back: {}",
+        out.queue.capacity()
     );
 }
 
