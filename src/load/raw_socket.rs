@@ -311,8 +311,9 @@ fn check_upgrade_response(head: &[u8]) -> Result<(), String> {
     let mut lines = head.split("\r\n");
     let status = lines.next().unwrap_or_default();
     if status.split_whitespace().nth(1) != Some("101") {
+        // Worded as the fastwebsockets path words it.
         return Err(format!(
-            "upgrade refused with {}",
+            "upgrade refused with HTTP {}",
             status.split_once(' ').map_or(status, |(_, rest)| rest)
         ));
     }
@@ -393,7 +394,7 @@ mod tests {
         let refused = b"HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json";
         assert_eq!(
             check_upgrade_response(refused),
-            Err("upgrade refused with 401 Unauthorized".to_owned())
+            Err("upgrade refused with HTTP 401 Unauthorized".to_owned())
         );
         assert!(check_upgrade_response(b"HTTP/1.1 101 Switching Protocols\r\n").is_err());
     }

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::load::plan::Endpoint;
 use crate::load::raw_socket::{RawSocket, Received};
-use crate::load::slow_readers::{self, LastValues, ReaderRole, SlowReaders};
+use crate::load::slow_readers::{self, KeyTrack, ReaderRole, SlowReaders};
 use crate::load::stats::DeliveryStats;
 
 /// Largest frame a subscriber accepts; far above any market-data message,
@@ -135,7 +135,7 @@ pub async fn run_subscriber(
     };
     // One timer for the whole connection, not one per read: a timer per
     // frame would cost a timer-wheel insert and removal per delivery.
-    let mut last = LastValues::new();
+    let mut last = KeyTrack::default();
     let ended = tokio::select! {
         biased;
         _ = stop.wait_for(|stopped| *stopped) => None,
@@ -317,7 +317,7 @@ async fn read_until(
     ctx: &SubscriberContext,
     role: ReaderRole,
     socket: &mut Socket,
-    last: &mut LastValues,
+    last: &mut KeyTrack,
 ) -> String {
     loop {
         let frame = match socket.read_frame().await {
