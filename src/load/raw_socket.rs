@@ -12,13 +12,11 @@
 //! a time on purpose.
 
 use std::io;
-use std::net::IpAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::load::plan::Endpoint;
-use crate::load::subscriber::{connect_tcp, unix_now_ns};
 
 /// Bytes asked of the kernel per read: enough for a few hundred market-data
 /// frames, so a reader that fell behind catches up in few system calls.
@@ -58,17 +56,18 @@ pub(crate) struct RawSocket {
 }
 
 impl RawSocket {
-    /// TCP (from `source` when given) and the WebSocket upgrade with
+    /// The WebSocket upgrade on `stream` (connected to `endpoint`) with
     /// `token` as a bearer token.
-    pub(crate) async fn open(
+    pub(crate) async fn upgrade(
+        mut stream: TcpStream,
         endpoint: &Endpoint,
-        source: Option<IpAddr>,
         token: &str,
     ) -> Result<RawSocket, String> {
-        let mut stream = connect_tcp(endpoint.address, source, None)
-            .await
-            .map_err(|e| format!("TCP connect to {}: {e}", endpoint.address))?;
         let key = fastwebsockets::handshake::generate_key();
+        // The key is 16 random bytes: a fine seed for the masking keys.
+        let mask_state = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        }) | 1;
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\
@@ -85,7 +84,7 @@ impl RawSocket {
             start: 0,
             end: 0,
             fragments: None,
-            mask_state: unix_now_ns() | 1,
+            mask_state,
         };
         loop {
             if let Some(head_end) = memchr::memmem::find(&socket.buf[..socket.end], b"\r\n\r\n") {
@@ -428,7 +427,8 @@ mod tests {
             host: address.to_string(),
             path_and_query: "/ws".to_owned(),
         };
-        let mut socket = RawSocket::open(&endpoint, None, "t").await.unwrap();
+        let stream = TcpStream::connect(address).await.unwrap();
+        let mut socket = RawSocket::upgrade(stream, &endpoint, "t").await.unwrap();
         let mut seen = Vec::new();
         while seen.len() < 4 {
             while let Some(received) = socket.next().unwrap() {

@@ -264,7 +264,10 @@ async fn open_and_subscribe_raw(
     ctx: &SubscriberContext,
     spec: &SubscriberSpec,
 ) -> Result<RawSocket, String> {
-    let mut socket = RawSocket::open(&ctx.endpoint, spec.source_ip, &spec.token).await?;
+    let stream = connect_tcp(ctx.endpoint.address, spec.source_ip, None)
+        .await
+        .map_err(|e| format!("TCP connect to {}: {e}", ctx.endpoint.address))?;
+    let mut socket = RawSocket::upgrade(stream, &ctx.endpoint, &spec.token).await?;
     socket
         .send_text(subscribe_frame(&spec.channel).as_bytes())
         .await
