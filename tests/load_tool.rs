@@ -1,7 +1,7 @@
 //! The load tool against an in-process server on 127.0.0.1:0 (HTTP publish
 //! source with an API key): the binary's JSON summary, an `--idle` run
-//! through the library entry point, a `--recover` reconnect storm, and
-//! refusals.
+//! through the library entry point, the slow-reader scenario under
+//! `conflate`, a `--recover` reconnect storm, and refusals.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -144,6 +144,65 @@ async fn binary_json_summary_reports_every_expected_delivery_and_ordered_latency
         summary["errors"].as_array().is_some_and(|e| e.is_empty()),
         "{summary}"
     );
+
+    server.shutdown().await.expect("the server shuts down");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_readers_under_conflate_stay_connected_and_end_with_every_keys_last_value() {
+    let server = start_server_with(&[
+        ("WS_SLOW_CLIENT_POLICY", "conflate"),
+        ("WS_HISTORY_SNAPSHOT_FIELD", "key"),
+    ])
+    .await;
+    let mut flags = publish_args(server.address);
+    // One channel: 2 slow readers, the reference and 9 fast readers.
+    let channels = flags
+        .iter()
+        .position(|flag| flag == "--channel-count")
+        .expect("publish_args names a channel count");
+    flags[channels + 1] = "1".to_owned();
+    let connections = flags
+        .iter()
+        .position(|flag| flag == "--connections")
+        .expect("publish_args names a connection count");
+    flags[connections + 1] = "12".to_owned();
+    // 200/s against 10 frames/s: the slow readers fall past the queue bound.
+    let rate = flags
+        .iter()
+        .position(|flag| flag == "--publish-rate")
+        .expect("publish_args names a rate");
+    flags[rate + 1] = "200/s".to_owned();
+    flags.extend(
+        [
+            "--slow-readers",
+            "2",
+            "--slow-read-rate",
+            "10",
+            "--keys",
+            "10",
+            "--quiet",
+        ]
+        .map(str::to_owned),
+    );
+    let args =
+        LoadArgs::try_parse_from(std::iter::once("ws-realtime-load".to_owned()).chain(flags))
+            .expect("the flags parse");
+    let summary = tokio::time::timeout(RUN_LIMIT, load::run(&args))
+        .await
+        .expect("the tool stops by itself")
+        .expect("the run succeeds");
+
+    let slow = summary.slow_readers.expect("--slow-readers was given");
+    assert_eq!((slow.readers, slow.cut), (2, 0), "{slow:?}");
+    assert_eq!(slow.keys, 10, "{slow:?}");
+    assert_eq!(slow.last_values_correct, 2, "{slow:?}");
+    assert_eq!(slow.out_of_order, 0, "{slow:?}");
+    // The fast readers (and the reference) are owed every message.
+    let deliveries = summary.deliveries.expect("a publish run");
+    assert!(deliveries.expected > 0, "{deliveries:?}");
+    assert_eq!(deliveries.lost, 0, "{deliveries:?}");
+    assert_eq!(summary.connections.dropped, 0);
 
     server.shutdown().await.expect("the server shuts down");
 }

@@ -11,6 +11,7 @@
 //! * [`args`]: the command line.
 //! * [`plan`]: checked targets (loopback only unless `--allow-remote`).
 //! * [`subscriber`]: one WebSocket subscriber.
+//! * `raw_socket`: the fast readers' minimal WebSocket client.
 //! * [`recover`]: `--recover`, the reconnect storm (gapless recovery).
 //! * [`publisher`]: the open-loop HTTP or Kafka publisher.
 //! * [`stats`]: delivery counters and the latency histogram.
@@ -21,6 +22,7 @@
 pub mod args;
 pub mod plan;
 pub mod publisher;
+mod raw_socket;
 pub mod recover;
 pub mod report;
 pub mod server_probe;
@@ -266,13 +268,17 @@ pub async fn run(args: &LoadArgs) -> Result<Summary, LoadError> {
             concurrency: args.publish_concurrency,
             keys: args.keys,
         });
-        let publisher = {
-            let target = target.clone();
-            let publish_counters = publish_counters.clone();
-            let counters = counters.clone();
-            tokio::spawn(async move {
-                publisher::run_publisher(&target, schedule, publish_counters, counters).await
-            })
+        let publisher = match publisher::spawn_publisher(
+            target.clone(),
+            schedule,
+            publish_counters.clone(),
+            counters.clone(),
+        ) {
+            Ok(publisher) => publisher,
+            Err(error) => {
+                stop(stop_tx, subscribers, progress).await;
+                return Err(error);
+            }
         };
         tokio::time::sleep_until(window_start).await;
         phase.store(Phase::Window as u8, Relaxed);
@@ -288,7 +294,9 @@ pub async fn run(args: &LoadArgs) -> Result<Summary, LoadError> {
         let published = tokio::time::timeout_at(deadline, publisher).await;
         let publish_result = match published {
             Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(LoadError::invalid(format!("the publisher failed: {join}"))),
+            Ok(Err(_)) => Err(LoadError::invalid(
+                "the publisher thread ended without a result",
+            )),
             Err(_) => Ok(()),
         };
         if let Err(error) = publish_result {

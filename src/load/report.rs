@@ -221,8 +221,13 @@ impl Summary {
         if let Some(s) = &self.slow_readers {
             let _ = writeln!(
                 out,
-                "  slow readers  {} of {} cut by the server; of the others {} ended with the last value of all {} keys, {} did not (figures above are the fast readers')",
-                s.cut, s.readers, s.last_values_correct, s.keys, s.last_values_wrong
+                "  slow readers  {} of {} cut by the server; of the others {} ended with the last value of all {} keys, {} did not; {} messages after a newer one of their key (figures above are the fast readers')",
+                s.cut,
+                s.readers,
+                s.last_values_correct,
+                s.keys,
+                s.last_values_wrong,
+                s.out_of_order
             );
         }
         for error in &self.errors {

@@ -74,9 +74,21 @@ impl Histogram {
     /// Counts one value.
     pub fn record(&self, value: u64) {
         self.counts[bucket_of(value)].fetch_add(1, Relaxed);
-        self.total.fetch_add(1, Relaxed);
-        self.sum.fetch_add(value, Relaxed);
-        self.max.fetch_max(value, Relaxed);
+        self.add_totals(1, value, value);
+    }
+
+    /// Counts one value in its bucket only; the caller adds it to the
+    /// totals later with [`Histogram::add_totals`] (a [`Tally`] does, once
+    /// per read instead of three atomics per message).
+    fn record_bucket(&self, value: u64) {
+        self.counts[bucket_of(value)].fetch_add(1, Relaxed);
+    }
+
+    /// Adds `count` values summing to `sum`, the largest `max`, to the totals.
+    fn add_totals(&self, count: u64, sum: u64, max: u64) {
+        self.total.fetch_add(count, Relaxed);
+        self.sum.fetch_add(sum, Relaxed);
+        self.max.fetch_max(max, Relaxed);
     }
 
     /// A plain copy, merged with the other shards' copies by [`Snapshot::merge`].
@@ -221,25 +233,27 @@ impl DeliveryStats {
     /// one delivery (a frame may batch several), received at `now_ns`.
     /// Returns how many it found.
     pub fn record_frame(&self, frame: &[u8], now_ns: u64) -> usize {
-        let shard = &self.shards[shard_index()];
-        let start = self.window_start_ns.load(Relaxed);
-        let end = self.window_end_ns.load(Relaxed);
-        let arrived_in_window = (start..end).contains(&now_ns);
-        let mut found = 0;
-        for ts in timestamps(frame) {
-            found += 1;
-            if (start..end).contains(&ts) {
-                shard.in_window.fetch_add(1, Relaxed);
-                shard.latency.record(now_ns.saturating_sub(ts));
-            }
+        let mut tally = self.tally(now_ns);
+        tally.frame(frame)
+    }
+
+    /// A tally of the frames of one read, all received at `now_ns`: the
+    /// fast readers' way of counting, with one atomic per message (its
+    /// latency bucket) and the counters added once when the tally drops.
+    pub fn tally(&self, now_ns: u64) -> Tally<'_> {
+        let window = (
+            self.window_start_ns.load(Relaxed),
+            self.window_end_ns.load(Relaxed),
+        );
+        Tally {
+            shard: &self.shards[shard_index()],
+            window,
+            now_ns,
+            messages: 0,
+            in_window: 0,
+            latency_sum: 0,
+            latency_max: 0,
         }
-        if found > 0 {
-            shard.messages.fetch_add(found as u64, Relaxed);
-            if arrived_in_window {
-                shard.arrived_in_window.fetch_add(found as u64, Relaxed);
-            }
-        }
-        found
     }
 
     /// The counters so far.
@@ -265,6 +279,65 @@ impl DeliveryStats {
     }
 }
 
+/// The deliveries of one read (see [`DeliveryStats::tally`]), added to this
+/// thread's shard when dropped.
+#[derive(Debug)]
+pub struct Tally<'a> {
+    /// Where the counts go.
+    shard: &'a Shard,
+    /// The measured window, read once per tally rather than per message.
+    window: (u64, u64),
+    /// When the read returned: the receive time of every frame in it.
+    now_ns: u64,
+    /// Timestamped messages seen.
+    messages: u64,
+    /// Of those, published inside the window (their latency is recorded).
+    in_window: u64,
+    /// Sum of the in-window latencies, for the histogram's mean.
+    latency_sum: u64,
+    /// Largest in-window latency, for the histogram's exact maximum.
+    latency_max: u64,
+}
+
+impl Tally<'_> {
+    /// Counts the messages of one frame; returns how many it found.
+    pub fn frame(&mut self, frame: &[u8]) -> usize {
+        let (start, end) = self.window;
+        let mut found = 0;
+        for ts in timestamps(frame) {
+            found += 1;
+            if (start..end).contains(&ts) {
+                let latency = self.now_ns.saturating_sub(ts);
+                self.shard.latency.record_bucket(latency);
+                self.in_window += 1;
+                self.latency_sum += latency;
+                self.latency_max = self.latency_max.max(latency);
+            }
+        }
+        self.messages += found as u64;
+        found
+    }
+}
+
+impl Drop for Tally<'_> {
+    fn drop(&mut self) {
+        if self.messages == 0 {
+            return;
+        }
+        let shard = self.shard;
+        shard.messages.fetch_add(self.messages, Relaxed);
+        if (self.window.0..self.window.1).contains(&self.now_ns) {
+            shard.arrived_in_window.fetch_add(self.messages, Relaxed);
+        }
+        if self.in_window > 0 {
+            shard.in_window.fetch_add(self.in_window, Relaxed);
+            shard
+                .latency
+                .add_totals(self.in_window, self.latency_sum, self.latency_max);
+        }
+    }
+}
+
 /// This thread's shard, assigned round-robin on first use.
 fn shard_index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -279,21 +352,40 @@ fn shard_index() -> usize {
     })
 }
 
+/// The searcher for `"ts":`, built once: building one per frame (what
+/// `memmem::find` does) cost more than the search itself.
+fn ts_key_finder() -> &'static memchr::memmem::Finder<'static> {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"ts\":"));
+    &FINDER
+}
+
 /// The values of every `"ts":<digits>` in `frame`. The key is matched
 /// exactly, so `"timestamp":` and padding never count.
 pub fn timestamps(frame: &[u8]) -> impl Iterator<Item = u64> + '_ {
-    const KEY: &[u8] = b"\"ts\":";
+    const KEY_LEN: usize = b"\"ts\":".len();
     let mut rest = frame;
     std::iter::from_fn(move || {
         loop {
-            let at = rest.windows(KEY.len()).position(|w| w == KEY)?;
-            rest = &rest[at + KEY.len()..];
-            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-            let value = std::str::from_utf8(&rest[..digits])
-                .ok()
-                .and_then(|d| d.parse::<u64>().ok());
+            // memchr's SIMD search, then the digits by hand: this runs for
+            // every delivery, millions a second, so it neither validates
+            // UTF-8 nor goes through `str::parse`.
+            let at = ts_key_finder().find(rest)?;
+            rest = &rest[at + KEY_LEN..];
+            let digits = rest
+                .iter()
+                .take(20)
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            let value = rest[..digits].iter().try_fold(0u64, |value, digit| {
+                value
+                    .checked_mul(10)
+                    .and_then(|value| value.checked_add(u64::from(digit - b'0')))
+            });
             rest = &rest[digits..];
-            if let Some(value) = value {
+            if digits > 0
+                && let Some(value) = value
+            {
                 return Some(value);
             }
         }
@@ -366,6 +458,42 @@ mod tests {
         assert_eq!(timestamps(batch).collect::<Vec<_>>(), [5, 7]);
         let none = br#"{"type":"pong","id":3,"timestamp":1705238400000,"ts":"x"}"#;
         assert_eq!(timestamps(none).count(), 0);
+    }
+
+    #[test]
+    fn a_timestamp_too_long_for_u64_is_not_counted() {
+        let frame = br#"{"ts":99999999999999999999,"seq":1}{"ts":12}"#;
+        assert_eq!(timestamps(frame).collect::<Vec<_>>(), [12]);
+    }
+
+    #[test]
+    fn a_tally_counts_like_frame_by_frame_recording() {
+        let frames: [&[u8]; 3] = [
+            br#"{"data":{"ts":500}}"#,
+            br#"[{"data":{"ts":1200}},{"data":{"ts":1300}}]"#,
+            br#"{"type":"pong"}"#,
+        ];
+        let one_by_one = DeliveryStats::default();
+        one_by_one.set_window(1_000, 2_000);
+        let tallied = DeliveryStats::default();
+        tallied.set_window(1_000, 2_000);
+        {
+            let mut tally = tallied.tally(1_600);
+            for frame in frames {
+                assert_eq!(tally.frame(frame), one_by_one.record_frame(frame, 1_600));
+            }
+        }
+        let (a, b) = (one_by_one.totals(), tallied.totals());
+        assert_eq!(
+            (a.messages, a.in_window, a.arrived_in_window),
+            (b.messages, b.in_window, b.arrived_in_window)
+        );
+        assert_eq!((b.messages, b.in_window, b.arrived_in_window), (3, 2, 3));
+        assert_eq!(
+            (a.latency.count(), a.latency.mean(), a.latency.max()),
+            (b.latency.count(), b.latency.mean(), b.latency.max())
+        );
+        assert_eq!(b.latency.quantile(1.0), 400);
     }
 
     #[test]

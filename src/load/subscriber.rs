@@ -1,6 +1,8 @@
 //! One subscriber connection: TCP (optionally from a chosen source address),
 //! the WebSocket upgrade with a bearer token, one subscribe and its ack, then
-//! reading until the run ends, timestamping every frame as it arrives.
+//! reading until the run ends, timestamping every frame as it arrives. Fast
+//! readers go through [`RawSocket`] (cheap per frame); slow readers and the
+//! reference through fastwebsockets, a frame at a time.
 
 use std::future::Future;
 use std::io;
@@ -21,7 +23,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::load::plan::Endpoint;
-use crate::load::slow_readers::{self, LastValues, ReaderRole, SlowReaders};
+use crate::load::raw_socket::{RawSocket, Received};
+use crate::load::slow_readers::{self, KeyTrack, ReaderRole, SlowReaders};
 use crate::load::stats::DeliveryStats;
 
 /// Largest frame a subscriber accepts; far above any market-data message,
@@ -121,43 +124,18 @@ pub async fn run_subscriber(
     setup: mpsc::UnboundedSender<SetupOutcome>,
     mut stop: watch::Receiver<bool>,
 ) {
+    if spec.role == ReaderRole::Fast {
+        return run_fast_reader(ctx, spec, setup, stop).await;
+    }
     let started = Instant::now();
     let setup_deadline = (started + ctx.connect_timeout).min(ctx.deadline);
     let opened = tokio::time::timeout_at(setup_deadline, open_and_subscribe(&ctx, &spec)).await;
-    let mut socket = match opened {
-        Ok(Ok(socket)) => socket,
-        Ok(Err(error)) => {
-            ctx.connections.note_error(&error);
-            let _ = setup.send(SetupOutcome {
-                slow: spec.role == ReaderRole::Slow,
-                result: Err(error),
-                elapsed: started.elapsed(),
-            });
-            return;
-        }
-        Err(_) => {
-            let error = format!(
-                "setup timed out after {:?} (connect, upgrade, subscribe, ack)",
-                ctx.connect_timeout
-            );
-            ctx.connections.note_error(&error);
-            let _ = setup.send(SetupOutcome {
-                slow: spec.role == ReaderRole::Slow,
-                result: Err(error),
-                elapsed: started.elapsed(),
-            });
-            return;
-        }
+    let Some(mut socket) = report_setup(&ctx, &spec, &setup, opened, started) else {
+        return;
     };
-    ctx.connections.open.fetch_add(1, Relaxed);
-    let _ = setup.send(SetupOutcome {
-        slow: spec.role == ReaderRole::Slow,
-        result: Ok(spec.channel_index),
-        elapsed: started.elapsed(),
-    });
     // One timer for the whole connection, not one per read: a timer per
     // frame would cost a timer-wheel insert and removal per delivery.
-    let mut last = LastValues::new();
+    let mut last = KeyTrack::default();
     let ended = tokio::select! {
         biased;
         _ = stop.wait_for(|stopped| *stopped) => None,
@@ -181,12 +159,168 @@ pub async fn run_subscriber(
     }
 }
 
+/// Sends the outcome of a connection's setup to the orchestrator (and
+/// counts it open when it worked); the socket when it did.
+fn report_setup<S>(
+    ctx: &SubscriberContext,
+    spec: &SubscriberSpec,
+    setup: &mpsc::UnboundedSender<SetupOutcome>,
+    opened: Result<Result<S, String>, tokio::time::error::Elapsed>,
+    started: Instant,
+) -> Option<S> {
+    let result = match opened {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "setup timed out after {:?} (connect, upgrade, subscribe, ack)",
+            ctx.connect_timeout
+        )),
+    };
+    let (socket, result) = match result {
+        Ok(socket) => {
+            ctx.connections.open.fetch_add(1, Relaxed);
+            (Some(socket), Ok(spec.channel_index))
+        }
+        Err(error) => {
+            ctx.connections.note_error(&error);
+            (None, Err(error))
+        }
+    };
+    let _ = setup.send(SetupOutcome {
+        slow: spec.role == ReaderRole::Slow,
+        result,
+        elapsed: started.elapsed(),
+    });
+    socket
+}
+
+/// A fast reader (see [`RawSocket`]): the same life as
+/// [`run_subscriber`]'s, read in large chunks, with the receive time taken
+/// once per read for all the frames it returned.
+async fn run_fast_reader(
+    ctx: Arc<SubscriberContext>,
+    spec: SubscriberSpec,
+    setup: mpsc::UnboundedSender<SetupOutcome>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let started = Instant::now();
+    let setup_deadline = (started + ctx.connect_timeout).min(ctx.deadline);
+    let opened = tokio::time::timeout_at(setup_deadline, open_and_subscribe_raw(&ctx, &spec)).await;
+    let Some(mut socket) = report_setup(&ctx, &spec, &setup, opened, started) else {
+        return;
+    };
+    let ended = tokio::select! {
+        biased;
+        _ = stop.wait_for(|stopped| *stopped) => None,
+        () = tokio::time::sleep_until(ctx.deadline) => None,
+        ended = read_raw_until(&ctx, &mut socket) => Some(ended),
+    };
+    ctx.connections.open.fetch_sub(1, Relaxed);
+    match ended {
+        Some(error) => {
+            ctx.connections.dropped.fetch_add(1, Relaxed);
+            ctx.connections.note_error(&error);
+        }
+        None => {
+            let close = socket.send_close(1000, b"load test finished");
+            let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+        }
+    }
+}
+
+/// Counts every message a fast reader receives until the connection ends,
+/// and says why it ended.
+async fn read_raw_until(ctx: &SubscriberContext, socket: &mut RawSocket) -> String {
+    let mut pings = Vec::new();
+    loop {
+        {
+            let mut tally = ctx.stats.tally(unix_now_ns());
+            loop {
+                match socket.next() {
+                    Ok(None) => break,
+                    Ok(Some(Received::Data(data))) => {
+                        tally.frame(data);
+                    }
+                    Ok(Some(Received::Ping(payload))) => pings.push(payload.to_vec()),
+                    Ok(Some(Received::Close(payload))) => {
+                        return format!("closed by the server: {}", close_reason(payload));
+                    }
+                    Err(error) => return format!("connection lost: {error}"),
+                }
+            }
+        }
+        for ping in pings.drain(..) {
+            if let Err(error) = socket.send_pong(&ping).await {
+                return format!("connection lost: {error}");
+            }
+        }
+        if let Err(error) = socket.fill().await {
+            return format!("connection lost: {error}");
+        }
+    }
+}
+
+/// [`open_and_subscribe`] for a fast reader.
+async fn open_and_subscribe_raw(
+    ctx: &SubscriberContext,
+    spec: &SubscriberSpec,
+) -> Result<RawSocket, String> {
+    let stream = connect_tcp(ctx.endpoint.address, spec.source_ip, None)
+        .await
+        .map_err(|e| format!("TCP connect to {}: {e}", ctx.endpoint.address))?;
+    let mut socket = RawSocket::upgrade(stream, &ctx.endpoint, &spec.token).await?;
+    socket
+        .send_text(subscribe_frame(&spec.channel).as_bytes())
+        .await
+        .map_err(|e| format!("cannot send the subscribe frame: {e}"))?;
+    let mut frames = 0;
+    while frames < MAX_FRAMES_BEFORE_ACK {
+        while let Some(received) = socket.next()? {
+            frames += 1;
+            match received {
+                Received::Close(payload) => {
+                    return Err(format!(
+                        "closed by the server before the ack: {}",
+                        close_reason(payload)
+                    ));
+                }
+                Received::Data(text) => {
+                    // Another process may already be publishing; count it.
+                    if ctx.stats.record_frame(text, unix_now_ns()) > 0 {
+                        continue;
+                    }
+                    if let Some(outcome) = subscribe_answer(text) {
+                        return outcome.map(|()| socket);
+                    }
+                }
+                Received::Ping(_) => {}
+            }
+        }
+        socket
+            .fill()
+            .await
+            .map_err(|e| format!("connection lost before the subscribe ack: {e}"))?;
+    }
+    Err(format!(
+        "no subscribe ack within {MAX_FRAMES_BEFORE_ACK} frames"
+    ))
+}
+
+/// The subscribe request every connection sends, with id 1.
+fn subscribe_frame(channel: &str) -> String {
+    serde_json::json!({
+        "type": "subscribe",
+        "channels": [channel],
+        "id": 1,
+    })
+    .to_string()
+}
+
 /// Reads frames until the connection ends, and says why it ended.
 async fn read_until(
     ctx: &SubscriberContext,
     role: ReaderRole,
     socket: &mut Socket,
-    last: &mut LastValues,
+    last: &mut KeyTrack,
 ) -> String {
     loop {
         let frame = match socket.read_frame().await {
@@ -255,12 +389,7 @@ async fn open_and_subscribe(
 ) -> Result<Socket, String> {
     let recv_buffer = (spec.role == ReaderRole::Slow).then_some(slow_readers::SLOW_RECV_BUFFER);
     let mut socket = upgrade(&ctx.endpoint, spec.source_ip, recv_buffer, &spec.token).await?;
-    let subscribe = serde_json::json!({
-        "type": "subscribe",
-        "channels": [spec.channel],
-        "id": 1,
-    })
-    .to_string();
+    let subscribe = subscribe_frame(&spec.channel);
     socket
         .write_frame(Frame::text(Payload::Owned(subscribe.into_bytes())))
         .await
@@ -311,13 +440,18 @@ fn subscribe_answer(text: &[u8]) -> Option<Result<(), String>> {
 }
 
 fn close_text(frame: &Frame<'_>) -> String {
-    match frame.payload.len() {
-        0 | 1 => "no close code".to_owned(),
-        _ => format!(
+    close_reason(&frame.payload)
+}
+
+/// A Close frame's payload as "code reason".
+fn close_reason(payload: &[u8]) -> String {
+    match payload {
+        [high, low, reason @ ..] => format!(
             "{} {}",
-            u16::from_be_bytes([frame.payload[0], frame.payload[1]]),
-            String::from_utf8_lossy(&frame.payload[2..])
+            u16::from_be_bytes([*high, *low]),
+            String::from_utf8_lossy(reason)
         ),
+        _ => "no close code".to_owned(),
     }
 }
 
