@@ -29,6 +29,10 @@ pub(crate) struct BatchedMessage {
     pub(crate) delivery: Delivery,
 }
 
+/// [`Connection::scheduled`] of a connection with no timer: a key
+/// [`super::Core::tick`] never returns (it clamps at `-i64::MAX`).
+pub(crate) const NOT_SCHEDULED: i64 = i64::MIN;
+
 /// One connection.
 #[derive(Debug)]
 pub(crate) struct Connection {
@@ -36,6 +40,10 @@ pub(crate) struct Connection {
     pub(crate) identity: Identity,
     /// Its address, to release its slot in the per-address limit.
     pub(crate) remote: IpAddr,
+    /// Its number among the connections this core opened: its
+    /// `connectionId` is `{server id}-{serial}`, formatted when a log line
+    /// or an event needs it rather than held as a string per connection.
+    pub(crate) serial: u64,
     /// When it opened, for the duration in [`super::Event::Closed`]: as
     /// nanoseconds after the core's anchor (8 bytes; an `Instant` is 16).
     pub(crate) opened_at: u64,
@@ -51,9 +59,11 @@ pub(crate) struct Connection {
     /// Messages waiting to leave as one JSON-array frame (batching only,
     /// so lazily allocated: 8 bytes in the record while unused).
     pub(crate) batch: LazyVec<BatchedMessage>,
-    /// The deadline this connection is filed under in the core's deadline
-    /// set, so it can be moved when its timers change.
-    pub(crate) scheduled: Option<Instant>,
+    /// The key ([`super::Core::tick`]) this connection is filed under in
+    /// the core's deadline set, so it can be moved when its timers change;
+    /// [`NOT_SCHEDULED`] when it has no timer (8 bytes, where an
+    /// `Option<Instant>` took 16 and paid for the serial).
+    pub(crate) scheduled: i64,
     /// Whether it is already in the core's ready list, so it is listed once.
     pub(crate) in_ready: bool,
     /// Its `maxRate` subscriptions (usually none: fan-out then checks one

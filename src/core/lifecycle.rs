@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::conflation::Delivery;
-use super::connection::Connection;
+use super::connection::{Connection, NOT_SCHEDULED};
 use super::lazy_vec::LazyVec;
 use super::outbound::{self, FrameKind, Outbound, Pushed};
 use super::rate_limit::TokenBucket;
@@ -45,12 +45,7 @@ impl Core {
     /// anchor (8 bytes, an `Instant` is 16; every connection has an entry).
     /// Exact both ways within ±292 years of the anchor, and clamped there.
     pub(super) fn tick(&self, at: Instant) -> i64 {
-        match at.checked_duration_since(self.anchor) {
-            Some(after) => i64::try_from(after.as_nanos()).unwrap_or(i64::MAX),
-            None => {
-                i64::try_from(self.anchor.duration_since(at).as_nanos()).map_or(-i64::MAX, |n| -n)
-            }
-        }
+        tick_after(self.anchor, at)
     }
 
     /// The instant of a deadline-set key ([`Core::tick`]).
@@ -77,6 +72,11 @@ impl Core {
             .unwrap_or(now + Duration::from_secs(86_400 * 365 * 100))
     }
 
+    /// The `connectionId` of the connection this core opened `serial`-th.
+    pub(super) fn connection_id_of(&self, serial: u64) -> String {
+        format!("{}-{}", self.config.server_id, serial)
+    }
+
     pub(super) fn open(&mut self, now: Instant, open: Open) -> Result<ConnId, Refusal> {
         if self.shutting_down {
             return Err(Refusal::ShuttingDown);
@@ -92,7 +92,7 @@ impl Core {
         }
         *self.per_address.entry(open.remote).or_default() += 1;
         self.opened_total += 1;
-        let connection_id = format!("{}-{}", self.config.server_id, self.opened_total);
+        let connection_id = self.connection_id_of(self.opened_total);
 
         let mut timers = TimerTable::default();
         if !self.config.heartbeat_interval.is_zero() {
@@ -112,6 +112,7 @@ impl Core {
         let conn = self.conns.insert(Connection {
             identity: open.identity,
             remote: open.remote,
+            serial: self.opened_total,
             opened_at: self.nanos_since_anchor(now),
             timers,
             outbound: Outbound::new(
@@ -126,7 +127,7 @@ impl Core {
             ),
             closing: None,
             batch: LazyVec::new(),
-            scheduled: None,
+            scheduled: NOT_SCHEDULED,
             in_ready: false,
             throttles: LazyVec::new(),
             deflate: open.deflate,
@@ -336,8 +337,8 @@ impl Core {
             return;
         };
         self.outbound_bytes -= c.outbound.bytes();
-        if let Some(at) = c.scheduled {
-            self.deadlines.remove(&(self.tick(at), conn));
+        if c.scheduled != NOT_SCHEDULED {
+            self.deadlines.remove(&(c.scheduled, conn));
         }
         self.throttled -= c.throttles.len();
         if let Some(count) = self.per_address.get_mut(&c.remote) {
@@ -351,6 +352,7 @@ impl Core {
         self.drop_replays(conn, None);
         self.events.push_back(Event::Closed {
             conn,
+            connection_id: self.connection_id_of(c.serial),
             user_id: c.identity.user_id.into_string(),
             reason,
             duration: now
@@ -360,19 +362,23 @@ impl Core {
 
     /// Files the connection under its earliest timer.
     pub(super) fn reschedule(&mut self, conn: ConnId) {
+        let anchor = self.anchor;
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
-        let next = c.timers.next();
+        let next = c
+            .timers
+            .next()
+            .map_or(NOT_SCHEDULED, |at| tick_after(anchor, at));
         if next == c.scheduled {
             return;
         }
         let scheduled = std::mem::replace(&mut c.scheduled, next);
-        if let Some(at) = scheduled {
-            self.deadlines.remove(&(self.tick(at), conn));
+        if scheduled != NOT_SCHEDULED {
+            self.deadlines.remove(&(scheduled, conn));
         }
-        if let Some(at) = next {
-            self.deadlines.insert((self.tick(at), conn));
+        if next != NOT_SCHEDULED {
+            self.deadlines.insert((next, conn));
         }
     }
 
@@ -385,7 +391,7 @@ impl Core {
             }
             self.deadlines.pop_first();
             if let Some(c) = self.conns.get_mut(conn) {
-                c.scheduled = None;
+                c.scheduled = NOT_SCHEDULED;
             }
             due.push(conn);
         }
@@ -434,5 +440,14 @@ impl Core {
                 Timer::Delay => self.pump_replays(now, conn),
             }
         }
+    }
+}
+
+/// [`Core::tick`] of `at` for a core anchored at `anchor` (a function of
+/// its own so it can run while a connection of the core is borrowed).
+fn tick_after(anchor: Instant, at: Instant) -> i64 {
+    match at.checked_duration_since(anchor) {
+        Some(after) => i64::try_from(after.as_nanos()).unwrap_or(i64::MAX),
+        None => i64::try_from(anchor.duration_since(at).as_nanos()).map_or(-i64::MAX, |n| -n),
     }
 }

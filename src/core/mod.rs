@@ -486,6 +486,20 @@ impl Core {
         (bound.frames as usize, bound.bytes as usize)
     }
 
+    /// The `connectionId` of an open connection, for the shell's log lines
+    /// (`None` once the core has forgotten it: its `Closed` event carries
+    /// it). Formatted on each call, which only a log line that is written
+    /// makes, so no connection holds it as a string.
+    pub fn connection_id(&self, conn: ConnId) -> Option<String> {
+        let c = self.conns.get(conn)?;
+        Some(self.connection_id_of(c.serial))
+    }
+
+    /// The user (token subject) of an open connection, for log lines.
+    pub fn user_id(&self, conn: ConnId) -> Option<&str> {
+        self.conns.get(conn).map(|c| &*c.identity.user_id)
+    }
+
     /// One connection's state, for property tests and fuzzing.
     #[doc(hidden)]
     pub fn inspect(&self, conn: ConnId) -> Option<ConnInspection> {

@@ -120,6 +120,8 @@ pub enum Event {
     Closed {
         /// The connection.
         conn: ConnId,
+        /// Its `connectionId` as sent in the `connected` frame.
+        connection_id: String,
         /// Its user.
         user_id: String,
         /// Why.

@@ -2,57 +2,26 @@
 //! user, on every line about it), and a throttle so a flooding client
 //! cannot flood the logs with rate-limit lines too.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::core::{CloseReason, ConnId, ConnMap, Event};
+use crate::core::{CloseReason, ConnId, Core, Event};
 
 /// At most one rate-limit summary line per connection per this interval.
 const RATE_LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// The log identity of every connection the core holds, from its `Opened`
-/// event to its `Closed` event (the socket may be gone earlier).
+/// What the log lines about connections remember: the rate-limit throttle
+/// of each connection that hit the limit. Who a connection is comes from
+/// the core ([`Core::connection_id`], [`Core::user_id`]) while it holds the
+/// connection, and from its `Closed` event after: the shell keeps no copy
+/// per connection (it cost every idle connection a map slot and a string,
+/// ~80 bytes).
 #[derive(Debug, Default)]
 pub(crate) struct ConnLogs {
-    /// By core handle.
-    by_conn: ConnMap<ConnLog>,
-}
-
-/// What log lines about one connection need. Kept small: every open
-/// connection holds one (32 bytes plus one allocation; two `Box<str>`
-/// cost 16 bytes more inline and a second allocation of at least 32 bytes).
-#[derive(Debug)]
-struct ConnLog {
-    /// The `connectionId` the client was given followed by the token's
-    /// subject, in one allocation: `names[..split]` and `names[split..]`.
-    names: Box<str>,
-    /// Where the subject starts in `names`.
-    split: u32,
-    /// Rate-limit hits, once there were any (most connections never have one).
-    rate_limit: Option<Box<RateLimitLog>>,
-}
-
-impl ConnLog {
-    /// A connection's log identity.
-    fn new(connection_id: &str, user_id: &str) -> ConnLog {
-        // A `connectionId` is short ("{server}-{count}"); one past 4 GiB
-        // cannot exist, so the split always fits.
-        let split = u32::try_from(connection_id.len()).unwrap_or(u32::MAX);
-        ConnLog {
-            names: [connection_id, user_id].concat().into_boxed_str(),
-            split,
-            rate_limit: None,
-        }
-    }
-
-    /// The `connectionId` the client was given.
-    fn connection_id(&self) -> &str {
-        &self.names[..self.split as usize]
-    }
-
-    /// The token's subject.
-    fn user_id(&self) -> &str {
-        &self.names[self.split as usize..]
-    }
+    /// By core handle, only connections with a rate-limit hit (most never
+    /// have one, so a sparse map); dropped at the connection's `Closed`
+    /// event.
+    rate_limits: HashMap<ConnId, RateLimitLog>,
 }
 
 /// A connection's rate-limit hits: the first is logged, then at most one
@@ -65,41 +34,38 @@ struct RateLimitLog {
     unlogged: u64,
 }
 
+/// The `connectionId` and user of `conn` for a log line ("" for both once
+/// the core has forgotten it: events the core queued before the
+/// connection's `Closed` event may be logged after it forgot; the `conn`
+/// field still ties such a line to the others).
+pub(crate) fn identity(core: &Core, conn: ConnId) -> (String, &str) {
+    (
+        core.connection_id(conn).unwrap_or_default(),
+        core.user_id(conn).unwrap_or_default(),
+    )
+}
+
 impl ConnLogs {
-    /// The `connectionId` of `conn` ("" if unknown).
-    pub(crate) fn connection_id(&self, conn: ConnId) -> &str {
-        self.by_conn.get(&conn).map_or("", ConnLog::connection_id)
-    }
-
-    /// The user of `conn` ("" if unknown).
-    pub(crate) fn user_id(&self, conn: ConnId) -> &str {
-        self.by_conn.get(&conn).map_or("", ConnLog::user_id)
-    }
-
     /// Logs `event` (at `now`) with the identity of its connection.
-    pub(crate) fn record(&mut self, event: &Event, now: Instant) {
+    /// `core` is the core that queued it, asked for the connection's
+    /// identity.
+    pub(crate) fn record(&mut self, core: &Core, event: &Event, now: Instant) {
         match event {
             Event::Opened {
                 conn,
                 connection_id,
                 user_id,
             } => {
-                self.by_conn
-                    .insert(*conn, ConnLog::new(connection_id, user_id));
                 tracing::info!(conn = %conn, connection_id, user = user_id, "connection opened");
             }
             Event::Closed {
                 conn,
+                connection_id,
                 user_id,
                 reason,
                 duration,
             } => {
-                let log = self.by_conn.remove(conn);
-                let connection_id = log.as_ref().map_or("", ConnLog::connection_id);
-                let unlogged = log
-                    .as_ref()
-                    .and_then(|l| l.rate_limit.as_ref())
-                    .map_or(0, |r| r.unlogged);
+                let unlogged = self.rate_limits.remove(conn).map_or(0, |r| r.unlogged);
                 if unlogged > 0 {
                     tracing::warn!(conn = %conn, connection_id, user = user_id, count = unlogged, "inbound rate limit hits since the last report");
                 }
@@ -115,47 +81,53 @@ impl ConnLogs {
                 }
             }
             Event::Subscribed { conn, channels } => {
-                tracing::debug!(conn = %conn, connection_id = self.connection_id(*conn), user = self.user_id(*conn), ?channels, "subscribed");
+                let (connection_id, user) = identity(core, *conn);
+                tracing::debug!(conn = %conn, connection_id, user, ?channels, "subscribed");
             }
             Event::Unsubscribed { conn, channels } => {
-                tracing::debug!(conn = %conn, connection_id = self.connection_id(*conn), user = self.user_id(*conn), ?channels, "unsubscribed");
+                let (connection_id, user) = identity(core, *conn);
+                tracing::debug!(conn = %conn, connection_id, user, ?channels, "unsubscribed");
             }
             Event::MessagesDropped {
                 conn,
                 count,
                 reason,
             } => {
-                tracing::debug!(conn = %conn, connection_id = self.connection_id(*conn), user = self.user_id(*conn), count, ?reason, "messages dropped");
+                let (connection_id, user) = identity(core, *conn);
+                tracing::debug!(conn = %conn, connection_id, user, count, ?reason, "messages dropped");
             }
             Event::MessagesConflated { conn, count } => {
-                tracing::trace!(conn = %conn, connection_id = self.connection_id(*conn), user = self.user_id(*conn), count, "messages conflated");
+                let (connection_id, user) = identity(core, *conn);
+                tracing::trace!(conn = %conn, connection_id, user, count, "messages conflated");
             }
             Event::SlowConsumer { conn } => {
-                tracing::warn!(conn = %conn, connection_id = self.connection_id(*conn), user = self.user_id(*conn), "slow consumer: closing with 1008");
+                let (connection_id, user) = identity(core, *conn);
+                tracing::warn!(conn = %conn, connection_id, user, "slow consumer: closing with 1008");
             }
             Event::HeartbeatFailure { conn } => {
-                tracing::info!(conn = %conn, connection_id = self.connection_id(*conn), user = self.user_id(*conn), "silent past the connection timeout: closing");
+                let (connection_id, user) = identity(core, *conn);
+                tracing::info!(conn = %conn, connection_id, user, "silent past the connection timeout: closing");
             }
-            Event::RateLimited { conn } => self.rate_limited(*conn, now),
+            Event::RateLimited { conn } => self.rate_limited(core, *conn, now),
             Event::FrameRejected { conn, code } => {
-                tracing::debug!(conn = %conn, connection_id = self.connection_id(*conn), user = self.user_id(*conn), code = code.as_str(), "client frame rejected");
+                let (connection_id, user) = identity(core, *conn);
+                tracing::debug!(conn = %conn, connection_id, user, code = code.as_str(), "client frame rejected");
             }
         }
     }
 
     /// Logs a connection's first rate-limit hit, then at most one line with a
     /// count per [`RATE_LIMIT_LOG_INTERVAL`] (the rest is left for the close).
-    fn rate_limited(&mut self, conn: ConnId, now: Instant) {
-        let Some(log) = self.by_conn.get_mut(&conn) else {
-            tracing::warn!(conn = %conn, "inbound rate limit hit");
-            return;
-        };
-        let Some(rate) = log.rate_limit.as_mut() else {
-            log.rate_limit = Some(Box::new(RateLimitLog {
-                logged_at: now,
-                unlogged: 0,
-            }));
-            let (connection_id, user) = (log.connection_id(), log.user_id());
+    fn rate_limited(&mut self, core: &Core, conn: ConnId, now: Instant) {
+        let Some(rate) = self.rate_limits.get_mut(&conn) else {
+            self.rate_limits.insert(
+                conn,
+                RateLimitLog {
+                    logged_at: now,
+                    unlogged: 0,
+                },
+            );
+            let (connection_id, user) = identity(core, conn);
             tracing::warn!(conn = %conn, connection_id, user, "inbound rate limit hit");
             return;
         };
@@ -165,54 +137,106 @@ impl ConnLogs {
         }
         let count = std::mem::take(&mut rate.unlogged);
         rate.logged_at = now;
-        let (connection_id, user) = (log.connection_id(), log.user_id());
+        let (connection_id, user) = identity(core, conn);
         tracing::warn!(conn = %conn, connection_id, user, count, "inbound rate limit hits since the last report");
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
 
-    #[test]
-    fn a_connections_log_identity_is_one_allocation_split_in_two() {
-        let log = ConnLog::new("srv-a-17", "alice@example");
-        assert_eq!(log.connection_id(), "srv-a-17");
-        assert_eq!(log.user_id(), "alice@example");
-        let empty = ConnLog::new("srv-1", "");
-        assert_eq!((empty.connection_id(), empty.user_id()), ("srv-1", ""));
-        // Every open connection holds one in a dense map: 32 bytes, so its
-        // slot (with the generation) stays at 40.
-        assert!(std::mem::size_of::<ConnLog>() <= 32);
+    use super::*;
+    use crate::core::{CoreConfig, Identity, Open, Output};
+
+    fn core_with_one_connection(now: Instant) -> (Core, ConnId) {
+        let mut core = Core::new(
+            CoreConfig {
+                server_id: "srv".to_owned(),
+                ..CoreConfig::default()
+            },
+            now,
+            0,
+        );
+        let conn = core
+            .handle_open(
+                now,
+                Open {
+                    identity: Identity {
+                        user_id: "bob".into(),
+                        roles: Box::default(),
+                        channel_patterns: None,
+                        expires_at_unix_ms: None,
+                        max_rate: None,
+                        delay: None,
+                    },
+                    remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    channels: vec![],
+                    deflate: None,
+                },
+            )
+            .expect("opens");
+        (core, conn)
+    }
+
+    fn events(core: &mut Core) -> Vec<Event> {
+        // Up to the first `Timeout`, which the core reports for as long as
+        // a timer is pending.
+        std::iter::from_fn(|| match core.poll_output() {
+            Some(Output::Timeout(_)) | None => None,
+            other => other,
+        })
+        .filter_map(|output| match output {
+            Output::Event(event) => Some(event),
+            _ => None,
+        })
+        .collect()
     }
 
     #[test]
-    fn log_lines_find_the_identity_from_opened_to_closed() {
-        let mut logs = ConnLogs::default();
-        let conn = ConnId::new(3, 1);
+    fn log_lines_take_the_identity_from_the_core_and_the_closed_event() {
         let now = Instant::now();
-        logs.record(
-            &Event::Opened {
-                conn,
-                connection_id: "srv-9".to_owned(),
-                user_id: "bob".to_owned(),
-            },
-            now,
+        let (mut core, conn) = core_with_one_connection(now);
+        let opened = events(&mut core);
+        let Some(Event::Opened { connection_id, .. }) = opened.first() else {
+            panic!("the open is reported first: {opened:?}");
+        };
+        assert_eq!(identity(&core, conn), (connection_id.clone(), "bob"));
+
+        core.handle_closed(now, conn);
+        assert_eq!(identity(&core, conn), (String::new(), ""));
+        let closed = events(&mut core);
+        assert!(
+            matches!(
+                &closed[..],
+                [Event::Closed { connection_id: at_close, user_id, .. }]
+                    if at_close == connection_id && user_id == "bob"
+            ),
+            "the close carries who it was: {closed:?}"
         );
-        assert_eq!(
-            (logs.connection_id(conn), logs.user_id(conn)),
-            ("srv-9", "bob")
+    }
+
+    #[test]
+    fn only_a_connection_that_hit_the_rate_limit_is_remembered_until_it_closes() {
+        let now = Instant::now();
+        let (mut core, conn) = core_with_one_connection(now);
+        let mut logs = ConnLogs::default();
+        for event in events(&mut core) {
+            logs.record(&core, &event, now);
+        }
+        assert!(
+            logs.rate_limits.is_empty(),
+            "an idle connection costs nothing here"
         );
-        logs.record(&Event::RateLimited { conn }, now);
-        logs.record(
-            &Event::Closed {
-                conn,
-                user_id: "bob".to_owned(),
-                reason: CloseReason::ClientClosed,
-                duration: Duration::from_secs(1),
-            },
-            now,
-        );
-        assert_eq!((logs.connection_id(conn), logs.user_id(conn)), ("", ""));
+
+        logs.record(&core, &Event::RateLimited { conn }, now);
+        logs.record(&core, &Event::RateLimited { conn }, now);
+        assert_eq!(logs.rate_limits[&conn].unlogged, 1, "the second hit waits");
+
+        core.handle_closed(now, conn);
+        for event in events(&mut core) {
+            logs.record(&core, &event, now);
+        }
+        assert!(logs.rate_limits.is_empty(), "dropped with the connection");
     }
 }

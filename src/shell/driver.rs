@@ -31,7 +31,7 @@ use crate::auth::{AuthError, Verifier};
 use crate::core::{ConnId, ConnMap, Core, Event, Identity, Open, Output, Refusal, Stats, Transmit};
 use crate::metrics::Metrics;
 use crate::proto::client::RequestId;
-use crate::shell::conn_log::ConnLogs;
+use crate::shell::conn_log::{self, ConnLogs};
 use crate::shell::link::Link;
 use crate::shell::offload;
 use crate::shell::workers::RoutedPublishes;
@@ -193,7 +193,7 @@ pub(crate) struct Driver {
     core: Core,
     /// Live connections by core handle.
     slots: ConnMap<Slot>,
-    /// Log identity of every connection the core holds.
+    /// Rate-limit throttles of the connections' log lines.
     logs: ConnLogs,
     /// Counters and gauges for `/metrics`.
     metrics: Arc<Metrics>,
@@ -493,7 +493,8 @@ impl Driver {
             Command::Closed { conn, error } => {
                 if self.is_live(conn) {
                     if let Some(error) = error {
-                        tracing::debug!(conn = %conn, connection_id = self.logs.connection_id(conn), user = self.logs.user_id(conn), %error, "socket ended");
+                        let (connection_id, user) = conn_log::identity(&self.core, conn);
+                        tracing::debug!(conn = %conn, connection_id, user, %error, "socket ended");
                     }
                     self.slots.remove(&conn);
                     self.core.handle_closed(now, conn);
@@ -518,7 +519,8 @@ impl Driver {
         match result {
             Ok(identity) => self.core.handle_refresh_verified(now, conn, id, identity),
             Err(error) => {
-                tracing::info!(conn = %conn, connection_id = self.logs.connection_id(conn), user = self.logs.user_id(conn), error = error.code(), "refresh refused");
+                let (connection_id, user) = conn_log::identity(&self.core, conn);
+                tracing::info!(conn = %conn, connection_id, user, error = error.code(), "refresh refused");
                 self.core
                     .handle_refresh_rejected(now, conn, id, error.code(), &error.to_string());
             }
@@ -635,7 +637,8 @@ impl Driver {
             }
             WriteStart::HandedOver => {}
             WriteStart::Failed(error) => {
-                tracing::debug!(conn = %conn, connection_id = self.logs.connection_id(conn), user = self.logs.user_id(conn), %error, "write failed");
+                let (connection_id, user) = conn_log::identity(&self.core, conn);
+                tracing::debug!(conn = %conn, connection_id, user, %error, "write failed");
                 self.slots.remove(&conn);
                 self.core.handle_closed(now, conn);
             }
@@ -696,7 +699,7 @@ impl Driver {
                     if let Event::MessagesDropped { count, .. } = &event {
                         self.dropped += count;
                     }
-                    self.logs.record(&event, now);
+                    self.logs.record(&self.core, &event, now);
                 }
                 Some(Output::Verify(request)) => self.verify_refresh(request),
                 Some(Output::Timeout(at)) if at <= now && !served_due => {
