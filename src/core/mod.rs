@@ -486,18 +486,41 @@ impl Core {
         (bound.frames as usize, bound.bytes as usize)
     }
 
-    /// The `connectionId` of an open connection, for the shell's log lines
-    /// (`None` once the core has forgotten it: its `Closed` event carries
-    /// it). Formatted on each call, which only a log line that is written
-    /// makes, so no connection holds it as a string.
+    /// The `connectionId` of a connection, for the shell's log lines: from
+    /// its record while the core holds it, then from its `Closed` event
+    /// while that is still queued (an event queued before the core forgot
+    /// the connection is polled after); `None` once that was polled too.
+    /// Formatted on each call, which only a log line that is written makes,
+    /// so no connection holds it as a string.
     pub fn connection_id(&self, conn: ConnId) -> Option<String> {
-        let c = self.conns.get(conn)?;
-        Some(self.connection_id_of(c.serial))
+        match self.conns.get(conn) {
+            Some(c) => Some(self.connection_id_of(c.serial)),
+            None => self.queued_close(conn).map(|(id, _)| id.to_owned()),
+        }
     }
 
-    /// The user (token subject) of an open connection, for log lines.
+    /// The user (token subject) of a connection, for log lines; found like
+    /// [`Core::connection_id`].
     pub fn user_id(&self, conn: ConnId) -> Option<&str> {
-        self.conns.get(conn).map(|c| &*c.identity.user_id)
+        match self.conns.get(conn) {
+            Some(c) => Some(&c.identity.user_id),
+            None => self.queued_close(conn).map(|(_, user)| user),
+        }
+    }
+
+    /// The `connectionId` and user in `conn`'s `Closed` event, if it is
+    /// still queued. A scan, for the rare line about a forgotten
+    /// connection; the latest events are the likeliest, so from the back.
+    fn queued_close(&self, conn: ConnId) -> Option<(&str, &str)> {
+        self.events.iter().rev().find_map(|event| match event {
+            Event::Closed {
+                conn: closed,
+                connection_id,
+                user_id,
+                ..
+            } if *closed == conn => Some((connection_id.as_str(), user_id.as_str())),
+            _ => None,
+        })
     }
 
     /// One connection's state, for property tests and fuzzing.

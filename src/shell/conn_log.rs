@@ -34,15 +34,16 @@ struct RateLimitLog {
     unlogged: u64,
 }
 
-/// The `connectionId` and user of `conn` for a log line ("" for both once
-/// the core has forgotten it: events the core queued before the
-/// connection's `Closed` event may be logged after it forgot; the `conn`
-/// field still ties such a line to the others).
-pub(crate) fn identity(core: &Core, conn: ConnId) -> (String, &str) {
-    (
-        core.connection_id(conn).unwrap_or_default(),
-        core.user_id(conn).unwrap_or_default(),
-    )
+/// The `connectionId` of `conn` for a log line ("" once the core has no
+/// trace of it). Called inside the logging macros, which evaluate a field
+/// only for a line that is written: a disabled level formats nothing.
+pub(crate) fn connection_id(core: &Core, conn: ConnId) -> String {
+    core.connection_id(conn).unwrap_or_default()
+}
+
+/// The user of `conn` for a log line ("" once the core has no trace of it).
+pub(crate) fn user(core: &Core, conn: ConnId) -> &str {
+    core.user_id(conn).unwrap_or_default()
 }
 
 impl ConnLogs {
@@ -81,37 +82,30 @@ impl ConnLogs {
                 }
             }
             Event::Subscribed { conn, channels } => {
-                let (connection_id, user) = identity(core, *conn);
-                tracing::debug!(conn = %conn, connection_id, user, ?channels, "subscribed");
+                tracing::debug!(conn = %conn, connection_id = connection_id(core, *conn), user = user(core, *conn), ?channels, "subscribed");
             }
             Event::Unsubscribed { conn, channels } => {
-                let (connection_id, user) = identity(core, *conn);
-                tracing::debug!(conn = %conn, connection_id, user, ?channels, "unsubscribed");
+                tracing::debug!(conn = %conn, connection_id = connection_id(core, *conn), user = user(core, *conn), ?channels, "unsubscribed");
             }
             Event::MessagesDropped {
                 conn,
                 count,
                 reason,
             } => {
-                let (connection_id, user) = identity(core, *conn);
-                tracing::debug!(conn = %conn, connection_id, user, count, ?reason, "messages dropped");
+                tracing::debug!(conn = %conn, connection_id = connection_id(core, *conn), user = user(core, *conn), count, ?reason, "messages dropped");
             }
             Event::MessagesConflated { conn, count } => {
-                let (connection_id, user) = identity(core, *conn);
-                tracing::trace!(conn = %conn, connection_id, user, count, "messages conflated");
+                tracing::trace!(conn = %conn, connection_id = connection_id(core, *conn), user = user(core, *conn), count, "messages conflated");
             }
             Event::SlowConsumer { conn } => {
-                let (connection_id, user) = identity(core, *conn);
-                tracing::warn!(conn = %conn, connection_id, user, "slow consumer: closing with 1008");
+                tracing::warn!(conn = %conn, connection_id = connection_id(core, *conn), user = user(core, *conn), "slow consumer: closing with 1008");
             }
             Event::HeartbeatFailure { conn } => {
-                let (connection_id, user) = identity(core, *conn);
-                tracing::info!(conn = %conn, connection_id, user, "silent past the connection timeout: closing");
+                tracing::info!(conn = %conn, connection_id = connection_id(core, *conn), user = user(core, *conn), "silent past the connection timeout: closing");
             }
             Event::RateLimited { conn } => self.rate_limited(core, *conn, now),
             Event::FrameRejected { conn, code } => {
-                let (connection_id, user) = identity(core, *conn);
-                tracing::debug!(conn = %conn, connection_id, user, code = code.as_str(), "client frame rejected");
+                tracing::debug!(conn = %conn, connection_id = connection_id(core, *conn), user = user(core, *conn), code = code.as_str(), "client frame rejected");
             }
         }
     }
@@ -127,8 +121,7 @@ impl ConnLogs {
                     unlogged: 0,
                 },
             );
-            let (connection_id, user) = identity(core, conn);
-            tracing::warn!(conn = %conn, connection_id, user, "inbound rate limit hit");
+            tracing::warn!(conn = %conn, connection_id = connection_id(core, conn), user = user(core, conn), "inbound rate limit hit");
             return;
         };
         rate.unlogged += 1;
@@ -137,8 +130,7 @@ impl ConnLogs {
         }
         let count = std::mem::take(&mut rate.unlogged);
         rate.logged_at = now;
-        let (connection_id, user) = identity(core, conn);
-        tracing::warn!(conn = %conn, connection_id, user, count, "inbound rate limit hits since the last report");
+        tracing::warn!(conn = %conn, connection_id = connection_id(core, conn), user = user(core, conn), count, "inbound rate limit hits since the last report");
     }
 }
 
@@ -194,26 +186,34 @@ mod tests {
     }
 
     #[test]
-    fn log_lines_take_the_identity_from_the_core_and_the_closed_event() {
+    fn log_lines_take_the_identity_from_the_core_until_the_closed_event_is_polled() {
         let now = Instant::now();
         let (mut core, conn) = core_with_one_connection(now);
         let opened = events(&mut core);
-        let Some(Event::Opened { connection_id, .. }) = opened.first() else {
+        let Some(Event::Opened {
+            connection_id: id, ..
+        }) = opened.first()
+        else {
             panic!("the open is reported first: {opened:?}");
         };
-        assert_eq!(identity(&core, conn), (connection_id.clone(), "bob"));
+        let who = |core: &Core| (connection_id(core, conn), user(core, conn).to_owned());
+        assert_eq!(who(&core), (id.clone(), "bob".to_owned()));
 
+        // A line about an event queued before the close but logged after
+        // the core forgot the connection still names it.
         core.handle_closed(now, conn);
-        assert_eq!(identity(&core, conn), (String::new(), ""));
+        assert_eq!(who(&core), (id.clone(), "bob".to_owned()));
+
         let closed = events(&mut core);
         assert!(
             matches!(
                 &closed[..],
                 [Event::Closed { connection_id: at_close, user_id, .. }]
-                    if at_close == connection_id && user_id == "bob"
+                    if at_close == id && user_id == "bob"
             ),
             "the close carries who it was: {closed:?}"
         );
+        assert_eq!(who(&core), (String::new(), String::new()));
     }
 
     #[test]

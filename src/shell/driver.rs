@@ -493,8 +493,7 @@ impl Driver {
             Command::Closed { conn, error } => {
                 if self.is_live(conn) {
                     if let Some(error) = error {
-                        let (connection_id, user) = conn_log::identity(&self.core, conn);
-                        tracing::debug!(conn = %conn, connection_id, user, %error, "socket ended");
+                        tracing::debug!(conn = %conn, connection_id = conn_log::connection_id(&self.core, conn), user = conn_log::user(&self.core, conn), %error, "socket ended");
                     }
                     self.slots.remove(&conn);
                     self.core.handle_closed(now, conn);
@@ -519,8 +518,7 @@ impl Driver {
         match result {
             Ok(identity) => self.core.handle_refresh_verified(now, conn, id, identity),
             Err(error) => {
-                let (connection_id, user) = conn_log::identity(&self.core, conn);
-                tracing::info!(conn = %conn, connection_id, user, error = error.code(), "refresh refused");
+                tracing::info!(conn = %conn, connection_id = conn_log::connection_id(&self.core, conn), user = conn_log::user(&self.core, conn), error = error.code(), "refresh refused");
                 self.core
                     .handle_refresh_rejected(now, conn, id, error.code(), &error.to_string());
             }
@@ -637,8 +635,7 @@ impl Driver {
             }
             WriteStart::HandedOver => {}
             WriteStart::Failed(error) => {
-                let (connection_id, user) = conn_log::identity(&self.core, conn);
-                tracing::debug!(conn = %conn, connection_id, user, %error, "write failed");
+                tracing::debug!(conn = %conn, connection_id = conn_log::connection_id(&self.core, conn), user = conn_log::user(&self.core, conn), %error, "write failed");
                 self.slots.remove(&conn);
                 self.core.handle_closed(now, conn);
             }
