@@ -75,6 +75,21 @@ pub struct Identity {
     pub delay: Option<std::time::Duration>,
 }
 
+impl Identity {
+    /// The identity of a token that carries only `sub`: no roles, no
+    /// channel restriction, no expiry, no rate or delay tier.
+    pub fn unrestricted(user_id: &str) -> Identity {
+        Identity {
+            user_id: user_id.into(),
+            roles: Box::default(),
+            channel_patterns: None,
+            expires_at_unix_ms: None,
+            max_rate: None,
+            delay: None,
+        }
+    }
+}
+
 /// A connection the shell has authenticated and wants to open.
 #[derive(Debug, Clone)]
 pub struct Open {

@@ -154,14 +154,7 @@ mod tests {
             .handle_open(
                 now,
                 Open {
-                    identity: Identity {
-                        user_id: "bob".into(),
-                        roles: Box::default(),
-                        channel_patterns: None,
-                        expires_at_unix_ms: None,
-                        max_rate: None,
-                        delay: None,
-                    },
+                    identity: Identity::unrestricted("bob"),
                     remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
                     channels: vec![],
                     deflate: None,

@@ -42,14 +42,7 @@ async fn deadlines_are_served_while_the_input_never_empties() {
     }
     let (reply, answer) = oneshot::channel();
     let open = Open {
-        identity: Identity {
-            user_id: "silent".into(),
-            roles: Box::default(),
-            channel_patterns: None,
-            expires_at_unix_ms: None,
-            max_rate: None,
-            delay: None,
-        },
+        identity: Identity::unrestricted("silent"),
         remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
         channels: Vec::new(),
         deflate: None,
@@ -91,14 +84,7 @@ async fn a_message_arriving_during_a_drain_is_answered_and_held_for_the_next_tur
     for user in 0..WRITES_PER_LOOK + 10 {
         let (reply, answer) = oneshot::channel();
         let open = Open {
-            identity: Identity {
-                user_id: format!("user{user}").into(),
-                roles: Box::default(),
-                channel_patterns: None,
-                expires_at_unix_ms: None,
-                max_rate: None,
-                delay: None,
-            },
+            identity: Identity::unrestricted(&format!("user{user}")),
             remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
             channels: vec!["lines".to_owned()],
             deflate: None,

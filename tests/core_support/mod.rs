@@ -132,14 +132,7 @@ pub(crate) struct Harness {
 }
 
 pub(crate) fn identity(user: &str) -> Identity {
-    Identity {
-        user_id: user.into(),
-        roles: Box::default(),
-        channel_patterns: None,
-        expires_at_unix_ms: None,
-        max_rate: None,
-        delay: None,
-    }
+    Identity::unrestricted(user)
 }
 
 pub(crate) fn open_as(identity: Identity) -> Open {
