@@ -126,29 +126,12 @@ mod tests {
         use crate::core::{Core, CoreConfig, Identity, Open, Output};
 
         let open = || Open {
-            identity: Identity {
-                user_id: "u".into(),
-                roles: Box::default(),
-                channel_patterns: None,
-                expires_at_unix_ms: None,
-                max_rate: None,
-                delay: None,
-            },
+            identity: Identity::unrestricted("u"),
             remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
             channels: Vec::new(),
             deflate: None,
         };
-        // Until the next deadline: after it, the core has nothing more now.
-        let outputs = |core: &mut Core| {
-            let mut outputs = Vec::new();
-            while let Some(output) = core.poll_output() {
-                if matches!(output, Output::Timeout(_)) {
-                    break;
-                }
-                outputs.push(output);
-            }
-            outputs
-        };
+        let outputs = Core::outputs_until_timeout;
         let now = Instant::now();
         let mut core = Core::new(CoreConfig::default(), now, 0);
         let old = core.handle_open(now, open()).expect("admitted");

@@ -392,6 +392,19 @@ impl Core {
         }
     }
 
+    /// Every output up to the next deadline, for unit tests that drive the
+    /// core by hand: after the first `Timeout` the core has nothing more
+    /// now (and reports that `Timeout` for as long as a timer is pending,
+    /// so a plain drain would never end).
+    #[cfg(test)]
+    pub(crate) fn outputs_until_timeout(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| match self.poll_output() {
+            Some(Output::Timeout(_)) | None => None,
+            other => other,
+        })
+        .collect()
+    }
+
     /// The next output; see [`Core`] for the order and the drain loop.
     // Inline so the shell's `match` on the result fuses with building it:
     // without it every transmit is written to a return slot and read back

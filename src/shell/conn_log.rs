@@ -165,17 +165,13 @@ mod tests {
     }
 
     fn events(core: &mut Core) -> Vec<Event> {
-        // Up to the first `Timeout`, which the core reports for as long as
-        // a timer is pending.
-        std::iter::from_fn(|| match core.poll_output() {
-            Some(Output::Timeout(_)) | None => None,
-            other => other,
-        })
-        .filter_map(|output| match output {
-            Output::Event(event) => Some(event),
-            _ => None,
-        })
-        .collect()
+        core.outputs_until_timeout()
+            .into_iter()
+            .filter_map(|output| match output {
+                Output::Event(event) => Some(event),
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]
