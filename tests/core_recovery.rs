@@ -4,6 +4,7 @@
 
 mod core_support;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -241,7 +242,13 @@ fn a_replay_larger_than_the_outbound_bound_is_fed_as_the_socket_drains() {
     let mut got = Vec::new();
     let mut next_live = 501;
     for _ in 0..2000 {
-        let Some(t) = h.next_transmit() else {
+        // A turn's replay allowance spent, the shell serves the wake-up the
+        // core asks for.
+        let next = h.next_transmit().or_else(|| {
+            h.advance(Duration::ZERO);
+            h.next_transmit()
+        });
+        let Some(t) = next else {
             break;
         };
         assert!(t.frames.len() <= 8);
@@ -487,4 +494,124 @@ fn a_resubscribe_with_history_replays_in_order_and_nothing_of_the_old_subscripti
     h.publish("lines", b"3");
     h.advance(Duration::from_millis(100));
     assert_eq!(data(&flattened(h.json(a))), [json!(3)]);
+}
+
+#[test]
+fn a_large_replay_lets_live_fan_out_go_first_and_still_ends_exactly_at_the_live_stream() {
+    let mut h = Harness::new(config(1000));
+    let bystander = h.open("b");
+    subscribe(&mut h, bystander, &["lines"]);
+    for i in 0..600 {
+        h.publish("lines", i.to_string().as_bytes());
+        if i % 100 == 99 {
+            assert_eq!(h.json(bystander).len(), 100);
+        }
+    }
+    let recovering = h.open("r");
+    let (ack, first_turn) = subscribe_with(
+        &mut h,
+        recovering,
+        "lines",
+        json!({"since":{"lines":"~0:0"}}),
+    );
+    assert_eq!(ack["recovered"]["lines"], true);
+    // Its socket takes every write at once, yet one turn carries only part
+    // of the replay: the core asks to be woken now for the rest.
+    assert!(
+        !first_turn.is_empty() && first_turn.len() < 600,
+        "one turn replayed {} of 600",
+        first_turn.len()
+    );
+    let now = h.now;
+    assert!(
+        h.deadline().is_some_and(|at| at <= now),
+        "a wake-up for the rest, due now"
+    );
+    // A live message published before that wake-up reaches the bystander
+    // first; the recovering client gets it in order, after its replay.
+    h.publish("lines", b"600");
+    assert_eq!(data(&h.json(bystander)), [json!(600)]);
+    let mut seen = data(&first_turn);
+    for _ in 0..100 {
+        h.advance(Duration::ZERO);
+        let frames = h.json(recovering);
+        if frames.is_empty() {
+            break;
+        }
+        seen.extend(data(&frames));
+    }
+    let expected: Vec<Value> = (0..=600).map(|i| json!(i)).collect();
+    assert_eq!(seen, expected, "the whole stream, no gap, no duplicate");
+    h.publish("lines", b"601");
+    assert_eq!(data(&h.json(recovering)), [json!(601)], "then live");
+}
+
+#[test]
+fn many_clients_recovering_at_once_are_paced_and_each_gets_exactly_its_stream() {
+    // 20 clients x 500 missed messages: many turns' worth of replay, while
+    // live messages keep coming and evicting the ring's oldest.
+    let mut h = Harness::new(config(1000));
+    let users: Vec<String> = (0..20).map(|i| format!("u{i}")).collect();
+    let first: Vec<ConnId> = users.iter().map(|u| h.open(u)).collect();
+    for &c in &first {
+        subscribe(&mut h, c, &["lines"]);
+    }
+    for i in 0..750 {
+        h.publish("lines", i.to_string().as_bytes());
+        while let Some(t) = h.next_transmit() {
+            h.write_complete(t.conn);
+        }
+    }
+    for &c in &first {
+        h.socket_closed(c);
+    }
+    for i in 750..1250 {
+        h.publish("lines", i.to_string().as_bytes());
+    }
+    let again: Vec<ConnId> = users.iter().map(|u| h.open(u)).collect();
+    for &c in &again {
+        h.text(
+            c,
+            json!({"type":"subscribe","channels":["lines"],"since":{"lines":"~0:750"},"id":1}),
+        );
+    }
+    let mut seen: HashMap<ConnId, Vec<u64>> = HashMap::new();
+    let mut live = 1250;
+    for step in 0..20_000 {
+        let next = h.next_transmit().or_else(|| {
+            h.advance(Duration::ZERO);
+            h.next_transmit()
+        });
+        let Some(t) = next else {
+            break;
+        };
+        for r in decode_all(&t.frames) {
+            if let Received::Json(v) = r
+                && v["type"] == "message"
+            {
+                seen.entry(t.conn)
+                    .or_default()
+                    .push(v["data"].as_u64().expect("number"));
+            }
+        }
+        if step % 7 == 0 && live < 1400 {
+            h.publish("lines", live.to_string().as_bytes());
+            live += 1;
+        }
+        h.write_complete(t.conn);
+    }
+    assert!(
+        !h.events()
+            .iter()
+            .any(|e| matches!(e, Event::SlowConsumer { .. })),
+        "no recovering client closed as slow"
+    );
+    let expected: Vec<u64> = (750..live).collect();
+    for c in again {
+        assert_eq!(
+            seen.get(&c),
+            Some(&expected),
+            "{c:?}: the stream after its cursor"
+        );
+    }
 }

@@ -399,6 +399,7 @@ impl Core {
             self.fire_timers(now, conn);
             self.reschedule(conn);
         }
+        self.serve_paced_replays(now);
     }
 
     fn fire_timers(&mut self, now: Instant, conn: ConnId) {

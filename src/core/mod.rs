@@ -42,6 +42,7 @@ mod permissions;
 mod rate_limit;
 mod recovery;
 mod refresh;
+mod replay_pacing;
 mod requests;
 mod route;
 mod store;
@@ -69,6 +70,7 @@ pub use store::HistoryStats;
 use conn_slab::ConnSlab;
 use connection::Connection;
 use recovery::Replay;
+use replay_pacing::ReplayPacing;
 use store::Store;
 use subscriptions::SubscriptionIndex;
 
@@ -159,6 +161,10 @@ pub struct Core {
     /// Replays in progress per connection (see `recovery`); fan-out leaves
     /// those (connection, channel) pairs to them.
     replays: ConnMap<Vec<Replay>>,
+    /// How much replay the current turn may still carry, and who waits for
+    /// the next turn: a reconnect storm's replays must not hold up live
+    /// fan-out (see `replay_pacing`).
+    replay_pacing: ReplayPacing,
     /// Connections with frames queued and an idle writer, in the order they
     /// became ready.
     ready: VecDeque<ConnId>,
@@ -211,6 +217,7 @@ impl Core {
             compression: compression::Compression::new(config.compression_min_bytes),
             store: Store::new(config.history.clone()),
             replays: ConnMap::default(),
+            replay_pacing: ReplayPacing::default(),
             config,
             anchor: now,
             anchor_unix_ms: unix_ms,
@@ -423,9 +430,12 @@ impl Core {
         if let Some(request) = self.refresh.pop() {
             return Some(Output::Verify(request));
         }
-        self.deadlines
-            .first()
-            .map(|&(at, _)| Output::Timeout(self.instant(at)))
+        let timer = self.deadlines.first().map(|&(at, _)| at);
+        let next = match (timer, self.replay_pacing.wake()) {
+            (Some(timer), Some(wake)) => Some(timer.min(wake)),
+            (timer, wake) => timer.or(wake),
+        };
+        next.map(|at| Output::Timeout(self.instant(at)))
     }
 
     /// Frames of the first ready connection that has any.

@@ -10,7 +10,8 @@
 //! larger than the bound never trips the slow-consumer policy; only a replay
 //! that the ring's eviction overtakes (the client reads slower than the
 //! channel publishes, for longer than the ring lasts) closes the connection
-//! as a slow consumer.
+//! as a slow consumer. Replays together carry a bounded number of frames
+//! per turn (see [`super::replay_pacing`]), so live fan-out goes first.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::conflation::Delivery;
-use super::history::{ChannelHistory, Plan};
+use super::history::{ChannelHistory, Plan, Stored};
 use super::outbound::FrameKind;
 use super::{ConnId, Core, DropReason, Event};
 use crate::proto::client::SubscribeOptions;
@@ -43,6 +44,15 @@ pub(crate) struct Replay {
     /// must be before it is sent. Such a replay never ends: it is how the
     /// subscription is delivered.
     pub(super) delay: Option<Duration>,
+}
+
+impl Replay {
+    /// Whether the client has `stored` already (it is at or before the
+    /// cursor's offset for its stream).
+    fn has(&self, stored: &Stored) -> bool {
+        let have = self.after.get(stored.stream as usize).copied().flatten();
+        have.is_some_and(|have| stored.offset <= have)
+    }
 }
 
 /// What an ack says about the stream state of a subscribe.
@@ -189,9 +199,21 @@ impl Core {
         };
         let mut i = 0;
         while i < replays.len() {
+            let paced = replays[i].delay.is_none();
+            if paced && self.replay_pacing.spent() {
+                // Live fan-out goes first; this replay goes on next turn.
+                self.skip_known(&mut replays[i]);
+                let tick = self.tick(now);
+                self.replay_pacing.park(conn, tick);
+                i += 1;
+                continue;
+            }
             let step = self.replay_step(now, conn, &mut replays[i]);
             match step {
                 Step::Send(frame, kind) => {
+                    if paced {
+                        self.replay_pacing.spend();
+                    }
                     if kind == FrameKind::Message {
                         // A replayed message is a barrier: live values of
                         // its keys must not pass it.
@@ -223,6 +245,23 @@ impl Core {
         self.arm_delay_timer(now, conn, &replays);
         if !replays.is_empty() {
             self.replays.insert(conn, replays);
+        }
+    }
+
+    /// At the wake-up [`Core::pump_replays`] asked for when the turn's
+    /// replay allowance ran out: a fresh allowance, spent on the parked
+    /// connections in the order they parked.
+    pub(super) fn serve_paced_replays(&mut self, now: Instant) {
+        let tick = self.tick(now);
+        let Some(waiting) = self.replay_pacing.refill(tick) else {
+            return;
+        };
+        for conn in waiting {
+            if self.replay_pacing.spent() {
+                self.replay_pacing.park(conn, tick);
+            } else {
+                self.pump_replays(now, conn);
+            }
         }
     }
 
@@ -264,10 +303,27 @@ impl Core {
             return Step::Wait;
         }
         replay.next += 1;
-        let have = replay.after.get(stored.stream as usize).copied().flatten();
-        if have.is_some_and(|have| stored.offset <= have) {
+        if replay.has(stored) {
             return Step::Skip;
         }
         Step::Send(stored.frame.clone(), FrameKind::Message)
+    }
+
+    /// Moves a replay that must wait for the next turn past the stored
+    /// messages its client has already (a recovery starts at the ring's
+    /// oldest message and skips up to the cursor). Skipping costs no
+    /// allowance; left undone, a replay parked at the ring's head would be
+    /// overtaken by the next eviction and closed as if its client were slow.
+    fn skip_known(&self, replay: &mut Replay) {
+        if !replay.snapshot.is_empty() {
+            return;
+        }
+        let channel = &self.store.channels[replay.channel as usize];
+        while replay.next >= channel.first_index
+            && let Some(stored) = channel.get(replay.next)
+            && replay.has(stored)
+        {
+            replay.next += 1;
+        }
     }
 }
