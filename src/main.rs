@@ -103,6 +103,8 @@ fn serve(file: Option<&Path>) -> ExitCode {
     }
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime can be built");
     runtime.block_on(async move {
+        let (trigger, shutdown) = shutdown::channel();
+        trigger_on_signal(trigger);
         let accept =
             match TcpAccept::listen(config.bind_address, &ListenOptions::from(&config)).await {
                 Ok(accept) => accept,
@@ -111,8 +113,6 @@ fn serve(file: Option<&Path>) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-        let (trigger, shutdown) = shutdown::channel();
-        tokio::spawn(trigger_on_signal(trigger));
         match run(accept, config, sources, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -133,7 +133,7 @@ fn serve_workers(config: ServerConfig, sources: Vec<Box<dyn Source>>) -> ExitCod
         .expect("a tokio runtime can be built");
     runtime.block_on(async move {
         let (trigger, shutdown) = shutdown::channel();
-        tokio::spawn(trigger_on_signal(trigger));
+        trigger_on_signal(trigger);
         let observers = ws_realtime::shell::Observers::default();
         match run_workers(config, sources, shutdown, observers).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -155,7 +155,7 @@ fn dev() -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime can be built");
     runtime.block_on(async move {
         let (trigger, shutdown) = shutdown::channel();
-        tokio::spawn(trigger_on_signal(trigger));
+        trigger_on_signal(trigger);
         match ws_realtime::dev::run_dev(config, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -167,26 +167,34 @@ fn dev() -> ExitCode {
 }
 
 /// Fires the shutdown on SIGTERM or SIGINT; a second signal exits at once.
-async fn trigger_on_signal(trigger: ShutdownTrigger) {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                return;
-            }
-        };
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
-    trigger.trigger();
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::warn!("second signal: exiting without waiting for the drain");
-    std::process::exit(1);
+/// The handlers are installed here and now, before the server listens: a
+/// signal that came before a spawned task first ran would meet the default
+/// action instead (the process killed, no 1001 to anyone), which a loaded
+/// machine showed as a client connected and then cut without a close frame.
+fn trigger_on_signal(trigger: ShutdownTrigger) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let signals = signal(SignalKind::terminate())
+        .and_then(|terminate| Ok((terminate, signal(SignalKind::interrupt())?)));
+    let (mut terminate, mut interrupt) = match signals {
+        Ok(signals) => signals,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGTERM and SIGINT");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+        trigger.trigger();
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tracing::warn!("second signal: exiting without waiting for the drain");
+        std::process::exit(1);
+    });
 }
 
 fn init_logging(format: LogFormat) {
