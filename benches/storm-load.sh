@@ -10,6 +10,9 @@
 #
 #   benches/storm-load.sh [RATE] [PORT]
 #   OBSERVER_ONLY=1 benches/storm-load.sh   # the observer alone: its baseline
+#   OBSERVER_CHANNEL=lines OBSERVER_RATE=1 benches/storm-load.sh
+#       # the observer on the storm's channel: its latency covers the storm's
+#       # messages too (its delivery counts do not: it expects only its own)
 #
 # Uses target/release/ws-realtime and ws-realtime-load; BIN_DIR points
 # elsewhere (a copy, when the target dir is shared). The server runs on CPU
@@ -36,7 +39,7 @@ observer_log=$(mktemp)
 # after the storm's replay is over.
 timeout 60 $tool_pin "$bin/ws-realtime-load" --url "$url" --secret "$secret" \
     --api-key loadkey --publish-url "$publish" --connections 100 \
-    --channels observer --publish-rate 100 --warmup 2s --duration 14s --grace 2s \
+    --channels "${OBSERVER_CHANNEL:-observer}" --publish-rate "${OBSERVER_RATE:-100}" --warmup 2s --duration 14s --grace 2s \
     --quiet >"$observer_log" 2>&1 &
 observer=$!
 if [[ -z "${OBSERVER_ONLY:-}" ]]; then
@@ -47,6 +50,6 @@ if [[ -z "${OBSERVER_ONLY:-}" ]]; then
         --bystanders 100 --server-pid "$server" --quiet || true
 fi
 wait $observer || true
-echo "observer (100 connections on their own channel, 100 msg/s, whole run):"
+echo "observer (100 connections on ${OBSERVER_CHANNEL:-observer}, publishing ${OBSERVER_RATE:-100} msg/s, whole run):"
 grep -E "latency|deliveries|lost" "$observer_log" || cat "$observer_log"
 rm -f "$observer_log"

@@ -23,11 +23,13 @@ use std::collections::VecDeque;
 
 use super::{ConnId, ConnMap};
 
-/// Frames all replays may queue between two wake-ups: a client queue's
-/// default bound. Small enough that a turn of replay costs well under a
-/// millisecond of writes, large enough that a replay's frames still leave
-/// in vectored writes of up to half a client queue.
-pub(crate) const REPLAY_FRAMES_PER_TURN: usize = 256;
+/// Frames all replays may queue between two wake-ups: twice a client
+/// queue's default bound. Small enough that a turn of replay costs a
+/// fraction of a millisecond of writes; measured against 256 and 1 024
+/// with a 1 000-client storm (BENCHMARKS.md, session 8), 256 took the
+/// replay to ~2-3 s, near the ring's reach at 250 msg/s, and 1 024 was
+/// base's burst again.
+pub(crate) const REPLAY_FRAMES_PER_TURN: usize = 512;
 
 /// The replay allowance and the connections waiting for the next one.
 #[derive(Debug)]
