@@ -13,6 +13,10 @@
 #   OBSERVER_CHANNEL=lines OBSERVER_RATE=1 benches/storm-load.sh
 #       # the observer on the storm's channel: its latency covers the storm's
 #       # messages too (its delivery counts do not: it expects only its own)
+#   OBSERVER_WINDOW=storm benches/storm-load.sh
+#       # the observer measures only the storm: from about the reconnect
+#       # (its warmup spans the storm tool's start, 1 100 connections at
+#       # 1 000/s, its 3 s warmup and 2 s offline) to 2 s after
 #
 # Uses target/release/ws-realtime and ws-realtime-load; BIN_DIR points
 # elsewhere (a copy, when the target dir is shared). The server runs on CPU
@@ -35,11 +39,16 @@ server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 sleep 2
 observer_log=$(mktemp)
+if [[ "${OBSERVER_WINDOW:-}" == storm ]]; then
+    observer_phases=(--warmup 7s --duration 2s)
+else
+    observer_phases=(--warmup 2s --duration 14s)
+fi
 # The observer connects first and measures from before the drop until
 # after the storm's replay is over.
 timeout 60 $tool_pin "$bin/ws-realtime-load" --url "$url" --secret "$secret" \
     --api-key loadkey --publish-url "$publish" --connections 100 \
-    --channels "${OBSERVER_CHANNEL:-observer}" --publish-rate "${OBSERVER_RATE:-100}" --warmup 2s --duration 14s --grace 2s \
+    --channels "${OBSERVER_CHANNEL:-observer}" --publish-rate "${OBSERVER_RATE:-100}" "${observer_phases[@]}" --grace 2s \
     --quiet >"$observer_log" 2>&1 &
 observer=$!
 if [[ -z "${OBSERVER_ONLY:-}" ]]; then
@@ -50,6 +59,6 @@ if [[ -z "${OBSERVER_ONLY:-}" ]]; then
         --bystanders 100 --server-pid "$server" --quiet || true
 fi
 wait $observer || true
-echo "observer (100 connections on ${OBSERVER_CHANNEL:-observer}, publishing ${OBSERVER_RATE:-100} msg/s, whole run):"
+echo "observer (100 connections on ${OBSERVER_CHANNEL:-observer}, publishing ${OBSERVER_RATE:-100} msg/s, window ${OBSERVER_WINDOW:-whole run}):"
 grep -E "latency|deliveries|lost" "$observer_log" || cat "$observer_log"
 rm -f "$observer_log"

@@ -3,9 +3,10 @@
 //! A replay (see [`super::recovery`]) continues after each completed write,
 //! and a socket with room in the kernel completes its write at once: without
 //! a limit, a reconnect storm (1 000 clients recovering 500 messages each)
-//! would be replayed in one pass of the shell's drain, and every live
-//! message published meanwhile would wait behind half a million frames.
-//! So replays together queue at most [`REPLAY_FRAMES_PER_TURN`] frames
+//! is replayed in one pass of the shell's drain as far as the sockets'
+//! kernel buffers take it, and a live message published meanwhile waits
+//! behind that burst, in the driver and at receivers that share a host or
+//! a link with the recovering clients. So replays together queue at most [`REPLAY_FRAMES_PER_TURN`] frames
 //! between two wake-ups; a replay that finds the allowance spent parks its
 //! connection here and the core asks to be woken at once
 //! ([`super::Output::Timeout`] of now). The shell takes the source messages

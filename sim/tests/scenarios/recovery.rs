@@ -6,6 +6,13 @@
 //! client reconnects to replica B with `since`. It must end with exactly the
 //! channel's stream after its first ack — no gap, no duplicate, in order —
 //! and `recovered:true` for every channel.
+//!
+//! And a reconnect storm on one replica: many clients drop at once, miss
+//! more messages together than a turn's replay allowance, and come back at
+//! once with their cursors while publishing goes on. Their replays are
+//! paced (`core::replay_pacing`) across turns of the real shell; each must
+//! still end with exactly its stream, none closed, and the steady
+//! subscribers beside them lose nothing (the checker's invariants).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -15,6 +22,7 @@ use rand::Rng;
 use sim::client::{Delivery, SimClient};
 use sim::fake_source::FEED_TOPIC;
 use sim::recorder::{Happening, MsgId, Trace};
+use sim::run::{FeedEnd, Part, Subscriber};
 use sim::seeds::run_seeds;
 use sim::world::{Flag, Gate, SERVER, World, channel, partition_of};
 
@@ -206,40 +214,53 @@ fn recover_on_other_replica(seed: u64) -> Result<Trace, String> {
                 outcome.recovered
             ));
         }
-        let partition = partition_of(ch[2..].parse().expect("chN"));
         let start = outcome
             .first_positions
             .get(ch)
-            .and_then(|c| cursor_offset(c, partition))
             .ok_or_else(|| format!("{ch}: first ack positions {:?}", outcome.first_positions))?;
-        let expected: Vec<MsgId> = trace
-            .iter()
-            .filter_map(|r| match &r.what {
-                Happening::Publishing { msg, channel } if channel == ch && msg.offset > start => {
-                    Some(*msg)
-                }
-                _ => None,
-            })
-            .collect();
-        let got: Vec<MsgId> = outcome
-            .deliveries
-            .iter()
-            .filter(|d| d.channel == *ch && !d.snapshot)
-            .map(|d| MsgId::parse(&d.pos).ok_or_else(|| format!("bad pos {}", d.pos)))
-            .collect::<Result<_, _>>()?;
-        if got != expected {
-            let show = |v: &[MsgId]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
-            return Err(format!(
-                "{ch}: the roamer's stream differs from the channel's\n  expected {:?}\n  got      {:?}",
-                show(&expected),
-                show(&got)
-            ));
-        }
+        let expected = stream_after(&trace, ch, start);
+        same_stream(ch, &expected, &outcome.deliveries)?;
         if expected.is_empty() {
             return Err(format!("{ch}: nothing published after the first ack"));
         }
     }
     Ok(trace)
+}
+
+/// The messages published on `ch` after the cursor `start` (its entry for
+/// the channel's partition; all of them when it has none, as the cursor of
+/// a channel nothing was published on yet), in stream order: what a client
+/// that subscribed with `start` as its ack's cursor must end with.
+fn stream_after(trace: &Trace, ch: &str, start: &str) -> Vec<MsgId> {
+    let partition = partition_of(ch[2..].parse().expect("chN"));
+    let start = cursor_offset(start, partition).unwrap_or(-1);
+    trace
+        .iter()
+        .filter_map(|r| match &r.what {
+            Happening::Publishing { msg, channel } if channel == ch && msg.offset > start => {
+                Some(*msg)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Fails unless the messages of `ch` in `deliveries` are exactly `expected`.
+fn same_stream(ch: &str, expected: &[MsgId], deliveries: &[Delivery]) -> Result<(), String> {
+    let got: Vec<MsgId> = deliveries
+        .iter()
+        .filter(|d| d.channel == ch && !d.snapshot)
+        .map(|d| MsgId::parse(&d.pos).ok_or_else(|| format!("bad pos {}", d.pos)))
+        .collect::<Result<_, _>>()?;
+    if got != expected {
+        let show = |v: &[MsgId]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+        return Err(format!(
+            "{ch}: the client's stream differs from the channel's\n  expected {:?}\n  got      {:?}",
+            show(expected),
+            show(&got)
+        ));
+    }
+    Ok(())
 }
 
 #[test]
@@ -252,5 +273,173 @@ fn client_recovers_exactly_the_stream_on_another_replica_after_a_crash() {
         "recovery::client_recovers_exactly_the_stream_on_another_replica_after_a_crash",
         policy,
         recover_on_other_replica,
+    );
+}
+
+/// Clients in the reconnect storm.
+const STORMERS: usize = 12;
+
+/// Messages published while they are away: 12 × 120 = 1 440 replayed
+/// frames, nearly three turns' allowance of 512.
+const MISSED: usize = 120;
+
+/// The channel's history ring: about what is published before they are
+/// back (~25 live, then the missed ones), so the live messages during the
+/// replays evict from it.
+const RING: usize = 160;
+
+/// What one storm client saw, for the checks after the run.
+#[derive(Debug)]
+struct StormOutcome {
+    name: String,
+    /// `positions` of its first ack.
+    first_positions: BTreeMap<String, String>,
+    /// Messages read on its first connection, then on its second.
+    deliveries: Vec<Delivery>,
+    /// `recovered` of its second ack.
+    recovered: BTreeMap<String, bool>,
+    /// How its second connection ended, if it did before it left.
+    closed: Option<Option<u16>>,
+}
+
+fn reconnect_storm(seed: u64) -> Result<Trace, String> {
+    // A ring that is full by the time they are back, so every live message
+    // during the replays evicts one: a replay waiting for its turn at the
+    // ring's head would be overtaken (and its client closed as slow).
+    let mut run = World::builder()
+        .configure(|c| c.core.history.defaults.messages = RING)
+        .start(seed);
+    let channels = vec![channel(0)];
+    for i in 0..2 {
+        run.subscriber(Subscriber::new(format!("steady{i}"), channels.clone()).stays_open());
+    }
+    let gone = Gate::default();
+    let back = Flag::default();
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    for i in 0..STORMERS {
+        let name = format!("stormer{i}");
+        let (channels, gone, back, outcomes) = (
+            channels.clone(),
+            gone.clone(),
+            back.clone(),
+            outcomes.clone(),
+        );
+        run.client(&name.clone(), Part::Member, |steps| async move {
+            let client = steps.connect_subscribed(0, &name, &[]).await?;
+            let mut client = client;
+            client.subscribe(&channels).await?;
+            client.wait_subscribed(&channels).await?;
+            let first_positions = client.state().positions;
+            steps.ready.arrive();
+            steps.started.wait(Duration::from_secs(20)).await?;
+            // Live traffic first, then everyone drops at once.
+            tokio::time::sleep(Duration::from_millis(1_000)).await;
+            let mut deliveries = client.state().log;
+            client.vanish();
+            gone.arrive();
+            back.wait(Duration::from_secs(20)).await?;
+            let since: BTreeMap<String, String> = channels
+                .iter()
+                .map(|ch| {
+                    let start = first_positions.get(ch).map_or("", String::as_str);
+                    (ch.clone(), cursor(start, ch, &deliveries))
+                })
+                .collect();
+            let again = format!("{name}.1");
+            let mut client = SimClient::connect(
+                steps.world.client(&again, &[]),
+                steps.world.recorder.clone(),
+            )
+            .await?;
+            client.wait_connected().await?;
+            client.subscribe_since(&channels, &since).await?;
+            client.wait_subscribed(&channels).await?;
+            steps.wait_done().await?;
+            let state = client.state();
+            deliveries.extend(state.log);
+            outcomes.lock().expect("not poisoned").push(StormOutcome {
+                name,
+                first_positions,
+                deliveries,
+                recovered: state.recovered,
+                closed: state.closed,
+            });
+            steps.leave(client).await;
+            Ok(())
+        });
+    }
+    run.feeder(
+        FeedEnd::default().settle(Duration::from_secs(2)),
+        move |steps| async move {
+            let world = steps.world;
+            let mut rng = world.rng(u64::MAX);
+            let mut sent = 0;
+            let publish = |sent: &mut usize| {
+                world.feed.publish(&channel(0), partition_of(0));
+                *sent += 1;
+            };
+            // Live while everyone is connected, until they have all gone.
+            let limit = tokio::time::Instant::now() + Duration::from_secs(10);
+            while gone.count() < STORMERS && tokio::time::Instant::now() < limit {
+                publish(&mut sent);
+                tokio::time::sleep(Duration::from_millis(rng.random_range(20..60))).await;
+            }
+            // What they miss: a burst, then everyone comes back at once.
+            for _ in 0..MISSED {
+                publish(&mut sent);
+                tokio::time::sleep(Duration::from_millis(rng.random_range(1..6))).await;
+            }
+            world.wait_taken(sent, Duration::from_secs(10)).await?;
+            back.set();
+            // Live messages keep coming during the replays: the seam.
+            for _ in 0..rng.random_range(40..80) {
+                publish(&mut sent);
+                tokio::time::sleep(Duration::from_millis(rng.random_range(5..40))).await;
+            }
+            Ok(sent)
+        },
+    );
+    let trace = run.finish()?;
+    let outcomes = outcomes.lock().expect("not poisoned");
+    if outcomes.len() != STORMERS {
+        return Err(format!(
+            "{} of {STORMERS} storm clients finished",
+            outcomes.len()
+        ));
+    }
+    let ch = &channels[0];
+    for outcome in outcomes.iter() {
+        let name = &outcome.name;
+        if outcome.recovered.get(ch) != Some(&true) {
+            return Err(format!("{name}: recovered {:?}", outcome.recovered));
+        }
+        if let Some(closed) = outcome.closed {
+            return Err(format!(
+                "{name}: closed by the server ({closed:?}) while recovering"
+            ));
+        }
+        let start = outcome
+            .first_positions
+            .get(ch)
+            .ok_or_else(|| format!("{name}: first ack positions {:?}", outcome.first_positions))?;
+        let expected = stream_after(&trace, ch, start);
+        if expected.len() < MISSED {
+            return Err(format!(
+                "{name}: only {} messages after its first ack",
+                expected.len()
+            ));
+        }
+        same_stream(ch, &expected, &outcome.deliveries).map_err(|e| format!("{name}: {e}"))?;
+    }
+    Ok(trace)
+}
+
+#[test]
+fn a_reconnect_storm_is_replayed_across_turns_and_every_client_gets_exactly_its_stream() {
+    run_seeds(
+        TEST,
+        "recovery::a_reconnect_storm_is_replayed_across_turns_and_every_client_gets_exactly_its_stream",
+        policy(),
+        reconnect_storm,
     );
 }
