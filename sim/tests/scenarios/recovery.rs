@@ -66,6 +66,22 @@ fn cursor(start: &str, channel: &str, deliveries: &[Delivery]) -> String {
     entries.join(",")
 }
 
+/// The `since` of a client that read `deliveries` after an ack whose
+/// `positions` were `first_positions`: each channel's [`cursor`].
+fn since(
+    channels: &[String],
+    first_positions: &BTreeMap<String, String>,
+    deliveries: &[Delivery],
+) -> BTreeMap<String, String> {
+    channels
+        .iter()
+        .map(|ch| {
+            let start = first_positions.get(ch).map_or("", String::as_str);
+            (ch.clone(), cursor(start, ch, deliveries))
+        })
+        .collect()
+}
+
 /// The offset `cursor` records for `partition` of the fake topic.
 fn cursor_offset(cursor: &str, partition: i32) -> Option<i64> {
     let prefix = format!("{FEED_TOPIC}:{partition}:");
@@ -116,13 +132,7 @@ fn recover_on_other_replica(seed: u64) -> Result<Trace, String> {
             tokio::time::sleep(Duration::from_millis(rng.random_range(200..1_500))).await;
             let mut deliveries = client.state().log;
             client.vanish();
-            let since: BTreeMap<String, String> = channels
-                .iter()
-                .map(|ch| {
-                    let start = first_positions.get(ch).map_or("", String::as_str);
-                    (ch.clone(), cursor(start, ch, &deliveries))
-                })
-                .collect();
+            let since = since(&channels, &first_positions, &deliveries);
             let mut client =
                 SimClient::connect(world.client_of(1, "roamer.1", &[]), world.recorder.clone())
                     .await?;
@@ -338,13 +348,7 @@ fn reconnect_storm(seed: u64) -> Result<Trace, String> {
             client.vanish();
             gone.arrive();
             back.wait(Duration::from_secs(20)).await?;
-            let since: BTreeMap<String, String> = channels
-                .iter()
-                .map(|ch| {
-                    let start = first_positions.get(ch).map_or("", String::as_str);
-                    (ch.clone(), cursor(start, ch, &deliveries))
-                })
-                .collect();
+            let since = since(&channels, &first_positions, &deliveries);
             let again = format!("{name}.1");
             let mut client = SimClient::connect(
                 steps.world.client(&again, &[]),
