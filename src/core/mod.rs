@@ -431,10 +431,7 @@ impl Core {
             return Some(Output::Verify(request));
         }
         let timer = self.deadlines.first().map(|&(at, _)| at);
-        let next = match (timer, self.replay_pacing.wake()) {
-            (Some(timer), Some(wake)) => Some(timer.min(wake)),
-            (timer, wake) => timer.or(wake),
-        };
+        let next = timer.into_iter().chain(self.replay_pacing.wake()).min();
         next.map(|at| Output::Timeout(self.instant(at)))
     }
 

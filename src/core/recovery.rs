@@ -250,18 +250,14 @@ impl Core {
 
     /// At the wake-up [`Core::pump_replays`] asked for when the turn's
     /// replay allowance ran out: a fresh allowance, spent on the parked
-    /// connections in the order they parked.
+    /// connections in the order they parked (those it does not reach park
+    /// again, in the same order).
     pub(super) fn serve_paced_replays(&mut self, now: Instant) {
-        let tick = self.tick(now);
-        let Some(waiting) = self.replay_pacing.refill(tick) else {
+        let Some(waiting) = self.replay_pacing.refill(self.tick(now)) else {
             return;
         };
         for conn in waiting {
-            if self.replay_pacing.spent() {
-                self.replay_pacing.park(conn, tick);
-            } else {
-                self.pump_replays(now, conn);
-            }
+            self.pump_replays(now, conn);
         }
     }
 

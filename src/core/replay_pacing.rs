@@ -6,9 +6,10 @@
 //! is replayed in one pass of the shell's drain as far as the sockets'
 //! kernel buffers take it, and a live message published meanwhile waits
 //! behind that burst, in the driver and at receivers that share a host or
-//! a link with the recovering clients. So replays together queue at most [`REPLAY_FRAMES_PER_TURN`] frames
-//! between two wake-ups; a replay that finds the allowance spent parks its
-//! connection here and the core asks to be woken at once
+//! a link with the recovering clients. So replays together queue at most
+//! [`REPLAY_FRAMES_PER_TURN`] frames between two wake-ups; a replay that
+//! finds the allowance spent parks its connection here and the core asks
+//! to be woken at once
 //! ([`super::Output::Timeout`] of now). The shell takes the source messages
 //! waiting for it before it serves a due deadline, so each turn carries the
 //! live fan-out first and then one allowance of replay.
@@ -30,7 +31,7 @@ use super::{ConnId, ConnMap};
 /// with a 1 000-client storm (BENCHMARKS.md, session 8), 256 took the
 /// replay to ~2-3 s, near the ring's reach at 250 msg/s, and 1 024 was
 /// base's burst again.
-pub(crate) const REPLAY_FRAMES_PER_TURN: usize = 512;
+const REPLAY_FRAMES_PER_TURN: usize = 512;
 
 /// The replay allowance and the connections waiting for the next one.
 #[derive(Debug)]
