@@ -42,7 +42,15 @@ use crate::source::Ingest;
 const COMMANDS_PER_ROUND: usize = 256;
 
 /// Most source messages in one turn, whatever the client queues allow.
-const MAX_MESSAGES_PER_TURN: usize = 256;
+/// A turn writes each subscriber's share of it from memory the fan-out
+/// filled just before (queue entries, refcounts, the vectors handed to the
+/// sockets), so a larger turn is not cheaper per delivery once that memory
+/// outgrows the CPU's cache: at the shared harness's 5 000 msg/s step to
+/// 1 000 subscribers, turns of 128 messages (the default queue's half)
+/// ran at 200–300 ns of server CPU per delivery from run to run and failed
+/// the step half the time; 64 holds ~200 ns and still carries ~43 frames
+/// per write; 32 costs more in writes (BENCHMARKS.md, session 9).
+const MAX_MESSAGES_PER_TURN: usize = 64;
 
 /// Most rounds of yielding and taking before a drain.
 const TAKE_ROUNDS: usize = 4;

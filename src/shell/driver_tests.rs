@@ -134,3 +134,18 @@ async fn a_message_arriving_during_a_drain_is_answered_and_held_for_the_next_tur
     assert_eq!(driver.publish_held(), 1);
     assert!(driver.held.is_empty());
 }
+
+/// A turn takes half a client's queue, so one turn never overflows a healthy
+/// queue, but never more than [`MAX_MESSAGES_PER_TURN`], past which a
+/// larger turn cost more per delivery (BENCHMARKS.md, session 9).
+#[test]
+fn a_turn_takes_half_a_queue_up_to_the_measured_cap() {
+    assert_eq!(messages_per_turn(1), 1);
+    assert_eq!(messages_per_turn(64), 32);
+    assert_eq!(
+        messages_per_turn(256),
+        64,
+        "the default queue of 256 frames"
+    );
+    assert_eq!(messages_per_turn(100_000), MAX_MESSAGES_PER_TURN);
+}
