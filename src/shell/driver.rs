@@ -42,14 +42,13 @@ use crate::source::Ingest;
 const COMMANDS_PER_ROUND: usize = 256;
 
 /// Most source messages in one turn, whatever the client queues allow.
-/// A turn writes each subscriber's share of it from memory the fan-out
-/// filled just before (queue entries, refcounts, the vectors handed to the
-/// sockets), so a larger turn is not cheaper per delivery once that memory
-/// outgrows the CPU's cache: at the shared harness's 5 000 msg/s step to
-/// 1 000 subscribers, turns of 128 messages (the default queue's half)
-/// ran at 200–300 ns of server CPU per delivery from run to run and failed
-/// the step half the time; 64 holds ~200 ns and still carries ~43 frames
-/// per write; 32 costs more in writes (BENCHMARKS.md, session 9).
+/// A larger turn means fewer writes per message but not a cheaper
+/// delivery: the fan-out fills every subscriber's queue with the whole turn
+/// before the writes read it back. At the shared harness's 5 000 msg/s step
+/// to 1 000 subscribers, turns of 128 messages (the default queue's half)
+/// ran at 190-300 ns of server CPU per delivery from run to run and passed
+/// the step 7 times in 11; 64 passed it 12 times in 14 and still carries
+/// ~43 frames per write; 32 paid more in writes (BENCHMARKS.md, session 9).
 const MAX_MESSAGES_PER_TURN: usize = 64;
 
 /// Most rounds of yielding and taking before a drain.
