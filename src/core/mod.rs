@@ -100,41 +100,46 @@ use subscriptions::SubscriptionIndex;
 /// deadline). One stream, so no shell can forget a kind or take them out of
 /// order.
 ///
+/// The clock is the shell's: it reads it and hands the core the instant of
+/// every input (`clock` below; the production shell reads tokio's clock, the
+/// simulations turmoil's), and the core never reads one itself.
+///
 /// ```no_run
-/// use std::time::{Instant, SystemTime, UNIX_EPOCH};
+/// use std::time::Instant;
 /// use ws_realtime::core::{Core, CoreConfig, Output};
 ///
-/// let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
-/// let mut core = Core::new(CoreConfig::default(), Instant::now(), unix_ms);
-/// let mut deadline: Option<Instant> = None;
-/// loop {
-///     // 1. Wait for an input or the deadline, and hand it over with the
-///     //    time it happened: core.handle_open(now, open),
-///     //    core.handle_text(now, conn, &payload), core.handle_publish(now, publish), …
-///     let now = Instant::now();
-///     if deadline.is_some_and(|at| at <= now) {
-///         core.handle_timeout(now);
-///     }
-///     // 2. Drain every output.
+/// fn drive(clock: impl Fn() -> Instant, unix_ms_at_start: u64) {
+///     let mut core = Core::new(CoreConfig::default(), clock(), unix_ms_at_start);
+///     let mut deadline: Option<Instant> = None;
 ///     loop {
-///         match core.poll_output() {
-///             Some(Output::Transmit(transmit)) => {
-///                 // Write transmit.frames to transmit.conn's socket, then:
-///                 core.handle_write_complete(Instant::now(), transmit.conn);
-///             }
-///             Some(Output::Disconnect(_conn)) => { /* drop the socket */ }
-///             Some(Output::Event(_event)) => { /* metrics and logs */ }
-///             Some(Output::Verify(_request)) => {
-///                 // Verify request.token off this thread, then answer with
-///                 // core.handle_refresh_verified(…) or handle_refresh_rejected(…).
-///             }
-///             Some(Output::Timeout(at)) => {
-///                 deadline = Some(at);
-///                 break;
-///             }
-///             None => {
-///                 deadline = None;
-///                 break;
+///         // 1. Wait for an input or the deadline, and hand it over with the
+///         //    time it happened: core.handle_open(now, open),
+///         //    core.handle_text(now, conn, &payload), core.handle_publish(now, publish), …
+///         let now = clock();
+///         if deadline.is_some_and(|at| at <= now) {
+///             core.handle_timeout(now);
+///         }
+///         // 2. Drain every output.
+///         loop {
+///             match core.poll_output() {
+///                 Some(Output::Transmit(transmit)) => {
+///                     // Write transmit.frames to transmit.conn's socket, then:
+///                     core.handle_write_complete(clock(), transmit.conn);
+///                 }
+///                 Some(Output::Disconnect(_conn)) => { /* drop the socket */ }
+///                 Some(Output::Event(_event)) => { /* metrics and logs */ }
+///                 Some(Output::Verify(_request)) => {
+///                     // Verify request.token off this thread, then answer with
+///                     // core.handle_refresh_verified(…) or handle_refresh_rejected(…).
+///                 }
+///                 Some(Output::Timeout(at)) => {
+///                     deadline = Some(at);
+///                     break;
+///                 }
+///                 None => {
+///                     deadline = None;
+///                     break;
+///                 }
 ///             }
 ///         }
 ///     }
