@@ -87,16 +87,6 @@ impl Compression {
         Some(cached.clone())
     }
 
-    /// Whether `frame` is the shared compressed frame already (chosen
-    /// before it was queued), so it is not looked at twice.
-    pub(crate) fn is_shared_compressed(&self, frame: &Bytes) -> bool {
-        self.last.as_ref().is_some_and(|(key, compressed)| {
-            compressed.as_ptr() == frame.as_ptr()
-                && compressed.len() == frame.len()
-                && key.as_ptr() != frame.as_ptr()
-        })
-    }
-
     /// Lets go of the last frame, so a large message's memory is not held
     /// after its fan-out.
     pub(crate) fn forget_last(&mut self) {
@@ -127,8 +117,6 @@ mod tests {
         let plain = order_book();
         let a = compression.compressed_for(FULL, &plain).unwrap();
         let b = compression.compressed_for(FULL, &plain).unwrap();
-        assert!(compression.is_shared_compressed(&a));
-        assert!(!compression.is_shared_compressed(&plain));
         assert_eq!(a.as_ptr(), b.as_ptr(), "one compressed allocation");
         assert!(a.len() < plain.len() / 3);
         let decoded = ws_frame::decode(&a).unwrap();

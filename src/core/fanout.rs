@@ -5,11 +5,8 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use super::conflation::Delivery;
 use super::connection::BatchedMessage;
-use super::outbound::FrameKind;
 use super::throttle::{Held, Offer};
 use super::timers::Timer;
 use super::{ConnId, Core, Event, Publish, PublishOutcome, SlowClientPolicy};
@@ -96,8 +93,7 @@ impl Core {
                     },
                 )
             } else {
-                let frame = self.message_frame_for(conn, &encoded.frame);
-                self.enqueue_message(now, conn, frame, ingested, live)
+                self.enqueue_message(now, conn, &encoded.frame, ingested, live)
             };
             delivered += usize::from(queued);
         }
@@ -128,7 +124,7 @@ impl Core {
                 },
             )
         } else {
-            self.enqueue_message(now, conn, held.frame, held.ingested, held.delivery)
+            self.enqueue_message(now, conn, &held.frame, held.ingested, held.delivery)
         }
     }
 
@@ -195,7 +191,13 @@ impl Core {
             // can replace, so with a conflating channel in it the messages
             // queue one by one.
             for message in batch {
-                self.enqueue_message(now, conn, message.frame, message.ingested, message.delivery);
+                self.enqueue_message(
+                    now,
+                    conn,
+                    &message.frame,
+                    message.ingested,
+                    message.delivery,
+                );
             }
             self.reschedule(conn);
             return;
@@ -218,7 +220,7 @@ impl Core {
                 )
             }
         };
-        self.enqueue_message(now, conn, frame, oldest, delivery);
+        self.enqueue_message(now, conn, &frame, oldest, delivery);
         self.reschedule(conn);
     }
 
@@ -238,41 +240,5 @@ impl Core {
             self.flush_batch(now, conn);
         }
         self.conns.get(conn).is_some_and(|c| c.closing.is_none())
-    }
-
-    /// The frame `conn` gets for the shared message frame `plain`: the
-    /// message's one compressed frame if it negotiated deflate (built by the
-    /// first such subscriber), else `plain`; one refcount increment either way.
-    fn message_frame_for(&mut self, conn: ConnId, plain: &Bytes) -> Bytes {
-        self.conns
-            .get(conn)
-            .and_then(|c| c.deflate)
-            .and_then(|deflate| self.compression.compressed_for(deflate, plain))
-            .unwrap_or_else(|| plain.clone())
-    }
-
-    /// Queues a message frame and stamps the queue with its ingest instant.
-    pub(super) fn enqueue_message(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        frame: Bytes,
-        ingested: Instant,
-        delivery: Delivery,
-    ) -> bool {
-        // Frames that did not come through `message_frame_for` (a batch,
-        // a lone batched message) are chosen here.
-        let frame = match self.conns.get(conn).and_then(|c| c.deflate) {
-            Some(deflate) if !self.compression.is_shared_compressed(&frame) => self
-                .compression
-                .compressed_for(deflate, &frame)
-                .unwrap_or(frame),
-            _ => frame,
-        };
-        let queued = self.enqueue_tagged(now, conn, frame, FrameKind::Message, delivery);
-        if queued && let Some(c) = self.conns.get_mut(conn) {
-            c.outbound.note_ingest(ingested);
-        }
-        queued
     }
 }

@@ -218,7 +218,7 @@ impl Core {
                         // A replayed message is a barrier: live values of
                         // its keys must not pass it.
                         let policy = self.store.policy(replays[i].channel);
-                        self.enqueue_message(now, conn, frame, now, Delivery::barrier(policy));
+                        self.enqueue_message(now, conn, &frame, now, Delivery::barrier(policy));
                     } else {
                         self.enqueue(now, conn, frame, kind);
                     }
