@@ -191,8 +191,12 @@ impl Store {
                 want_tag,
                 policy,
             );
+            // A `Bytes` made from a `Vec` (as `copy_from_slice` makes it)
+            // checks on every clone whether its buffer is shared yet; its
+            // first clone shares it and is a plain refcounted `Bytes`, so
+            // the subscribers' clones are made from that one.
             let local = EncodedMessage {
-                frame: Bytes::copy_from_slice(&encoded.frame),
+                frame: Bytes::copy_from_slice(&encoded.frame).clone(),
                 header_len: encoded.header_len,
                 kind: encoded.kind,
             };
