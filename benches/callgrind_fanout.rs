@@ -145,7 +145,7 @@ fn main() {
             }
         }
     } else {
-        let mut router = Router::new(&config.history.epoch);
+        let mut router = Router::new(&config);
         for offset in 1..=publishes {
             let routed = Arc::new(router.route(publish(offset)));
             for core in &mut cores {

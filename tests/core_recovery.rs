@@ -341,6 +341,31 @@ fn snapshot_sends_the_latest_message_per_key_marked() {
     assert!(live[0].get("snapshot").is_none());
 }
 
+/// With several workers the router works out each message's key once for
+/// every core; the snapshot it keys is the one a core keying it itself keeps.
+#[test]
+fn a_routed_message_keys_the_snapshot_as_the_core_would() {
+    let mut cfg = config(100);
+    cfg.history.defaults.snapshot_field = Some("symbol".into());
+    let mut router = Router::new(&cfg);
+    let mut h = Harness::new(cfg);
+    for (symbol, px) in [("AAPL", 1), ("MSFT", 2), ("AAPL", 3)] {
+        let routed = router.route(Publish {
+            channel: "quotes".into(),
+            pos: None,
+            payload: Bytes::from(format!(r#"{{"symbol":"{symbol}","px":{px}}}"#)),
+            key: None,
+        });
+        assert_eq!(routed.key.as_deref(), Some(symbol.as_bytes()));
+        h.core.handle_publish_routed(h.now, &routed, h.now);
+    }
+    let c = h.open("u");
+    let (ack, frames) = subscribe_with(&mut h, c, "quotes", json!({"snapshot":true}));
+    assert_eq!(ack["positions"]["quotes"], "~0:3");
+    let px: Vec<Value> = frames.iter().map(|f| f["data"]["px"].clone()).collect();
+    assert_eq!(px, [json!(2), json!(3)]);
+}
+
 #[test]
 fn without_a_key_field_the_record_key_or_the_last_message_is_the_snapshot() {
     let mut h = Harness::new(config(100));

@@ -9,8 +9,8 @@ use super::conflation::Delivery;
 use super::connection::BatchedMessage;
 use super::throttle::{Held, Offer};
 use super::timers::Timer;
-use super::{ConnId, Core, Event, Publish, PublishOutcome, SlowClientPolicy};
-use crate::proto::server::{self, EncodedMessage};
+use super::{ConnId, Core, Event, Publish, PublishOutcome, Routed, SlowClientPolicy};
+use crate::proto::server;
 
 impl Core {
     /// Positions, encodes (unless `routed` brings the frame and sequence),
@@ -19,7 +19,7 @@ impl Core {
         &mut self,
         now: Instant,
         publish: &Publish,
-        routed: Option<(&EncodedMessage, Option<u64>)>,
+        routed: Option<&Routed>,
         ingested: Instant,
     ) -> PublishOutcome {
         // Positioned, encoded once and stored (the ring holds a refcounted

@@ -369,12 +369,7 @@ impl Core {
         routed: &Routed,
         ingested: Instant,
     ) -> PublishOutcome {
-        self.publish(
-            now,
-            &routed.publish,
-            Some((&routed.encoded, routed.sequence)),
-            ingested,
-        )
+        self.publish(now, &routed.publish, Some(routed), ingested)
     }
 
     /// [`Core::handle_publish`] for a message a source received at

@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::Publish;
 use super::config::{HistoryConfig, HistoryLimits, SlowClientPolicy};
 use super::history::{Accounting, ChannelHistory, Stored};
+use super::{CoreConfig, Publish, Routed};
 use crate::proto::position::Position;
 use crate::proto::server::EncodedMessage;
 
@@ -155,7 +155,7 @@ impl Store {
         &mut self,
         now: Instant,
         publish: &Publish,
-        routed: Option<(&EncodedMessage, Option<u64>)>,
+        routed: Option<&Routed>,
         want_tag: bool,
         policy_for: impl FnOnce(&str) -> SlowClientPolicy,
     ) -> Published {
@@ -172,9 +172,10 @@ impl Store {
             Some(Position::Sequence(_)) | None => None,
         };
         let (stream, offset) = channel.advance(kafka, &self.config.epoch);
-        if let Some((encoded, sequence)) = routed {
+        if let Some(routed) = routed {
+            let encoded = &routed.encoded;
             debug_assert!(
-                sequence.is_none_or(|seq| seq == offset),
+                routed.sequence.is_none_or(|seq| seq == offset),
                 "the router's sequence is the store's: both see every message in order"
             );
             // History keeps the shared frame, so every worker's ring points
@@ -190,6 +191,7 @@ impl Store {
                 (stream, offset),
                 want_tag,
                 policy,
+                routed.key.as_ref(),
             );
             // A `Bytes` made from a `Vec` (as `copy_from_slice` makes it)
             // checks on every clone whether its buffer is shared yet; its
@@ -227,6 +229,7 @@ impl Store {
             (stream, offset),
             want_tag,
             policy,
+            None,
         )
     }
 
@@ -243,15 +246,17 @@ impl Store {
         (stream, offset): (u32, u64),
         want_tag: bool,
         policy: SlowClientPolicy,
+        routed_key: Option<&Bytes>,
     ) -> Published {
         let channel = &mut self.channels[id as usize];
         let key = (want_tag || (channel.limits.enabled() && channel.limits.snapshot_keys > 0))
-            .then(|| {
-                message_key(
+            .then(|| match routed_key {
+                Some(key) => key.clone(),
+                None => message_key(
                     channel.limits.snapshot_field.as_deref(),
                     &publish.payload,
                     publish.key.as_ref(),
-                )
+                ),
             });
         let hash = want_tag
             .then(|| key.as_ref().map(|key| super::conflation::tag(id, key)))
@@ -393,6 +398,24 @@ fn limits_for<'a>(config: &'a HistoryConfig, channel: &str) -> &'a HistoryLimits
         .iter()
         .find(|rule| super::permissions::pattern_matches(&rule.pattern, channel))
         .map_or(&config.defaults, |rule| &rule.limits)
+}
+
+/// The key of `publish` if every core needs it, whatever its subscriptions:
+/// its channel keeps snapshots per key, or conflates. The router works it out
+/// once for all workers; a JSON payload is parsed for it, so doing it in each
+/// worker's store was the larger part of what a worker added per message.
+pub(crate) fn key_every_core_needs(config: &CoreConfig, publish: &Publish) -> Option<Bytes> {
+    let limits = limits_for(&config.history, &publish.channel);
+    let snapshots = limits.enabled() && limits.snapshot_keys > 0;
+    let conflates =
+        super::conflation::policy_for(config, &publish.channel) == SlowClientPolicy::Conflate;
+    (snapshots || conflates).then(|| {
+        message_key(
+            limits.snapshot_field.as_deref(),
+            &publish.payload,
+            publish.key.as_ref(),
+        )
+    })
 }
 
 /// The key of a message, for snapshots and for conflation: the configured

@@ -281,7 +281,7 @@ async fn serve_workers<L: MakeAccept, S: Spawn>(
         router = Some(tokio::spawn(workers::route(
             direct.take().expect("taken once"),
             senders,
-            Router::new(&config.core.history.epoch),
+            Router::new(&config.core),
             metrics.clone(),
             messages_per_turn,
         )));

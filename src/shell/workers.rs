@@ -258,6 +258,12 @@ mod tests {
     use crate::core::Publish;
     use crate::source::PublishSink;
 
+    fn router_with_epoch(epoch: &str) -> Router {
+        let mut config = crate::core::CoreConfig::default();
+        config.history.epoch = epoch.to_owned();
+        Router::new(&config)
+    }
+
     fn publish(channel: &str) -> Publish {
         Publish {
             channel: channel.to_owned(),
@@ -274,7 +280,7 @@ mod tests {
         let (sink, ingest) = PublishSink::channel(16);
         let (senders, mut receivers): (Vec<_>, Vec<_>) = (0..3).map(|_| mpsc::channel(4)).unzip();
         let metrics = Arc::new(Metrics::new());
-        let router = tokio::spawn(route(ingest, senders, Router::new("e1"), metrics, 8));
+        let router = tokio::spawn(route(ingest, senders, router_with_epoch("e1"), metrics, 8));
         let waiting = tokio::spawn(async move { sink.publish_and_wait(publish("a")).await });
         let mut handed = Vec::new();
         for receiver in &mut receivers {
@@ -303,7 +309,13 @@ mod tests {
         let (sink, ingest) = PublishSink::channel(16);
         let (sender, mut receiver) = mpsc::channel(4);
         let metrics = Arc::new(Metrics::new());
-        let router = tokio::spawn(route(ingest, vec![sender], Router::new("e1"), metrics, 8));
+        let router = tokio::spawn(route(
+            ingest,
+            vec![sender],
+            router_with_epoch("e1"),
+            metrics,
+            8,
+        ));
         for channel in ["a", "b", "a"] {
             sink.publish(publish(channel)).await.unwrap();
         }
