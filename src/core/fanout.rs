@@ -13,8 +13,8 @@ use super::{ConnId, Core, Event, Publish, PublishOutcome, Routed, SlowClientPoli
 use crate::proto::server;
 
 impl Core {
-    /// Positions, encodes (unless `routed` brings the frame and sequence),
-    /// stores and fans out one message.
+    /// Positions, encodes and keys (unless `routed` brings the frame, the
+    /// sequence and the key), stores and fans out one message.
     pub(super) fn publish(
         &mut self,
         now: Instant,

@@ -243,7 +243,7 @@ impl Core {
     /// subscriber of every message: when choosing the frame, queueing,
     /// stamping and listing each looked the record up again, a delivery
     /// cost 409 instructions at 25 messages per turn (`benches/callgrind.sh`);
-    /// under one borrow it costs 286.
+    /// under one borrow it costs 285.
     #[inline]
     fn push_to_queue(
         &mut self,
@@ -271,8 +271,8 @@ impl Core {
             Pushed::Queued { dropped, conflated } => (true, dropped, conflated),
             Pushed::DroppedNew { dropped, conflated } => (false, dropped + 1, conflated),
             Pushed::Overflow => {
+                // Closing queues the close frame and lists the connection.
                 self.close_slow_consumer(now, conn, u64::from(kind == FrameKind::Message));
-                self.mark_ready(conn);
                 return false;
             }
         };

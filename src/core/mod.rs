@@ -101,8 +101,8 @@ use subscriptions::SubscriptionIndex;
 /// order.
 ///
 /// The clock is the shell's: it reads it and hands the core the instant of
-/// every input (`clock` below; the production shell reads tokio's clock, the
-/// simulations turmoil's), and the core never reads one itself.
+/// every input (`clock` below; the production shell reads its runtime's, the
+/// simulations their simulated one), and the core never reads one itself.
 ///
 /// ```no_run
 /// use std::time::Instant;

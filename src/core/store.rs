@@ -143,7 +143,7 @@ impl Store {
     }
 
     /// Positions a message, encodes it once (unless a [`Routed`] message
-    /// brings its frame: `routed`), stores the frame and returns what
+    /// brings its frame and key: `routed`), stores the frame and returns what
     /// fan-out needs: the channel, the encoded message, its policy
     /// (`policy_for` is asked once per channel) and, when `want_tag` (some
     /// subscription is rate limited) or the channel conflates, its (channel,
